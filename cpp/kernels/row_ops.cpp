@@ -1,0 +1,213 @@
+#include "row_ops.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+namespace saguaro::detail {
+
+namespace {
+constexpr int64_t kInsertionLimit = 64;  // above this, nth_element beats the insertion buffer
+
+std::string where(int64_t row, int64_t position) {
+  std::ostringstream s;
+  s << "row " << row;
+  if (position >= 0) s << " position " << position;
+  return s.str();
+}
+}  // namespace
+
+RowScan scan_row(const float* logits, int64_t vocab) {
+  RowScan s;
+  float best = -std::numeric_limits<float>::infinity();
+  int32_t best_id = -1;
+  int64_t finite = 0;
+  bool nan = false, pos_inf = false;
+  for (int64_t i = 0; i < vocab; ++i) {
+    const float v = logits[i];
+    if (std::isfinite(v)) {
+      ++finite;
+      if (v > best || best_id < 0) {
+        best = v;
+        best_id = static_cast<int32_t>(i);
+      }
+    } else if (v != v) {
+      nan = true;
+    } else if (v > 0.f) {
+      pos_inf = true;
+    }
+  }
+  s.max = best;
+  s.argmax = best_id;
+  s.finite = finite;
+  s.nan = nan;
+  s.pos_inf = pos_inf;
+  return s;
+}
+
+void check_row(const RowScan& scan, const char* what, int64_t row, int64_t position) {
+  if (scan.nan) throw std::invalid_argument(std::string(what) + ": logits of " + where(row, position) + " contain NaN");
+  if (scan.pos_inf)
+    throw std::invalid_argument(std::string(what) + ": logits of " + where(row, position) +
+                                " contain +inf (give finite logits; -inf marks a forbidden token)");
+  if (scan.finite == 0)
+    throw std::invalid_argument(std::string(what) + ": logits of " + where(row, position) +
+                                " have no finite value (every token is -inf)");
+}
+
+RowScratch& thread_scratch() {
+  thread_local RowScratch scratch;
+  return scratch;
+}
+
+int64_t select_top(const float* logits, int64_t vocab, int64_t count, int32_t exclude, int32_t* out,
+                   RowScratch& scratch) {
+  if (count <= 0) return 0;
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  if (count <= kInsertionLimit) {
+    // One pass; ids arrive ascending, so a tie never displaces an earlier (lower) id.
+    scratch.best_value.resize(static_cast<size_t>(count));
+    scratch.best_id.resize(static_cast<size_t>(count));
+    float* bv = scratch.best_value.data();
+    int32_t* bi = scratch.best_id.data();
+    int64_t n = 0;
+    for (int64_t i = 0; i < vocab; ++i) {
+      const float v = logits[i];
+      if (v == neg_inf || i == exclude) continue;
+      if (n == count && !(v > bv[n - 1])) continue;
+      int64_t slot = (n == count) ? n - 1 : n;
+      while (slot > 0 && v > bv[slot - 1]) {
+        bv[slot] = bv[slot - 1];
+        bi[slot] = bi[slot - 1];
+        --slot;
+      }
+      bv[slot] = v;
+      bi[slot] = static_cast<int32_t>(i);
+      if (n < count) ++n;
+    }
+    std::copy(bi, bi + n, out);
+    return n;
+  }
+  scratch.ids.clear();
+  scratch.ids.reserve(static_cast<size_t>(vocab));
+  for (int64_t i = 0; i < vocab; ++i)
+    if (logits[i] != neg_inf && i != exclude) scratch.ids.push_back(static_cast<int32_t>(i));
+  auto better = [logits](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
+  const int64_t n = std::min<int64_t>(count, static_cast<int64_t>(scratch.ids.size()));
+  auto first = scratch.ids.begin();
+  if (n < static_cast<int64_t>(scratch.ids.size())) std::nth_element(first, first + n, scratch.ids.end(), better);
+  std::sort(first, first + n, better);
+  std::copy(first, first + n, out);
+  return n;
+}
+
+namespace {
+
+// Membership of token i in the top set that ends with boundary token b (logit desc, id asc).
+inline bool at_or_before(const float* logits, int64_t i, int32_t b) {
+  return logits[i] > logits[b] || (logits[i] == logits[b] && i <= b);
+}
+
+// The last token of the top-`count` set by logit, or -1 when the set holds every finite token.
+int32_t top_boundary(const float* logits, int64_t vocab, int64_t count, int64_t finite, RowScratch& scratch) {
+  if (count <= 0 || count >= finite) return -1;
+  int32_t boundary = -1;
+  if (count <= kInsertionLimit) {
+    int32_t ids[kInsertionLimit];
+    const int64_t n = select_top(logits, vocab, count, -1, ids, scratch);
+    boundary = ids[n - 1];
+  } else {
+    scratch.ids.clear();
+    for (int64_t i = 0; i < vocab; ++i)
+      if (std::isfinite(logits[i])) scratch.ids.push_back(static_cast<int32_t>(i));
+    auto better = [logits](int32_t a, int32_t b) {
+      return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+    };
+    std::nth_element(scratch.ids.begin(), scratch.ids.begin() + (count - 1), scratch.ids.end(), better);
+    boundary = scratch.ids[static_cast<size_t>(count - 1)];
+  }
+  return boundary;
+}
+
+// Zeroes the weights outside the smallest (probability desc, id asc) prefix whose mass >= top_p.
+// Partial selection in growing chunks: a peaked row (the usual case) costs one nth_element over
+// the positive tokens plus a sort of 64 of them.
+void apply_top_p(double* w, int64_t vocab, double top_p, RowScratch& scratch) {
+  double total = 0.0;
+  scratch.ids.clear();
+  for (int64_t i = 0; i < vocab; ++i) {
+    if (w[i] > 0.0) {
+      total += w[i];
+      scratch.ids.push_back(static_cast<int32_t>(i));
+    }
+  }
+  auto better = [w](int32_t a, int32_t b) { return w[a] > w[b] || (w[a] == w[b] && a < b); };
+  auto& ids = scratch.ids;
+  const int64_t n = static_cast<int64_t>(ids.size());
+  int64_t start = 0, chunk = 64;
+  double cumsum = 0.0;
+  int32_t cut = -1;
+  while (start < n && cut < 0) {
+    const int64_t end = std::min(n, start + chunk);
+    if (end < n) std::nth_element(ids.begin() + start, ids.begin() + end, ids.end(), better);
+    std::sort(ids.begin() + start, ids.begin() + end, better);
+    for (int64_t r = start; r < end; ++r) {
+      cumsum += w[ids[r]] / total;
+      if (cumsum >= top_p) {
+        cut = ids[r];
+        break;
+      }
+    }
+    start = end;
+    chunk *= 4;
+  }
+  if (cut < 0) return;  // rounding kept the mass below top_p: keep every token
+  const double wc = w[cut];
+  for (int64_t i = 0; i < vocab; ++i)
+    if (w[i] > 0.0 && !(w[i] > wc || (w[i] == wc && i <= cut))) w[i] = 0.0;
+}
+
+}  // namespace
+
+void process_row(const float* logits, int64_t vocab, const ProcessParams& params, bool saguaro, float* probs_out,
+                 RowScratch& scratch, const char* what, int64_t row, int64_t position) {
+  const RowScan scan = scan_row(logits, vocab);
+  check_row(scan, what, row, position);
+  if (params.temperature == 0.f) {
+    std::fill(probs_out, probs_out + vocab, 0.f);
+    probs_out[scan.argmax] = 1.f;
+    return;
+  }
+  scratch.weight.resize(static_cast<size_t>(vocab));
+  double* w = scratch.weight.data();
+  const double m = static_cast<double>(scan.max);
+  const double t = static_cast<double>(params.temperature);
+  for (int64_t i = 0; i < vocab; ++i) {
+    const float v = logits[i];
+    w[i] = std::isfinite(v) ? std::exp((static_cast<double>(v) - m) / t) : 0.0;
+  }
+  if (params.top_k > 0) {
+    const int32_t b = top_boundary(logits, vocab, params.top_k, scan.finite, scratch);
+    if (b >= 0)
+      for (int64_t i = 0; i < vocab; ++i)
+        if (!at_or_before(logits, i, b)) w[i] = 0.0;
+  }
+  if (params.top_p < 1.f) apply_top_p(w, vocab, static_cast<double>(params.top_p), scratch);
+  if (saguaro && params.saguaro_c < 1.f && params.saguaro_topn > 0) {
+    const int32_t b = top_boundary(logits, vocab, params.saguaro_topn, scan.finite, scratch);
+    const double c = static_cast<double>(params.saguaro_c);
+    double scaled = 0.0;
+    for (int64_t i = 0; i < vocab; ++i) scaled += (b < 0 || at_or_before(logits, i, b)) ? w[i] * c : w[i];
+    if (scaled > 0.0)  // C = 0 with all mass in the top-n: leave the row unscaled
+      for (int64_t i = 0; i < vocab; ++i)
+        if (b < 0 || at_or_before(logits, i, b)) w[i] *= c;
+  }
+  double total = 0.0;
+  for (int64_t i = 0; i < vocab; ++i) total += w[i];
+  for (int64_t i = 0; i < vocab; ++i) probs_out[i] = static_cast<float>(w[i] / total);
+}
+
+}  // namespace saguaro::detail

@@ -1,0 +1,67 @@
+#pragma once
+// Private building blocks of the CPU twins: row checks, partial selection, row processing, and the
+// inverse-CDF sampler. Everything works on one row; scratch buffers are per thread and reused, so
+// the kernels allocate nothing per call once warm and may run on any number of threads at once.
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "saguaro/process.hpp"
+
+namespace saguaro::detail {
+
+struct RowScan {
+  float max = 0.f;        // largest finite logit
+  int32_t argmax = -1;    // lowest id holding it
+  int64_t finite = 0;     // number of finite logits
+  bool nan = false;
+  bool pos_inf = false;
+};
+
+RowScan scan_row(const float* logits, int64_t vocab);
+
+// Throws std::invalid_argument "<what>: <where> contains NaN / +inf / no finite logit".
+void check_row(const RowScan& scan, const char* what, int64_t row, int64_t position);
+
+struct RowScratch {
+  std::vector<double> weight;           // unnormalised probabilities of the row being processed
+  std::vector<int32_t> ids;             // index buffer for partial selection
+  std::vector<float> best_value;        // small sorted buffer (top-k by insertion)
+  std::vector<int32_t> best_id;
+  std::vector<float> probs;             // a processed row (verification)
+};
+
+RowScratch& thread_scratch();
+
+// The best `count` tokens by (logit descending, id ascending), skipping -inf logits and `exclude`
+// (< 0: none), written best first to `out`; returns how many were found (<= count).
+// Small counts use one pass with a sorted insertion buffer, large ones nth_element + sort.
+int64_t select_top(const float* logits, int64_t vocab, int64_t count, int32_t exclude, int32_t* out,
+                   RowScratch& scratch);
+
+// Processes one row (docs/contracts.md §2) into probs_out. `saguaro` = apply the Saguaro fields.
+// Checks the row (NaN, +inf, no finite logit) and throws naming what/row/position.
+void process_row(const float* logits, int64_t vocab, const ProcessParams& params, bool saguaro, float* probs_out,
+                 RowScratch& scratch, const char* what, int64_t row, int64_t position);
+
+// Inverse CDF over ids ascending with weights get(i) (float, >= 0) accumulated in double: the first
+// i with weight > 0 and cumsum > u * total; the last positive one if rounding leaves none; -1 if none.
+template <class Get>
+int32_t sample_by(int64_t vocab, double u, Get get) {
+  double total = 0.0;
+  for (int64_t i = 0; i < vocab; ++i) total += static_cast<double>(get(i));
+  const double target = u * total;
+  double cumsum = 0.0;
+  int32_t last = -1;
+  for (int64_t i = 0; i < vocab; ++i) {
+    const float w = get(i);
+    if (w > 0.f) {
+      cumsum += static_cast<double>(w);
+      last = static_cast<int32_t>(i);
+      if (cumsum > target) return last;
+    }
+  }
+  return last;
+}
+
+}  // namespace saguaro::detail
