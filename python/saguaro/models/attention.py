@@ -1,0 +1,80 @@
+"""Grouped-query self-attention over the per-sequence KV slots, with explicit masks for trees."""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+
+from saguaro.models.kv_cache import SequenceKV
+from saguaro.models.linear import Linear
+from saguaro.models.norm import RMSNorm
+from saguaro.models.rotary import apply_rotary
+
+
+@dataclasses.dataclass
+class AttentionGroup:
+    """The tokens of one sequence in a batched forward.
+
+    Rows [row_start, row_end) of the flat batch are written to KV slots
+    [write_start, write_start + n) and attend to slots [0, kv_len) under `mask`
+    (bool [n, kv_len], True = may attend; None = every query sees all kv_len slots).
+    """
+
+    kv: SequenceKV
+    row_start: int
+    row_end: int
+    write_start: int
+    kv_len: int
+    mask: torch.Tensor | None
+
+
+class Attention:
+    """q/k/v from one fused projection, optional q/k RMSNorm (Qwen3), rotary, SDPA, output projection."""
+
+    def __init__(self, layer: int, qkv: Linear, out: Linear, num_heads: int, num_kv_heads: int,
+                 head_dim: int, q_norm: RMSNorm | None = None, k_norm: RMSNorm | None = None) -> None:
+        self.layer = layer
+        self.qkv = qkv
+        self.out = out
+        self.h = num_heads
+        self.kvh = num_kv_heads
+        self.d = head_dim
+        self.q_norm = q_norm
+        self.k_norm = k_norm
+        self.gqa = num_heads != num_kv_heads
+
+    def __call__(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                 groups: list[AttentionGroup]) -> torch.Tensor:
+        n = x.shape[0]
+        h, kvh, d = self.h, self.kvh, self.d
+        qkv = self.qkv(x).view(n, h + 2 * kvh, d)
+        if self.q_norm is not None:
+            q = apply_rotary(self.q_norm(qkv[:, :h]), cos, sin)
+            k = apply_rotary(self.k_norm(qkv[:, h : h + kvh]), cos, sin)
+        else:
+            qk = apply_rotary(qkv[:, : h + kvh], cos, sin)
+            q, k = qk[:, :h], qk[:, h:]
+        v = qkv[:, h + kvh :]
+        layer = self.layer
+        if len(groups) == 1:
+            return self.out(self._group(q, k, v, groups[0], layer).reshape(n, h * d))
+        outs = [self._group(q[g.row_start : g.row_end], k[g.row_start : g.row_end],
+                            v[g.row_start : g.row_end], g, layer) for g in groups]
+        return self.out(torch.cat(outs, dim=0).reshape(n, h * d))
+
+    def _group(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: AttentionGroup,
+               layer: int) -> torch.Tensor:
+        n = q.shape[0]
+        kc, vc = g.kv.keys[layer], g.kv.values[layer]
+        end = g.write_start + n
+        kc[:, g.write_start : end].copy_(k.transpose(0, 1))
+        vc[:, g.write_start : end].copy_(v.transpose(0, 1))
+        o = F.scaled_dot_product_attention(
+            q.transpose(0, 1).unsqueeze(0),
+            kc[:, : g.kv_len].unsqueeze(0),
+            vc[:, : g.kv_len].unsqueeze(0),
+            attn_mask=g.mask,
+            enable_gqa=self.gqa,
+        )
+        return o[0].transpose(0, 1)

@@ -1,0 +1,109 @@
+"""The native decoder-only model: embedding, decoder layers, final norm and output head."""
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+import torch.nn.functional as F
+
+from saguaro.models.attention import Attention, AttentionGroup
+from saguaro.models.config import ModelConfig
+from saguaro.models.linear import Int8Linear, Linear
+from saguaro.models.mlp import MLP
+from saguaro.models.norm import RMSNorm
+from saguaro.models.rotary import RotaryTable
+
+
+class DecoderLayer:
+    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, attn_norm: RMSNorm, attention: Attention, mlp_norm: RMSNorm, mlp: MLP) -> None:
+        self.attn_norm = attn_norm
+        self.attention = attention
+        self.mlp_norm = mlp_norm
+        self.mlp = mlp
+
+    def __call__(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                 groups: list[AttentionGroup]) -> torch.Tensor:
+        x = x + self.attention(self.attn_norm(x), cos, sin, groups)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class DecoderModel:
+    """A Qwen2 / Qwen3 / Llama 3 / SmolLM2 decoder with weights in one dtype on one device.
+
+    Build it with `from_state_dict` (transformers parameter names). It holds no per-sequence
+    state: the KV slots belong to the adapter that runs it.
+    """
+
+    def __init__(self, config: ModelConfig, embed: torch.Tensor, layers: list[DecoderLayer],
+                 final_norm: RMSNorm, head: Linear, dtype: torch.dtype, device: torch.device) -> None:
+        self.config = config
+        self.embed = embed
+        self.layers = layers
+        self.final_norm = final_norm
+        self.head = head
+        self.dtype = dtype
+        self.device = device
+
+    @classmethod
+    def from_state_dict(cls, config: ModelConfig, tensors: Mapping[str, torch.Tensor],
+                        *, dtype: torch.dtype = torch.bfloat16, device: str | torch.device = "cpu",
+                        int8: bool = False) -> "DecoderModel":
+        """Build from transformers-named weights (`model.layers.N.self_attn.q_proj.weight`, ...).
+
+        `tensors` is any mapping name -> tensor (a lazy one lets loaders stream from safetensors).
+        int8=True stores the layer projections as weight-only int8 (for a draft model only).
+        """
+        device = torch.device(device)
+        def has(name: str) -> bool:
+            return name in tensors
+
+        def t(name: str) -> torch.Tensor:
+            return tensors[name].to(device=device, dtype=dtype)
+
+        lin = Int8Linear if int8 else Linear
+        c = config
+        layers = []
+        for i in range(c.num_layers):
+            p = f"model.layers.{i}."
+            a = p + "self_attn."
+            qkv_w = torch.cat([t(a + "q_proj.weight"), t(a + "k_proj.weight"), t(a + "v_proj.weight")], 0)
+            qkv_b = None
+            if has(a + "q_proj.bias"):
+                qkv_b = torch.cat([t(a + "q_proj.bias"), t(a + "k_proj.bias"), t(a + "v_proj.bias")], 0)
+            q_norm = k_norm = None
+            if c.qk_norm:
+                q_norm = RMSNorm(t(a + "q_norm.weight"), c.rms_norm_eps)
+                k_norm = RMSNorm(t(a + "k_norm.weight"), c.rms_norm_eps)
+            o_b = t(a + "o_proj.bias") if has(a + "o_proj.bias") else None
+            attention = Attention(i, lin(qkv_w, qkv_b), lin(t(a + "o_proj.weight"), o_b), c.num_heads,
+                                  c.num_kv_heads, c.head_dim, q_norm, k_norm)
+            m = p + "mlp."
+            gate_up = torch.cat([t(m + "gate_proj.weight"), t(m + "up_proj.weight")], 0)
+            mlp = MLP(lin(gate_up), lin(t(m + "down_proj.weight")))
+            layers.append(DecoderLayer(RMSNorm(t(p + "input_layernorm.weight"), c.rms_norm_eps), attention,
+                                       RMSNorm(t(p + "post_attention_layernorm.weight"), c.rms_norm_eps), mlp))
+        embed = t("model.embed_tokens.weight").contiguous()
+        if has("lm_head.weight") and not c.tie_word_embeddings:
+            head_w = t("lm_head.weight")
+        else:
+            head_w = embed
+        # The output head stays in the model dtype even for int8 drafts: it decides the draft's q.
+        head = Linear(head_w)
+        return cls(c, embed, layers, RMSNorm(t("model.norm.weight"), c.rms_norm_eps), head, dtype, device)
+
+    def rotary(self, capacity: int) -> RotaryTable:
+        """A cos/sin table for positions below `capacity`."""
+        return RotaryTable(self.config, capacity, self.dtype, self.device)
+
+    def forward(self, tokens: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                groups: list[AttentionGroup], logit_rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Run flat tokens [N] (grouped by sequence) and return float32 logits of logit_rows (all if None)."""
+        x = F.embedding(tokens, self.embed)
+        for layer in self.layers:
+            x = layer(x, cos, sin, groups)
+        if logit_rows is not None:
+            x = x.index_select(0, logit_rows)
+        return self.head(self.final_norm(x)).float()
+

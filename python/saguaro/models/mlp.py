@@ -1,0 +1,21 @@
+"""The SwiGLU feed-forward block, with gate and up projections fused into one matmul."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from saguaro.models.linear import Linear
+
+
+class MLP:
+    """down(silu(gate(x)) * up(x)); gate_up holds [gate; up] stacked on the output dimension."""
+
+    def __init__(self, gate_up: Linear, down: Linear) -> None:
+        self.gate_up = gate_up
+        self.down = down
+        self.intermediate = gate_up.out_features // 2
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        gu = self.gate_up(x)
+        gate, up = gu[..., : self.intermediate], gu[..., self.intermediate :]
+        return self.down(F.silu(gate) * up)

@@ -1,0 +1,234 @@
+"""NativeModelAdapter: the adapter protocol over the native decoder, its KV slots and tree attention."""
+from __future__ import annotations
+
+import threading
+from typing import Sequence
+
+import torch
+
+from saguaro.models.attention import AttentionGroup
+from saguaro.models.decoder import DecoderModel
+from saguaro.models.kv_cache import KVCache, SequenceKV, TreeState
+
+DEFAULT_MAX_CONTEXT = 4096
+DEFAULT_SCRATCH_TOKENS = 256
+
+
+class NativeModelAdapter:
+    """Runs a `DecoderModel` for many sequences, each with its own preallocated KV slot.
+
+    Args:
+        model: the native decoder (weights on its device, in its dtype).
+        max_context: longest sequence (prompt + generated + speculation); default
+            min(4096, the model's max_position_embeddings). Each slot preallocates
+            max_context + scratch_tokens positions per layer.
+        scratch_tokens: room for branch tokens of one tree per sequence
+            (rows of that sequence x depth reached); a larger tree raises ValueError.
+        eos_token_ids: overrides the config's EOS ids.
+
+    One adapter object must be called from one thread at a time (a lock enforces it); the target
+    and the draft are separate objects with separate state and can run concurrently.
+    """
+
+    def __init__(self, model: DecoderModel, *, max_context: int | None = None,
+                 scratch_tokens: int = DEFAULT_SCRATCH_TOKENS, eos_token_ids: Sequence[int] | None = None) -> None:
+        c = model.config
+        if max_context is None:
+            max_context = min(DEFAULT_MAX_CONTEXT, c.max_position_embeddings)
+        if max_context < 1:
+            raise ValueError(f"max_context must be >= 1, got {max_context}")
+        if max_context > c.max_position_embeddings:
+            raise ValueError(f"max_context {max_context} exceeds the model's max_position_embeddings "
+                             f"{c.max_position_embeddings}")
+        if scratch_tokens < 0:
+            raise ValueError(f"scratch_tokens must be >= 0, got {scratch_tokens}")
+        self.model = model
+        self.config = c
+        self.vocab_size: int = c.vocab_size
+        self.max_context: int = int(max_context)
+        self.scratch_tokens = int(scratch_tokens)
+        self.eos_token_ids: list[int] = list(eos_token_ids if eos_token_ids is not None else c.eos_token_ids)
+        self.device = model.device
+        capacity = self.max_context + self.scratch_tokens
+        self._rotary = model.rotary(capacity)
+        self._cache = KVCache(c, capacity, model.dtype, model.device)
+        self._lock = threading.Lock()
+        self._tree_key: tuple | None = None  # (seq_ids, visible, permutation) of the current tree
+
+    # ------------------------------------------------------------------ protocol
+    def prefill(self, seq_ids: list[int], prompts: list[list[int]]) -> torch.Tensor:
+        """Allocate the sequences and run their prompts; logits [B, V] at each last prompt position."""
+        self._check_batch(seq_ids, prompts, "prompts")
+        with self._lock, torch.inference_mode():
+            for s, p in zip(seq_ids, prompts):
+                if len(p) > self.max_context:
+                    raise ValueError(f"prompt of sequence {s} has {len(p)} tokens, more than max_context "
+                                     f"{self.max_context}: shorten it or load the model with a larger max_context")
+            slots = [self._cache.allocate(s) for s in seq_ids]
+            try:
+                return self._run_extend(slots, prompts, last_only=True)
+            except BaseException:
+                for s in seq_ids:
+                    self._cache.release(s)
+                raise
+
+    def extend(self, seq_ids: list[int], tokens: list[list[int]]) -> torch.Tensor:
+        """Append tokens to each sequence; logits [sum len, V] ordered by sequence then position."""
+        self._check_batch(seq_ids, tokens, "tokens")
+        with self._lock, torch.inference_mode():
+            slots = [self._cache.get(s) for s in seq_ids]
+            for s, kv, t in zip(seq_ids, slots, tokens):
+                if kv.length + len(t) > self.max_context:
+                    raise ValueError(f"sequence {s} would hold {kv.length + len(t)} tokens, more than max_context "
+                                     f"{self.max_context}: stop generating or load with a larger max_context")
+            return self._run_extend(slots, tokens, last_only=False)
+
+    def tree_step(self, seq_ids: list[int], visible: list[int], tokens: list[int], depth: int) -> torch.Tensor:
+        """One step of branch decoding (docs/contracts.md §3); logits [N, V] in row order."""
+        n = len(seq_ids)
+        if n == 0 or len(visible) != n or len(tokens) != n:
+            raise ValueError(f"tree_step needs equal, non-empty seq_ids/visible/tokens, got "
+                             f"{len(seq_ids)}/{len(visible)}/{len(tokens)}")
+        if depth < 0:
+            raise ValueError(f"depth must be >= 0, got {depth}")
+        self._check_tokens(tokens)
+        with self._lock, torch.inference_mode():
+            key = (tuple(seq_ids), tuple(visible))
+            if depth == 0:
+                plan = self._start_tree(seq_ids, visible)
+                self._tree_key = (key, plan)
+            else:
+                if self._tree_key is None or self._tree_key[0] != key:
+                    raise ValueError("tree_step with depth > 0 must repeat the rows (seq_ids, visible) of the "
+                                     "depth-0 call in the same order")
+                plan = self._tree_key[1]
+            perm, per_seq = plan
+            groups: list[AttentionGroup] = []
+            row = 0
+            for s, kv, local_rows in per_seq:
+                tree = kv.tree
+                if tree is None or tree.depth != depth:
+                    expected = "0 (the tree was discarded by extend/truncate/prefill)" if tree is None else tree.depth
+                    raise ValueError(f"tree_step depth {depth} for sequence {s}, expected depth {expected}")
+                m = len(local_rows)
+                write = tree.start + depth * m
+                kv_len = write + m
+                if kv_len > kv.capacity:
+                    raise ValueError(f"tree of sequence {s} needs {kv_len - tree.start} scratch KV slots, more than "
+                                     f"scratch_tokens={self.scratch_tokens}: construct the adapter with more")
+                groups.append(AttentionGroup(kv, row, row + m, write, kv_len, self._tree_mask(tree, m, depth)))
+                row += m
+            dev = self.device
+            perm_t = torch.tensor(perm, dtype=torch.int64)
+            flat_tokens = torch.tensor(tokens, dtype=torch.int64)[perm_t].to(dev)
+            positions = (torch.tensor(visible, dtype=torch.int64)[perm_t] + depth).to(dev)
+            cos, sin = self._rotary.lookup(positions)
+            logits = self.model.forward(flat_tokens, cos, sin, groups)
+            for _, kv, _ in per_seq:
+                kv.tree.depth = depth + 1  # type: ignore[union-attr]
+            if perm != list(range(n)):
+                inverse = torch.empty(n, dtype=torch.int64)
+                inverse[perm_t] = torch.arange(n)
+                logits = logits[inverse.to(logits.device)]
+            return _to_cpu_f32(logits)
+
+    def truncate(self, seq_id: int, length: int) -> None:
+        """Drop KV positions >= length (0 <= length <= current length)."""
+        with self._lock:
+            kv = self._cache.get(seq_id)
+            if not 0 <= length <= kv.length:
+                raise ValueError(f"cannot truncate sequence {seq_id} of length {kv.length} to {length}")
+            kv.length = int(length)
+            kv.tree = None
+
+    def length(self, seq_id: int) -> int:
+        """KV positions held by the sequence."""
+        with self._lock:
+            return self._cache.get(seq_id).length
+
+    def release(self, seq_id: int) -> None:
+        """Free the sequence's slot (kept for reuse); unknown ids are ignored."""
+        with self._lock:
+            self._cache.release(seq_id)
+
+    # ------------------------------------------------------------------ internals
+    def _check_batch(self, seq_ids: list[int], rows: list[list[int]], what: str) -> None:
+        if len(seq_ids) != len(rows):
+            raise ValueError(f"{len(seq_ids)} seq_ids but {len(rows)} {what}")
+        if len(set(seq_ids)) != len(seq_ids):
+            raise ValueError(f"duplicate sequence ids in one call: {seq_ids}")
+        for s, r in zip(seq_ids, rows):
+            if len(r) == 0:
+                raise ValueError(f"sequence {s}: {what} must hold at least one token")
+            self._check_tokens(r)
+
+    def _check_tokens(self, tokens: Sequence[int]) -> None:
+        lo, hi = min(tokens), max(tokens)
+        if lo < 0 or hi >= self.vocab_size:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"token id {bad} outside the vocabulary [0, {self.vocab_size})")
+
+    def _run_extend(self, slots: list[SequenceKV], rows: list[list[int]], last_only: bool) -> torch.Tensor:
+        dev = self.device
+        groups = []
+        positions: list[int] = []
+        flat: list[int] = []
+        last_rows: list[int] = []
+        start = 0
+        for kv, t in zip(slots, rows):
+            n = len(t)
+            base = kv.length
+            kv_len = base + n
+            mask = None
+            if n > 1:
+                mask = (torch.arange(kv_len, device=dev)[None, :]
+                        <= torch.arange(base, kv_len, device=dev)[:, None])
+            groups.append(AttentionGroup(kv, start, start + n, base, kv_len, mask))
+            positions.extend(range(base, kv_len))
+            flat.extend(t)
+            start += n
+            last_rows.append(start - 1)
+        cos, sin = self._rotary.lookup(torch.tensor(positions, dtype=torch.int64, device=dev))
+        sel = None
+        if last_only and start != len(slots):
+            sel = torch.tensor(last_rows, dtype=torch.int64, device=dev)
+        logits = self.model.forward(torch.tensor(flat, dtype=torch.int64, device=dev), cos, sin, groups, sel)
+        for kv, t in zip(slots, rows):
+            kv.length += len(t)
+            kv.tree = None
+        return _to_cpu_f32(logits)
+
+    def _start_tree(self, seq_ids: list[int], visible: list[int]) -> tuple[list[int], list]:
+        order: dict[int, list[int]] = {}
+        for i, s in enumerate(seq_ids):
+            order.setdefault(s, []).append(i)
+        per_seq = []
+        perm: list[int] = []
+        for s, local in order.items():
+            kv = self._cache.get(s)
+            vis = [visible[i] for i in local]
+            for v in vis:
+                if not 0 <= v <= kv.length:
+                    raise ValueError(f"tree_step: visible {v} for sequence {s} outside [0, its length {kv.length}]")
+            kv.tree = TreeState(rows=local, visible=vis, start=kv.length, depth=0)
+            per_seq.append((s, kv, local))
+            perm.extend(local)
+        return perm, per_seq
+
+    def _tree_mask(self, tree: TreeState, m: int, depth: int) -> torch.Tensor:
+        dev = self.device
+        kv_len = tree.start + (depth + 1) * m
+        vis = torch.tensor(tree.visible, dtype=torch.int64, device=dev)
+        prefix = torch.arange(tree.start, device=dev)[None, :] < vis[:, None]
+        own = (torch.arange((depth + 1) * m, device=dev) % m)[None, :] == torch.arange(m, device=dev)[:, None]
+        mask = torch.cat((prefix, own), dim=1)
+        assert mask.shape == (m, kv_len)
+        return mask
+
+
+def _to_cpu_f32(logits: torch.Tensor) -> torch.Tensor:
+    if logits.device.type != "cpu":
+        logits = logits.cpu()
+    if logits.dtype != torch.float32:
+        logits = logits.float()
+    return logits.contiguous()
