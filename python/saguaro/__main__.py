@@ -1,0 +1,6 @@
+"""``python -m saguaro``: the saguaro command."""
+import sys
+
+from saguaro.cli import main
+
+sys.exit(main())

@@ -1,0 +1,283 @@
+"""The ``saguaro`` command: generate, info, models, bench."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from typing import Any, Optional, Sequence
+
+#: exit status of a command that failed on bad input or a missing piece (argparse uses 2 as well)
+EXIT_ERROR = 2
+
+_DTYPES = ("bfloat16", "float32", "float16")
+
+
+class CliError(Exception):
+    """A failure the user can fix; printed as one ``error:`` line."""
+
+
+def _fanout(text: str) -> Any:
+    if text in ("geometric", "uniform"):
+        return text
+    try:
+        parts = [int(p) for p in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--fanout takes a budget (e.g. 6), a list F_0,...,F_k (e.g. 2,1,1,1,1) or geometric/uniform, got {text!r}")
+    return parts[0] if len(parts) == 1 else parts
+
+
+def _threads(text: str) -> tuple[int, int]:
+    try:
+        parts = [int(p) for p in text.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"--threads takes N (each worker) or T,D (target, draft), got {text!r}")
+    return (parts[0], parts[-1])
+
+
+def _add_engine_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("models and speculation")
+    g.add_argument("--target", help="target model: preset name, HF directory or .gguf file (default: the default pair)")
+    g.add_argument("--draft", help="draft model (default: the default pair's draft when --target is not given)")
+    g.add_argument("--mode", choices=("ssd", "sd", "ar"), default=None, help="ssd (default), sd or ar (target only)")
+    g.add_argument("--k", type=int, default=None, help="draft tokens per round")
+    g.add_argument("--fanout", type=_fanout, default=None, help="fan-out budget M, or F_0,...,F_k, or geometric/uniform")
+    g.add_argument("--saguaro-c", type=float, default=None, help="Saguaro constant C in [0, 1] (1 = off)")
+    g.add_argument("--backup", choices=("jit", "fast", "auto"), default=None, help="backup speculator on a cache miss")
+    g.add_argument("--dtype", choices=_DTYPES, default="bfloat16")
+    g.add_argument("--device", default="cpu")
+    g.add_argument("--threads", type=_threads, default=None, help="torch threads per worker: N or T,D")
+    g.add_argument("--engine-seed", type=int, default=0, help=argparse.SUPPRESS)
+
+
+def _add_sampling_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("sampling")
+    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    g.add_argument("--top-k", type=int, default=0)
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--max-new-tokens", type=int, default=128)
+    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    g.add_argument("--ignore-eos", action="store_true")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from saguaro import __version__
+
+    p = argparse.ArgumentParser(prog="saguaro", description="Speculative speculative decoding with an exact output "
+                                "distribution: a draft model speculates on its own hardware while the target verifies.")
+    p.add_argument("--version", action="version", version=f"saguaro {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    g = sub.add_parser("generate", help="generate text for a prompt, streamed to the terminal")
+    g.add_argument("prompt", nargs="?", help="the prompt; '-' reads it from stdin")
+    g.add_argument("--file", help="read the prompt from this file")
+    g.add_argument("--chat", action="store_true", help="put the prompt through the model's chat template")
+    g.add_argument("--no-summary", action="store_true", help="do not print the speed summary")
+    _add_engine_args(g)
+    _add_sampling_args(g)
+    g.set_defaults(func=cmd_generate)
+
+    i = sub.add_parser("info", help="build, devices, NCCL and the model cache")
+    i.add_argument("--json", action="store_true", help="print one JSON object")
+    i.set_defaults(func=cmd_info)
+
+    m = sub.add_parser("models", help="list or prepare the models")
+    msub = m.add_subparsers(dest="models_command", metavar="ACTION")
+    msub.required = True
+    ml = msub.add_parser("list", help="presets and what is installed, assembled and converted")
+    ml.set_defaults(func=cmd_models_list)
+    mp = msub.add_parser("prepare", help="assemble, verify and convert the default pair (or the given presets)")
+    mp.add_argument("presets", nargs="*", help="preset names (default: the default pair)")
+    mp.set_defaults(func=cmd_models_prepare)
+
+    b = sub.add_parser("bench", help="run the benchmark driver (arguments are passed on)", add_help=False)
+    b.add_argument("args", nargs=argparse.REMAINDER)
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def _read_prompt(args: argparse.Namespace) -> str:
+    if args.file is not None:
+        if args.prompt is not None:
+            raise CliError("give the prompt either as an argument or with --file, not both")
+        try:
+            with open(args.file, encoding="utf-8") as f:
+                return f.read()
+        except OSError as e:
+            raise CliError(f"cannot read the prompt file {args.file!r}: {e.strerror}")
+    if args.prompt is None:
+        raise CliError("no prompt: give it as an argument, '-' for stdin, or --file PATH")
+    if args.prompt == "-":
+        return sys.stdin.read()
+    return args.prompt
+
+
+def _engine_from_args(args: argparse.Namespace) -> Any:
+    import torch
+
+    from saguaro.engine import Engine
+
+    threads = args.threads or (None, None)
+    return Engine(target=args.target, draft=args.draft, mode=args.mode, dtype=getattr(torch, args.dtype),
+                  device=args.device, seed=args.engine_seed, k=args.k, fanout=args.fanout,
+                  saguaro_c=args.saguaro_c, backup=args.backup, target_threads=threads[0],
+                  draft_threads=threads[1])
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Stream the completion of one prompt to stdout; the speed summary goes to stderr."""
+    from saguaro.results import speed_summary
+    from saguaro.sampling_params import SamplingParams
+
+    prompt = _read_prompt(args)
+    sampling = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                              max_new_tokens=args.max_new_tokens, seed=args.seed, stop=args.stop,
+                              ignore_eos=args.ignore_eos)
+    with _engine_from_args(args) as engine:
+        stream = engine.stream(prompt, sampling, chat=args.chat)
+        last = None
+        with stream:
+            for delta in stream:
+                sys.stdout.write(delta.text)
+                sys.stdout.flush()
+                last = delta
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        if not args.no_summary and last is not None:
+            metrics = dict(last.metrics)
+            print(f"[{engine.mode}] {speed_summary(metrics)} (finish: {last.finish_reason})", file=sys.stderr)
+    return 0
+
+
+def _info() -> dict[str, Any]:
+    import torch
+
+    from saguaro import build_info
+
+    info: dict[str, Any] = dict(build_info())
+    info["torch"] = torch.__version__
+    info["cpu_cores"] = os.cpu_count()
+    try:
+        info["usable_cores"] = len(os.sched_getaffinity(0))
+    except AttributeError:
+        pass
+    info["torch_cuda_devices"] = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    try:
+        from saguaro import models
+
+        info["model_cache"] = str(models.cache_dir())
+        info["model_cache_contents"] = _cache_contents(models.cache_dir())
+    except Exception as e:  # the model layer may be missing pieces; info must still print
+        info["model_cache"] = f"unavailable ({e})"
+    return info
+
+
+def _cache_contents(path: Any) -> list[str]:
+    if not os.path.isdir(path):
+        return []
+    out = []
+    for name in sorted(os.listdir(path)):
+        full = os.path.join(path, name)
+        size = _size(full)
+        out.append(f"{name} ({size / 2**20:.1f} MiB)")
+    return out
+
+
+def _size(path: str) -> int:
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(root, f))
+            except OSError:
+                pass
+    return total
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Print the build, devices, NCCL and the model cache."""
+    info = _info()
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    for key, value in info.items():
+        if isinstance(value, list):
+            print(f"{key}:" + ("" if value else " (empty)"))
+            for v in value:
+                print(f"  {v}")
+        else:
+            print(f"{key}: {value}")
+    return 0
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    """Presets and their state: installed (packages), assembled, converted."""
+    from saguaro import models
+
+    rows = models.list_models()
+    for row in rows:
+        print(_format_row(row))
+    return 0
+
+
+def _format_row(row: Any) -> str:
+    if isinstance(row, dict):
+        return "  ".join(f"{k}={v}" for k, v in row.items())
+    return str(row)
+
+
+def cmd_models_prepare(args: argparse.Namespace) -> int:
+    """Assemble, verify and convert the default pair (progress bars on stderr)."""
+    from saguaro import models
+
+    names = args.presets or list(models.default_pair())
+    for name in names:
+        path = models.prepare(name, progress=True)
+        print(f"{name}: ready ({path})")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Hand the arguments to the benchmark driver saguaro.bench_cli."""
+    try:
+        bench = importlib.import_module("saguaro.bench_cli")
+    except ModuleNotFoundError as e:
+        if e.name not in ("saguaro.bench_cli",):
+            raise
+        raise CliError("the benchmark driver is not part of this installation (saguaro.bench_cli is missing); "
+                       "run the scripts in bench/ from a source checkout")
+    return int(bench.main(list(args.args)) or 0)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``saguaro`` command; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    if argv[:1] == ["bench"]:
+        # everything after "bench" belongs to the benchmark driver, options included
+        args = argparse.Namespace(func=cmd_bench, args=argv[1:])
+    else:
+        args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except (CliError, ValueError, RuntimeError, ImportError, OSError, NotImplementedError) as e:
+        msg = " ".join(str(e).split()) or type(e).__name__
+        print(f"error: {msg}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,475 @@
+"""The public engine: load a target and a draft, validate requests, run them on the runtime."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterator, Optional, Sequence, Union
+
+import torch
+
+from saguaro.config import SpeculationConfig
+from saguaro.prompts import Prompt, encode_prompt, split_prompts
+from saguaro.results import RequestOutput, StreamDelta
+from saguaro.sampling_params import SamplingParams
+from saguaro.stop import OutputText
+
+_MODES = ("ar", "sd", "ssd")
+_BACKUPS = ("jit", "fast", "auto")
+_CACHE_POLICIES = ("wait", "partial", "miss")
+_FANOUT_KINDS = ("geometric", "uniform", "manual")
+#: generate() shows a progress bar from this many prompts on (when stderr is a terminal)
+_PROGRESS_FROM = 8
+#: how long generate() waits on one request before looking at the next (seconds)
+_POLL_SLICE = 0.02
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _check_cores(name: str, cores: Optional[Sequence[int]]) -> Optional[list[int]]:
+    if cores is None:
+        return None
+    if isinstance(cores, int) and not isinstance(cores, bool):
+        cores = [cores]
+    try:
+        available = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        available = list(range(os.cpu_count() or 1))
+    out = list(cores)
+    for c in out:
+        if not _is_int(c) or c not in available:
+            raise ValueError(f"{name} must list CPU cores this process may use {available}, got {c!r}")
+    return out
+
+
+def resolve_speculation(base: Optional[SpeculationConfig] = None, **overrides: Any) -> SpeculationConfig:
+    """A validated SpeculationConfig: ``base`` (or the defaults) with the non-None overrides applied.
+
+    ``fanout`` may be a budget M (int: spread over positions by ``fanout_kind``) or a list
+    F_0..F_K (manual). Every bad value raises ValueError saying what to fix.
+    """
+    if base is not None and not isinstance(base, SpeculationConfig):
+        raise ValueError(f"speculation must be a saguaro.config.SpeculationConfig, got {type(base).__name__}")
+    cfg = replace(base) if base is not None else SpeculationConfig()
+    fanout = overrides.pop("fanout", None)
+    for name, value in overrides.items():
+        if value is not None:
+            setattr(cfg, name, value)
+    if fanout is not None:
+        if isinstance(fanout, str):
+            if fanout not in ("geometric", "uniform"):
+                raise ValueError(f"fanout must be a budget (int >= 1), a list F_0..F_k or 'geometric'/'uniform', "
+                                 f"got {fanout!r}")
+            cfg.fanout_kind = fanout
+        elif _is_int(fanout):
+            cfg.fanout_budget = fanout
+            if cfg.fanout_kind == "manual":
+                cfg.fanout_kind = "geometric"
+        else:
+            cfg.fanout = list(fanout)
+            cfg.fanout_kind = "manual"
+
+    if cfg.mode not in _MODES:
+        raise ValueError(f"unknown mode {cfg.mode!r}: use 'ssd' (speculative speculative decoding), "
+                         f"'sd' (speculative decoding) or 'ar' (target only)")
+    if not _is_int(cfg.k) or cfg.k < 1:
+        raise ValueError(f"k (draft tokens per round) must be an integer >= 1, got {cfg.k!r}")
+    if not isinstance(cfg.saguaro_c, (int, float)) or isinstance(cfg.saguaro_c, bool) or not 0.0 <= cfg.saguaro_c <= 1.0:
+        raise ValueError(f"saguaro_c must be in [0, 1] (1 = plain speculative sampling), got {cfg.saguaro_c!r}")
+    cfg.saguaro_c = float(cfg.saguaro_c)
+    if cfg.fanout_kind not in _FANOUT_KINDS:
+        raise ValueError(f"fanout_kind must be one of {_FANOUT_KINDS}, got {cfg.fanout_kind!r}")
+    if not _is_int(cfg.fanout_budget) or cfg.fanout_budget < 1:
+        raise ValueError(f"fanout budget must be an integer >= 1 (branches per sequence), got {cfg.fanout_budget!r}")
+    for name in ("fanout", "fanout_after_miss"):
+        lst = getattr(cfg, name)
+        if lst is None:
+            if name == "fanout" and cfg.fanout_kind == "manual":
+                raise ValueError("fanout_kind 'manual' needs fanout=[F_0, ..., F_k] (k+1 integers >= 0)")
+            continue
+        lst = list(lst)
+        if len(lst) != cfg.k + 1 or not all(_is_int(f) and f >= 0 for f in lst) or sum(lst) < 1:
+            raise ValueError(f"{name} must be k+1 = {cfg.k + 1} integers >= 0 (branches at positions 0..k) "
+                             f"with at least one > 0, got {lst!r}")
+        setattr(cfg, name, lst)
+    if not isinstance(cfg.fanout_r, (int, float)) or not cfg.fanout_r > 0:
+        raise ValueError(f"fanout_r must be > 0, got {cfg.fanout_r!r}")
+    if cfg.backup not in _BACKUPS:
+        raise ValueError(f"backup must be 'jit' (draft decodes on a miss), 'fast' (n-gram proposal) or 'auto', "
+                         f"got {cfg.backup!r}")
+    if cfg.backup_critical_batch is not None and (not _is_int(cfg.backup_critical_batch) or cfg.backup_critical_batch < 1):
+        raise ValueError(f"backup_critical_batch must be None or an integer >= 1, got {cfg.backup_critical_batch!r}")
+    if cfg.cache_policy not in _CACHE_POLICIES:
+        raise ValueError(f"cache_policy must be one of {_CACHE_POLICIES}, got {cfg.cache_policy!r}")
+    for name in ("target_threads", "draft_threads"):
+        v = getattr(cfg, name)
+        if not _is_int(v) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    cfg.target_cores = _check_cores("target_cores", cfg.target_cores)
+    cfg.draft_cores = _check_cores("draft_cores", cfg.draft_cores)
+    return cfg
+
+
+def _load_model(spec: Any, *, dtype: torch.dtype, device: str, role: str) -> Any:
+    """A LoadedModel for spec (an already loaded one passes through)."""
+    if hasattr(spec, "adapter") and hasattr(spec, "tokenizer"):
+        return spec
+    try:
+        from saguaro import models
+    except ImportError as e:  # pragma: no cover - the package ships saguaro.models
+        raise ImportError(f"saguaro.models cannot be imported ({e}); reinstall saguaro") from e
+    return models.load(spec, dtype=dtype, device=device)
+
+
+def _default_pair() -> tuple[Any, Any]:
+    from saguaro import models
+
+    return models.default_pair()
+
+
+def _check_vocab(target: Any, draft: Any) -> None:
+    tv, dv = target.adapter.vocab_size, draft.adapter.vocab_size
+    if tv != dv:
+        raise ValueError(f"the target's vocabulary has {tv} entries but the draft's {dv}: the draft must "
+                         f"share the target's tokenizer (pick a draft of the same model family)")
+    _check_tokenizers(target.tokenizer, draft.tokenizer)
+
+
+def _check_tokenizers(target_tokenizer: Any, draft_tokenizer: Any) -> None:
+    from saguaro import models
+
+    models.check_vocab_compatible(target_tokenizer, draft_tokenizer)
+
+
+def _make_runtime(target_adapter: Any, draft_adapter: Any, config: SpeculationConfig) -> Any:
+    from saguaro.runtime import Runtime
+
+    return Runtime(target_adapter, draft_adapter, config)
+
+
+def _update_tokens(update: Any) -> list[int]:
+    for name in ("new_tokens", "tokens", "token_ids"):
+        v = getattr(update, name, None)
+        if v is not None:
+            return [int(t) for t in v]
+    return []
+
+
+@dataclass
+class _Request:
+    """The engine's book-keeping for one submitted request."""
+
+    runtime_id: int
+    index: int
+    prompt: Prompt
+    out: OutputText
+    started: float
+    first_token: Optional[float] = None
+    finished: bool = False
+    finish_reason: Optional[str] = None
+    runtime_metrics: dict = field(default_factory=dict)
+
+    def metrics(self) -> dict[str, Any]:
+        """The runtime's per-request figures plus the engine's timings."""
+        end = time.perf_counter()
+        m = dict(self.runtime_metrics)
+        n = len(self.out.token_ids)
+        m.setdefault("prompt_tokens", len(self.prompt.token_ids))
+        m["generated_tokens"] = n
+        m.setdefault("elapsed_s", end - self.started)
+        if self.first_token is not None:
+            m.setdefault("time_to_first_token_s", self.first_token - self.started)
+            decode_s = end - self.first_token
+            if n > 1 and decode_s > 0:
+                m.setdefault("decode_tokens_per_s", (n - 1) / decode_s)
+        if m["elapsed_s"] > 0:
+            m.setdefault("tokens_per_s", n / m["elapsed_s"])
+        return m
+
+
+class Engine:
+    """Generate with a target model, a draft speculating on its own hardware, exact output.
+
+    ``target``/``draft``: a preset name ("qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b",
+    "smollm2-135m"), a Hugging Face directory, a .gguf file, a native model, a transformers model, a
+    callable or a TorchScript module (see ``saguaro.models.load``), or an already loaded model. Both
+    None: the default pair. ``mode``: "ssd" (default), "sd" (draft then verify, in turn) or "ar"
+    (target only; no draft is loaded). k, fanout, saguaro_c, backup, cache_policy, strict and the
+    thread/core settings override ``speculation`` (default: ``SpeculationConfig()``, whose values
+    come from the benchmark runs in bench/). ``seed`` seeds requests that give none.
+
+    Thread-safe: several threads may call generate/stream at once; the runtime batches the requests.
+    """
+
+    def __init__(self, target: Any = None, draft: Any = None, mode: Optional[str] = None, *,
+                 dtype: torch.dtype = torch.bfloat16, device: str = "cpu", seed: int = 0,
+                 k: Optional[int] = None, fanout: Union[int, Sequence[int], str, None] = None,
+                 fanout_kind: Optional[str] = None, saguaro_c: Optional[float] = None,
+                 backup: Optional[str] = None, cache_policy: Optional[str] = None,
+                 strict: Optional[bool] = None, speculation: Optional[SpeculationConfig] = None,
+                 target_threads: Optional[int] = None, draft_threads: Optional[int] = None,
+                 target_cores: Optional[Sequence[int]] = None, draft_cores: Optional[Sequence[int]] = None) -> None:
+        self._closed = True  # until the runtime exists, so close()/__del__ are safe
+        self._runtime = None
+        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**64:
+            raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+        if not isinstance(dtype, torch.dtype):
+            raise ValueError(f"dtype must be a torch dtype (torch.bfloat16, torch.float32, ...), got {dtype!r}")
+        self.config = resolve_speculation(
+            speculation, mode=mode, k=k, fanout=fanout, fanout_kind=fanout_kind, saguaro_c=saguaro_c,
+            backup=backup, cache_policy=cache_policy, strict=strict, target_threads=target_threads,
+            draft_threads=draft_threads, target_cores=target_cores, draft_cores=draft_cores)
+        self.mode = self.config.mode
+        self.seed = seed
+        if target is None:
+            default_target, default_draft = _default_pair()
+            target = default_target
+            if draft is None and self.mode != "ar":
+                draft = default_draft
+        if draft is None and self.mode != "ar":
+            raise ValueError(f"mode {self.mode!r} needs a draft model: pass draft=... (a model sharing the "
+                             f"target's tokenizer) or use mode='ar' for the target alone")
+        self.target = _load_model(target, dtype=dtype, device=device, role="target")
+        self.draft = None
+        if self.mode != "ar":
+            self.draft = _load_model(draft, dtype=dtype, device=device, role="draft")
+            _check_vocab(self.target, self.draft)
+        self.tokenizer = self.target.tokenizer
+        self.max_context = int(self.target.adapter.max_context)
+        if self.draft is not None:
+            self.max_context = min(self.max_context, int(self.draft.adapter.max_context))
+        self._runtime = _make_runtime(self.target.adapter, self.draft.adapter if self.draft else None, self.config)
+        self._finalizer = weakref.finalize(self, self._runtime.close)
+        self._lock = threading.Lock()
+        self._next_index = 0
+        self._requests_done = 0
+        self._tokens_done = 0
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the runtime's workers and free the models' sequences. Closing twice is fine."""
+        if self._closed:
+            return
+        self._closed = True
+        self._finalizer()
+
+    @property
+    def closed(self) -> bool:
+        """Whether close() was called."""
+        return self._closed
+
+    def __enter__(self) -> "Engine":
+        self._check_open()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this Engine is closed: create a new saguaro.Engine to generate again")
+
+    # -- requests ----------------------------------------------------------------------------------
+    def _prepare(self, prompts: Any, sampling: Any, chat: bool) -> list[tuple[Prompt, SamplingParams]]:
+        items = split_prompts(prompts)
+        if sampling is None:
+            sampling = SamplingParams()
+        if isinstance(sampling, SamplingParams):
+            params = [sampling] * len(items)
+        elif isinstance(sampling, Sequence) and all(isinstance(s, SamplingParams) for s in sampling):
+            params = list(sampling)
+            if len(params) != len(items):
+                raise ValueError(f"got {len(params)} SamplingParams for {len(items)} prompts: pass one for all "
+                                 f"prompts or one per prompt")
+        else:
+            raise ValueError(f"sampling must be a SamplingParams or a list of them, got {type(sampling).__name__}")
+        vocab = int(self.target.adapter.vocab_size)
+        # room the runtime needs beyond the generated tokens: the pending token and k draft slots
+        slots = self.config.k + 1 if self.mode != "ar" else 1
+        out = []
+        for i, (p, sp) in enumerate(zip(items, params)):
+            prompt = encode_prompt(p, self.tokenizer, vocab, chat=chat, index=i)
+            n = len(prompt.token_ids)
+            if n + slots > self.max_context:
+                raise ValueError(f"prompt {i} has {n} tokens but the model's context holds {self.max_context} "
+                                 f"(with {slots} speculation slots): shorten the prompt")
+            if n + sp.max_new_tokens + slots > self.max_context:
+                raise ValueError(f"prompt {i} has {n} tokens and max_new_tokens is {sp.max_new_tokens}, more "
+                                 f"than the model's context of {self.max_context} tokens (with {slots} speculation "
+                                 f"slots): lower max_new_tokens to at most {self.max_context - n - slots}")
+            out.append((prompt, sp))
+        return out
+
+    def _submit(self, prompt: Prompt, sp: SamplingParams) -> _Request:
+        with self._lock:
+            self._check_open()
+            index = self._next_index
+            self._next_index += 1
+        eos = list(getattr(self.target.adapter, "eos_token_ids", []) or [])
+        rp = sp.request_params(eos_token_ids=eos, engine_seed=self.seed, request_index=index)
+        hidden = frozenset(rp.stop_token_ids)
+        out = OutputText(decode=self.tokenizer.decode, stops=list(sp.stop), hidden_ids=hidden)
+        started = time.perf_counter()
+        rid = self._runtime.submit(list(prompt.token_ids), rp)
+        return _Request(runtime_id=rid, index=index, prompt=prompt, out=out, started=started)
+
+    def _step(self, req: _Request, timeout: Optional[float]) -> StreamDelta:
+        """Poll the runtime once for req; apply stop strings; cancel on a stop string match."""
+        update = self._runtime.poll(req.runtime_id, timeout)
+        tokens = _update_tokens(update)
+        if tokens and req.first_token is None:
+            req.first_token = time.perf_counter()
+        delta = req.out.add(tokens)
+        if delta.stopped:
+            self._runtime.cancel(req.runtime_id)
+            # drain the cancelled request so the runtime can forget it
+            while not getattr(update, "finished", False):
+                update = self._runtime.poll(req.runtime_id, None)
+            return self._finish(req, delta, "stop", update)
+        if getattr(update, "finished", False):
+            reason = getattr(update, "finish_reason", None) or "stop"
+            if reason == "error":
+                req.finished = True
+                raise RuntimeError(f"request {req.index} failed in the runtime: {getattr(update, 'error', '')}")
+            tail = req.out.finish()
+            return self._finish(req, StreamDelta(delta.text + tail.text, delta.token_ids), reason, update)
+        return StreamDelta(delta.text, delta.token_ids)
+
+    def _finish(self, req: _Request, delta: Any, reason: str, update: Any) -> StreamDelta:
+        req.finished = True
+        req.finish_reason = reason
+        req.runtime_metrics = dict(getattr(update, "metrics", None) or {})
+        with self._lock:
+            self._requests_done += 1
+            self._tokens_done += len(req.out.token_ids)
+        return StreamDelta(delta.text, list(delta.token_ids), True, reason, req.metrics())
+
+    def _output(self, req: _Request, metrics: dict) -> RequestOutput:
+        return RequestOutput(request_id=req.index, prompt=req.prompt.original,
+                             prompt_token_ids=list(req.prompt.token_ids), text=req.out.text,
+                             token_ids=list(req.out.token_ids), finish_reason=req.finish_reason or "stop",
+                             metrics=metrics)
+
+    def generate(self, prompts: Any, sampling: Union[SamplingParams, Sequence[SamplingParams], None] = None, *,
+                 chat: bool = False, progress: Optional[bool] = None) -> list[RequestOutput]:
+        """Generate for one prompt or many; returns one RequestOutput per prompt, in order.
+
+        A prompt is a string, a list of token ids or a list of chat messages ({"role", "content"});
+        ``chat=True`` puts plain strings through the model's chat template as a user message.
+        ``sampling``: one SamplingParams for all prompts or one per prompt. ``progress``: show a bar
+        (default: when there are many prompts and stderr is a terminal).
+        """
+        self._check_open()
+        prepared = self._prepare(prompts, sampling, chat)
+        reqs: list[_Request] = []
+        bar = None
+        try:
+            for prompt, sp in prepared:
+                reqs.append(self._submit(prompt, sp))
+            show = progress if progress is not None else len(reqs) >= _PROGRESS_FROM
+            if show:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(total=len(reqs), desc="generate", unit="req", disable=None if progress is None else False)
+            results: dict[int, dict] = {}
+            pending = list(reqs)
+            while pending:
+                slice_s = _POLL_SLICE if len(pending) > 1 else None
+                still = []
+                for req in pending:
+                    d = self._step(req, slice_s)
+                    if d.finished:
+                        results[req.index] = d.metrics
+                        if bar is not None:
+                            bar.update(1)
+                    else:
+                        still.append(req)
+                pending = still
+            return [self._output(r, results[r.index]) for r in reqs]
+        except BaseException:
+            for r in reqs:
+                if not r.finished and not self._closed:
+                    try:
+                        self._runtime.cancel(r.runtime_id)
+                    except Exception:
+                        pass
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def stream(self, prompt: Any, sampling: Optional[SamplingParams] = None, *, chat: bool = False) -> "Stream":
+        """Submit one prompt now and iterate over its output as rounds commit (StreamDelta items).
+
+        Text that may be the start of a stop string is held back until it is known not to be one;
+        on a stop string the request is cancelled and the text cut before it. Closing the stream
+        (or leaving a ``with``/``for`` early) cancels the request.
+        """
+        self._check_open()
+        if isinstance(sampling, Sequence):
+            raise ValueError("stream() takes one prompt and one SamplingParams")
+        items = split_prompts(prompt)
+        if len(items) != 1:
+            raise ValueError(f"stream() takes one prompt, got {len(items)}: call it once per prompt")
+        [(p, sp)] = self._prepare(items, sampling, chat)
+        return Stream(self, self._submit(p, sp))
+
+    def metrics(self) -> dict[str, Any]:
+        """The runtime's aggregate figures (rounds, acceptance, cache hits, timings) and the engine's
+        request and token counts."""
+        self._check_open()
+        m = dict(self._runtime.metrics())
+        with self._lock:
+            m["requests_finished"] = self._requests_done
+            m["tokens_generated"] = self._tokens_done
+            m["requests_submitted"] = self._next_index
+        m["mode"] = self.mode
+        return m
+
+
+class Stream:
+    """Iterator over one request's StreamDelta items; cancels the request when closed early."""
+
+    def __init__(self, engine: Engine, request: _Request) -> None:
+        self._engine = engine
+        self._req = request
+        self.output: Optional[RequestOutput] = None
+
+    def __iter__(self) -> Iterator[StreamDelta]:
+        return self
+
+    def __next__(self) -> StreamDelta:
+        if self._req.finished:
+            raise StopIteration
+        while True:
+            self._engine._check_open()
+            d = self._engine._step(self._req, None)
+            if d.finished:
+                self.output = self._engine._output(self._req, d.metrics)
+                return d
+            if d.text or d.token_ids:
+                return d
+
+    def close(self) -> None:
+        """Cancel the request if it has not finished."""
+        if not self._req.finished:
+            self._req.finished = True
+            if not self._engine._closed:
+                self._engine._runtime.cancel(self._req.runtime_id)
+
+    def __enter__(self) -> "Stream":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
