@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import warnings
 import weakref
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, Optional, Sequence, Union
@@ -12,7 +13,7 @@ import torch
 
 from saguaro.config import SpeculationConfig
 from saguaro.prompts import Prompt, encode_prompt, split_prompts
-from saguaro.results import RequestOutput, StreamDelta
+from saguaro.results import RequestOutput, StreamDelta, derive_metrics
 from saguaro.sampling_params import SamplingParams
 from saguaro.stop import OutputText
 
@@ -24,6 +25,8 @@ _FANOUT_KINDS = ("geometric", "uniform", "manual")
 _PROGRESS_FROM = 8
 #: how long generate() waits on one request before looking at the next (seconds)
 _POLL_SLICE = 0.02
+#: how long closing a stream early waits for the runtime to confirm the cancellation (seconds)
+_DRAIN_S = 30.0
 
 
 def _is_int(x: Any) -> bool:
@@ -188,7 +191,7 @@ class _Request:
                 m.setdefault("decode_tokens_per_s", (n - 1) / decode_s)
         if m["elapsed_s"] > 0:
             m.setdefault("tokens_per_s", n / m["elapsed_s"])
-        return m
+        return derive_metrics(m)
 
 
 class Engine:
@@ -321,6 +324,8 @@ class Engine:
     def _step(self, req: _Request, timeout: Optional[float]) -> StreamDelta:
         """Poll the runtime once for req; apply stop strings; cancel on a stop string match."""
         update = self._runtime.poll(req.runtime_id, timeout)
+        for note in getattr(update, "messages", None) or ():
+            warnings.warn(f"saguaro request {req.index}: {note}", RuntimeWarning, stacklevel=3)
         tokens = _update_tokens(update)
         if tokens and req.first_token is None:
             req.first_token = time.perf_counter()
@@ -455,12 +460,20 @@ class Stream:
             if d.text or d.token_ids:
                 return d
 
-    def close(self) -> None:
-        """Cancel the request if it has not finished."""
-        if not self._req.finished:
-            self._req.finished = True
-            if not self._engine._closed:
-                self._engine._runtime.cancel(self._req.runtime_id)
+    def close(self, drain: bool = True) -> None:
+        """Cancel the request if it has not finished (and wait for the runtime to confirm, so it can
+        forget the request)."""
+        if self._req.finished:
+            return
+        self._req.finished = True
+        engine = self._engine
+        if engine._closed:
+            return
+        engine._runtime.cancel(self._req.runtime_id)
+        deadline = time.monotonic() + _DRAIN_S
+        while drain and time.monotonic() < deadline and not engine._closed:
+            if getattr(engine._runtime.poll(self._req.runtime_id, _DRAIN_S), "finished", False):
+                break
 
     def __enter__(self) -> "Stream":
         return self
@@ -470,6 +483,6 @@ class Stream:
 
     def __del__(self) -> None:
         try:
-            self.close()
+            self.close(drain=False)
         except Exception:
             pass

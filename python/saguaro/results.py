@@ -41,6 +41,24 @@ class StreamDelta:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
+def derive_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Add the summary figures that follow from the runtime's raw counters (when they are there):
+    tokens_per_round, acceptance_rate (accepted / proposed drafts) and cache_hit_rate."""
+    m = dict(metrics)
+    rounds, tokens = m.get("rounds"), m.get("generated_tokens")
+    if "tokens_per_round" not in m and isinstance(rounds, (int, float)) and rounds and isinstance(tokens, (int, float)):
+        m["tokens_per_round"] = tokens / rounds
+    proposed, accepted = m.get("proposed_per_position"), m.get("accepted_per_position")
+    if "acceptance_rate" not in m and isinstance(proposed, (list, tuple)) and isinstance(accepted, (list, tuple)):
+        if sum(proposed):
+            m["acceptance_rate"] = sum(accepted) / sum(proposed)
+    lookups, hits = m.get("lookups_per_position"), m.get("hits_per_position")
+    if "cache_hit_rate" not in m and isinstance(lookups, (list, tuple)) and isinstance(hits, (list, tuple)):
+        if sum(lookups):
+            m["cache_hit_rate"] = sum(hits) / sum(lookups)
+    return m
+
+
 def _first(metrics: dict[str, Any], *names: str) -> Optional[float]:
     for n in names:
         v = metrics.get(n)
