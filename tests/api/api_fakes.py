@@ -62,6 +62,7 @@ class FakeUpdate:
     finish_reason: Optional[str] = None
     error: Optional[str] = None
     metrics: dict = field(default_factory=dict)
+    messages: list = field(default_factory=list)
 
 
 class FakeRuntime:

@@ -248,3 +248,47 @@ def test_progress_bar(fake_engine_factory, capsys):
     with fake_engine_factory() as eng:
         eng.generate(["a", "b"], SamplingParams(max_new_tokens=2), progress=True)
     assert "2/2" in capsys.readouterr().err
+
+
+def test_runtime_notes_become_warnings(fake_engine_factory, monkeypatch):
+    from api_fakes import FakeUpdate
+    with fake_engine_factory() as eng:
+        monkeypatch.setattr(FakeRuntime, "poll", lambda self, rid, timeout=None: FakeUpdate(
+            [128], True, "length", messages=["draft worker failed: boom; continuing autoregressively"]))
+        with pytest.warns(RuntimeWarning, match="draft worker failed: boom"):
+            [o] = eng.generate("a")
+        assert o.token_ids == [128]
+
+
+def test_interrupted_generate_cancels_its_requests(fake_engine_factory, monkeypatch):
+    with fake_engine_factory() as eng:
+        rt = FakeRuntime.instances[-1]
+        real_poll = FakeRuntime.poll
+        calls = []
+
+        def poll(self, rid, timeout=None):
+            calls.append(rid)
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+            return real_poll(self, rid, timeout)
+        monkeypatch.setattr(FakeRuntime, "poll", poll)
+        with pytest.raises(KeyboardInterrupt):
+            eng.generate(["a", "b"], SamplingParams(max_new_tokens=50))
+        assert {r["reason"] for r in rt.requests.values()} == {"cancelled"}
+
+
+def test_token_ids_as_tensor(fake_engine_factory):
+    import torch
+    with fake_engine_factory() as eng:
+        [o] = eng.generate(torch.tensor([5, 6]), SamplingParams(max_new_tokens=1))
+        assert o.prompt_token_ids == [5, 6]
+        outs = eng.generate([torch.tensor([5]), torch.tensor([7, 8])], SamplingParams(max_new_tokens=1))
+        assert [x.prompt_token_ids for x in outs] == [[5], [7, 8]]
+
+
+def test_stream_takes_one_prompt(fake_engine_factory):
+    with fake_engine_factory() as eng:
+        with pytest.raises(ValueError, match="stream\\(\\) takes one prompt, got 2"):
+            eng.stream(["a", "b"])
+        with pytest.raises(ValueError, match="prompt 0 is empty"):
+            eng.stream("")
