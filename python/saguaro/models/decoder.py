@@ -53,6 +53,7 @@ class DecoderModel:
         """Build from transformers-named weights (`model.layers.N.self_attn.q_proj.weight`, ...).
 
         `tensors` is any mapping name -> tensor (a lazy one lets loaders stream from safetensors).
+        Stacked `self_attn.qkv_proj.*` and `mlp.gate_up_proj.weight` are used as they are when present.
         int8=True stores the layer projections as weight-only int8 (for a draft model only).
         """
         device = torch.device(device)
@@ -62,16 +63,22 @@ class DecoderModel:
         def t(name: str) -> torch.Tensor:
             return tensors[name].to(device=device, dtype=dtype)
 
+        def fused(name: str, parts: list[str]) -> torch.Tensor:
+            # a conversion cache stores [q; k; v] and [gate; up] already stacked: no copy at load time
+            if has(name):
+                return t(name)
+            return torch.cat([t(p) for p in parts], 0)
+
         lin = Int8Linear if int8 else Linear
         c = config
         layers = []
         for i in range(c.num_layers):
             p = f"model.layers.{i}."
             a = p + "self_attn."
-            qkv_w = torch.cat([t(a + "q_proj.weight"), t(a + "k_proj.weight"), t(a + "v_proj.weight")], 0)
+            qkv_w = fused(a + "qkv_proj.weight", [a + "q_proj.weight", a + "k_proj.weight", a + "v_proj.weight"])
             qkv_b = None
-            if has(a + "q_proj.bias"):
-                qkv_b = torch.cat([t(a + "q_proj.bias"), t(a + "k_proj.bias"), t(a + "v_proj.bias")], 0)
+            if has(a + "qkv_proj.bias") or has(a + "q_proj.bias"):
+                qkv_b = fused(a + "qkv_proj.bias", [a + "q_proj.bias", a + "k_proj.bias", a + "v_proj.bias"])
             q_norm = k_norm = None
             if c.qk_norm:
                 q_norm = RMSNorm(t(a + "q_norm.weight"), c.rms_norm_eps)
@@ -80,7 +87,7 @@ class DecoderModel:
             attention = Attention(i, lin(qkv_w, qkv_b), lin(t(a + "o_proj.weight"), o_b), c.num_heads,
                                   c.num_kv_heads, c.head_dim, q_norm, k_norm)
             m = p + "mlp."
-            gate_up = torch.cat([t(m + "gate_proj.weight"), t(m + "up_proj.weight")], 0)
+            gate_up = fused(m + "gate_up_proj.weight", [m + "gate_proj.weight", m + "up_proj.weight"])
             mlp = MLP(lin(gate_up), lin(t(m + "down_proj.weight")))
             layers.append(DecoderLayer(RMSNorm(t(p + "input_layernorm.weight"), c.rms_norm_eps), attention,
                                        RMSNorm(t(p + "post_attention_layernorm.weight"), c.rms_norm_eps), mlp))

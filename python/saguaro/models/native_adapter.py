@@ -6,6 +6,7 @@ from typing import Sequence
 
 import torch
 
+from saguaro.models._validation import check_batch, check_tree_args, context_error
 from saguaro.models.attention import AttentionGroup
 from saguaro.models.decoder import DecoderModel
 from saguaro.models.kv_cache import KVCache, SequenceKV, TreeState
@@ -58,12 +59,11 @@ class NativeModelAdapter:
     # ------------------------------------------------------------------ protocol
     def prefill(self, seq_ids: list[int], prompts: list[list[int]]) -> torch.Tensor:
         """Allocate the sequences and run their prompts; logits [B, V] at each last prompt position."""
-        self._check_batch(seq_ids, prompts, "prompts")
+        check_batch(seq_ids, prompts, "prompts", self.vocab_size)
         with self._lock, torch.inference_mode():
             for s, p in zip(seq_ids, prompts):
                 if len(p) > self.max_context:
-                    raise ValueError(f"prompt of sequence {s} has {len(p)} tokens, more than max_context "
-                                     f"{self.max_context}: shorten it or load the model with a larger max_context")
+                    raise context_error(s, len(p), self.max_context)
             slots = [self._cache.allocate(s) for s in seq_ids]
             try:
                 return self._run_extend(slots, prompts, last_only=True)
@@ -74,24 +74,18 @@ class NativeModelAdapter:
 
     def extend(self, seq_ids: list[int], tokens: list[list[int]]) -> torch.Tensor:
         """Append tokens to each sequence; logits [sum len, V] ordered by sequence then position."""
-        self._check_batch(seq_ids, tokens, "tokens")
+        check_batch(seq_ids, tokens, "tokens", self.vocab_size)
         with self._lock, torch.inference_mode():
             slots = [self._cache.get(s) for s in seq_ids]
             for s, kv, t in zip(seq_ids, slots, tokens):
                 if kv.length + len(t) > self.max_context:
-                    raise ValueError(f"sequence {s} would hold {kv.length + len(t)} tokens, more than max_context "
-                                     f"{self.max_context}: stop generating or load with a larger max_context")
+                    raise context_error(s, kv.length + len(t), self.max_context)
             return self._run_extend(slots, tokens, last_only=False)
 
     def tree_step(self, seq_ids: list[int], visible: list[int], tokens: list[int], depth: int) -> torch.Tensor:
         """One step of branch decoding (docs/contracts.md §3); logits [N, V] in row order."""
+        check_tree_args(seq_ids, visible, tokens, depth, self.vocab_size)
         n = len(seq_ids)
-        if n == 0 or len(visible) != n or len(tokens) != n:
-            raise ValueError(f"tree_step needs equal, non-empty seq_ids/visible/tokens, got "
-                             f"{len(seq_ids)}/{len(visible)}/{len(tokens)}")
-        if depth < 0:
-            raise ValueError(f"depth must be >= 0, got {depth}")
-        self._check_tokens(tokens)
         with self._lock, torch.inference_mode():
             key = (tuple(seq_ids), tuple(visible))
             if depth == 0:
@@ -152,22 +146,6 @@ class NativeModelAdapter:
             self._cache.release(seq_id)
 
     # ------------------------------------------------------------------ internals
-    def _check_batch(self, seq_ids: list[int], rows: list[list[int]], what: str) -> None:
-        if len(seq_ids) != len(rows):
-            raise ValueError(f"{len(seq_ids)} seq_ids but {len(rows)} {what}")
-        if len(set(seq_ids)) != len(seq_ids):
-            raise ValueError(f"duplicate sequence ids in one call: {seq_ids}")
-        for s, r in zip(seq_ids, rows):
-            if len(r) == 0:
-                raise ValueError(f"sequence {s}: {what} must hold at least one token")
-            self._check_tokens(r)
-
-    def _check_tokens(self, tokens: Sequence[int]) -> None:
-        lo, hi = min(tokens), max(tokens)
-        if lo < 0 or hi >= self.vocab_size:
-            bad = lo if lo < 0 else hi
-            raise ValueError(f"token id {bad} outside the vocabulary [0, {self.vocab_size})")
-
     def _run_extend(self, slots: list[SequenceKV], rows: list[list[int]], last_only: bool) -> torch.Tensor:
         dev = self.device
         groups = []

@@ -1,0 +1,20 @@
+"""Model adapters: the native decoder with its own KV cache and tree attention, transformers and
+callable adapters, and loading of presets, Hugging Face directories and GGUF files."""
+from __future__ import annotations
+
+from saguaro.models.adapter import ModelAdapter
+from saguaro.models.callable_adapter import CallableAdapter
+from saguaro.models.config import SUPPORTED_ARCHITECTURES, ModelConfig, UnsupportedArchitectureError
+from saguaro.models.decoder import DecoderModel
+from saguaro.models.hf_adapter import HFModelAdapter
+from saguaro.models.loading import LoadedModel, default_pair, load
+from saguaro.models.native_adapter import NativeModelAdapter
+from saguaro.models.presets import PRESETS
+from saguaro.models.tokenizer import Tokenizer
+from saguaro.models.vocab import check_vocab_compatible
+
+__all__ = [
+    "ModelAdapter", "NativeModelAdapter", "HFModelAdapter", "CallableAdapter", "DecoderModel", "ModelConfig",
+    "SUPPORTED_ARCHITECTURES", "UnsupportedArchitectureError", "LoadedModel", "load", "default_pair", "PRESETS",
+    "Tokenizer", "check_vocab_compatible",
+]

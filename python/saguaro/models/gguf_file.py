@@ -1,0 +1,150 @@
+"""Reading a GGUF file: model config, tokenizer and dequantized weights under transformers names."""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from saguaro.models.config import SUPPORTED_ARCHITECTURES, ModelConfig, unsupported
+from saguaro.models.rotary import inverse_frequencies
+
+_LAYER_NAMES = {
+    "attn_norm.weight": "input_layernorm.weight",
+    "ffn_norm.weight": "post_attention_layernorm.weight",
+    "attn_q.weight": "self_attn.q_proj.weight", "attn_q.bias": "self_attn.q_proj.bias",
+    "attn_k.weight": "self_attn.k_proj.weight", "attn_k.bias": "self_attn.k_proj.bias",
+    "attn_v.weight": "self_attn.v_proj.weight", "attn_v.bias": "self_attn.v_proj.bias",
+    "attn_output.weight": "self_attn.o_proj.weight",
+    "attn_q_norm.weight": "self_attn.q_norm.weight", "attn_k_norm.weight": "self_attn.k_norm.weight",
+    "ffn_gate.weight": "mlp.gate_proj.weight", "ffn_up.weight": "mlp.up_proj.weight",
+    "ffn_down.weight": "mlp.down_proj.weight",
+}
+_TOP_NAMES = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
+              "output.weight": "lm_head.weight"}
+_BLOCK = re.compile(r"^blk\.(\d+)\.(.+)$")
+
+
+class GGUFFile:
+    """An opened GGUF file (memory-mapped): metadata, config and tensors."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        import gguf
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"GGUF file not found: {self.path}")
+        size = self.path.stat().st_size
+        try:
+            self.reader = gguf.GGUFReader(str(self.path))
+        except Exception as e:  # the reader fails in many ways on a cut or corrupt file
+            raise ValueError(f"{self.path} is not a readable GGUF file (truncated or corrupt? {size} bytes): "
+                             f"{type(e).__name__}: {e}") from e
+        for t in self.reader.tensors:
+            if t.data_offset + t.n_bytes > size or t.data.nbytes != t.n_bytes:
+                raise ValueError(f"{self.path} is truncated: tensor {t.name} ends at byte "
+                                 f"{t.data_offset + t.n_bytes} but the file has {size} bytes; "
+                                 "re-download or reassemble it")
+        self.metadata = self._metadata()
+        self.architecture = str(self.metadata.get("general.architecture", "unknown"))
+        self.tensor_names = {t.name for t in self.reader.tensors}
+
+    def _metadata(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, field in self.reader.fields.items():
+            if key.startswith("GGUF."):
+                continue
+            try:
+                out[key] = field.contents()
+            except Exception:  # a field kind this gguf version cannot decode; not needed
+                continue
+        return out
+
+    def config(self) -> ModelConfig:
+        """ModelConfig from the `{arch}.*` metadata (and the tensors it implies)."""
+        arch, m = self.architecture, self.metadata
+        if arch not in SUPPORTED_ARCHITECTURES:
+            raise unsupported(arch)
+
+        def g(key: str, default: Any = None) -> Any:
+            return m.get(f"{arch}.{key}", default)
+
+        heads = int(g("attention.head_count"))
+        hidden = int(g("embedding_length"))
+        head_dim = int(g("attention.key_length", g("rope.dimension_count", hidden // heads)))
+        vocab = g("vocab_size")
+        if vocab is None:
+            vocab = len(m["tokenizer.ggml.tokens"])
+        eos = [int(m[k]) for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id") if k in m]
+        bos = m.get("tokenizer.ggml.bos_token_id")
+        config = ModelConfig(
+            architecture=arch, vocab_size=int(vocab), hidden_size=hidden,
+            intermediate_size=int(g("feed_forward_length")), num_layers=int(g("block_count")),
+            num_heads=heads, num_kv_heads=int(g("attention.head_count_kv", heads)), head_dim=head_dim,
+            rms_norm_eps=float(g("attention.layer_norm_rms_epsilon", 1e-6)),
+            rope_theta=float(g("rope.freq_base", 10000.0)), rope_scaling=None,
+            max_position_embeddings=int(g("context_length", 4096)),
+            tie_word_embeddings="output.weight" not in self.tensor_names,
+            attention_bias="blk.0.attn_q.bias" in self.tensor_names,
+            qk_norm="blk.0.attn_q_norm.weight" in self.tensor_names,
+            eos_token_ids=sorted(set(eos)), bos_token_id=None if bos is None else int(bos),
+        )
+        if "rope_freqs.weight" in self.tensor_names:
+            config.rope_scaling = self._llama3_scaling(config)
+        return config
+
+    def _llama3_scaling(self, config: ModelConfig) -> dict[str, Any]:
+        """Llama 3 stores its RoPE scaling as per-frequency divisors; recover the parameters and check them."""
+        m, arch = self.metadata, self.architecture
+        factors = torch.from_numpy(self._dequantized("rope_freqs.weight").copy()).float().flatten()
+        scaling = {
+            "rope_type": "llama3",
+            "factor": float(m.get(f"{arch}.rope.scaling.factor", factors.max().item())),
+            "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": int(m.get(f"{arch}.rope.scaling.original_context_length", 8192)),
+        }
+        plain = ModelConfig(**{**config.__dict__, "rope_scaling": None})
+        scaled = ModelConfig(**{**config.__dict__, "rope_scaling": scaling})
+        expected = inverse_frequencies(plain) / factors
+        if not torch.allclose(inverse_frequencies(scaled), expected, rtol=1e-3):
+            raise NotImplementedError(f"{self.path}: rope_freqs do not match Llama 3 scaling with factor "
+                                      f"{scaling['factor']}; other RoPE scalings are not supported")
+        return scaling
+
+    def _dequantized(self, name: str) -> np.ndarray:
+        from gguf import quants
+
+        t = next(t for t in self.reader.tensors if t.name == name)
+        return quants.dequantize(t.data, t.tensor_type)
+
+    def tensors(self, config: ModelConfig) -> Iterator[tuple[str, torch.Tensor]]:
+        """(transformers name, float32 tensor) for every weight, dequantized, q/k un-permuted for llama."""
+        for t in self.reader.tensors:
+            if t.name == "rope_freqs.weight":
+                continue
+            name = _hf_name(t.name)
+            w = self._dequantized(t.name)
+            if self.architecture == "llama":
+                # llama.cpp's converter interleaves the rotary halves of q and k; put them back.
+                if name.endswith("q_proj.weight"):
+                    w = _unpermute(w, config.num_heads)
+                elif name.endswith("k_proj.weight"):
+                    w = _unpermute(w, config.num_kv_heads)
+            yield name, torch.from_numpy(np.array(w, dtype=np.float32, order="C"))
+
+
+def _hf_name(name: str) -> str:
+    if name in _TOP_NAMES:
+        return _TOP_NAMES[name]
+    m = _BLOCK.match(name)
+    if m is None or m.group(2) not in _LAYER_NAMES:
+        raise NotImplementedError(f"unexpected GGUF tensor {name!r}: this layout is not supported")
+    return f"model.layers.{m.group(1)}.{_LAYER_NAMES[m.group(2)]}"
+
+
+def _unpermute(w: np.ndarray, heads: int) -> np.ndarray:
+    half = w.shape[0] // heads // 2
+    return w.reshape(heads, half, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)

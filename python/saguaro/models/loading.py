@@ -1,0 +1,117 @@
+"""saguaro.models.load: one entry point from a preset name, a path or a model object to an adapter."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from saguaro.models.callable_adapter import CallableAdapter
+from saguaro.models.config import ModelConfig
+from saguaro.models.convert import convert_gguf, converted_directory
+from saguaro.models.decoder import DecoderModel
+from saguaro.models.hf_adapter import HFModelAdapter
+from saguaro.models.hf_directory import read_directory
+from saguaro.models.native_adapter import NativeModelAdapter
+from saguaro.models.presets import DEFAULT_DRAFT, DEFAULT_TARGET, PRESETS, preset_gguf
+from saguaro.models.tokenizer import Tokenizer
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """An adapter ready for the runtime, plus what the API layer needs around it."""
+
+    adapter: Any                   # a ModelAdapter
+    tokenizer: Tokenizer | None    # None for bare model objects / callables
+    name: str
+    config: ModelConfig | None = None
+
+
+def default_pair() -> tuple[str, str]:
+    """(target, draft) preset names of the default real pair: Qwen2.5-Coder 1.5B / 0.5B."""
+    return DEFAULT_TARGET, DEFAULT_DRAFT
+
+
+def load(spec: Any, *, dtype: torch.dtype = torch.bfloat16, device: str | torch.device = "cpu",
+         max_context: int | None = None, int8: bool = False, scratch_tokens: int | None = None,
+         tokenizer: Tokenizer | None = None, name: str | None = None) -> LoadedModel:
+    """Load `spec` as a LoadedModel.
+
+    spec: a preset name (see `PRESETS`), a Hugging Face directory, a `.gguf` file, a native
+    `DecoderModel`, a transformers PreTrainedModel, a torch.jit.ScriptModule or a plain callable
+    fn(tokens[B, T]) -> logits[B, T, V]. GGUF files are dequantized once into $SAGUARO_CACHE.
+    int8=True quantizes the native model's projections to weight-only int8 (drafts only).
+    """
+    native_kw: dict[str, Any] = {"max_context": max_context}
+    if scratch_tokens is not None:
+        native_kw["scratch_tokens"] = scratch_tokens
+    if isinstance(spec, (str, os.PathLike)):
+        return _load_named(spec, dtype, device, int8, native_kw, name)
+    if isinstance(spec, DecoderModel):
+        return LoadedModel(NativeModelAdapter(spec, **native_kw), tokenizer, name or "native", spec.config)
+    if _is_transformers_model(spec):
+        adapter = HFModelAdapter(spec, max_context=max_context)
+        return LoadedModel(adapter, tokenizer, name or type(spec).__name__, None)
+    if isinstance(spec, torch.jit.ScriptModule) or callable(spec):
+        adapter = CallableAdapter(spec, max_context=max_context or 4096, device=device)
+        return LoadedModel(adapter, tokenizer, name or getattr(spec, "__name__", type(spec).__name__), None)
+    raise TypeError(f"cannot load a {type(spec).__name__}: pass a preset name ({', '.join(PRESETS)}), a model "
+                    "directory, a .gguf file, a native DecoderModel, a transformers model, a TorchScript module "
+                    "or a callable")
+
+
+def _is_transformers_model(obj: Any) -> bool:
+    try:
+        from transformers import PreTrainedModel
+    except ImportError:
+        return False
+    return isinstance(obj, PreTrainedModel)
+
+
+def _load_named(spec: str | os.PathLike, dtype: torch.dtype, device: Any, int8: bool,
+                native_kw: dict[str, Any], name: str | None) -> LoadedModel:
+    s = os.fspath(spec)
+    if s in PRESETS:
+        preset = PRESETS[s]
+        if preset.sha256 is not None:
+            out = converted_directory(Path(preset.file_name), dtype, key=preset.sha256[:12])
+            if not out.is_dir():
+                gguf = preset_gguf(preset)
+                return _from_gguf(gguf, out, dtype, device, int8, native_kw, name or s)
+            return _from_directory(out, dtype, device, int8, native_kw, name or s)
+        gguf = preset_gguf(preset)
+        return _from_gguf(gguf, converted_directory(gguf, dtype), dtype, device, int8, native_kw, name or s)
+    path = Path(s).expanduser()
+    if path.is_dir():
+        return _from_directory(path, dtype, device, int8, native_kw, name or path.name)
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise ValueError(f"cannot load {path}: expected a .gguf file or a model directory "
+                             "(config.json + *.safetensors)")
+        return _from_gguf(path, converted_directory(path, dtype), dtype, device, int8, native_kw, name or path.stem)
+    if os.sep in s or "/" in s or s.lower().endswith(".gguf") or s.startswith((".", "~")):
+        raise FileNotFoundError(f"model path not found: {s}")
+    raise ValueError(f"unknown model preset {s!r}: known presets are {', '.join(PRESETS)} "
+                     "(or pass a model directory or a .gguf file path)")
+
+
+def _from_directory(d: Path, dtype: torch.dtype, device: Any, int8: bool, native_kw: dict[str, Any],
+                    name: str) -> LoadedModel:
+    model, tok, config = read_directory(d, dtype=dtype, device=device, int8=int8)
+    eos = tok.eos_token_ids if tok is not None and tok.eos_token_ids else config.eos_token_ids
+    return LoadedModel(NativeModelAdapter(model, eos_token_ids=eos, **native_kw), tok, name, config)
+
+
+def _from_gguf(gguf: Path, out: Path, dtype: torch.dtype, device: Any, int8: bool, native_kw: dict[str, Any],
+               name: str) -> LoadedModel:
+    if out.is_dir():
+        return _from_directory(out, dtype, device, int8, native_kw, name)
+    weights = convert_gguf(gguf, out, dtype)
+    config = ModelConfig.from_json_file(out / "config.json")
+    tok = Tokenizer.from_directory(out)
+    model = DecoderModel.from_state_dict(config, weights, dtype=dtype, device=device, int8=int8)
+    del weights
+    eos = tok.eos_token_ids if tok is not None and tok.eos_token_ids else config.eos_token_ids
+    return LoadedModel(NativeModelAdapter(model, eos_token_ids=eos, **native_kw), tok, name, config)
