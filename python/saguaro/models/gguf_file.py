@@ -41,7 +41,7 @@ class GGUFFile:
         try:
             self.reader = gguf.GGUFReader(str(self.path))
         except Exception as e:  # the reader fails in many ways on a cut or corrupt file
-            raise ValueError(f"{self.path} is not a readable GGUF file (truncated or corrupt? {size} bytes): "
+            raise ValueError(f"{self.path} is truncated or corrupt ({size} bytes), not a readable GGUF file: "
                              f"{type(e).__name__}: {e}") from e
         for t in self.reader.tensors:
             if t.data_offset + t.n_bytes > size or t.data.nbytes != t.n_bytes:

@@ -117,7 +117,7 @@ class Tokenizer:
             raise NotImplementedError(f"GGUF tokenizer model {kind!r} is not supported: only byte-level BPE ('gpt2'), "
                                       "which Qwen, Llama 3 and SmolLM2 files use")
         tokens: list[str] = list(meta["tokenizer.ggml.tokens"])
-        merges = [tuple(m.split(" ", 1)) for m in meta["tokenizer.ggml.merges"]]
+        merges = [tuple(m.split(" ", 1)) for m in meta.get("tokenizer.ggml.merges", [])]
         vocab = {t: i for i, t in enumerate(tokens)}
         backend = tokenizers.Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
         pre = meta.get("tokenizer.ggml.pre", "default")

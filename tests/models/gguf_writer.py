@@ -1,0 +1,80 @@
+"""Writing a tiny GGUF file from a transformers model, the way llama.cpp's converter lays it out."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+_LAYER = {
+    "input_layernorm.weight": "attn_norm.weight", "post_attention_layernorm.weight": "ffn_norm.weight",
+    "self_attn.q_proj.weight": "attn_q.weight", "self_attn.q_proj.bias": "attn_q.bias",
+    "self_attn.k_proj.weight": "attn_k.weight", "self_attn.k_proj.bias": "attn_k.bias",
+    "self_attn.v_proj.weight": "attn_v.weight", "self_attn.v_proj.bias": "attn_v.bias",
+    "self_attn.o_proj.weight": "attn_output.weight", "self_attn.q_norm.weight": "attn_q_norm.weight",
+    "self_attn.k_norm.weight": "attn_k_norm.weight", "mlp.gate_proj.weight": "ffn_gate.weight",
+    "mlp.up_proj.weight": "ffn_up.weight", "mlp.down_proj.weight": "ffn_down.weight",
+}
+
+
+def _llama_cpp_permute(w: np.ndarray, heads: int) -> np.ndarray:
+    # llama.cpp interleaves the two rotary halves of each head for the llama architecture
+    return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def tiny_tokens(n: int) -> list[str]:
+    """n distinct byte-level tokens (single characters of the GPT-2 byte alphabet) ending in ChatML controls."""
+    alphabet = ["\u010a", "\u0120"] + [chr(c) for c in range(ord("!"), ord("~") + 1)]  # newline, space first
+    return alphabet[: n - 2] + ["<|im_start|>", "<|im_end|>"]
+
+
+def write_gguf(model, path: Path, arch: str | None = None) -> Path:
+    """Write model (a tiny transformers Llama/Qwen2/Qwen3) as an F32 GGUF file."""
+    import gguf
+
+    cfg = model.config
+    arch = arch or cfg.model_type
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads)
+    w.add_key_length(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
+    w.add_rope_freq_base(float(cfg.rope_parameters["rope_theta"]) if getattr(cfg, "rope_parameters", None)
+                         else float(cfg.rope_theta))
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    tokens = tiny_tokens(cfg.vocab_size)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("qwen2")
+    w.add_token_list(tokens)
+    w.add_token_types([1] * (len(tokens) - 2) + [3, 3])
+    w.add_token_merges([])
+    w.add_eos_token_id(len(tokens) - 1)
+    w.add_chat_template("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+                        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    heads, kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
+    for name, t in model.state_dict().items():
+        a = t.detach().float().numpy().copy()
+        if name == "lm_head.weight":
+            if cfg.tie_word_embeddings:
+                continue
+            out = "output.weight"
+        elif name == "model.embed_tokens.weight":
+            out = "token_embd.weight"
+        elif name == "model.norm.weight":
+            out = "output_norm.weight"
+        else:
+            parts = name.split(".")
+            layer, rest = parts[2], ".".join(parts[3:])
+            out = f"blk.{layer}.{_LAYER[rest]}"
+            if arch == "llama" and rest == "self_attn.q_proj.weight":
+                a = _llama_cpp_permute(a, heads)
+            elif arch == "llama" and rest == "self_attn.k_proj.weight":
+                a = _llama_cpp_permute(a, kv_heads)
+        w.add_tensor(out, a)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
