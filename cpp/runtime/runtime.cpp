@@ -1,0 +1,94 @@
+#include "saguaro/runtime.hpp"
+
+#include <atomic>
+#include <stdexcept>
+#include <string>
+
+#include "saguaro/draft_worker.hpp"
+#include "saguaro/request_inbox.hpp"
+#include "saguaro/target_worker.hpp"
+#include "saguaro/transport.hpp"
+#include "saguaro/update_board.hpp"
+
+namespace saguaro {
+
+struct Runtime::Impl {
+  std::shared_ptr<Model> target;
+  std::shared_ptr<Model> draft;
+  RuntimeConfig config;
+  int64_t vocab = 0;
+  RequestInbox inbox;
+  UpdateBoard board;
+  std::unique_ptr<DraftTransport> transport;
+  std::unique_ptr<DraftWorker> draft_worker;
+  std::unique_ptr<TargetWorker> target_worker;
+  std::atomic<int64_t> next_id{1};
+  std::mutex close_mu;
+  bool closed = false;
+};
+
+Runtime::Runtime(std::shared_ptr<Model> target, std::shared_ptr<Model> draft, RuntimeConfig config)
+    : impl_(std::make_unique<Impl>()) {
+  if (!target) throw std::invalid_argument("a target model is required");
+  validate(config);
+  if (config.mode != Mode::kAr) {
+    if (!draft) throw std::invalid_argument(std::string("mode \"") + mode_name(config.mode) + "\" needs a draft model");
+    if (draft->vocab_size() != target->vocab_size())
+      throw std::invalid_argument("target and draft vocabularies differ (" + std::to_string(target->vocab_size()) +
+                                  " vs " + std::to_string(draft->vocab_size()) + "): they must share one tokenizer");
+  }
+  impl_->target = std::move(target);
+  impl_->draft = config.mode == Mode::kAr ? nullptr : std::move(draft);
+  impl_->config = std::move(config);
+  impl_->vocab = impl_->target->vocab_size();
+  const int64_t draft_context = impl_->draft ? impl_->draft->max_context() : impl_->target->max_context();
+  if (impl_->draft) {
+    impl_->transport = std::make_unique<InProcessTransport<ToDraft, ToTarget>>(64);
+    impl_->draft_worker = std::make_unique<DraftWorker>(impl_->draft, *impl_->transport, impl_->config.draft_cores,
+                                                        impl_->config.draft_thread_init);
+  }
+  impl_->target_worker = std::make_unique<TargetWorker>(impl_->target, impl_->config, draft_context, impl_->inbox,
+                                                        impl_->board, impl_->transport.get());
+  if (impl_->draft_worker) impl_->draft_worker->start();
+  impl_->target_worker->start();
+}
+
+Runtime::~Runtime() { close(); }
+
+int64_t Runtime::submit(std::vector<int32_t> prompt, RequestParams params) {
+  if (prompt.empty()) throw std::invalid_argument("prompt must contain at least one token");
+  for (size_t i = 0; i < prompt.size(); ++i)
+    if (prompt[i] < 0 || prompt[i] >= impl_->vocab)
+      throw std::invalid_argument("prompt token " + std::to_string(prompt[i]) + " at index " + std::to_string(i) +
+                                  " is outside the vocabulary [0, " + std::to_string(impl_->vocab) + ")");
+  validate(params);
+  const int64_t id = impl_->next_id.fetch_add(1);
+  impl_->board.open(id);  // before the target can see it, so no update is lost
+  impl_->inbox.submit(id, std::move(prompt), std::move(params));
+  return id;
+}
+
+RequestUpdate Runtime::poll(int64_t request_id, std::optional<double> timeout_s) {
+  std::optional<std::chrono::microseconds> timeout;
+  if (timeout_s) {
+    if (!(*timeout_s >= 0)) throw std::invalid_argument("timeout must be >= 0 seconds (or None to wait)");
+    timeout = std::chrono::microseconds(static_cast<int64_t>(*timeout_s * 1e6));
+  }
+  return impl_->board.poll(request_id, timeout);
+}
+
+void Runtime::cancel(int64_t request_id) { impl_->inbox.cancel(request_id); }
+
+RuntimeMetrics Runtime::metrics() const { return impl_->target_worker->metrics(); }
+
+void Runtime::close() {
+  std::lock_guard<std::mutex> lock(impl_->close_mu);
+  if (impl_->closed) return;
+  impl_->closed = true;
+  impl_->inbox.close();
+  impl_->target_worker->join();  // finishes requests in flight as cancelled, stops the draft
+  if (impl_->transport) impl_->transport->close();
+  if (impl_->draft_worker) impl_->draft_worker->join();
+}
+
+}  // namespace saguaro

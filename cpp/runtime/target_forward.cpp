@@ -1,0 +1,58 @@
+// The target's verification forward with failure isolation: when the batched call throws, each
+// row is retried alone so only the request that cannot run fails.
+#include <stdexcept>
+#include <string>
+
+#include "saguaro/target_worker.hpp"
+
+namespace saguaro {
+
+TargetWorker::RowLogits TargetWorker::forward(const Rows& rows, const std::vector<std::vector<int32_t>>& inputs) {
+  RowLogits out;
+  out.first.assign(rows.size(), nullptr);
+  std::vector<int64_t> ids;
+  int64_t total = 0;
+  for (size_t b = 0; b < rows.size(); ++b) {
+    ids.push_back(rows[b]->id());
+    total += static_cast<int64_t>(inputs[b].size());
+  }
+  auto check = [&](const Logits& l, int64_t expected) {
+    if (l.rows != expected || l.vocab != vocab_)
+      throw std::runtime_error("target extend returned logits of shape [" + std::to_string(l.rows) + ", " +
+                               std::to_string(l.vocab) + "], expected [" + std::to_string(expected) + ", " +
+                               std::to_string(vocab_) + "]");
+  };
+  std::string batch_error;
+  try {
+    Logits l = target_->extend(ids, inputs);
+    check(l, total);
+    int64_t offset = 0;
+    for (size_t b = 0; b < rows.size(); ++b) {
+      out.first[b] = l.row(offset);
+      offset += static_cast<int64_t>(inputs[b].size());
+    }
+    out.blocks.push_back(std::move(l));
+    return out;
+  } catch (const std::exception& e) {
+    batch_error = e.what();
+  }
+  ++metrics_.target_failures;
+  if (rows.size() == 1) {
+    fail(*rows[0], "target forward failed: " + batch_error);
+    return out;
+  }
+  for (size_t b = 0; b < rows.size(); ++b) {
+    try {
+      target_->truncate(ids[b], rows[b]->base());  // undo whatever the failed batch appended
+      Logits l = target_->extend({ids[b]}, {inputs[b]});
+      check(l, static_cast<int64_t>(inputs[b].size()));
+      out.first[b] = l.data;
+      out.blocks.push_back(std::move(l));
+    } catch (const std::exception& e) {
+      fail(*rows[b], std::string("target forward failed: ") + e.what());
+    }
+  }
+  return out;
+}
+
+}  // namespace saguaro

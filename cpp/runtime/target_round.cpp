@@ -1,0 +1,119 @@
+// One round on the target worker, the same for every mode: speculations in, one target forward,
+// verification, commit; in ssd the draft builds the next round's cache meanwhile.
+#include <stdexcept>
+#include <string>
+
+#include "saguaro/target_worker.hpp"
+#include "saguaro/verify.hpp"
+
+namespace saguaro {
+
+namespace {
+double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+}  // namespace
+
+void TargetWorker::round() {
+  ++round_;
+  const auto t0 = Clock::now();
+  Rows rows;
+  for (auto& s : active_)
+    if (!s->finished()) rows.push_back(s.get());
+
+  std::vector<int32_t> budget(rows.size(), 0);
+  for (size_t b = 0; b < rows.size(); ++b)
+    budget[b] = mode_ == Mode::kAr ? 0 : rows[b]->draft_budget(config_.k, max_context_);
+  supply_speculations(rows, budget);  // may fall back to ar (draft failure) or fail rows (strict)
+
+  Rows live;
+  for (size_t b = 0; b < rows.size(); ++b) {
+    SequenceState* s = rows[b];
+    if (s->finished()) continue;
+    if (mode_ == Mode::kAr) s->speculation = Speculation{};
+    s->speculation.truncate(budget[b], vocab_);
+    live.push_back(s);
+  }
+  rows.swap(live);
+  if (rows.empty()) return;
+
+  Rows in_tree;
+  if (mode_ == Mode::kSsd) send_tree_request(rows, &in_tree);
+
+  // Verify [r, x1..xn] for every row in one target forward.
+  const int parity = static_cast<int>(round_ & 1);
+  verify_start_[parity] = Clock::now();
+  std::vector<std::vector<int32_t>> inputs;
+  for (auto* s : rows) {
+    std::vector<int32_t> in{s->tokens().back()};
+    in.insert(in.end(), s->speculation.tokens.begin(), s->speculation.tokens.end());
+    inputs.push_back(std::move(in));
+  }
+  RowLogits logits = forward(rows, inputs);
+  std::vector<int32_t> accepted(rows.size(), 0), bonus(rows.size(), -1);
+  for (size_t b = 0; b < rows.size(); ++b) {
+    SequenceState& s = *rows[b];
+    if (logits.first[b] == nullptr || s.finished()) continue;
+    const Speculation& spec = s.speculation;
+    const int32_t n = spec.size();
+    const ProcessParams params{s.params().temperature, s.params().top_k, s.params().top_p, 1.f, 0};
+    const RowKey key{s.params().seed, s.params().stream};
+    const int64_t position = s.base() + 1;
+    const uint8_t deterministic = spec.deterministic ? 1 : 0;
+    // q rows are read only for sampled, non-deterministic rows: exactly the rows the drafts came from.
+    const float* q = (s.sampled() && !spec.deterministic && n > 0) ? spec.q.data() : nullptr;
+    if (q != nullptr && spec.q.size() != static_cast<size_t>(n) * vocab_) {
+      fail(s, "internal error: speculation of " + std::to_string(n) + " tokens carries " +
+                  std::to_string(spec.q.size()) + " q values");
+      continue;
+    }
+    try {
+      verify_chain_cpu(logits.first[b], n > 0 ? spec.tokens.data() : nullptr, q, &n, &deterministic, &params, &key,
+                       &position, 1, n, vocab_, &accepted[b], &bonus[b]);
+    } catch (const std::exception& e) {
+      fail(s, std::string("target verification failed: ") + e.what());
+    }
+  }
+  verify_end_[parity] = Clock::now();
+  const double verify_s = seconds(verify_end_[parity] - verify_start_[parity]);
+  metrics_.target_verify_s += verify_s;
+  backup_.observe_verify(verify_s);
+  logits = RowLogits{};
+
+  // Commit k + 1 tokens per row; the target KV keeps r, x1..xk.
+  for (size_t b = 0; b < rows.size(); ++b) {
+    SequenceState& s = *rows[b];
+    if (s.finished()) continue;
+    const Speculation& spec = s.speculation;
+    const int32_t n = spec.size(), k = accepted[b];
+    const int64_t kv_keep = s.base() + 1 + k;
+    if (k < n) {
+      try {
+        target_->truncate(s.id(), kv_keep);
+      } catch (const std::exception& e) {
+        fail(s, std::string("target truncate failed: ") + e.what());
+        continue;
+      }
+    }
+    s.metrics.record_verification(n, k);
+    if (n > 0) schedule_.observe_acceptance(k, n, spec.from_backup());
+    backup_.observe_committed(spec.source, k + 1);
+    std::vector<int32_t> committed(spec.tokens.begin(), spec.tokens.begin() + k);
+    committed.push_back(bonus[b]);
+    s.commit(committed, eos_, max_context_);
+    s.outcome_accepted = k;
+    s.outcome_bonus = bonus[b];
+    board_.push_tokens(s.id(), s.take_new_tokens());
+    if (s.finished()) finish_row(s);
+  }
+
+  if (mode_ == Mode::kSsd && tree_pending_) {
+    look_up(in_tree);
+  }
+  if (mode_ != Mode::kSsd)
+    for (auto* s : rows) s->speculation = Speculation{};
+
+  ++metrics_.rounds;
+  metrics_.round_rows += static_cast<int64_t>(rows.size());
+  metrics_.round_s += seconds(Clock::now() - t0);
+}
+
+}  // namespace saguaro

@@ -1,0 +1,260 @@
+// Where each round's speculation comes from, per mode: sd — the draft chain-drafts it now;
+// ssd — the cache entry for the last outcome (hit) or a backup for the rows that missed (jit: the
+// draft chain-drafts them; fast: n-gram proposal); ar — none. Also the target's side of the
+// conversation with the draft worker.
+#include <algorithm>
+#include <numeric>
+#include <stdexcept>
+#include <string>
+
+#include "saguaro/ngram_proposer.hpp"
+#include "saguaro/target_worker.hpp"
+
+namespace saguaro {
+
+namespace {
+constexpr auto kDraftWait = std::chrono::milliseconds(50);
+double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+}  // namespace
+
+DraftRow TargetWorker::sync_row(SequenceState& s) {
+  DraftRow row;
+  row.seq = s.id();
+  row.committed = s.take_unsent_to_draft(&row.committed_from);
+  row.params = ProcessParams{s.params().temperature, s.params().top_k, s.params().top_p, 1.f, 0};
+  row.key = RowKey{s.params().seed, s.params().stream};
+  row.store_q = s.sampled();
+  return row;
+}
+
+void TargetWorker::supply_speculations(const Rows& rows, const std::vector<int32_t>& budget) {
+  if (mode_ == Mode::kAr) return;
+  Rows need;
+  std::vector<int32_t> need_budget;
+  for (size_t b = 0; b < rows.size(); ++b) {
+    if (budget[b] <= 0) {
+      rows[b]->speculation = Speculation{};
+      continue;
+    }
+    if (mode_ == Mode::kSd || rows[b]->speculation.source == SpeculationSource::kNone) {
+      need.push_back(rows[b]);
+      need_budget.push_back(budget[b]);
+    }
+  }
+  if (need.empty()) return;
+  if (mode_ == Mode::kSd) {
+    chain_from_draft(need, need_budget, SpeculationSource::kChain);
+    return;
+  }
+  if (backup_.choose(static_cast<int64_t>(rows.size())) == BackupKind::kFast) {
+    fast_backup(need, need_budget);
+  } else {
+    chain_from_draft(need, need_budget, SpeculationSource::kJitBackup);
+  }
+}
+
+void TargetWorker::chain_from_draft(const Rows& rows, const std::vector<int32_t>& budget, SpeculationSource source) {
+  ToDraft msg;
+  msg.kind = ToDraft::Kind::kChain;
+  msg.round = round_;
+  msg.saguaro_c = config_.saguaro_c;
+  // A backup speculation is verified next round and forked with the after-miss schedule.
+  const std::vector<int32_t> fanout = schedule_.fanout(true);
+  for (size_t b = 0; b < rows.size(); ++b) {
+    DraftRow row = sync_row(*rows[b]);
+    row.n = budget[b];
+    row.sample_fanout = fanout;
+    msg.rows.push_back(std::move(row));
+  }
+  const auto t0 = Clock::now();
+  transport_->send_to_draft(std::move(msg));
+  ToTarget reply;
+  if (!await_draft(ToTarget::Kind::kChainResult, round_, &reply)) return;
+  const double waited = seconds(Clock::now() - t0);
+  metrics_.draft_chain_s += seconds(reply.ended - reply.started);
+  metrics_.backup_s += waited;
+  if (source == SpeculationSource::kJitBackup) backup_.observe_jit(waited);
+  if (reply.results.size() != rows.size()) throw std::logic_error("draft chain result has the wrong number of rows");
+  for (size_t b = 0; b < rows.size(); ++b) {
+    Speculation spec;
+    spec.tokens = std::move(reply.results[b].tokens);
+    spec.q = std::move(reply.results[b].q);
+    spec.source = source;
+    rows[b]->speculation = std::move(spec);
+    if (source == SpeculationSource::kJitBackup) ++rows[b]->metrics.backups_jit;
+  }
+}
+
+void TargetWorker::fast_backup(const Rows& rows, const std::vector<int32_t>& budget) {
+  for (size_t b = 0; b < rows.size(); ++b) {
+    SequenceState& s = *rows[b];
+    Speculation spec;
+    spec.tokens = ngram_propose(s.tokens(), budget[b], vocab_, s.params().seed, s.params().stream);
+    spec.tokens.resize(std::min<size_t>(spec.tokens.size(), budget[b]));
+    spec.deterministic = true;  // q = one-hot: verified as a deterministic proposal
+    spec.source = SpeculationSource::kFastBackup;
+    s.speculation = std::move(spec);
+    ++s.metrics.backups_fast;
+  }
+}
+
+void TargetWorker::ensure_caches(int64_t entries, int64_t q_entries) {
+  // Two generations live at once (the one being looked up and the one being published).
+  const auto need = [](int64_t e) { return static_cast<size_t>(2 * e + 16); };
+  if (entries > 0 && (!cache_ || cache_->capacity() < need(entries)))
+    cache_ = std::make_shared<SpeculationCache>(need(entries) * 2, config_.k, vocab_, false);
+  if (q_entries > 0 && (!q_cache_ || q_cache_->capacity() < need(q_entries)))
+    q_cache_ = std::make_shared<SpeculationCache>(need(q_entries) * 2, config_.k, vocab_, true);
+}
+
+bool TargetWorker::send_tree_request(const Rows& rows, Rows* in_tree) {
+  ToDraft msg;
+  msg.kind = ToDraft::Kind::kSpeculate;
+  msg.round = round_;
+  msg.saguaro_c = config_.saguaro_c;
+  const std::vector<int32_t> next_fanout = schedule_.fanout(false);  // a hit is verified with the normal schedule
+  int64_t entries = 0, q_entries = 0;
+  for (auto* s : rows) {
+    const Speculation& spec = s->speculation;
+    const int32_t n = spec.size();
+    const int64_t remaining = s->params().max_new_tokens - s->generated();
+    // Entries longer than the next round can verify are wasted; branch tokens must fit the context.
+    const int64_t depth = std::min<int64_t>({config_.k, remaining - 2, max_context_ - (s->base() + n + 2)});
+    s->tree_fanout.clear();
+    if (depth < 1) continue;
+    const std::vector<int32_t> f = schedule_.fanout(spec.from_backup());
+    std::vector<int32_t> fork(f.begin(), f.begin() + n);
+    fork.push_back(f[config_.k]);  // all n drafts accepted: the "all accepted" atom
+    DraftRow row = sync_row(*s);
+    row.n = n;
+    row.drafts = spec.tokens;
+    row.fork_fanout = fork;
+    row.depth = static_cast<int32_t>(depth);
+    row.sample_fanout = next_fanout;
+    const int64_t m = std::accumulate(fork.begin(), fork.end(), int64_t{0});
+    (s->sampled() ? q_entries : entries) += m;
+    s->tree_fanout = std::move(fork);
+    msg.rows.push_back(std::move(row));
+    in_tree->push_back(s);
+  }
+  if (msg.rows.empty()) return false;
+  ensure_caches(entries, q_entries);
+  msg.cache = cache_;
+  msg.q_cache = q_cache_;
+  transport_->send_to_draft(std::move(msg));
+  tree_pending_ = true;
+  tree_done_ = false;
+  return true;
+}
+
+void TargetWorker::look_up(const Rows& in_tree) {
+  bool look = true;
+  if (config_.cache_policy == CachePolicy::kWait) {
+    if (!tree_done_) {
+      const auto t0 = Clock::now();
+      ToTarget done;
+      const bool ok = await_draft(ToTarget::Kind::kTreeDone, round_, &done);
+      metrics_.wait_for_tree_s += seconds(Clock::now() - t0);
+      if (!ok) return;  // draft failed: handled, rows continue autoregressively or failed
+    }
+  } else {
+    if (!try_take_tree_done(round_)) return;  // draft failed
+    look = tree_done_ || config_.cache_policy == CachePolicy::kPartial;
+  }
+  tree_pending_ = false;
+  std::vector<int32_t> tokens;
+  std::vector<float> q;
+  for (auto* s : in_tree) {
+    s->speculation = Speculation{};
+    if (s->finished()) continue;
+    const int32_t k = s->outcome_accepted, t = s->outcome_bonus;
+    SpeculationCache* cache = s->sampled() ? q_cache_.get() : cache_.get();
+    const bool hit = look && cache != nullptr &&
+                     cache->lookup(round_ + 1, CacheKey{s->id(), k, t}, &tokens, s->sampled() ? &q : nullptr);
+    s->metrics.record_lookup(k, hit);
+    const int32_t n = static_cast<int32_t>(s->tree_fanout.size()) - 1;
+    if (k >= 0 && k <= n) schedule_.observe_hit(k == n ? config_.k : k, s->tree_fanout[k], hit);
+    backup_.observe_lookup(hit);
+    if (hit) {
+      s->speculation.tokens = tokens;
+      if (s->sampled()) s->speculation.q = q;
+      s->speculation.source = SpeculationSource::kCache;
+      ++s->metrics.speculations_from_cache;
+    }
+  }
+}
+
+void TargetWorker::account_tree(const ToTarget& msg) {
+  const double total = seconds(msg.ended - msg.started);
+  const int parity = static_cast<int>(msg.round & 1);
+  const auto overlap_start = std::max(msg.started, verify_start_[parity]);
+  const auto overlap_end = std::min(msg.ended, verify_end_[parity] > verify_start_[parity] ? verify_end_[parity] : msg.ended);
+  metrics_.draft_tree_s += total;
+  if (overlap_end > overlap_start) metrics_.draft_tree_hidden_s += seconds(overlap_end - overlap_start);
+  ++metrics_.trees;
+  if (msg.abandoned) ++metrics_.trees_abandoned;
+  metrics_.cache_publish_failures += msg.publish_failures;
+  if (msg.round == round_) tree_done_ = true;
+}
+
+bool TargetWorker::try_take_tree_done(uint64_t round) {
+  ToTarget msg;
+  while (transport_->receive_at_target(msg, std::chrono::microseconds(0))) {
+    if (msg.kind == ToTarget::Kind::kError) {
+      on_draft_failure(msg.error);
+      return false;
+    }
+    if (msg.kind == ToTarget::Kind::kTreeDone) account_tree(msg);
+  }
+  (void)round;
+  return true;
+}
+
+bool TargetWorker::await_draft(ToTarget::Kind kind, uint64_t round, ToTarget* out) {
+  for (;;) {
+    ToTarget msg;
+    if (!transport_->receive_at_target(msg, kDraftWait)) {
+      if (transport_->closed()) {
+        on_draft_failure("the transport to the draft worker is closed");
+        return false;
+      }
+      continue;
+    }
+    if (msg.kind == ToTarget::Kind::kError) {
+      on_draft_failure(msg.error);
+      return false;
+    }
+    if (msg.kind == ToTarget::Kind::kTreeDone) {
+      account_tree(msg);
+      if (kind == ToTarget::Kind::kTreeDone && msg.round == round) {
+        *out = std::move(msg);
+        return true;
+      }
+      continue;  // a tree the target already stopped waiting for (cache policy partial / miss)
+    }
+    if (msg.kind == kind) {
+      *out = std::move(msg);
+      return true;
+    }
+    throw std::logic_error("target worker: unexpected message from the draft worker");
+  }
+}
+
+void TargetWorker::on_draft_failure(const std::string& message) {
+  ++metrics_.draft_failures;
+  draft_failed_ = true;
+  tree_pending_ = false;
+  mode_ = Mode::kAr;
+  const std::string note = "draft worker failed: " + message;
+  for (auto& s : active_) {
+    if (s->finished()) continue;
+    s->speculation = Speculation{};
+    if (config_.strict) {
+      fail(*s, note + " (strict: not continuing autoregressively)");
+    } else {
+      board_.push_message(s->id(), note + "; continuing autoregressively");
+    }
+  }
+}
+
+}  // namespace saguaro

@@ -1,0 +1,253 @@
+#include "saguaro/target_worker.hpp"
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
+#include "saguaro/thread_affinity.hpp"
+#include "saguaro/verify.hpp"
+
+namespace saguaro {
+
+namespace {
+constexpr auto kIdleWait = std::chrono::milliseconds(20);
+double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+FanoutConfig effective_fanout(const RuntimeConfig& c) {
+  FanoutConfig f = c.fanout;
+  if (c.mode != Mode::kSsd) {  // no tree: any valid schedule will do (a manual list may be absent)
+    f.kind = FanoutKind::kUniform;
+    f.budget = std::max(1, f.budget);
+  }
+  return f;
+}
+}  // namespace
+
+TargetWorker::TargetWorker(std::shared_ptr<Model> target, const RuntimeConfig& config, int64_t draft_max_context,
+                           RequestInbox& inbox, UpdateBoard& board, DraftTransport* transport)
+    : target_(std::move(target)),
+      config_(config),
+      mode_(config.mode),
+      vocab_(target_->vocab_size()),
+      max_context_(std::min(target_->max_context(), draft_max_context)),
+      eos_(target_->eos_token_ids()),
+      inbox_(inbox),
+      board_(board),
+      transport_(transport),
+      schedule_(config.k, effective_fanout(config)),
+      backup_(config.backup, config.backup_critical_batch, config.k) {
+  if (mode_ == Mode::kSd) config_.saguaro_c = 1.f;  // no cache to aim the residual at
+  metrics_.totals = RequestMetrics(config.k);
+  metrics_.mode = mode_name(mode_);
+  snapshot_ = metrics_;
+}
+
+TargetWorker::~TargetWorker() { join(); }
+
+void TargetWorker::start() { thread_ = std::thread([this] { run(); }); }
+
+void TargetWorker::join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+RuntimeMetrics TargetWorker::metrics() const {
+  std::lock_guard<std::mutex> lock(snapshot_mu_);
+  return snapshot_;
+}
+
+void TargetWorker::publish_metrics() {
+  metrics_.mode = mode_name(mode_);
+  metrics_.fanout = schedule_.fanout(false);
+  metrics_.fanout_acceptance = schedule_.acceptance(false);
+  metrics_.backup_critical_batch = backup_.critical_batch();
+  std::lock_guard<std::mutex> lock(snapshot_mu_);
+  snapshot_ = metrics_;
+}
+
+void TargetWorker::run() {
+  std::string start_error;
+  try {
+    pin_current_thread(config_.target_cores);
+    target_->attach_thread();
+    if (config_.target_thread_init) config_.target_thread_init();
+  } catch (const std::exception& e) {
+    start_error = std::string("target worker could not start: ") + e.what();
+  }
+  for (;;) {
+    if (inbox_.closing()) break;
+    auto subs = inbox_.take_submissions();
+    auto cancels = inbox_.take_cancels();
+    if (!start_error.empty()) {
+      for (auto& sub : subs) {
+        auto s = std::make_unique<SequenceState>(sub.id, std::move(sub.prompt), sub.params, config_.k, sub.submitted);
+        active_.push_back(std::move(s));
+        fail(*active_.back(), start_error);
+      }
+      release_finished();
+      inbox_.wait(kIdleWait);
+      continue;
+    }
+    try {
+      admit(std::move(subs));
+      apply_cancels(cancels);
+      release_finished();
+      if (active_.empty()) {
+        publish_metrics();
+        inbox_.wait(kIdleWait);
+        continue;
+      }
+      round();
+    } catch (const std::exception& e) {
+      // A defect, not a model failure (those are isolated per request): fail what is running, keep serving.
+      for (auto& s : active_)
+        if (!s->finished()) fail(*s, std::string("internal error in the target worker: ") + e.what());
+    }
+    release_finished();
+    publish_metrics();
+  }
+  shutdown();
+  target_->detach_thread();
+}
+
+void TargetWorker::shutdown() {
+  for (auto& sub : inbox_.take_submissions()) {
+    active_.push_back(std::make_unique<SequenceState>(sub.id, std::move(sub.prompt), sub.params, config_.k, sub.submitted));
+    active_.back()->finish(FinishReason::kCancelled);
+  }
+  for (auto& s : active_) {
+    if (!s->finished()) s->finish(FinishReason::kCancelled);
+    finish_row(*s);
+  }
+  active_.clear();
+  if (transport_ != nullptr) {
+    ToDraft stop;
+    stop.kind = ToDraft::Kind::kStop;
+    transport_->send_to_draft(std::move(stop));
+  }
+  publish_metrics();
+}
+
+void TargetWorker::admit(std::vector<Submission> subs) {
+  if (subs.empty()) return;
+  Rows fresh;
+  for (auto& sub : subs) {
+    active_.push_back(std::make_unique<SequenceState>(sub.id, std::move(sub.prompt), sub.params, config_.k, sub.submitted));
+    SequenceState& s = *active_.back();
+    ++metrics_.requests_submitted;
+    const int64_t p = s.prompt_length();
+    if (draft_failed_ && config_.strict) {
+      fail(s, "the draft worker failed earlier and strict is set: not serving requests autoregressively");
+    } else if (p + 1 > max_context_) {
+      fail(s, "prompt of " + std::to_string(p) + " tokens does not fit the context: max_context is " +
+                  std::to_string(max_context_) + " (the smaller of target and draft) and at least one new token is needed");
+    } else {
+      fresh.push_back(&s);
+    }
+  }
+  if (fresh.empty()) return;
+  // One batched prefill; a failure is isolated by retrying each request alone.
+  const auto t0 = Clock::now();
+  std::vector<const float*> rows(fresh.size(), nullptr);
+  std::vector<Logits> blocks;
+  std::vector<int64_t> ids;
+  std::vector<std::vector<int32_t>> prompts;
+  for (auto* s : fresh) {
+    ids.push_back(s->id());
+    prompts.push_back(s->tokens());
+  }
+  try {
+    Logits l = target_->prefill(ids, prompts);
+    if (l.rows != static_cast<int64_t>(fresh.size()) || l.vocab != vocab_)
+      throw std::runtime_error("target prefill returned logits of shape [" + std::to_string(l.rows) + ", " +
+                               std::to_string(l.vocab) + "], expected [" + std::to_string(fresh.size()) + ", " +
+                               std::to_string(vocab_) + "]");
+    for (size_t i = 0; i < fresh.size(); ++i) rows[i] = l.row(i);
+    blocks.push_back(std::move(l));
+  } catch (const std::exception& batch_error) {
+    for (size_t i = 0; i < fresh.size(); ++i) {
+      try {
+        target_->release(ids[i]);
+      } catch (const std::exception&) {
+        // it may never have been allocated
+      }
+      try {
+        Logits l = target_->prefill({ids[i]}, {prompts[i]});
+        if (l.rows != 1 || l.vocab != vocab_) throw std::runtime_error("target prefill returned a wrong shape");
+        rows[i] = l.data;
+        blocks.push_back(std::move(l));
+      } catch (const std::exception& e) {
+        fail(*fresh[i], std::string("target prefill failed: ") + e.what());
+      }
+    }
+  }
+  const double prefill_s = seconds(Clock::now() - t0);
+  metrics_.target_prefill_s += prefill_s;
+  // The first new token: drawn from p at position P with u(kResidual, P), like any bonus token.
+  for (size_t i = 0; i < fresh.size(); ++i) {
+    SequenceState& s = *fresh[i];
+    if (rows[i] == nullptr) continue;
+    const ProcessParams params{s.params().temperature, s.params().top_k, s.params().top_p, 1.f, 0};
+    const RowKey key{s.params().seed, s.params().stream};
+    const int64_t position = s.prompt_length();
+    const int32_t zero = 0;
+    int32_t accepted = 0, bonus = -1;
+    try {
+      verify_chain_cpu(rows[i], nullptr, nullptr, &zero, nullptr, &params, &key, &position, 1, 0, vocab_, &accepted, &bonus);
+    } catch (const std::exception& e) {
+      fail(s, std::string("target logits after the prompt are unusable: ") + e.what());
+      continue;
+    }
+    s.metrics.prefill_s = prefill_s;
+    s.commit({bonus}, eos_, max_context_);
+    s.metrics.time_to_first_token_s = seconds(Clock::now() - s.submitted);
+    board_.push_tokens(s.id(), s.take_new_tokens());
+    if (s.finished()) finish_row(s);
+  }
+}
+
+void TargetWorker::apply_cancels(const std::vector<int64_t>& ids) {
+  for (int64_t id : ids)
+    for (auto& s : active_)
+      if (s->id() == id && !s->finished()) {
+        s->finish(FinishReason::kCancelled);
+        finish_row(*s);
+      }
+}
+
+void TargetWorker::fail(SequenceState& s, const std::string& message) {
+  if (s.finished()) return;
+  s.finish(FinishReason::kError, message);
+  ++metrics_.requests_failed;
+  finish_row(s);
+}
+
+void TargetWorker::finish_row(SequenceState& s) {
+  try {
+    target_->release(s.id());
+  } catch (const std::exception&) {
+    // a request that failed before its prefill holds nothing
+  }
+  if (transport_ != nullptr) to_release_in_draft_.push_back(s.id());
+  if (cache_) cache_->invalidate_sequence(s.id());
+  if (q_cache_) q_cache_->invalidate_sequence(s.id());
+  board_.push_tokens(s.id(), s.take_new_tokens());
+  s.metrics.total_s = seconds(Clock::now() - s.submitted);
+  s.metrics.generated_tokens = s.generated();
+  metrics_.totals.merge(s.metrics);
+  ++metrics_.requests_finished;
+  publish_metrics();  // before the poller can see it finished
+  board_.finish(s.id(), s.finish_reason(), s.error(), s.metrics);
+}
+
+void TargetWorker::release_finished() {
+  active_.erase(std::remove_if(active_.begin(), active_.end(), [](const auto& s) { return s->finished(); }),
+                active_.end());
+  if (transport_ != nullptr && !to_release_in_draft_.empty()) {
+    ToDraft msg;
+    msg.kind = ToDraft::Kind::kRelease;
+    msg.released.swap(to_release_in_draft_);
+    transport_->send_to_draft(std::move(msg));
+  }
+}
+
+}  // namespace saguaro

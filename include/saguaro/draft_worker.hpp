@@ -1,0 +1,61 @@
+#pragma once
+// The draft side: a thread that owns the draft model. It drafts chains (sd, jit backups) and, in
+// ssd, builds the speculation cache for the next round while the target verifies: trunk forward
+// over S_T, fork (top-F_j candidates per outcome position), K tree steps over all branches,
+// publish (tokens + the exact q rows they were sampled from).
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "saguaro/draft_messages.hpp"
+#include "saguaro/model.hpp"
+#include "saguaro/transport.hpp"
+
+namespace saguaro {
+
+using DraftTransport = Transport<ToDraft, ToTarget>;
+
+class DraftWorker {
+ public:
+  DraftWorker(std::shared_ptr<Model> draft, DraftTransport& transport, std::vector<int> cores,
+              std::function<void()> thread_init);
+  ~DraftWorker();  // joins
+  void start();
+  void join();
+
+ private:
+  // What the draft knows of a sequence: the committed tokens and the tokens now in its KV.
+  struct DraftSequence {
+    std::vector<int32_t> committed;
+    std::vector<int32_t> kv;
+    bool allocated = false;
+  };
+
+  void run();
+  void handle(ToDraft& msg);
+  void apply_sync(const DraftRow& row);
+  // Brings each row's draft KV to the committed prefix minus the pending token and runs
+  // [catch-up..., r] + extra[i]; returns the logits and each row's first row index of its
+  // last 1 + extra[i].size() positions.
+  Logits run_from_pending(const std::vector<DraftRow>& rows, const std::vector<std::vector<int32_t>>& extra,
+                          std::vector<int64_t>* first_row);
+  ToTarget draft_chain(const ToDraft& msg);
+  ToTarget build_tree(const ToDraft& msg);
+  bool newer_work_arrived();
+
+  std::shared_ptr<Model> draft_;
+  DraftTransport& transport_;
+  std::vector<int> cores_;
+  std::function<void()> thread_init_;
+  std::thread thread_;
+  std::unordered_map<int64_t, DraftSequence> seqs_;
+  std::deque<ToDraft> stash_;   // messages received while building a tree
+  bool failed_ = false;
+  std::string failure_;
+};
+
+}  // namespace saguaro

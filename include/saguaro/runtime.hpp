@@ -1,0 +1,43 @@
+#pragma once
+// The asynchronous target/draft runtime (ssd-algorithm.md §1-§5, design.md "One SSD round").
+// A target worker thread runs the rounds; in ssd a draft worker thread builds the speculation cache
+// while the target verifies, and serves chain drafting (sd and jit backups). The draft model is
+// only ever called from the draft worker, the target model only from the target worker.
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "saguaro/metrics.hpp"
+#include "saguaro/model.hpp"
+#include "saguaro/request.hpp"
+#include "saguaro/runtime_config.hpp"
+
+namespace saguaro {
+
+class Runtime {
+ public:
+  // draft may be null in mode ar. Throws std::invalid_argument on a bad config or vocab mismatch.
+  Runtime(std::shared_ptr<Model> target, std::shared_ptr<Model> draft, RuntimeConfig config);
+  ~Runtime();  // close()
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  // Thread-safe; the request joins between rounds. Throws std::invalid_argument on an empty prompt,
+  // token ids outside the vocabulary or bad params; std::runtime_error after close().
+  int64_t submit(std::vector<int32_t> prompt, RequestParams params);
+  // Waits (up to timeout; forever when empty) until the request has new tokens or finished.
+  // A finished request's last update is handed out once; afterwards its id is unknown
+  // (std::invalid_argument).
+  RequestUpdate poll(int64_t request_id, std::optional<double> timeout_s);
+  void cancel(int64_t request_id);   // finishes it with "cancelled" between rounds; unknown ids ignored
+  RuntimeMetrics metrics() const;
+  // Finishes requests in flight with "cancelled", joins both workers. Idempotent.
+  void close();
+
+  struct Impl;
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace saguaro

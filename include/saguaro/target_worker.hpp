@@ -1,0 +1,97 @@
+#pragma once
+// The target side: a thread that owns the target model and runs the rounds. Each round it makes
+// sure every running sequence has a speculation (ar: none; sd: the draft chain-drafts it now; ssd:
+// the cache entry found after the last round, or a backup), tells the draft to speculate on this
+// round's outcomes (ssd), verifies all rows in one target forward, commits, and looks up the cache.
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "saguaro/backup_policy.hpp"
+#include "saguaro/draft_worker.hpp"
+#include "saguaro/fanout_schedule.hpp"
+#include "saguaro/metrics.hpp"
+#include "saguaro/model.hpp"
+#include "saguaro/request_inbox.hpp"
+#include "saguaro/runtime_config.hpp"
+#include "saguaro/sequence_state.hpp"
+#include "saguaro/speculation_cache.hpp"
+#include "saguaro/update_board.hpp"
+
+namespace saguaro {
+
+class TargetWorker {
+ public:
+  // transport is null in mode ar (no draft worker).
+  TargetWorker(std::shared_ptr<Model> target, const RuntimeConfig& config, int64_t draft_max_context,
+               RequestInbox& inbox, UpdateBoard& board, DraftTransport* transport);
+  ~TargetWorker();  // joins
+  void start();
+  void join();
+  RuntimeMetrics metrics() const;
+
+ private:
+  using Rows = std::vector<SequenceState*>;
+  // Logits rows of one target forward, possibly from several calls (after a failure is isolated).
+  struct RowLogits {
+    std::vector<Logits> blocks;
+    std::vector<const float*> first;  // per row: its first logits row, null when the row failed
+  };
+
+  void run();
+  void shutdown();
+  void admit(std::vector<Submission> submissions);
+  void apply_cancels(const std::vector<int64_t>& ids);
+  void round();
+
+  // speculation supply (target_speculation.cpp)
+  void supply_speculations(const Rows& rows, const std::vector<int32_t>& budget);
+  void chain_from_draft(const Rows& rows, const std::vector<int32_t>& budget, SpeculationSource source);
+  void fast_backup(const Rows& rows, const std::vector<int32_t>& budget);
+  bool send_tree_request(const Rows& rows, Rows* in_tree);
+  void ensure_caches(int64_t entries, int64_t q_entries);
+  void look_up(const Rows& in_tree);
+  DraftRow sync_row(SequenceState& s);
+  // Waits for a draft message of `kind` for `round`; false when the draft failed (handled).
+  bool await_draft(ToTarget::Kind kind, uint64_t round, ToTarget* out);
+  bool try_take_tree_done(uint64_t round);
+  void account_tree(const ToTarget& msg);
+  void on_draft_failure(const std::string& message);
+
+  // target forwards with failure isolation (target_forward.cpp)
+  RowLogits forward(const Rows& rows, const std::vector<std::vector<int32_t>>& inputs);
+  void fail(SequenceState& s, const std::string& message);
+  void finish_row(SequenceState& s);
+  void release_finished();
+  void publish_metrics();
+
+  std::shared_ptr<Model> target_;
+  RuntimeConfig config_;
+  Mode mode_;
+  int64_t vocab_;
+  int64_t max_context_;
+  std::vector<int32_t> eos_;
+  RequestInbox& inbox_;
+  UpdateBoard& board_;
+  DraftTransport* transport_;
+  FanoutSchedule schedule_;
+  BackupPolicy backup_;
+  std::shared_ptr<SpeculationCache> cache_, q_cache_;
+  std::thread thread_;
+  std::vector<std::unique_ptr<SequenceState>> active_;
+  std::vector<int64_t> to_release_in_draft_;
+  uint64_t round_ = 0;
+  bool tree_pending_ = false;       // a kSpeculate for round_ is at the draft
+  bool tree_done_ = false;          // its kTreeDone has arrived
+  Clock::time_point verify_start_[2], verify_end_[2];  // by round parity, for the overlap of late trees
+  bool draft_failed_ = false;
+  RuntimeMetrics metrics_;          // target thread only
+  mutable std::mutex snapshot_mu_;
+  RuntimeMetrics snapshot_;
+};
+
+}  // namespace saguaro
