@@ -1,0 +1,1 @@
+"""Benchmark drivers; the harness itself is saguaro.benchmark (shipped in the wheel)."""

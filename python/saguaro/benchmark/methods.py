@@ -1,0 +1,120 @@
+"""The methods a benchmark compares (one table row each) and how they are pinned to cores."""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, replace
+from typing import Literal, Optional, Sequence, Union
+
+Family = Literal["saguaro", "transformers"]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One row of the comparison.
+
+    ``family`` saguaro runs ``saguaro.Engine``; transformers runs ``model.generate()`` (target only,
+    or with ``assistant_model=`` when ``mode`` is "sd"). ``cores`` is the CPU set the whole method
+    may use; target/draft cores say where each model's worker is pinned (SSD: one core each).
+    Methods with the same ``worker`` share one worker process (and its loaded weights).
+    """
+
+    name: str
+    family: Family
+    mode: Literal["ar", "sd", "ssd"]
+    target_threads: int = 1
+    draft_threads: int = 1
+    target_cores: tuple[int, ...] = (0,)
+    draft_cores: tuple[int, ...] = (0,)
+    k: Optional[int] = None
+    fanout: Union[int, tuple[int, ...], None] = None
+    fanout_r: Optional[float] = None
+    saguaro_c: Optional[float] = None
+    backup: Optional[str] = None
+    worker: str = ""
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def cores(self) -> tuple[int, ...]:
+        """Every core the method may use (its process is pinned to these)."""
+        if self.mode == "ar":
+            return tuple(sorted(set(self.target_cores)))
+        return tuple(sorted(set(self.target_cores) | set(self.draft_cores)))
+
+    @property
+    def uses_draft(self) -> bool:
+        """Whether the method needs the draft model."""
+        return self.mode != "ar"
+
+    @property
+    def threads(self) -> int:
+        """Intra-op threads of the busiest model (what the row's label says)."""
+        return max(self.target_threads, self.draft_threads if self.uses_draft else 0)
+
+    def to_dict(self) -> dict:
+        """JSON-ready configuration."""
+        d = asdict(self)
+        d["cores"] = list(self.cores)
+        return d
+
+
+def available_cores() -> list[int]:
+    """The cores this process may run on, sorted."""
+    return sorted(os.sched_getaffinity(0))
+
+
+def _pair(cores: Optional[Sequence[int]]) -> tuple[int, int]:
+    cs = list(cores) if cores is not None else available_cores()
+    if len(cs) < 2:
+        raise ValueError(f"the standard comparison needs two cores (SSD puts target and draft on one each); "
+                         f"this process may use only {cs}")
+    return cs[0], cs[1]
+
+
+def standard_methods(*, k: int = 4, fanout: Union[int, Sequence[int]] = 6, saguaro_c: float = 1.0,
+                     backup: str = "jit", fanout_r: Optional[float] = None,
+                     cores: Optional[Sequence[int]] = None) -> list[MethodSpec]:
+    """Every row of the standard CPU comparison (benchmarks.md), in table order."""
+    a, b = _pair(cores)
+    both = (a, b)
+    fan = tuple(fanout) if isinstance(fanout, (list, tuple)) else int(fanout)
+    return [
+        MethodSpec("saguaro-ar-1t", "saguaro", "ar", 1, 1, (a,), (a,), worker="saguaro-ar"),
+        MethodSpec("saguaro-ar-2t", "saguaro", "ar", 2, 2, both, both, worker="saguaro-ar"),
+        MethodSpec("saguaro-sd-1t", "saguaro", "sd", 1, 1, (a,), (a,), k=k, worker="saguaro-sd"),
+        MethodSpec("saguaro-sd-2t", "saguaro", "sd", 2, 2, both, both, k=k, worker="saguaro-sd"),
+        MethodSpec("saguaro-ssd", "saguaro", "ssd", 1, 1, (a,), (b,), k=k, fanout=fan, fanout_r=fanout_r,
+                   saguaro_c=saguaro_c, backup=backup, worker="saguaro-ssd"),
+        MethodSpec("transformers-ar-2t", "transformers", "ar", 2, 2, both, both, worker="transformers"),
+        MethodSpec("transformers-assisted-2t", "transformers", "sd", 2, 2, both, both, worker="transformers"),
+    ]
+
+
+def select(methods: Sequence[MethodSpec], names: Optional[Sequence[str]]) -> list[MethodSpec]:
+    """The methods named (short names like ``ar-1t``/``ssd``/``hf-ar`` accepted), in table order."""
+    if not names:
+        return list(methods)
+    aliases = {"hf-ar": "transformers-ar-2t", "hf-assisted": "transformers-assisted-2t",
+               "assisted": "transformers-assisted-2t", "ssd": "saguaro-ssd"}
+    wanted = []
+    for n in names:
+        full = aliases.get(n, n if n.startswith(("saguaro-", "transformers-")) else f"saguaro-{n}")
+        if full not in {m.name for m in methods}:
+            raise ValueError(f"unknown method {n!r}; choose from {[m.name for m in methods]} "
+                             f"(short forms: ar-1t, ar-2t, sd-1t, sd-2t, ssd, hf-ar, hf-assisted)")
+        wanted.append(full)
+    return [m for m in methods if m.name in wanted]
+
+
+def with_ssd_plan(methods: Sequence[MethodSpec], *, k: int, fanout: Union[int, Sequence[int]],
+                  saguaro_c: float, backup: str, fanout_r: Optional[float] = None,
+                  sd_k: Optional[int] = None) -> list[MethodSpec]:
+    """The methods with the planner's choice applied to the SSD row (and its best K to SD rows)."""
+    fan = tuple(fanout) if isinstance(fanout, (list, tuple)) else int(fanout)
+    out = []
+    for m in methods:
+        if m.family == "saguaro" and m.mode == "ssd":
+            m = replace(m, k=k, fanout=fan, saguaro_c=saguaro_c, backup=backup, fanout_r=fanout_r)
+        elif m.family == "saguaro" and m.mode == "sd" and sd_k is not None:
+            m = replace(m, k=sd_k)
+        out.append(m)
+    return out

@@ -1,0 +1,183 @@
+"""One worker process: loads its models once, then runs requests for the methods it serves.
+
+Each request pins the process to the method's cores and thread count first, so methods sharing a
+worker (and its weights) still run each on its own cores. Messages over a multiprocessing pipe:
+``("run", method_name, prompt_ids, max_new_tokens, temperature, seed)`` → ``("ok", result)`` or
+``("error", traceback text)``; ``("stop",)`` ends the worker.
+"""
+from __future__ import annotations
+
+import time
+import traceback
+from typing import Any, Optional
+
+from saguaro.benchmark.methods import MethodSpec
+from saguaro.benchmark.pinning import current_rss_mib, peak_rss_mib, pin_process
+
+
+def _torch_dtype(name: str) -> Any:
+    import torch
+
+    table = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32,
+             "fp16": torch.float16, "float16": torch.float16}
+    if name not in table:
+        raise ValueError(f"dtype must be one of {sorted(table)}, got {name!r}")
+    return table[name]
+
+
+def _engine_metrics(engine: Any) -> dict:
+    try:
+        m = engine.metrics()
+    except Exception:  # noqa: BLE001 - aggregates are optional for the benchmark
+        return {}
+    if not isinstance(m, dict):
+        m = getattr(m, "__dict__", {}) or {}
+    return m
+
+
+def _numeric(d: Any, prefix: str = "") -> dict[str, float]:
+    """Flatten numeric leaves of nested dicts ("totals.rounds": 12.0); lists are skipped."""
+    out: dict[str, float] = {}
+    if not isinstance(d, dict):
+        return out
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_numeric(v, key + "."))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[key] = float(v)
+    return out
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, (int, float, str, bool)) or v is None:
+        return v
+    if hasattr(v, "tolist"):
+        return v.tolist()
+    return repr(v)
+
+
+class _SaguaroMethods:
+    """saguaro engines for several methods over one pair of loaded models."""
+
+    def __init__(self, methods: list[MethodSpec], target: str, draft: str, dtype: str, seed: int) -> None:
+        import saguaro
+        from saguaro import models
+
+        self.saguaro = saguaro
+        self.dtype = _torch_dtype(dtype)
+        self.seed = seed
+        union = sorted({c for m in methods for c in m.cores})
+        pin_process(union, max(m.threads for m in methods))
+        t0 = time.perf_counter()
+        self.target = models.load(target, dtype=self.dtype, device="cpu")
+        self.draft = models.load(draft, dtype=self.dtype, device="cpu") if any(m.uses_draft for m in methods) else None
+        self.load_s = time.perf_counter() - t0
+        self.methods = {m.name: m for m in methods}
+        self.engines: dict[str, Any] = {}
+        self.pinned: Optional[str] = None
+
+    def _engine(self, m: MethodSpec) -> Any:
+        if m.name not in self.engines:
+            kwargs: dict = dict(mode=m.mode, dtype=self.dtype, seed=self.seed, target_threads=m.target_threads,
+                                target_cores=list(m.target_cores))
+            if m.uses_draft:
+                kwargs.update(draft=self.draft, draft_threads=m.draft_threads, draft_cores=list(m.draft_cores))
+                for key in ("k", "fanout", "saguaro_c", "backup"):
+                    v = getattr(m, key)
+                    if v is not None:
+                        kwargs[key] = list(v) if isinstance(v, tuple) else v
+            self.engines[m.name] = self.saguaro.Engine(target=self.target, **kwargs)
+        return self.engines[m.name]
+
+    def run(self, name: str, prompt_ids: list[int], max_new_tokens: int, temperature: float, seed: int) -> dict:
+        m = self.methods[name]
+        if self.pinned != name:
+            # only on a switch: re-pinning every thread would undo the per-worker pins of an SSD engine
+            pin_process(m.cores, m.threads)
+            self.pinned = name
+        engine = self._engine(m)
+        sp = self.saguaro.SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                                         ignore_eos=True)
+        before = _numeric(_engine_metrics(engine))
+        t0 = time.perf_counter()
+        outs = engine.generate([prompt_ids], sp)
+        t1 = time.perf_counter()
+        after = _numeric(_engine_metrics(engine))
+        out = outs[0]
+        metrics = _jsonable(dict(out.metrics or {}))
+        # one request at a time per engine: the change of the engine's aggregates is this request's
+        metrics["engine_delta"] = {k: after[k] - before.get(k, 0.0) for k in after}
+        ttft = metrics.get("time_to_first_token_s", metrics.get("ttft_s"))
+        return {"token_ids": list(out.token_ids), "elapsed_s": t1 - t0, "ttft_s": ttft, "metrics": metrics}
+
+    def close(self) -> None:
+        for e in self.engines.values():
+            try:
+                e.close()
+            except Exception:  # noqa: BLE001 - closing at exit must not mask the results
+                pass
+
+
+class _TransformersMethods:
+    """transformers peers over one pair of loaded transformers models."""
+
+    def __init__(self, methods: list[MethodSpec], target: str, draft: str, dtype: str, seed: int) -> None:
+        from saguaro.benchmark.peers import TransformersRunner, load_transformers_model
+
+        union = sorted({c for m in methods for c in m.cores})
+        pin_process(union, max(m.threads for m in methods))
+        t0 = time.perf_counter()
+        tdtype = _torch_dtype(dtype)
+        self.target = load_transformers_model(target, tdtype)
+        self.draft = load_transformers_model(draft, tdtype) if any(m.uses_draft for m in methods) else None
+        self.load_s = time.perf_counter() - t0
+        self.methods = {m.name: m for m in methods}
+        self.runners = {m.name: TransformersRunner(self.target, self.draft if m.uses_draft else None) for m in methods}
+
+    def run(self, name: str, prompt_ids: list[int], max_new_tokens: int, temperature: float, seed: int) -> dict:
+        m = self.methods[name]
+        pin_process(m.cores, m.threads)
+        return self.runners[name].generate(prompt_ids, max_new_tokens, temperature, seed)
+
+    def close(self) -> None:
+        pass
+
+
+def worker_main(conn: Any, methods: list[MethodSpec], target: str, draft: str, dtype: str, seed: int) -> None:
+    """Entry point of a worker process (multiprocessing, spawn)."""
+    families = {m.family for m in methods}
+    server: Optional[Any] = None
+    try:
+        if families == {"saguaro"}:
+            server = _SaguaroMethods(methods, target, draft, dtype, seed)
+        elif families == {"transformers"}:
+            server = _TransformersMethods(methods, target, draft, dtype, seed)
+        else:
+            raise ValueError(f"one worker serves one family of methods, got {sorted(families)}")
+        conn.send(("ready", {"load_s": server.load_s, "rss_mib": current_rss_mib()}))
+    except BaseException:  # noqa: BLE001 - report every failure to the harness
+        conn.send(("error", traceback.format_exc()))
+        conn.close()
+        return
+    while True:
+        try:
+            msg = conn.recv()
+        except EOFError:
+            break
+        if msg[0] == "stop":
+            break
+        try:
+            _, name, prompt_ids, max_new_tokens, temperature, seed = msg
+            result = server.run(name, prompt_ids, max_new_tokens, temperature, seed)
+            result["peak_rss_mib"] = peak_rss_mib()
+            result["rss_mib"] = current_rss_mib()
+            conn.send(("ok", result))
+        except BaseException:  # noqa: BLE001
+            conn.send(("error", traceback.format_exc()))
+    server.close()
+    conn.close()
