@@ -96,7 +96,7 @@ class HFModelAdapter:
                     if not 0 <= v <= length:
                         raise ValueError(f"tree_step: visible {v} for sequence {s} outside [0, its length {length}]")
                     c = copy.deepcopy(cache)
-                    c.crop(v)
+                    _crop(c, length, v)
                     caches.append(c)
                 self._tree = (key, caches, 0)
             elif self._tree is None or self._tree[0] != key or self._tree[2] != depth:
@@ -113,7 +113,7 @@ class HFModelAdapter:
             cache, current = self._get(seq_id)
             if not 0 <= length <= current:
                 raise ValueError(f"cannot truncate sequence {seq_id} of length {current} to {length}")
-            cache.crop(length)
+            _crop(cache, current, length)
             self._lengths[seq_id] = int(length)
             self._tree = None
 
@@ -130,6 +130,12 @@ class HFModelAdapter:
         if seq_id not in self._caches:
             raise ValueError(f"unknown sequence id {seq_id}: call prefill first (or it was released)")
         return self._caches[seq_id], self._lengths[seq_id]
+
+
+def _crop(cache: Any, current: int, length: int) -> None:
+    # a negative argument means "remove this many" in every transformers version that has crop()
+    if length < current:
+        cache.crop(length - current)
 
 
 def _cpu_f32(x: torch.Tensor) -> torch.Tensor:

@@ -108,8 +108,10 @@ class NativeModelAdapter:
                 write = tree.start + depth * m
                 kv_len = write + m
                 if kv_len > kv.capacity:
-                    raise ValueError(f"tree of sequence {s} needs {kv_len - tree.start} scratch KV slots, more than "
-                                     f"scratch_tokens={self.scratch_tokens}: construct the adapter with more")
+                    raise ValueError(f"tree of sequence {s} needs {kv_len - tree.start} scratch KV slots after its "
+                                     f"{tree.start} tokens, more than its slot holds (max_context + scratch_tokens = "
+                                     f"{self.max_context} + {self.scratch_tokens}): construct the adapter with a "
+                                     "larger scratch_tokens")
                 groups.append(AttentionGroup(kv, row, row + m, write, kv_len, self._tree_mask(tree, m, depth)))
                 row += m
             dev = self.device
