@@ -8,6 +8,7 @@ namespace saguaro::bindings {
 // Each binding file registers one concept; they are defined beside this file.
 void bind_kernels(py::module_& m);
 void bind_runtime(py::module_& m);
+void bind_schedule(py::module_& m);
 }  // namespace saguaro::bindings
 
 PYBIND11_MODULE(_core, m) {
@@ -23,4 +24,5 @@ PYBIND11_MODULE(_core, m) {
   });
   saguaro::bindings::bind_kernels(m);
   saguaro::bindings::bind_runtime(m);
+  saguaro::bindings::bind_schedule(m);
 }
