@@ -6,6 +6,7 @@ import importlib
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 #: exit status of a command that failed on bad input or a missing piece (argparse uses 2 as well)
@@ -94,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     ml.set_defaults(func=cmd_models_list)
     mp = msub.add_parser("prepare", help="assemble, verify and convert the default pair (or the given presets)")
     mp.add_argument("presets", nargs="*", help="preset names (default: the default pair)")
+    mp.add_argument("--dtype", choices=_DTYPES, default="bfloat16", help="weight dtype to convert to")
     mp.set_defaults(func=cmd_models_prepare)
 
     b = sub.add_parser("bench", help="run the benchmark driver (arguments are passed on)", add_help=False)
@@ -169,10 +171,10 @@ def _info() -> dict[str, Any]:
         pass
     info["torch_cuda_devices"] = torch.cuda.device_count() if torch.cuda.is_available() else 0
     try:
-        from saguaro import models
+        from saguaro.models.cache import cache_root
 
-        info["model_cache"] = str(models.cache_dir())
-        info["model_cache_contents"] = _cache_contents(models.cache_dir())
+        info["model_cache"] = str(cache_root())
+        info["model_cache_contents"] = _cache_contents(cache_root())
     except Exception as e:  # the model layer may be missing pieces; info must still print
         info["model_cache"] = f"unavailable ({e})"
     return info
@@ -184,8 +186,12 @@ def _cache_contents(path: Any) -> list[str]:
     out = []
     for name in sorted(os.listdir(path)):
         full = os.path.join(path, name)
-        size = _size(full)
-        out.append(f"{name} ({size / 2**20:.1f} MiB)")
+        if os.path.isdir(full):
+            # one level down: the assembled files and the converted models
+            for sub in sorted(os.listdir(full)):
+                out.append(f"{name}/{sub} ({_size(os.path.join(full, sub)) / 2**20:.1f} MiB)")
+        else:
+            out.append(f"{name} ({_size(full) / 2**20:.1f} MiB)")
     return out
 
 
@@ -218,30 +224,84 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _preset_state(preset: Any) -> dict[str, str]:
+    """What is on this machine for one preset: packages installed, file assembled, conversions done."""
+    import torch
+
+    from saguaro.models import presets as pr
+    from saguaro.models.convert import converted_directory
+
+    found = [pr._package_dir(m) is not None for m in preset.module_names()]
+    state = {"installed": f"{sum(found)}/{len(found)} packages"}
+    if preset.inner_path is not None:
+        gguf = None
+        if all(found):
+            path = pr._package_dir(preset.module_names()[0]) / preset.inner_path
+            gguf = path if path.is_file() else None
+        state["assembled"] = "in its package" if gguf is not None else "no"
+    else:
+        file = pr.cache_root() / "files" / preset.file_name
+        ok = file.is_file() and pr._verified_marker(file).is_file()
+        state["assembled"] = "yes (sha256 verified)" if ok else "no"
+        gguf = file
+    converted = []
+    for dtype in (torch.bfloat16, torch.float32, torch.float16):
+        try:
+            if preset.sha256 is not None:
+                d = converted_directory(Path(preset.file_name), dtype, key=preset.sha256[:12])
+            elif gguf is not None:
+                d = converted_directory(gguf, dtype)
+            else:
+                continue
+        except (OSError, ValueError):
+            continue
+        if d.is_dir():
+            converted.append(str(dtype).replace("torch.", ""))
+    state["converted"] = ", ".join(converted) or "no"
+    return state
+
+
 def cmd_models_list(args: argparse.Namespace) -> int:
     """Presets and their state: installed (packages), assembled, converted."""
     from saguaro import models
+    from saguaro.models.cache import cache_root
 
-    rows = models.list_models()
-    for row in rows:
-        print(_format_row(row))
+    target, draft = models.default_pair()
+    print(f"model cache: {cache_root()}")
+    for name, preset in models.PRESETS.items():
+        role = " (default target)" if name == target else " (default draft)" if name == draft else ""
+        st = _preset_state(preset)
+        print(f"{name}{role}: installed {st['installed']}; assembled {st['assembled']}; "
+              f"converted {st['converted']}")
+        if not st["installed"].startswith(f"{len(preset.packages)}/"):
+            print(f"  install: {preset.install_hint}")
     return 0
 
 
-def _format_row(row: Any) -> str:
-    if isinstance(row, dict):
-        return "  ".join(f"{k}={v}" for k, v in row.items())
-    return str(row)
-
-
 def cmd_models_prepare(args: argparse.Namespace) -> int:
-    """Assemble, verify and convert the default pair (progress bars on stderr)."""
-    from saguaro import models
+    """Assemble (checking the sha256) and convert the default pair or the named presets, with
+    progress bars on stderr."""
+    import torch
 
+    from saguaro import models
+    from saguaro.models.convert import convert_gguf, converted_directory
+    from saguaro.models.presets import preset_gguf
+
+    dtype = getattr(torch, args.dtype)
     names = args.presets or list(models.default_pair())
     for name in names:
-        path = models.prepare(name, progress=True)
-        print(f"{name}: ready ({path})")
+        if name not in models.PRESETS:
+            raise CliError(f"unknown preset {name!r}: known presets are {', '.join(models.PRESETS)}")
+    for name in names:
+        preset = models.PRESETS[name]
+        gguf = preset_gguf(preset)
+        if preset.sha256 is not None:
+            out = converted_directory(Path(preset.file_name), dtype, key=preset.sha256[:12])
+        else:
+            out = converted_directory(gguf, dtype)
+        if not out.is_dir():
+            convert_gguf(gguf, out, dtype)
+        print(f"{name}: ready ({out})")
     return 0
 
 

@@ -139,7 +139,8 @@ def _check_vocab(target: Any, draft: Any) -> None:
     if tv != dv:
         raise ValueError(f"the target's vocabulary has {tv} entries but the draft's {dv}: the draft must "
                          f"share the target's tokenizer (pick a draft of the same model family)")
-    _check_tokenizers(target.tokenizer, draft.tokenizer)
+    if target.tokenizer is not None and draft.tokenizer is not None:
+        _check_tokenizers(target.tokenizer, draft.tokenizer)
 
 
 def _check_tokenizers(target_tokenizer: Any, draft_tokenizer: Any) -> None:
@@ -160,6 +161,11 @@ def _update_tokens(update: Any) -> list[int]:
         if v is not None:
             return [int(t) for t in v]
     return []
+
+
+def _no_text(ids: Sequence[int]) -> str:
+    # a model loaded without a tokenizer (a callable, a bare module) produces token ids only
+    return ""
 
 
 @dataclass
@@ -296,6 +302,8 @@ class Engine:
         slots = self.config.k + 1 if self.mode != "ar" else 1
         out = []
         for i, (p, sp) in enumerate(zip(items, params)):
+            if self.tokenizer is None and sp.stop:
+                raise ValueError("stop strings need a tokenizer and this target has none: use stop_token_ids")
             prompt = encode_prompt(p, self.tokenizer, vocab, chat=chat, index=i)
             n = len(prompt.token_ids)
             if n + slots > self.max_context:
@@ -316,7 +324,8 @@ class Engine:
         eos = list(getattr(self.target.adapter, "eos_token_ids", []) or [])
         rp = sp.request_params(eos_token_ids=eos, engine_seed=self.seed, request_index=index)
         hidden = frozenset(rp.stop_token_ids)
-        out = OutputText(decode=self.tokenizer.decode, stops=list(sp.stop), hidden_ids=hidden)
+        decode = self.tokenizer.decode if self.tokenizer is not None else _no_text
+        out = OutputText(decode=decode, stops=list(sp.stop), hidden_ids=hidden)
         started = time.perf_counter()
         rid = self._runtime.submit(list(prompt.token_ids), rp)
         return _Request(runtime_id=rid, index=index, prompt=prompt, out=out, started=started)

@@ -62,6 +62,9 @@ def check_messages(messages: Sequence[Message], index: int) -> None:
 def encode_prompt(prompt: Any, tokenizer: Any, vocab_size: int, *, chat: bool, index: int) -> Prompt:
     """Token ids of one prompt. A string is encoded as is, or (chat=True) as one user message put
     through the model's chat template; a message list always goes through the chat template."""
+    if tokenizer is None and not _is_token_list(prompt):
+        raise ValueError(f"prompt {index}: this model was loaded without a tokenizer, so prompts must be lists "
+                         f"of token ids")
     if isinstance(prompt, str):
         if prompt == "":
             raise ValueError(f"prompt {index} is empty: give at least one character or token")
