@@ -110,7 +110,7 @@ inline TensorView borrow_tensor(const py::handle& obj, const std::string& name) 
   try {
     capsule = obj.attr("__dlpack__")();
   } catch (py::error_already_set& e) {
-    throw py::value_error(name + ": could not be exported through DLPack: " + std::string(e.what()));
+    throw py::value_error(name + ": could not be exported through DLPack: " + std::string(py::str(e.value())));
   }
   if (!PyCapsule_IsValid(capsule.ptr(), "dltensor")) throw py::value_error(name + ": __dlpack__ did not return a 'dltensor' capsule");
   auto* managed = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(capsule.ptr(), "dltensor"));

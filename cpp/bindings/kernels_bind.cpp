@@ -67,7 +67,7 @@ void require_device_group(const std::vector<const TensorView*>& views) {
   const TensorView& first = *views.front();
   if (!first.is_cpu() && !first.is_cuda()) first.fail("must be a CPU or CUDA tensor");
   for (const TensorView* v : views) v->require_same_device(first);
-#ifndef SAGUARO_KERNELS_CUDA_READY
+#ifndef SAGUARO_WITH_CUDA
   if (first.is_cuda())
     first.fail("is a CUDA tensor but this build of saguaro has no CUDA kernels (rebuild with -DSAGUARO_CUDA=ON, or pass CPU tensors)");
 #endif
@@ -115,7 +115,7 @@ void bind_kernels(py::module_& m) {
         const auto params = gather_params(temperature, top_k, top_p, saguaro_c, saguaro_topn, rows);
         py::gil_scoped_release release;
         if (l.is_cuda()) {
-#ifdef SAGUARO_KERNELS_CUDA_READY
+#ifdef SAGUARO_WITH_CUDA
           process_probs_cuda(l.data<float>(), params.data(), rows, vocab, o.data<float>(),
                              reinterpret_cast<void*>(cuda_stream));
 #endif
@@ -174,7 +174,7 @@ void bind_kernels(py::module_& m) {
         const float* qp = has_q ? qv.data<float>() : nullptr;
         py::gil_scoped_release release;
         if (l.is_cuda()) {
-#ifdef SAGUARO_KERNELS_CUDA_READY
+#ifdef SAGUARO_WITH_CUDA
           verify_chain_cuda(l.data<float>(), x.data<int32_t>(), qp, nd.data<int32_t>(), det.data<uint8_t>(),
                             target.data(), keys.data(), pos.data<int64_t>(), B, K, V, a.data<int32_t>(),
                             t.data<int32_t>(), reinterpret_cast<void*>(cuda_stream));
@@ -206,7 +206,7 @@ void bind_kernels(py::module_& m) {
         auto f = cpu_rows(fanout, "fanout", DType::kInt32, {B, K + 1});
         py::gil_scoped_release release;
         if (l.is_cuda()) {
-#ifdef SAGUARO_KERNELS_CUDA_READY
+#ifdef SAGUARO_WITH_CUDA
           fanout_candidates_cuda(l.data<float>(), d.data<int32_t>(), f.data<int32_t>(), B, K, V, Fmax,
                                  o.data<int32_t>(), reinterpret_cast<void*>(cuda_stream));
 #endif
@@ -237,7 +237,7 @@ void bind_kernels(py::module_& m) {
         auto pos = cpu_rows(positions, "positions", DType::kInt64, {N});
         py::gil_scoped_release release;
         if (l.is_cuda()) {
-#ifdef SAGUARO_KERNELS_CUDA_READY
+#ifdef SAGUARO_WITH_CUDA
           sample_rows_cuda(l.data<float>(), params.data(), keys.data(), pos.data<int64_t>(), N, V, po.data<float>(),
                            to.data<int32_t>(), reinterpret_cast<void*>(cuda_stream));
 #endif
@@ -252,7 +252,7 @@ void bind_kernels(py::module_& m) {
       py::arg("tokens_out"), py::arg("cuda_stream") = 0);
 
   m.attr("kernels_have_cuda") =
-#ifdef SAGUARO_KERNELS_CUDA_READY
+#ifdef SAGUARO_WITH_CUDA
       true;
 #else
       false;

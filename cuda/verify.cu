@@ -1,0 +1,124 @@
+// CUDA twin of verify_chain_cpu: one block per batch row walks the chain position by position.
+#include <sstream>
+#include <vector>
+
+#include "row_ops.cuh"
+#include "saguaro/verify.hpp"
+
+namespace saguaro {
+
+namespace {
+
+struct VerifyRow {
+  ProcessParams params;  // the target's; Saguaro fields cleared
+  RowKey key;
+  int64_t position;      // absolute position of x1
+  int32_t num_draft;
+  int32_t deterministic;
+};
+
+// errors[b] = code * 65536 + position
+__global__ void verify_kernel(const float* target_logits, const int32_t* draft_tokens, const float* q,
+                              const VerifyRow* rows, int64_t K, int64_t V, float* scratch, int32_t* accepted,
+                              int32_t* bonus, int32_t* errors) {
+  using namespace cuda_detail;
+  const int64_t b = blockIdx.x;
+  const VerifyRow row = rows[b];
+  const float* logits_b = target_logits + b * (K + 1) * V;
+  const int32_t* x = draft_tokens + b * K;
+  const int32_t n = row.num_draft;
+  auto finish = [&](int32_t a, int32_t t, int32_t code, int32_t position) {
+    if (threadIdx.x == 0) {
+      accepted[b] = a;
+      bonus[b] = t;
+      errors[b] = code ? code * 65536 + position : 0;
+    }
+  };
+  for (int32_t i = 0; i < n; ++i) {
+    if (x[i] < 0 || x[i] >= V) return finish(0, -1, kBadToken, i);
+  }
+  if (row.params.temperature == 0.f) {
+    for (int32_t i = 0; i <= n; ++i) {
+      const RowScan scan = scan_row(logits_b + i * V, V);
+      if (scan.error != kOk) return finish(0, -1, scan.error, i);
+      if (i == n || x[i] != scan.argmax) return finish(i, scan.argmax, kOk, 0);
+    }
+    return;
+  }
+  float* p = scratch + b * V;
+  for (int32_t i = 0; i < n; ++i) {
+    const int32_t e = process_row(logits_b + i * V, V, row.params, false, p);
+    if (e != kOk) return finish(0, -1, e, i);
+    const int32_t xi = x[i];
+    const double u = keyed_uniform(row.key.seed, row.key.stream, row.position + i, kAccept);
+    const double r = keyed_uniform(row.key.seed, row.key.stream, row.position + i, kResidual);
+    int32_t token = -1;
+    if (row.deterministic) {
+      if (u < static_cast<double>(p[xi])) continue;
+      token = sample_by(V, r, [p, xi](int64_t t) { return t == xi ? 0.f : p[t]; });
+    } else {
+      const float* qi = q + (b * K + i) * V;
+      const float qx = qi[xi];
+      if (!(qx >= 0.f && qx <= 1.f)) return finish(0, -1, kBadQ, i);
+      if (u * static_cast<double>(qx) < static_cast<double>(p[xi])) continue;
+      token = sample_by(V, r, [p, qi](int64_t t) {
+        const float d = p[t] - qi[t];
+        return d > 0.f ? d : 0.f;
+      });
+    }
+    if (token < 0) token = sample_by(V, r, [p](int64_t t) { return p[t]; });
+    return finish(i, token, kOk, 0);
+  }
+  const int32_t e = process_row(logits_b + n * V, V, row.params, false, p);
+  if (e != kOk) return finish(0, -1, e, n);
+  const double r = keyed_uniform(row.key.seed, row.key.stream, row.position + n, kResidual);
+  const int32_t token = sample_by(V, r, [p](int64_t t) { return p[t]; });
+  finish(n, token, kOk, 0);
+}
+
+}  // namespace
+
+void verify_chain_cuda(const float* target_logits, const int32_t* draft_tokens, const float* q,
+                       const int32_t* num_draft, const uint8_t* deterministic, const ProcessParams* params,
+                       const RowKey* keys, const int64_t* positions, int64_t B, int64_t K, int64_t V,
+                       int32_t* accepted, int32_t* bonus, void* stream_ptr) {
+  using namespace cuda_detail;
+  if (B < 0 || K < 0 || V < 1) throw std::invalid_argument("verify_chain: need B >= 0, K >= 0, V >= 1");
+  if (B > 2147483647) throw std::invalid_argument("verify_chain: too many rows for one launch");
+  std::vector<VerifyRow> rows(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b) {
+    validate_process_params(params[b], b, "verify_chain");
+    if (num_draft[b] < 0 || num_draft[b] > K) {
+      std::ostringstream s;
+      s << "verify_chain: num_draft[" << b << "] = " << num_draft[b] << " must be in [0, K=" << K << "]";
+      throw std::invalid_argument(s.str());
+    }
+    const bool det = deterministic && deterministic[b] != 0;
+    if (!q && num_draft[b] > 0 && !det && params[b].temperature != 0.f) {
+      std::ostringstream s;
+      s << "verify_chain: row " << b << " is sampled with a non-deterministic proposal but q is null";
+      throw std::invalid_argument(s.str());
+    }
+    ProcessParams target = params[b];
+    target.saguaro_c = 1.f;
+    target.saguaro_topn = 0;
+    rows[b] = VerifyRow{target, keys[b], positions[b], num_draft[b], det ? 1 : 0};
+  }
+  if (B == 0) return;
+  auto stream = static_cast<cudaStream_t>(stream_ptr);
+  DeviceBuffer<VerifyRow> d_rows(rows.size(), stream);
+  DeviceBuffer<int32_t> d_errors(rows.size(), stream);
+  DeviceBuffer<float> d_scratch(static_cast<size_t>(B * V), stream);
+  d_rows.upload(rows.data(), rows.size());
+  verify_kernel<<<static_cast<unsigned>(B), kThreads, 0, stream>>>(target_logits, draft_tokens, q, d_rows.get(), K, V,
+                                                                  d_scratch.get(), accepted, bonus, d_errors.get());
+  check_cuda(cudaGetLastError(), "verify_chain launch");
+  std::vector<int32_t> errors(rows.size());
+  check_cuda(cudaMemcpyAsync(errors.data(), d_errors.get(), errors.size() * sizeof(int32_t), cudaMemcpyDeviceToHost, stream),
+             "verify_chain errors");
+  check_cuda(cudaStreamSynchronize(stream), "verify_chain");
+  for (int64_t b = 0; b < B; ++b)
+    if (errors[b]) raise_row_error("verify_chain", b, errors[b] / 65536, errors[b] % 65536);
+}
+
+}  // namespace saguaro
