@@ -1,7 +1,180 @@
+// saguaro._core.Runtime: the C++ runtime with Python adapters. Every call that can wait (poll,
+// close, the destructor) releases the GIL so the workers, which call the adapters, can run.
+#include <pybind11/functional.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "py_model.hpp"
+#include "saguaro/runtime.hpp"
 
 namespace py = pybind11;
 
 namespace saguaro::bindings {
-void bind_runtime(py::module_& m) { (void)m; }
+
+namespace {
+
+// The holder releases the GIL while the runtime joins its workers.
+struct ReleaseGilDelete {
+  void operator()(Runtime* rt) const {
+    py::gil_scoped_release release;
+    delete rt;
+  }
+};
+using RuntimeHolder = std::unique_ptr<Runtime, ReleaseGilDelete>;
+
+// A Python callable run on a worker thread; destroyed with the GIL held, wherever the last copy dies.
+std::function<void()> worker_hook(const py::object& fn) {
+  if (fn.is_none()) return {};
+  auto held = std::shared_ptr<py::object>(new py::object(fn), [](py::object* o) {
+    py::gil_scoped_acquire gil;
+    delete o;
+  });
+  return [held] {
+    py::gil_scoped_acquire gil;
+    (*held)();
+  };
+}
+
+py::dict request_metrics(const RequestMetrics& m) {
+  py::dict d;
+  d["prompt_tokens"] = m.prompt_tokens;
+  d["generated_tokens"] = m.generated_tokens;
+  d["rounds"] = m.rounds;
+  d["accepted_histogram"] = m.accepted_histogram;
+  d["proposed_per_position"] = m.proposed_per_position;
+  d["accepted_per_position"] = m.accepted_per_position;
+  d["lookups_per_position"] = m.lookups_per_position;
+  d["hits_per_position"] = m.hits_per_position;
+  d["backups_jit"] = m.backups_jit;
+  d["backups_fast"] = m.backups_fast;
+  d["speculations_from_cache"] = m.speculations_from_cache;
+  d["prefill_s"] = m.prefill_s;
+  d["time_to_first_token_s"] = m.time_to_first_token_s;
+  d["total_s"] = m.total_s;
+  return d;
+}
+
+py::dict runtime_metrics(const RuntimeMetrics& m) {
+  py::dict d = request_metrics(m.totals);
+  d["requests_submitted"] = m.requests_submitted;
+  d["requests_finished"] = m.requests_finished;
+  d["requests_failed"] = m.requests_failed;
+  d["batched_rounds"] = m.rounds;
+  d["round_rows"] = m.round_rows;
+  d["round_s"] = m.round_s;
+  d["target_verify_s"] = m.target_verify_s;
+  d["target_prefill_s"] = m.target_prefill_s;
+  d["draft_tree_s"] = m.draft_tree_s;
+  d["draft_tree_hidden_s"] = m.draft_tree_hidden_s;
+  d["draft_chain_s"] = m.draft_chain_s;
+  d["draft_hidden_fraction"] = m.hidden_fraction();
+  d["wait_for_tree_s"] = m.wait_for_tree_s;
+  d["backup_s"] = m.backup_s;
+  d["trees"] = m.trees;
+  d["trees_abandoned"] = m.trees_abandoned;
+  d["cache_publish_failures"] = m.cache_publish_failures;
+  d["draft_failures"] = m.draft_failures;
+  d["target_failures"] = m.target_failures;
+  d["backup_critical_batch"] = m.backup_critical_batch;
+  d["fanout"] = m.fanout;
+  d["fanout_acceptance"] = m.fanout_acceptance;
+  d["mode"] = m.mode;
+  return d;
+}
+
+py::dict update_dict(const RequestUpdate& u) {
+  py::dict d;
+  d["new_tokens"] = u.tokens;
+  d["finished"] = u.finished;
+  d["finish_reason"] = u.finished ? py::object(py::str(finish_reason_name(u.finish_reason))) : py::object(py::none());
+  d["error"] = u.error.empty() ? py::object(py::none()) : py::object(py::str(u.error));
+  d["messages"] = u.messages;
+  d["metrics"] = u.finished ? py::object(request_metrics(u.metrics)) : py::object(py::dict());
+  return d;
+}
+
+RuntimeHolder make_runtime(py::object target, py::object draft, const std::string& mode, int32_t k,
+                           const std::string& fanout_kind, int32_t fanout_budget, std::optional<std::vector<int32_t>> fanout,
+                           std::optional<std::vector<int32_t>> fanout_after_miss, double fanout_r, float saguaro_c,
+                           const std::string& backup, std::optional<int64_t> backup_critical_batch,
+                           const std::string& cache_policy, bool strict, std::optional<std::vector<int>> target_cores,
+                           std::optional<std::vector<int>> draft_cores, py::object target_thread_init,
+                           py::object draft_thread_init) {
+  RuntimeConfig c;
+  c.mode = parse_mode(mode);
+  c.k = k;
+  c.fanout.kind = parse_fanout_kind(fanout_kind);
+  c.fanout.budget = fanout_budget;
+  c.fanout.r = fanout_r;
+  if (fanout) c.fanout.manual = *fanout;
+  if (fanout_after_miss) c.fanout.manual_after_miss = *fanout_after_miss;
+  c.saguaro_c = saguaro_c;
+  c.backup = parse_backup(backup);
+  if (backup_critical_batch) {
+    if (*backup_critical_batch < 1) throw py::value_error("backup_critical_batch must be >= 1 or None");
+    c.backup_critical_batch = *backup_critical_batch;
+  }
+  c.cache_policy = parse_cache_policy(cache_policy);
+  c.strict = strict;
+  if (target_cores) c.target_cores = *target_cores;
+  if (draft_cores) c.draft_cores = *draft_cores;
+  c.target_thread_init = worker_hook(target_thread_init);
+  c.draft_thread_init = worker_hook(draft_thread_init);
+  auto target_model = std::make_shared<PyModel>(std::move(target), "target");
+  std::shared_ptr<Model> draft_model;
+  if (!draft.is_none()) draft_model = std::make_shared<PyModel>(std::move(draft), "draft");
+  // The PyModels die with the runtime, possibly on a thread without the GIL: they take it themselves.
+  return RuntimeHolder(new Runtime(std::move(target_model), std::move(draft_model), std::move(c)));
+}
+
+}  // namespace
+
+void bind_runtime(py::module_& m) {
+  py::class_<Runtime, RuntimeHolder>(m, "Runtime", "The C++ target/draft runtime; use saguaro.runtime.Runtime.")
+      .def(py::init(&make_runtime), py::arg("target"), py::arg("draft"), py::kw_only(), py::arg("mode") = "ssd",
+           py::arg("k") = 4, py::arg("fanout_kind") = "geometric", py::arg("fanout_budget") = 6,
+           py::arg("fanout") = py::none(), py::arg("fanout_after_miss") = py::none(), py::arg("fanout_r") = 1.0,
+           py::arg("saguaro_c") = 1.0f, py::arg("backup") = "auto", py::arg("backup_critical_batch") = py::none(),
+           py::arg("cache_policy") = "wait", py::arg("strict") = false, py::arg("target_cores") = py::none(),
+           py::arg("draft_cores") = py::none(), py::arg("target_thread_init") = py::none(),
+           py::arg("draft_thread_init") = py::none())
+      .def(
+          "submit",
+          [](Runtime& rt, std::vector<int32_t> prompt, float temperature, int32_t top_k, float top_p,
+             int64_t max_new_tokens, std::vector<int32_t> stop_token_ids, uint64_t seed, uint64_t stream) {
+            RequestParams p;
+            p.temperature = temperature;
+            p.top_k = top_k;
+            p.top_p = top_p;
+            p.max_new_tokens = max_new_tokens;
+            p.stop_token_ids = std::move(stop_token_ids);
+            p.seed = seed;
+            p.stream = stream;
+            py::gil_scoped_release release;
+            return rt.submit(std::move(prompt), std::move(p));
+          },
+          py::arg("prompt"), py::kw_only(), py::arg("temperature") = 0.f, py::arg("top_k") = 0, py::arg("top_p") = 1.f,
+          py::arg("max_new_tokens") = 128, py::arg("stop_token_ids") = std::vector<int32_t>{}, py::arg("seed") = 0,
+          py::arg("stream") = 0)
+      .def(
+          "poll",
+          [](Runtime& rt, int64_t id, std::optional<double> timeout) {
+            RequestUpdate u;
+            {
+              py::gil_scoped_release release;
+              u = rt.poll(id, timeout);
+            }
+            return update_dict(u);
+          },
+          py::arg("request_id"), py::arg("timeout") = py::none())
+      .def("cancel", &Runtime::cancel, py::arg("request_id"), py::call_guard<py::gil_scoped_release>())
+      .def("metrics", [](const Runtime& rt) { return runtime_metrics(rt.metrics()); })
+      .def("close", &Runtime::close, py::call_guard<py::gil_scoped_release>());
+}
+
 }  // namespace saguaro::bindings
