@@ -3,11 +3,12 @@
 //
 // Contract of every Transport:
 // * send_to_draft / receive_at_draft / send_to_target / receive_at_target: one direction each.
-// * receive_* blocks up to `timeout` and returns false on timeout, or once the transport is closed AND
+// * receive_* blocks up to `timeout` (at most a year; <= 0 polls once) and returns false on timeout, or once the transport is closed AND
 //   everything sent before the close has been received (close drains, it does not discard).
 // * close() wakes every waiting receiver (and every sender waiting for room); idempotent.
 // * A send after close() is discarded (nobody will receive it) and does not block.
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -61,7 +62,9 @@ class InProcessChannel {
   // Single consumer.
   bool receive(T& out, std::chrono::microseconds timeout) {
     if (queue_.try_pop(out)) return true;
-    const auto deadline = std::chrono::steady_clock::now() + (timeout.count() > 0 ? timeout : std::chrono::microseconds(0));
+    // Capped so that a "forever" timeout (microseconds::max()) cannot overflow the deadline.
+    const auto wait = std::clamp<std::chrono::microseconds>(timeout, std::chrono::microseconds(0), kLongestWait);
+    const auto deadline = std::chrono::steady_clock::now() + wait;
     // Spin briefly: a round trip between the two workers is often shorter than a sleep/wake.
     for (int i = 0; i < kSpinPolls; ++i) {
       if (queue_.try_pop(out)) return true;
@@ -100,6 +103,7 @@ class InProcessChannel {
   size_t capacity() const { return queue_.capacity(); }
 
  private:
+  static constexpr std::chrono::microseconds kLongestWait = std::chrono::hours(24 * 365);
   static constexpr int kBusyPolls = 64;
   static constexpr int kSpinPolls = 256;
 

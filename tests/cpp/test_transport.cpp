@@ -154,3 +154,21 @@ TEST(Transport, StressPingPong) {
   draft.join();
   EXPECT_EQ(bad, 0);
 }
+
+TEST(Transport, ForeverTimeoutDoesNotOverflow) {
+  Tp t;
+  int value = 0;
+  std::atomic<bool> got{false};
+  std::thread receiver([&] { got = t.receive_at_draft(value, std::chrono::microseconds::max()); });
+  std::this_thread::sleep_for(20ms);
+  t.send_to_draft(9);
+  receiver.join();
+  EXPECT_TRUE(got.load()) << "an overflowing deadline would have returned false at once";
+  EXPECT_EQ(value, 9);
+  std::thread closer([&] {
+    std::this_thread::sleep_for(20ms);
+    t.close();
+  });
+  EXPECT_FALSE(t.receive_at_draft(value, std::chrono::microseconds::max()));
+  closer.join();
+}
