@@ -82,7 +82,8 @@ def _fanout(text: Optional[str]) -> object:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the benchmark; returns the process exit code."""
     args = build_parser().parse_args(argv)
-    command = "python -m bench.run " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    prog = "python -m bench.run" if argv is None else "saguaro bench"
+    command = prog + " " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     prompts = _prompts(args)
     fan = _fanout(args.fanout)
     ms = methods_mod.standard_methods(k=args.k or 4, fanout=fan if fan is not None else 6,
@@ -109,7 +110,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ms = methods_mod.with_ssd_plan(
             ms, k=args.k or plan["k"], fanout=fan if fan is not None else plan["fanout"],
             saguaro_c=plan["saguaro_c"] if args.saguaro_c is None else args.saguaro_c,
-            backup=args.backup or plan["backup"], sd_k=args.k)
+            backup=args.backup or plan["backup"],
+            sd_k=args.k or {"saguaro-sd-1t": plan["sd_k_1t"], "saguaro-sd-2t": plan["sd_k_2t"]})
     results = run_benchmark(cfg, prompts, ms, isolate=args.isolate, progress=not args.no_progress, planner=plan,
                             prompt_ids=prompt_ids)
     if plan is not None:

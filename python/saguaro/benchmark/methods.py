@@ -107,14 +107,17 @@ def select(methods: Sequence[MethodSpec], names: Optional[Sequence[str]]) -> lis
 
 def with_ssd_plan(methods: Sequence[MethodSpec], *, k: int, fanout: Union[int, Sequence[int]],
                   saguaro_c: float, backup: str, fanout_r: Optional[float] = None,
-                  sd_k: Optional[int] = None) -> list[MethodSpec]:
-    """The methods with the planner's choice applied to the SSD row (and its best K to SD rows)."""
+                  sd_k: Union[int, dict, None] = None) -> list[MethodSpec]:
+    """The methods with the planner's choice applied to the SSD row and K to the SD rows
+    (``sd_k``: one K for every SD row, or a dict method name → K)."""
     fan = tuple(fanout) if isinstance(fanout, (list, tuple)) else int(fanout)
     out = []
     for m in methods:
         if m.family == "saguaro" and m.mode == "ssd":
             m = replace(m, k=k, fanout=fan, saguaro_c=saguaro_c, backup=backup, fanout_r=fanout_r)
         elif m.family == "saguaro" and m.mode == "sd" and sd_k is not None:
-            m = replace(m, k=sd_k)
+            k_row = sd_k.get(m.name) if isinstance(sd_k, dict) else sd_k
+            if k_row is not None:
+                m = replace(m, k=int(k_row))
         out.append(m)
     return out
