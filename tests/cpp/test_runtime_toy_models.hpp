@@ -230,6 +230,7 @@ struct CallLog {
   bool tree_step_seen = false;
   int64_t target_extends_overlapping_tree = 0;
   int64_t target_extends = 0;
+  int64_t waits_left = 5;  // only the first rounds wait (the last round has no tree to wait for)
 };
 
 class InstrumentedModel : public ToyModel {
@@ -249,6 +250,8 @@ class InstrumentedModel : public ToyModel {
     if (target_ && w == "extend") {
       std::unique_lock<std::mutex> lock(log_->mu);
       log_->tree_step_seen = false;
+      if (log_->waits_left == 0) return;
+      --log_->waits_left;
       ++log_->target_extends;
       if (log_->cv.wait_for(lock, std::chrono::seconds(3), [&] { return log_->tree_step_seen; }))
         ++log_->target_extends_overlapping_tree;

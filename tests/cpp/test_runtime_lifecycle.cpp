@@ -1,0 +1,174 @@
+// Requests joining between rounds, cancel, close with requests in flight, releases, bad input.
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "test_runtime_helpers.hpp"
+
+namespace saguaro::testing {
+namespace {
+
+TEST(RuntimeLifecycle, RequestsJoinBetweenRoundsAndStillMatch) {
+  for (Mode mode : {Mode::kAr, Mode::kSd, Mode::kSsd}) {
+    auto target = std::make_shared<ToyModel>(target_options());
+    auto draft = std::make_shared<ToyModel>(perturbed_draft_options());
+    Runtime rt(target, draft, config_for(mode, 3));
+    auto prompts = mixed_prompts(3, target->vocab_size());
+    RequestParams p;
+    p.max_new_tokens = 40;
+    const int64_t first = rt.submit(prompts[0], p);
+    // wait until the first request is running, then add two more
+    RequestUpdate u = rt.poll(first, 30.0);
+    std::vector<int32_t> tokens0 = u.tokens;
+    const int64_t second = rt.submit(prompts[1], p);
+    const int64_t third = rt.submit(prompts[2], p);
+    Finished rest0 = drain(rt, first);
+    tokens0.insert(tokens0.end(), rest0.tokens.begin(), rest0.tokens.end());
+    EXPECT_EQ(tokens0, greedy_reference(*target, prompts[0], 40, {})) << mode_name(mode);
+    EXPECT_EQ(drain(rt, second).tokens, greedy_reference(*target, prompts[1], 40, {})) << mode_name(mode);
+    EXPECT_EQ(drain(rt, third).tokens, greedy_reference(*target, prompts[2], 40, {})) << mode_name(mode);
+  }
+}
+
+TEST(RuntimeLifecycle, CancelFinishesTheRequestAndLeavesOthersRunning) {
+  for (Mode mode : {Mode::kAr, Mode::kSd, Mode::kSsd}) {
+    ToyOptions big = target_options();
+    big.max_context = 1 << 20;
+    auto target = std::make_shared<ToyModel>(big);
+    ToyOptions dbig = perturbed_draft_options();
+    dbig.max_context = 1 << 20;
+    auto draft = std::make_shared<ToyModel>(dbig);
+    Runtime rt(target, draft, config_for(mode, 3));
+    RequestParams endless;
+    endless.max_new_tokens = 1 << 19;
+    RequestParams short_one;
+    short_one.max_new_tokens = 10;
+    auto prompts = mixed_prompts(2, target->vocab_size());
+    const int64_t a = rt.submit(prompts[0], endless);
+    const int64_t b = rt.submit(prompts[1], short_one);
+    rt.poll(a, 30.0);  // it is running
+    rt.cancel(a);
+    Finished fa = drain(rt, a);
+    EXPECT_EQ(fa.reason, FinishReason::kCancelled) << mode_name(mode);
+    Finished fb = drain(rt, b);
+    EXPECT_EQ(fb.reason, FinishReason::kLength);
+    EXPECT_EQ(fb.tokens, greedy_reference(*target, prompts[1], 10, {}));
+    EXPECT_THROW(rt.poll(a, 0.0), std::invalid_argument) << "a fully polled request is forgotten";
+    rt.cancel(a);      // unknown / finished ids are ignored
+    rt.cancel(12345);
+    rt.close();
+    EXPECT_EQ(target->live_sequences(), 0);
+    EXPECT_EQ(draft->live_sequences(), 0);
+  }
+}
+
+TEST(RuntimeLifecycle, CloseWithRequestsInFlightCancelsThemAndJoins) {
+  for (Mode mode : {Mode::kAr, Mode::kSd, Mode::kSsd}) {
+    ToyOptions big = target_options();
+    big.max_context = 1 << 20;
+    auto target = std::make_shared<ToyModel>(big);
+    ToyOptions dbig = perturbed_draft_options();
+    dbig.max_context = 1 << 20;
+    auto draft = std::make_shared<ToyModel>(dbig);
+    Runtime rt(target, draft, config_for(mode, 3));
+    RequestParams endless;
+    endless.max_new_tokens = 1 << 19;
+    std::vector<int64_t> ids;
+    for (auto& p : mixed_prompts(3, target->vocab_size())) ids.push_back(rt.submit(p, endless));
+    rt.poll(ids[0], 30.0);
+    rt.close();
+    rt.close();  // idempotent
+    for (int64_t id : ids) EXPECT_EQ(drain(rt, id).reason, FinishReason::kCancelled) << mode_name(mode);
+    EXPECT_THROW(rt.submit({1, 2}, endless), std::runtime_error);
+    EXPECT_EQ(target->live_sequences(), 0);
+    EXPECT_EQ(draft->live_sequences(), 0);
+  }
+}
+
+TEST(RuntimeLifecycle, ConcurrentSubmittersAndPollers) {
+  auto target = std::make_shared<ToyModel>(target_options());
+  auto draft = std::make_shared<ToyModel>(perturbed_draft_options());
+  Runtime rt(target, draft, config_for(Mode::kSsd, 3));
+  auto prompts = mixed_prompts(8, target->vocab_size());
+  std::vector<std::thread> threads;
+  std::vector<std::vector<int32_t>> got(prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i)
+    threads.emplace_back([&, i] {
+      RequestParams p;
+      p.max_new_tokens = 15 + static_cast<int64_t>(i);
+      got[i] = drain(rt, rt.submit(prompts[i], p)).tokens;
+    });
+  for (auto& t : threads) t.join();
+  for (size_t i = 0; i < prompts.size(); ++i)
+    EXPECT_EQ(got[i], greedy_reference(*target, prompts[i], 15 + static_cast<int64_t>(i), {}));
+}
+
+TEST(RuntimeLifecycle, BadInputIsRejectedWithSpecificErrors) {
+  auto target = std::make_shared<ToyModel>(target_options());
+  auto draft = std::make_shared<ToyModel>(perturbed_draft_options());
+  Runtime rt(target, draft, config_for(Mode::kSsd, 3));
+  RequestParams p;
+  EXPECT_THROW(rt.submit({}, p), std::invalid_argument);
+  EXPECT_THROW(rt.submit({1, 999}, p), std::invalid_argument);
+  EXPECT_THROW(rt.submit({1, -1}, p), std::invalid_argument);
+  RequestParams bad = p;
+  bad.top_p = 0.f;
+  EXPECT_THROW(rt.submit({1}, bad), std::invalid_argument);
+  bad = p;
+  bad.max_new_tokens = 0;
+  EXPECT_THROW(rt.submit({1}, bad), std::invalid_argument);
+  bad = p;
+  bad.temperature = -1.f;
+  EXPECT_THROW(rt.submit({1}, bad), std::invalid_argument);
+  EXPECT_THROW(rt.poll(777, 0.0), std::invalid_argument);
+  EXPECT_THROW(rt.poll(1, -1.0), std::invalid_argument);
+
+  RuntimeConfig c = config_for(Mode::kSsd, 3);
+  c.fanout.kind = FanoutKind::kManual;
+  c.fanout.manual = {1, 2};  // needs K + 1 = 4 values
+  EXPECT_THROW(Runtime(target, draft, c), std::invalid_argument);
+  c = config_for(Mode::kSsd, 0);
+  EXPECT_THROW(Runtime(target, draft, c), std::invalid_argument);
+  c = config_for(Mode::kSsd, 3);
+  c.saguaro_c = 1.5f;
+  EXPECT_THROW(Runtime(target, draft, c), std::invalid_argument);
+  EXPECT_THROW(Runtime(target, nullptr, config_for(Mode::kSd, 3)), std::invalid_argument);
+  ToyOptions other = target_options();
+  other.vocab = 30;
+  EXPECT_THROW(Runtime(target, std::make_shared<ToyModel>(other), config_for(Mode::kSd, 3)), std::invalid_argument);
+  EXPECT_EQ(parse_mode("ssd"), Mode::kSsd);
+  EXPECT_THROW(parse_mode("fast"), std::invalid_argument);
+  EXPECT_THROW(parse_backup("slow"), std::invalid_argument);
+  EXPECT_THROW(parse_cache_policy("maybe"), std::invalid_argument);
+}
+
+TEST(RuntimeLifecycle, ArNeedsNoDraft) {
+  auto target = std::make_shared<ToyModel>(target_options());
+  Runtime rt(target, nullptr, config_for(Mode::kAr));
+  RequestParams p;
+  p.max_new_tokens = 12;
+  auto prompt = mixed_prompts(2, target->vocab_size())[1];
+  EXPECT_EQ(run_all(rt, {prompt}, {p})[0].tokens, greedy_reference(*target, prompt, 12, {}));
+}
+
+TEST(RuntimeLifecycle, GenerationStopsAtTheContextLimit) {
+  ToyOptions small = target_options();
+  small.max_context = 20;
+  auto target = std::make_shared<ToyModel>(small);
+  ToyOptions dsmall = perturbed_draft_options();
+  dsmall.max_context = 20;
+  auto draft = std::make_shared<ToyModel>(dsmall);
+  for (Mode mode : {Mode::kAr, Mode::kSd, Mode::kSsd}) {
+    Runtime rt(target, draft, config_for(mode, 4));
+    RequestParams p;
+    p.max_new_tokens = 100;
+    std::vector<int32_t> prompt{1, 2, 3, 4, 5};
+    Finished f = run_all(rt, {prompt}, {p})[0];
+    EXPECT_EQ(f.reason, FinishReason::kLength) << mode_name(mode);
+    EXPECT_EQ(static_cast<int64_t>(prompt.size() + f.tokens.size()), small.max_context);
+    EXPECT_EQ(f.tokens, greedy_reference(*target, prompt, small.max_context - 5, {}));
+  }
+}
+
+}  // namespace
+}  // namespace saguaro::testing
