@@ -149,6 +149,22 @@ def _check_tokenizers(target_tokenizer: Any, draft_tokenizer: Any) -> None:
     models.check_vocab_compatible(target_tokenizer, draft_tokenizer)
 
 
+class _EosPerRequest:
+    """The target adapter as the runtime sees it: without EOS ids of its own.
+
+    The runtime stops every request at its target's EOS ids; the engine instead sends them with
+    each request (in stop_token_ids), so that a request with ignore_eos runs to max_new_tokens.
+    """
+
+    eos_token_ids: list[int] = []
+
+    def __init__(self, adapter: Any) -> None:
+        self._adapter = adapter
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._adapter, name)
+
+
 def _make_runtime(target_adapter: Any, draft_adapter: Any, config: SpeculationConfig) -> Any:
     from saguaro.runtime import Runtime
 
@@ -246,12 +262,17 @@ class Engine:
         self.draft = None
         if self.mode != "ar":
             self.draft = _load_model(draft, dtype=dtype, device=device, role="draft")
+            if self.draft.adapter is self.target.adapter:
+                raise ValueError("the target and the draft are the same model instance; each keeps its own KV cache, "
+                                 "so load the model twice (or pass the same preset name or path twice)")
             _check_vocab(self.target, self.draft)
         self.tokenizer = self.target.tokenizer
         self.max_context = int(self.target.adapter.max_context)
         if self.draft is not None:
             self.max_context = min(self.max_context, int(self.draft.adapter.max_context))
-        self._runtime = _make_runtime(self.target.adapter, self.draft.adapter if self.draft else None, self.config)
+        self._eos_token_ids = [int(t) for t in (getattr(self.target.adapter, "eos_token_ids", None) or [])]
+        self._runtime = _make_runtime(_EosPerRequest(self.target.adapter),
+                                      self.draft.adapter if self.draft else None, self.config)
         self._finalizer = weakref.finalize(self, self._runtime.close)
         self._lock = threading.Lock()
         self._next_index = 0
@@ -321,8 +342,7 @@ class Engine:
             self._check_open()
             index = self._next_index
             self._next_index += 1
-        eos = list(getattr(self.target.adapter, "eos_token_ids", []) or [])
-        rp = sp.request_params(eos_token_ids=eos, engine_seed=self.seed, request_index=index)
+        rp = sp.request_params(eos_token_ids=self._eos_token_ids, engine_seed=self.seed, request_index=index)
         hidden = frozenset(rp.stop_token_ids)
         decode = self.tokenizer.decode if self.tokenizer is not None else _no_text
         out = OutputText(decode=decode, stops=list(sp.stop), hidden_ids=hidden)

@@ -106,7 +106,8 @@ class FakeRuntime:
                 tok = self.script[(i + shift) % len(self.script)]
                 r["out"].append(tok)
                 new.append(tok)
-                if tok in p.stop_token_ids:
+                # like the real runtime: the target adapter's EOS ids always stop a request
+                if tok in p.stop_token_ids or tok in self.target.eos_token_ids:
                     r["done"], r["reason"] = True, "stop"
                     break
                 if len(r["out"]) >= p.max_new_tokens:

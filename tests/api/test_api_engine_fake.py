@@ -292,3 +292,32 @@ def test_stream_takes_one_prompt(fake_engine_factory):
             eng.stream(["a", "b"])
         with pytest.raises(ValueError, match="prompt 0 is empty"):
             eng.stream("")
+
+
+def test_same_instance_as_target_and_draft(fake_engine_factory):
+    m = fake_model()
+    with pytest.raises(ValueError, match="the target and the draft are the same model instance"):
+        fake_engine_factory(target=m, draft=m)
+
+
+def test_model_without_tokenizer_takes_token_ids_only(fake_engine_factory):
+    t, d = fake_model(), fake_model()
+    t.tokenizer = d.tokenizer = None
+    with fake_engine_factory(target=t, draft=d) as eng:
+        [o] = eng.generate([1, 2], SamplingParams(max_new_tokens=2))
+        assert o.token_ids == [128, 129] and o.text == ""
+        with pytest.raises(ValueError, match="loaded without a tokenizer, so prompts must be lists of token ids"):
+            eng.generate("text")
+        with pytest.raises(ValueError, match="stop strings need a tokenizer"):
+            eng.generate([1], SamplingParams(stop=["x"]))
+
+
+def test_ignore_eos_is_per_request_and_runtime_sees_no_eos(fake_engine_factory, monkeypatch):
+    monkeypatch.setattr(FakeRuntime, "script", [128, 0, 129])  # 0 is the fake model's EOS
+    with fake_engine_factory() as eng:
+        rt = FakeRuntime.instances[-1]
+        assert list(rt.target.eos_token_ids) == [] and rt.target.vocab_size == 160
+        a, b = eng.generate(["a", "b"], [SamplingParams(max_new_tokens=5),
+                                         SamplingParams(max_new_tokens=5, ignore_eos=True)])
+    assert (a.token_ids, a.text, a.finish_reason) == ([128, 0], "hello", "stop")
+    assert (b.token_ids, b.text, b.finish_reason) == ([128, 0, 129, 128, 0], "hello worhello", "length")
