@@ -55,6 +55,7 @@ struct TensorView {
     return n;
   }
   bool contiguous() const {
+    if (numel() == 0) return true;  // nothing is read; strides of empty tensors are arbitrary
     int64_t expect = 1;
     for (int64_t d = ndim() - 1; d >= 0; --d) {
       if (shape[d] != 1 && strides[d] != expect) return false;
