@@ -293,7 +293,7 @@ TEST(SpeculationCache, StressSingleKeyReclaimRace) {
   std::atomic<bool> stop{false};
   std::atomic<uint64_t> hits{0}, bad{0};
   std::thread writer([&] {
-    for (uint64_t g = 1; g <= 20000; ++g) {
+    for (uint64_t g = 1; g <= 6000; ++g) {
       publish_entry(c, g, k);
       generation.store(g, std::memory_order_release);
     }

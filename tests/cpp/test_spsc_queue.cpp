@@ -108,7 +108,7 @@ TEST(SpscQueue, StressMillionItemsInOrder) {
 
 // Heap-owning items across threads: ASan/TSan see every string's bytes handed over exactly once.
 TEST(SpscQueue, StressStringsAcrossThreads) {
-  constexpr int kItems = 100000;
+  constexpr int kItems = 40000;
   SpscQueue<std::string> q(64);
   std::thread producer([&] {
     for (int i = 0; i < kItems; ++i) {

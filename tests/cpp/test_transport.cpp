@@ -139,7 +139,7 @@ TEST(Transport, MoveOnlyMessages) {
 // Round trips like the runtime's: target sends work, draft answers; both sleep between messages.
 TEST(Transport, StressPingPong) {
   saguaro::InProcessTransport<int, int> t(8);
-  constexpr int kRounds = 20000;
+  constexpr int kRounds = 8000;
   std::thread draft([&] {
     int v = 0;
     while (t.receive_at_draft(v, std::chrono::microseconds(5s))) t.send_to_target(v + 1);
