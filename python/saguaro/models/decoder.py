@@ -54,7 +54,8 @@ class DecoderModel:
 
         `tensors` is any mapping name -> tensor (a lazy one lets loaders stream from safetensors).
         Stacked `self_attn.qkv_proj.*` and `mlp.gate_up_proj.weight` are used as they are when present.
-        int8=True stores the layer projections as weight-only int8 (for a draft model only).
+        int8=True stores the layer projections and the output head as weight-only int8 (for a draft
+        model only: it changes the draft's distribution, so acceptance, never the output).
         """
         device = torch.device(device)
         def has(name: str) -> bool:
@@ -96,8 +97,9 @@ class DecoderModel:
             head_w = t("lm_head.weight")
         else:
             head_w = embed
-        # The output head stays in the model dtype even for int8 drafts: it decides the draft's q.
-        head = Linear(head_w)
+        # int8 drafts quantize the head too (a separate copy when tied): it is the largest single matmul
+        # of a Qwen draft, and the draft's q may be any distribution as long as it is the one reported.
+        head = lin(head_w)
         return cls(c, embed, layers, RMSNorm(t("model.norm.weight"), c.rms_norm_eps), head, dtype, device)
 
     def rotary(self, capacity: int) -> RotaryTable:
