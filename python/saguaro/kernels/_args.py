@@ -59,7 +59,7 @@ def _to_tensor(name: str, value, rows: int) -> torch.Tensor:
             if isinstance(value, (float, np.floating)):
                 return torch.tensor([float(value)], dtype=torch.float64).expand(rows)
             return torch.tensor([int(value)], dtype=torch.int64).expand(rows)
-        except (OverflowError, RuntimeError) as e:
+        except (OverflowError, RuntimeError, ValueError, TypeError) as e:
             raise ValueError(f"{name}: value out of range ({e})") from None
     if isinstance(value, (list, tuple)):
         if len(value) != rows:
@@ -70,7 +70,7 @@ def _to_tensor(name: str, value, rows: int) -> torch.Tensor:
             return torch.tensor([float(v) for v in value], dtype=torch.float64)
         try:
             return torch.tensor([int(v) for v in value], dtype=torch.int64)
-        except (OverflowError, RuntimeError) as e:
+        except (OverflowError, RuntimeError, ValueError, TypeError) as e:
             raise ValueError(f"{name}: value out of range ({e})") from None
     raise ValueError(f"{name}: expected a number, a list with one number per row, or a 1-D tensor; got {type(value).__name__}")
 
