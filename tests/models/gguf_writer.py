@@ -54,6 +54,15 @@ def write_gguf(model, path: Path, arch: str | None = None) -> Path:
     w.add_chat_template("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
                         "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
     heads, kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
+    scaling = getattr(cfg, "rope_scaling", None) or {}
+    if scaling.get("rope_type") == "llama3":
+        # llama.cpp stores Llama 3 scaling as per-frequency divisors of the plain inverse frequencies
+        from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+        scaled, _ = ROPE_INIT_FUNCTIONS["llama3"](cfg, "cpu")
+        dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+        theta = float(cfg.rope_parameters["rope_theta"]) if getattr(cfg, "rope_parameters", None) else cfg.rope_theta
+        plain = 1.0 / (theta ** (np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / dim))
+        w.add_tensor("rope_freqs.weight", (plain / scaled.numpy()).astype(np.float32))
     for name, t in model.state_dict().items():
         a = t.detach().float().numpy().copy()
         if name == "lm_head.weight":

@@ -23,7 +23,7 @@ def _hf_logits(model, tokens):
         return model(torch.tensor([tokens])).logits[0]
 
 
-@pytest.mark.parametrize("family", ["llama-tied", "qwen2-untied", "qwen2-tied", "qwen3"])
+@pytest.mark.parametrize("family", ["llama-tied", "llama3.1", "qwen2-untied", "qwen2-tied", "qwen3"])
 def test_gguf_file_loads_to_the_same_logits(tmp_path, family):
     hf = make_hf(family)
     path = write_gguf(hf, tmp_path / f"{family}.gguf")
