@@ -15,7 +15,9 @@ class MethodSpec:
     ``family`` saguaro runs ``saguaro.Engine``; transformers runs ``model.generate()`` (target only,
     or with ``assistant_model=`` when ``mode`` is "sd"). ``cores`` is the CPU set the whole method
     may use; target/draft cores say where each model's worker is pinned (SSD: one core each).
-    Methods with the same ``worker`` share one worker process (and its loaded weights).
+    Methods with the same ``worker`` share one worker process (and its loaded weights): every saguaro
+    row shares one (each row is its own Engine whose target/draft threads pin themselves to the row's
+    cores and set their own torch thread count), the transformers peers another.
     """
 
     name: str
@@ -78,12 +80,12 @@ def standard_methods(*, k: int = 4, fanout: Union[int, Sequence[int]] = 6, sagua
     both = (a, b)
     fan = tuple(fanout) if isinstance(fanout, (list, tuple)) else int(fanout)
     return [
-        MethodSpec("saguaro-ar-1t", "saguaro", "ar", 1, 1, (a,), (a,), worker="saguaro-ar"),
-        MethodSpec("saguaro-ar-2t", "saguaro", "ar", 2, 2, both, both, worker="saguaro-ar"),
-        MethodSpec("saguaro-sd-1t", "saguaro", "sd", 1, 1, (a,), (a,), k=k, worker="saguaro-sd"),
-        MethodSpec("saguaro-sd-2t", "saguaro", "sd", 2, 2, both, both, k=k, worker="saguaro-sd"),
+        MethodSpec("saguaro-ar-1t", "saguaro", "ar", 1, 1, (a,), (a,), worker="saguaro"),
+        MethodSpec("saguaro-ar-2t", "saguaro", "ar", 2, 2, both, both, worker="saguaro"),
+        MethodSpec("saguaro-sd-1t", "saguaro", "sd", 1, 1, (a,), (a,), k=k, worker="saguaro"),
+        MethodSpec("saguaro-sd-2t", "saguaro", "sd", 2, 2, both, both, k=k, worker="saguaro"),
         MethodSpec("saguaro-ssd", "saguaro", "ssd", 1, 1, (a,), (b,), k=k, fanout=fan, fanout_r=fanout_r,
-                   saguaro_c=saguaro_c, backup=backup, worker="saguaro-ssd"),
+                   saguaro_c=saguaro_c, backup=backup, worker="saguaro"),
         MethodSpec("transformers-ar-2t", "transformers", "ar", 2, 2, both, both, worker="transformers"),
         MethodSpec("transformers-assisted-2t", "transformers", "sd", 2, 2, both, both, worker="transformers"),
     ]

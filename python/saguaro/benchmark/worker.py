@@ -1,7 +1,8 @@
 """One worker process: loads its models once, then runs requests for the methods it serves.
 
-Each request pins the process to the method's cores and thread count first, so methods sharing a
-worker (and its weights) still run each on its own cores. Messages over a multiprocessing pipe:
+saguaro rows each get their own Engine over the shared loaded models; the engine's target and draft
+threads pin themselves to the row's cores and set their torch thread counts. The transformers rows
+pin the whole process to the row's cores and threads before each request. Messages over a multiprocessing pipe:
 ``("run", method_name, prompt_ids, max_new_tokens, temperature, seed)`` → ``("ok", result)`` or
 ``("error", traceback text)``; ``("stop",)`` ends the worker.
 """
@@ -79,7 +80,6 @@ class _SaguaroMethods:
         self.load_s = time.perf_counter() - t0
         self.methods = {m.name: m for m in methods}
         self.engines: dict[str, Any] = {}
-        self.pinned: Optional[str] = None
 
     def _engine(self, m: MethodSpec) -> Any:
         if m.name not in self.engines:
@@ -96,10 +96,8 @@ class _SaguaroMethods:
 
     def run(self, name: str, prompt_ids: list[int], max_new_tokens: int, temperature: float, seed: int) -> dict:
         m = self.methods[name]
-        if self.pinned != name:
-            # only on a switch: re-pinning every thread would undo the per-worker pins of an SSD engine
-            pin_process(m.cores, m.threads)
-            self.pinned = name
+        # no process-wide re-pinning here: each engine's target/draft threads pinned themselves to the
+        # row's cores when they started (re-pinning every thread would undo SSD's one-core-each split)
         engine = self._engine(m)
         sp = self.saguaro.SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
                                          ignore_eos=True)
