@@ -148,3 +148,20 @@ def test_preset_assembly_from_part_packages(tmp_path, monkeypatch):
     tokens = list(range(4, 25))
     assert (lm.adapter.prefill([0], [tokens])[0] - _hf_logits(hf, tokens)[-1]).abs().max().item() <= 1e-4
     assert (tmp_path / "cache" / "files" / "fake.gguf").read_bytes() == gguf_bytes
+
+
+def test_hf_directory_with_tokenizer_files(tmp_path):
+    import json
+
+    hf = make_hf("qwen2-untied")
+    src = M.load(write_gguf(hf, tmp_path / "t.gguf"), dtype=torch.float32).tokenizer
+    d = tmp_path / "hfdir"
+    hf.save_pretrained(d)
+    src.backend.save(str(d / "tokenizer.json"))
+    (d / "tokenizer_config.json").write_text(json.dumps({
+        "eos_token": "<|im_end|>", "add_bos_token": False,
+        "chat_template": "{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}{% endfor %}"}))
+    lm = M.load(d, dtype=torch.float32)
+    assert lm.tokenizer is not None and 96 in lm.tokenizer.eos_token_ids and 96 in lm.adapter.eos_token_ids
+    assert lm.tokenizer.apply_chat_template([{"role": "user", "content": "x"}]) == "[user]x"
+    assert lm.tokenizer.encode("<|im_end|>ab") == [96] + src.encode("ab")
