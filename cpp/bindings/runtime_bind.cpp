@@ -104,7 +104,7 @@ RuntimeHolder make_runtime(py::object target, py::object draft, const std::strin
                            const std::string& backup, std::optional<int64_t> backup_critical_batch,
                            const std::string& cache_policy, bool strict, std::optional<std::vector<int>> target_cores,
                            std::optional<std::vector<int>> draft_cores, py::object target_thread_init,
-                           py::object draft_thread_init) {
+                           py::object draft_thread_init, bool test_plant_unadjusted_q) {
   RuntimeConfig c;
   c.mode = parse_mode(mode);
   c.k = k;
@@ -125,6 +125,7 @@ RuntimeHolder make_runtime(py::object target, py::object draft, const std::strin
   if (draft_cores) c.draft_cores = *draft_cores;
   c.target_thread_init = worker_hook(target_thread_init);
   c.draft_thread_init = worker_hook(draft_thread_init);
+  c.test_plant_unadjusted_q = test_plant_unadjusted_q;
   auto target_model = std::make_shared<PyModel>(std::move(target), "target");
   std::shared_ptr<Model> draft_model;
   if (!draft.is_none()) draft_model = std::make_shared<PyModel>(std::move(draft), "draft");
@@ -142,7 +143,7 @@ void bind_runtime(py::module_& m) {
            py::arg("saguaro_c") = 1.0f, py::arg("backup") = "auto", py::arg("backup_critical_batch") = py::none(),
            py::arg("cache_policy") = "wait", py::arg("strict") = false, py::arg("target_cores") = py::none(),
            py::arg("draft_cores") = py::none(), py::arg("target_thread_init") = py::none(),
-           py::arg("draft_thread_init") = py::none())
+           py::arg("draft_thread_init") = py::none(), py::arg("_test_plant_unadjusted_q") = false)
       .def(
           "submit",
           [](Runtime& rt, std::vector<int32_t> prompt, float temperature, int32_t top_k, float top_p,

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "saguaro/fanout.hpp"
+#include "saguaro/process.hpp"
 #include "saguaro/sample.hpp"
 #include "saguaro/thread_affinity.hpp"
 
@@ -19,6 +20,15 @@ ProcessParams with_saguaro(ProcessParams p, float c, const std::vector<int32_t>&
   // Scale the draft's top-(F+1) at this position: the F fork candidates plus the drafted token.
   p.saguaro_topn = (c < 1.f && position < fanout.size()) ? fanout[position] + 1 : 0;
   return p;
+}
+
+// The planted test bias: replace the q~ rows by the unadjusted q rows.
+void plant_unadjusted_q(const float* logits, std::vector<ProcessParams> params, int64_t n, int64_t vocab, float* probs) {
+  for (auto& p : params) {
+    p.saguaro_c = 1.f;
+    p.saguaro_topn = 0;
+  }
+  process_probs_cpu(logits, params.data(), n, vocab, probs);
 }
 }  // namespace
 
@@ -196,6 +206,7 @@ ToTarget DraftWorker::draft_chain(const ToDraft& msg) {
         positions[r] = static_cast<int64_t>(seqs_.at(row.seq).committed.size()) + step;  // base + 1 + step
       }
       sample_rows_cpu(gathered.data(), params.data(), keys.data(), positions.data(), N, V, probs.data(), tokens.data());
+      if (msg.test_plant_unadjusted_q) plant_unadjusted_q(gathered.data(), params, N, V, probs.data());
       std::vector<size_t> next;
       std::vector<int64_t> ids;
       std::vector<std::vector<int32_t>> inputs;
@@ -307,6 +318,7 @@ ToTarget DraftWorker::build_tree(const ToDraft& msg) {
       positions[b] = visible[b] + d + 1;
     }
     sample_rows_cpu(logits.data, params.data(), keys.data(), positions.data(), N, V, probs.data(), sampled.data());
+    if (msg.test_plant_unadjusted_q) plant_unadjusted_q(logits.data, params, N, V, probs.data());
     for (int64_t b = 0; b < N; ++b) {
       const DraftRow& row = rows[branches[b].row];
       if (d >= row.depth) continue;

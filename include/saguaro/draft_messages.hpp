@@ -39,6 +39,7 @@ struct ToDraft {
   std::vector<DraftRow> rows;
   std::vector<int64_t> released;        // kRelease
   float saguaro_c = 1.f;
+  bool test_plant_unadjusted_q = false;  // RuntimeConfig::test_plant_unadjusted_q
   std::shared_ptr<SpeculationCache> cache;    // greedy rows (no q)
   std::shared_ptr<SpeculationCache> q_cache;  // sampled rows (with q)
 };

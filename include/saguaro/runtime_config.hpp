@@ -27,6 +27,9 @@ struct RuntimeConfig {
   std::vector<int> draft_cores;
   std::function<void()> target_thread_init;  // run first on the target worker (e.g. set torch threads)
   std::function<void()> draft_thread_init;
+  // ONLY FOR TESTS: the draft hands the verifier q (before the Saguaro adjustment) instead of the q~
+  // its tokens were sampled from — the exactness bug the sampling tests must detect when C < 1.
+  bool test_plant_unadjusted_q = false;
 };
 
 Mode parse_mode(const std::string& s);

@@ -58,7 +58,9 @@ class Runtime:
     intra-op threads, ``target_cores``/``draft_cores`` pin the workers.
     """
 
-    def __init__(self, target: Any, draft: Any, config: Optional[SpeculationConfig] = None) -> None:
+    def __init__(self, target: Any, draft: Any, config: Optional[SpeculationConfig] = None, *,
+                 _test_plant_unadjusted_q: bool = False) -> None:
+        # _test_plant_unadjusted_q: tests only — hand the verifier q instead of q~ (a planted bias).
         from saguaro import _core
 
         self._closed = True
@@ -88,6 +90,7 @@ class Runtime:
             draft_cores=list(config.draft_cores) if config.draft_cores is not None else None,
             target_thread_init=_thread_init(int(config.target_threads)),
             draft_thread_init=_thread_init(int(config.draft_threads)),
+            _test_plant_unadjusted_q=_test_plant_unadjusted_q,
         )
         self._closed = False
 
