@@ -87,3 +87,17 @@ def test_qwen_pair_loads_from_packages_and_writes_code():
     assert chat.startswith("<|im_start|>system\n") and chat.endswith("<|im_start|>assistant\n")
     enc = target.tokenizer.encode(chat)
     assert enc.count(151644) == 3 and enc.count(151645) == 2   # <|im_start|> / <|im_end|> stay whole
+
+
+def test_qwen_gguf_tokenizer_matches_transformers():
+    transformers = pytest.importorskip("transformers")
+    path = presets.preset_gguf(presets.PRESETS["qwen2.5-coder-0.5b"])
+    hf_tok = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    tok = M.load("qwen2.5-coder-0.5b").tokenizer
+    for text in TEXTS + ["x = [1, 22, 333, 4444]\n\n\n\tdef   f():  pass", "你好，世界！ Привет мир"]:
+        ids = tok.encode(text)
+        assert ids == hf_tok.encode(text, add_special_tokens=False), text
+        assert tok.decode(ids) == text
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Write hello world."}]
+    assert tok.apply_chat_template(msgs) == hf_tok.apply_chat_template(msgs, tokenize=False,
+                                                                        add_generation_prompt=True)
