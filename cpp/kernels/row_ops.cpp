@@ -133,36 +133,55 @@ int32_t top_boundary(const float* logits, int64_t vocab, int64_t count, int64_t 
 }
 
 // Zeroes the weights outside the smallest (probability desc, id asc) prefix whose mass >= top_p.
-// Partial selection in growing chunks: a peaked row (the usual case) costs one nth_element over
-// the positive tokens plus a sort of 64 of them.
-void apply_top_p(double* w, int64_t vocab, double top_p, RowScratch& scratch) {
+// Fast path: the nucleus of a peaked row lies in the 64 largest logits (one pass with the insertion
+// buffer). When it does not (flat rows), partial selection in growing chunks over all positive tokens.
+// Both paths accumulate the same cumsum in the same order, so they give identical results.
+void apply_top_p(const float* logits, double* w, int64_t vocab, double top_p, RowScratch& scratch) {
   double total = 0.0;
-  scratch.ids.clear();
-  for (int64_t i = 0; i < vocab; ++i) {
-    if (w[i] > 0.0) {
-      total += w[i];
-      scratch.ids.push_back(static_cast<int32_t>(i));
-    }
-  }
+  for (int64_t i = 0; i < vocab; ++i) total += w[i];
   auto better = [w](int32_t a, int32_t b) { return w[a] > w[b] || (w[a] == w[b] && a < b); };
-  auto& ids = scratch.ids;
-  const int64_t n = static_cast<int64_t>(ids.size());
-  int64_t start = 0, chunk = 64;
-  double cumsum = 0.0;
   int32_t cut = -1;
-  while (start < n && cut < 0) {
-    const int64_t end = std::min(n, start + chunk);
-    if (end < n) std::nth_element(ids.begin() + start, ids.begin() + end, ids.end(), better);
-    std::sort(ids.begin() + start, ids.begin() + end, better);
-    for (int64_t r = start; r < end; ++r) {
-      cumsum += w[ids[r]] / total;
+  {
+    int32_t top[kInsertionLimit];
+    const int64_t n = select_top(logits, vocab, kInsertionLimit, -1, top, scratch);
+    // Tokens outside `top` have logits <= the last one's, hence weights <= w_floor.
+    const double w_floor = (n == kInsertionLimit) ? w[top[n - 1]] : -1.0;
+    std::sort(top, top + n, better);
+    double cumsum = 0.0;
+    for (int64_t r = 0; r < n && w[top[r]] > 0.0; ++r) {
+      cumsum += w[top[r]] / total;
       if (cumsum >= top_p) {
-        cut = ids[r];
+        if (w[top[r]] > w_floor) cut = top[r];
         break;
       }
     }
-    start = end;
-    chunk *= 4;
+  }
+  if (cut < 0) {
+    // Flat rows: (weight, id) pairs in contiguous memory, partially sorted in growing chunks.
+    auto& pairs = scratch.weighted;
+    pairs.clear();
+    for (int64_t i = 0; i < vocab; ++i)
+      if (w[i] > 0.0) pairs.push_back({w[i], static_cast<int32_t>(i)});
+    auto before = [](const RowScratch::Weighted& a, const RowScratch::Weighted& b) {
+      return a.weight > b.weight || (a.weight == b.weight && a.id < b.id);
+    };
+    const int64_t n = static_cast<int64_t>(pairs.size());
+    int64_t start = 0, chunk = 256;
+    double cumsum = 0.0;
+    while (start < n && cut < 0) {
+      const int64_t end = std::min(n, start + chunk);
+      if (end < n) std::nth_element(pairs.begin() + start, pairs.begin() + end, pairs.end(), before);
+      std::sort(pairs.begin() + start, pairs.begin() + end, before);
+      for (int64_t r = start; r < end; ++r) {
+        cumsum += pairs[r].weight / total;
+        if (cumsum >= top_p) {
+          cut = pairs[r].id;
+          break;
+        }
+      }
+      start = end;
+      chunk *= 4;
+    }
   }
   if (cut < 0) return;  // rounding kept the mass below top_p: keep every token
   const double wc = w[cut];
@@ -195,7 +214,7 @@ void process_row(const float* logits, int64_t vocab, const ProcessParams& params
       for (int64_t i = 0; i < vocab; ++i)
         if (!at_or_before(logits, i, b)) w[i] = 0.0;
   }
-  if (params.top_p < 1.f) apply_top_p(w, vocab, static_cast<double>(params.top_p), scratch);
+  if (params.top_p < 1.f) apply_top_p(logits, w, vocab, static_cast<double>(params.top_p), scratch);
   if (saguaro && params.saguaro_c < 1.f && params.saguaro_topn > 0) {
     const int32_t b = top_boundary(logits, vocab, params.saguaro_topn, scan.finite, scratch);
     const double c = static_cast<double>(params.saguaro_c);

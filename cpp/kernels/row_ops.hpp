@@ -29,6 +29,11 @@ struct RowScratch {
   std::vector<float> best_value;        // small sorted buffer (top-k by insertion)
   std::vector<int32_t> best_id;
   std::vector<float> probs;             // a processed row (verification)
+  struct Weighted {
+    double weight;
+    int32_t id;
+  };
+  std::vector<Weighted> weighted;       // top-p fallback: (weight, id) pairs sorted in place
 };
 
 RowScratch& thread_scratch();
