@@ -266,8 +266,9 @@ def fanout_candidates(draft_logits: torch.Tensor, drafted: torch.Tensor, fanout:
         for j in range(K1):
             row = l_all[b, j]
             _check_rows(row[None], "fanout_candidates", lambda r: f"row {b} position {j}")
-            order = torch.sort(row, descending=True, stable=True).indices.tolist()
+            order = torch.sort(row, descending=True, stable=True).indices
             excl = int(drafted[b, j]) if j < K1 - 1 else -1
-            cands = [t for t in order if t != excl and row[t] != -torch.inf][: int(f[b, j])]
-            out[b, j, : len(cands)] = torch.tensor(cands, dtype=torch.int32)
+            order = order[(order != excl) & (row[order] != -torch.inf)]
+            cands = order[: int(f[b, j])]
+            out[b, j, : len(cands)] = cands.to(torch.int32)
     return out
