@@ -105,11 +105,9 @@ void TargetWorker::round() {
     if (s.finished()) finish_row(s);
   }
 
-  if (mode_ == Mode::kSsd && tree_pending_) {
-    look_up(in_tree);
-  }
-  if (mode_ != Mode::kSsd)
-    for (auto* s : rows) s->speculation = Speculation{};
+  // This round's speculation is spent; the next one comes from the cache (below) or a backup.
+  for (auto* s : rows) s->speculation = Speculation{};
+  if (mode_ == Mode::kSsd && tree_pending_) look_up(in_tree);
 
   ++metrics_.rounds;
   metrics_.round_rows += static_cast<int64_t>(rows.size());

@@ -120,10 +120,13 @@ bool TargetWorker::send_tree_request(const Rows& rows, Rows* in_tree) {
     const Speculation& spec = s->speculation;
     const int32_t n = spec.size();
     const int64_t remaining = s->params().max_new_tokens - s->generated();
-    // Entries longer than the next round can verify are wasted; branch tokens must fit the context.
-    const int64_t depth = std::min<int64_t>({config_.k, remaining - 2, max_context_ - (s->base() + n + 2)});
+    // Entries longer than the next round can verify are wasted. Branch tokens must fit the context;
+    // where that would cut entries shorter than the next round's budget, the row skips the tree and
+    // gets a backup instead, so a cache hit always has the same length as the chain SD would draft
+    // (SSD == SD with the same seed at C = 1 holds up to the context limit).
+    const int64_t depth = std::min<int64_t>(config_.k, remaining - 2);
     s->tree_fanout.clear();
-    if (depth < 1) continue;
+    if (depth < 1 || max_context_ - (s->base() + n + 2) < depth) continue;
     const std::vector<int32_t> f = schedule_.fanout(spec.from_backup());
     std::vector<int32_t> fork(f.begin(), f.begin() + n);
     fork.push_back(f[config_.k]);  // all n drafts accepted: the "all accepted" atom

@@ -204,3 +204,34 @@ TEST(RuntimeSampled, DifferentSeedsGiveDifferentTokens) {
 
 }  // namespace
 }  // namespace saguaro::testing
+
+namespace saguaro::testing {
+namespace {
+
+// Near the context limit the tree is skipped and budgets shrink: a stale speculation must never
+// be verified again (it would change the sampled tokens relative to SD).
+TEST(RuntimeSampled, SsdEqualsSdNearTheContextLimit) {
+  auto run = [](Mode mode) {
+    ToyOptions t = target_options();
+    t.max_context = 22;
+    ToyOptions d = perturbed_draft_options();
+    d.max_context = 22;
+    RuntimeConfig c = config_for(mode, 4);
+    c.backup = BackupKind::kJit;  // a fast backup proposes other tokens: same distribution, other draws
+    Runtime rt(std::make_shared<ToyModel>(t), std::make_shared<ToyModel>(d), c);
+    auto prompts = mixed_prompts(4, 24);
+    std::vector<RequestParams> ps(4);
+    for (size_t i = 0; i < ps.size(); ++i) {
+      ps[i].temperature = 1.f;
+      ps[i].max_new_tokens = 100;
+      ps[i].seed = 7 + i;
+    }
+    std::vector<std::vector<int32_t>> out;
+    for (auto& f : run_all(rt, prompts, ps)) out.push_back(f.tokens);
+    return out;
+  };
+  EXPECT_EQ(run(Mode::kSd), run(Mode::kSsd));
+}
+
+}  // namespace
+}  // namespace saguaro::testing

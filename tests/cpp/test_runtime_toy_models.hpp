@@ -122,6 +122,7 @@ class ToyModel : public Model {
       for (size_t i = 0; i < ids.size(); ++i) {
         const auto& kv = kv_.at(ids[i]);
         if (visible[i] > static_cast<int64_t>(kv.size())) throw std::logic_error("toy tree_step: visible > KV length");
+        if (visible[i] + depth >= o_.max_context) throw std::invalid_argument("toy tree_step: position past max_context");
         if (depth == 0) scratch_[i].assign(kv.begin(), kv.begin() + visible[i]);
         scratch_[i].push_back(tokens[i]);
         logits_after(scratch_[i], buf->data() + i * o_.vocab);
