@@ -26,10 +26,10 @@ def test_benchmark_end_to_end_on_smollm2(tmp_path):
     runtime = _have_runtime()
     methods = "hf-ar,hf-assisted"
     if runtime:
-        methods = "ar-1t,ar-2t,sd-1t,ssd," + methods
+        methods = "ar-1t,sd-1t,ssd," + methods
     rc = main(["--target", "smollm2-135m", "--draft", "smollm2-135m", "--humaneval", "1", "--mtbench", "1",
                "--max-new-tokens", "8", "--methods", methods, "--plan-prompts", "1", "--plan-tokens", "8",
-               "--plan-k-max", "2", "--plan-reps", "1", "--warmup-tokens", "2", "--out", str(tmp_path),
+               "--plan-k-max", "2", "--plan-reps", "1", "--plan-budgets", "1,2", "--warmup-tokens", "1", "--out", str(tmp_path),
                "--name", "tiny", "--no-progress"])
     assert rc == 0
     data = json.loads((tmp_path / "tiny.json").read_text())

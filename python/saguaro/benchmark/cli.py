@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plan-tokens", type=int, default=32, help="tokens the target generates per calibration prompt")
     p.add_argument("--plan-reps", type=int, default=3, help="repetitions of each latency measurement")
     p.add_argument("--plan-k-max", type=int, default=6, help="largest K the planner measures")
+    p.add_argument("--plan-budgets", default="1,2,4,6,8,12,16",
+                   help="fan-out budgets M whose tree steps the planner measures (comma-separated)")
+    p.add_argument("--plan-only", action="store_true",
+                   help="run the planner only: print its choice and predictions, write <name>.plan.json")
     p.add_argument("--isolate", action="store_true", help="one worker process per method (more memory)")
     p.add_argument("--warmup-tokens", type=int, default=4)
     p.add_argument("--out", default=None, help="results directory (default bench/results in the repository)")
@@ -79,6 +83,16 @@ def _fanout(text: Optional[str]) -> object:
     return vals[0] if len(vals) == 1 else vals
 
 
+def _ints(text: str, flag: str) -> list[int]:
+    try:
+        vals = [int(t) for t in text.replace(" ", "").split(",") if t]
+    except ValueError as exc:
+        raise ValueError(f"{flag} must be comma-separated integers, got {text!r}") from exc
+    if not vals or min(vals) < 1:
+        raise ValueError(f"{flag} needs integers >= 1, got {text!r}")
+    return vals
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the benchmark; returns the process exit code."""
     args = build_parser().parse_args(argv)
@@ -103,10 +117,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"planner: measuring latencies and calibrating on {args.plan_prompts} prompt(s)...", file=sys.stderr)
         lat, ranks = planner.measure(cfg.target, cfg.draft, cfg.dtype, prompt_ids[0],
                                      prompt_ids[:max(1, args.plan_prompts)], cores=available_cores()[:2],
-                                     k_max=args.plan_k_max, reps=args.plan_reps, calibration_tokens=args.plan_tokens)
+                                     k_max=args.plan_k_max, reps=args.plan_reps, calibration_tokens=args.plan_tokens,
+                                     budgets=_ints(args.plan_budgets, "--plan-budgets"))
         plan = planner.make_plan(lat, ranks, temperature=args.temperature, k_range=range(1, args.plan_k_max + 1))
         print(f"planner: a = {plan['acceptance']:.3f}, K = {plan['k']}, fan-out {plan['fanout']}, "
               f"predicted SSD {plan['predicted']['saguaro-ssd']:.2f} tok/s", file=sys.stderr)
+        if args.plan_only:
+            import json
+
+            date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+            out = Path(args.out) if args.out else prompts_mod.repo_root() / "bench" / "results"
+            out.mkdir(parents=True, exist_ok=True)
+            path = out / f"{args.name or f'plan-{date}'}.plan.json"
+            path.write_text(json.dumps(plan, indent=1, default=str) + "\n", encoding="utf-8")
+            print(json.dumps({k: v for k, v in plan.items() if k != "latencies"}, indent=1, default=str))
+            print(f"wrote {path}", file=sys.stderr)
+            return 0
         ms = methods_mod.with_ssd_plan(
             ms, k=args.k or plan["k"], fanout=fan if fan is not None else plan["fanout"],
             saguaro_c=plan["saguaro_c"] if args.saguaro_c is None else args.saguaro_c,
