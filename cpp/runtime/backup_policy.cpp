@@ -26,7 +26,7 @@ int64_t BackupPolicy::critical_batch() const {
   const double fast = (h * e_hit_ + (1 - h) * e_fast_) / verify_s_;
   for (int64_t b = 1; b <= kMaxBatch; ++b) {
     const double jit = (h * e_hit_ + (1 - h) * e_jit_) / (verify_s_ + (1 - std::pow(h, static_cast<double>(b))) * jit_s_);
-    if (fast >= jit) return b;
+    if (fast > jit) return b;  // ties (e.g. no misses at all) keep the neural backup
   }
   return kMaxBatch + 1;
 }

@@ -11,29 +11,31 @@ namespace {
 TEST(RuntimeLifecycle, RequestsJoinBetweenRoundsAndStillMatch) {
   for (Mode mode : {Mode::kAr, Mode::kSd, Mode::kSsd}) {
     ToyOptions t = target_options();
-    t.max_context = 1 << 16;
+    t.max_context = 1 << 23;
     ToyOptions d = perturbed_draft_options();
-    d.max_context = 1 << 16;
+    d.max_context = 1 << 23;
     auto target = std::make_shared<ToyModel>(t);
     auto draft = std::make_shared<ToyModel>(d);
     Runtime rt(target, draft, config_for(mode, 3));
     auto prompts = mixed_prompts(3, target->vocab_size());
     RequestParams p;
     p.max_new_tokens = 40;
-    RequestParams long_one = p;
-    long_one.max_new_tokens = 3000;
-    const int64_t first = rt.submit(prompts[0], long_one);
+    RequestParams endless = p;
+    endless.max_new_tokens = 1 << 22;
+    const int64_t first = rt.submit(prompts[0], endless);
     // wait until the first request is running, then add two more
     RequestUpdate u = rt.poll(first, 30.0);
     ASSERT_FALSE(u.finished);
-    std::vector<int32_t> tokens0 = u.tokens;
     const int64_t second = rt.submit(prompts[1], p);
     const int64_t third = rt.submit(prompts[2], p);
-    Finished rest0 = drain(rt, first);
-    tokens0.insert(tokens0.end(), rest0.tokens.begin(), rest0.tokens.end());
-    EXPECT_EQ(tokens0, greedy_reference(*target, prompts[0], 3000, {})) << mode_name(mode);
     EXPECT_EQ(drain(rt, second).tokens, greedy_reference(*target, prompts[1], 40, {})) << mode_name(mode);
     EXPECT_EQ(drain(rt, third).tokens, greedy_reference(*target, prompts[2], 40, {})) << mode_name(mode);
+    rt.cancel(first);
+    Finished rest0 = drain(rt, first);
+    std::vector<int32_t> tokens0 = u.tokens;
+    tokens0.insert(tokens0.end(), rest0.tokens.begin(), rest0.tokens.end());
+    EXPECT_EQ(rest0.reason, FinishReason::kCancelled);
+    EXPECT_EQ(tokens0, greedy_reference(*target, prompts[0], static_cast<int64_t>(tokens0.size()), {}));
   }
 }
 
