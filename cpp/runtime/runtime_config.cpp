@@ -2,6 +2,8 @@
 
 #include <stdexcept>
 
+#include "saguaro/thread_affinity.hpp"
+
 namespace saguaro {
 
 Mode parse_mode(const std::string& s) {
@@ -43,6 +45,8 @@ void validate(const RuntimeConfig& c) {
     throw std::invalid_argument("saguaro_c must be in [0, 1], got " + std::to_string(c.saguaro_c));
   if (c.backup_critical_batch < 0)
     throw std::invalid_argument("backup_critical_batch must be >= 1 (or unset), got " + std::to_string(c.backup_critical_batch));
+  check_cores(c.target_cores, "target_cores");
+  check_cores(c.draft_cores, "draft_cores");
   if (c.mode == Mode::kSsd) {
     const auto& f = c.fanout;
     if (f.kind == FanoutKind::kManual) {

@@ -23,3 +23,17 @@ void pin_current_thread(const std::vector<int>& cores) {
 }
 
 }  // namespace saguaro
+
+namespace saguaro {
+
+void check_cores(const std::vector<int>& cores, const char* what) {
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0) return;  // cannot tell: pinning will say
+  for (int c : cores)
+    if (c < 0 || c >= CPU_SETSIZE || !CPU_ISSET(c, &allowed))
+      throw std::invalid_argument(std::string(what) + ": core " + std::to_string(c) +
+                                  " does not exist or is not allowed for this process");
+}
+
+}  // namespace saguaro

@@ -1,6 +1,8 @@
 // Requests joining between rounds, cancel, close with requests in flight, releases, bad input.
 #include <gtest/gtest.h>
 
+#include <sched.h>
+
 #include <thread>
 
 #include "test_runtime_helpers.hpp"
@@ -142,6 +144,9 @@ TEST(RuntimeLifecycle, BadInputIsRejectedWithSpecificErrors) {
   c.saguaro_c = 1.5f;
   EXPECT_THROW(Runtime(target, draft, c), std::invalid_argument);
   EXPECT_THROW(Runtime(target, nullptr, config_for(Mode::kSd, 3)), std::invalid_argument);
+  c = config_for(Mode::kSsd, 3);
+  c.draft_cores = {100000};
+  EXPECT_THROW(Runtime(target, draft, c), std::invalid_argument);
   ToyOptions other = target_options();
   other.vocab = 30;
   EXPECT_THROW(Runtime(target, std::make_shared<ToyModel>(other), config_for(Mode::kSd, 3)), std::invalid_argument);
@@ -149,6 +154,24 @@ TEST(RuntimeLifecycle, BadInputIsRejectedWithSpecificErrors) {
   EXPECT_THROW(parse_mode("fast"), std::invalid_argument);
   EXPECT_THROW(parse_backup("slow"), std::invalid_argument);
   EXPECT_THROW(parse_cache_policy("maybe"), std::invalid_argument);
+}
+
+TEST(RuntimeLifecycle, PinnedWorkersStillMatch) {
+  auto target = std::make_shared<ToyModel>(target_options());
+  auto draft = std::make_shared<ToyModel>(perturbed_draft_options());
+  RuntimeConfig c = config_for(Mode::kSsd, 3);
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  ASSERT_EQ(sched_getaffinity(0, sizeof(allowed), &allowed), 0);
+  int core = 0;
+  while (!CPU_ISSET(core, &allowed)) ++core;
+  c.target_cores = {core};
+  c.draft_cores = {core};  // both on one core still works
+  Runtime rt(target, draft, c);
+  RequestParams p;
+  p.max_new_tokens = 12;
+  auto prompt = mixed_prompts(3, target->vocab_size())[2];
+  EXPECT_EQ(run_all(rt, {prompt}, {p})[0].tokens, greedy_reference(*target, prompt, 12, {}));
 }
 
 TEST(RuntimeLifecycle, ArNeedsNoDraft) {
