@@ -103,3 +103,9 @@ def test_markdown_shows_missing_figures_as_dashes():
     md = markdown(_results())
     row = [line for line in md.splitlines() if line.startswith("| saguaro-ar-1t |")][0]
     assert "–" in row  # no hit rate for AR
+
+
+def test_decode_rate_counts_only_tokens_after_the_first_delivery():
+    s = _sample("transformers-assisted-2t", "p", 9, 3.0, 1.0)
+    s["first_tokens"] = 3  # assisted generation delivered 3 tokens with the first one
+    assert stats.sample_figures(s)["decode_tps"] == pytest.approx(6 / 2.0)

@@ -139,11 +139,14 @@ class _FirstTokenClock:
     def __init__(self) -> None:
         self.calls = 0
         self.first_token_at: Optional[float] = None
+        self.first_tokens = 0
 
     def put(self, value: Any) -> None:
         self.calls += 1
         if self.calls == 2 and self.first_token_at is None:  # call 1 is the prompt
             self.first_token_at = time.perf_counter()
+            # assisted generation delivers a whole round at once: count what arrived with the first token
+            self.first_tokens = int(getattr(value, "numel", lambda: 1)())
 
     def end(self) -> None:
         pass
@@ -185,4 +188,5 @@ class TransformersRunner:
             # put() is called once per round of assisted generation (plus once for the prompt)
             metrics["rounds"] = max(clock.calls - 1, 0)
         ttft = (clock.first_token_at - t0) if clock.first_token_at else None
-        return {"token_ids": new, "elapsed_s": t1 - t0, "ttft_s": ttft, "metrics": metrics}
+        return {"token_ids": new, "elapsed_s": t1 - t0, "ttft_s": ttft, "first_tokens": clock.first_tokens or 1,
+                "metrics": metrics}

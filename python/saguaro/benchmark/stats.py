@@ -59,7 +59,9 @@ def sample_figures(sample: dict) -> dict:
                                        "e2e_tps": n / elapsed if elapsed > 0 else None}
     decode_s = elapsed - ttft if ttft is not None else None
     out["decode_s"] = decode_s
-    out["decode_tps"] = (n - 1) / decode_s if decode_s and decode_s > 0 and n > 1 else None
+    # tokens that arrived after the first token's moment (assisted generation delivers rounds)
+    after_first = n - int(sample.get("first_tokens") or 1)
+    out["decode_tps"] = after_first / decode_s if decode_s and decode_s > 0 and after_first > 0 else None
     m = sample.get("metrics") or {}
     delta = m.get("engine_delta") or {}
     rounds = _number(metric(m, "rounds"))
