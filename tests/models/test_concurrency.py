@@ -21,7 +21,8 @@ def _work(adapter, seed: int) -> list[torch.Tensor]:
 
 
 def test_two_adapters_in_two_threads():
-    target, draft = native_from_hf(make_hf("qwen2-untied", seed=1)), native_from_hf(make_hf("qwen3", seed=2))
+    target = native_from_hf(make_hf("qwen2-untied", seed=1), num_threads=1)
+    draft = native_from_hf(make_hf("qwen3", seed=2), num_threads=1)
     alone = [_work(target, 5), _work(draft, 6)]
     for a in (target, draft):
         a.release(0)

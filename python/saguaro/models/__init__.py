@@ -1,5 +1,15 @@
 """Model adapters: the native decoder with its own KV cache and tree attention, transformers and
-callable adapters, and loading of presets, Hugging Face directories and GGUF files."""
+callable adapters, and loading of presets, Hugging Face directories and GGUF files.
+
+Typical use::
+
+    target = saguaro.models.load("qwen2.5-coder-1.5b")            # LoadedModel(adapter, tokenizer, name, config)
+    draft = saguaro.models.load("qwen2.5-coder-0.5b", int8=True)  # weight-only int8: drafts only
+    saguaro.models.check_vocab_compatible(target, draft)
+    logits = target.adapter.prefill([0], [target.tokenizer.encode("def f(x):")])   # float32 [1, V] on the CPU
+
+Every adapter follows `ModelAdapter` (docs/contracts.md §3).
+"""
 from __future__ import annotations
 
 from saguaro.models.adapter import ModelAdapter

@@ -36,15 +36,16 @@ def default_pair() -> tuple[str, str]:
 
 def load(spec: Any, *, dtype: torch.dtype = torch.bfloat16, device: str | torch.device = "cpu",
          max_context: int | None = None, int8: bool = False, scratch_tokens: int | None = None,
-         tokenizer: Tokenizer | None = None, name: str | None = None) -> LoadedModel:
+         num_threads: int | None = None, tokenizer: Tokenizer | None = None, name: str | None = None) -> LoadedModel:
     """Load `spec` as a LoadedModel.
 
     spec: a preset name (see `PRESETS`), a Hugging Face directory, a `.gguf` file, a native
     `DecoderModel`, a transformers PreTrainedModel, a torch.jit.ScriptModule or a plain callable
     fn(tokens[B, T]) -> logits[B, T, V]. GGUF files are dequantized once into $SAGUARO_CACHE.
-    int8=True quantizes the native model's projections to weight-only int8 (drafts only).
+    int8=True quantizes the native model's projections and head to weight-only int8 (drafts only).
+    max_context / scratch_tokens / num_threads go to NativeModelAdapter.
     """
-    native_kw: dict[str, Any] = {"max_context": max_context}
+    native_kw: dict[str, Any] = {"max_context": max_context, "num_threads": num_threads}
     if scratch_tokens is not None:
         native_kw["scratch_tokens"] = scratch_tokens
     if isinstance(spec, (str, os.PathLike)):

@@ -26,13 +26,17 @@ class NativeModelAdapter:
         scratch_tokens: room for branch tokens of one tree per sequence
             (rows of that sequence x depth reached); a larger tree raises ValueError.
         eos_token_ids: overrides the config's EOS ids.
+        num_threads: if set, every call first runs torch.set_num_threads(num_threads) in the calling
+            thread (with OpenMP builds of torch the intra-op thread count is per calling thread, so a
+            target and a draft worker can each keep their own).
 
     One adapter object must be called from one thread at a time (a lock enforces it); the target
     and the draft are separate objects with separate state and can run concurrently.
     """
 
     def __init__(self, model: DecoderModel, *, max_context: int | None = None,
-                 scratch_tokens: int = DEFAULT_SCRATCH_TOKENS, eos_token_ids: Sequence[int] | None = None) -> None:
+                 scratch_tokens: int = DEFAULT_SCRATCH_TOKENS, eos_token_ids: Sequence[int] | None = None,
+                 num_threads: int | None = None) -> None:
         c = model.config
         if max_context is None:
             max_context = min(DEFAULT_MAX_CONTEXT, c.max_position_embeddings)
@@ -43,6 +47,9 @@ class NativeModelAdapter:
                              f"{c.max_position_embeddings}")
         if scratch_tokens < 0:
             raise ValueError(f"scratch_tokens must be >= 0, got {scratch_tokens}")
+        if num_threads is not None and num_threads < 1:
+            raise ValueError(f"num_threads must be >= 1 (or None), got {num_threads}")
+        self.num_threads = num_threads
         self.model = model
         self.config = c
         self.vocab_size: int = c.vocab_size
@@ -61,6 +68,7 @@ class NativeModelAdapter:
         """Allocate the sequences and run their prompts; logits [B, V] at each last prompt position."""
         check_batch(seq_ids, prompts, "prompts", self.vocab_size)
         with self._lock, torch.inference_mode():
+            self._set_threads()
             for s, p in zip(seq_ids, prompts):
                 if len(p) > self.max_context:
                     raise context_error(s, len(p), self.max_context)
@@ -76,6 +84,7 @@ class NativeModelAdapter:
         """Append tokens to each sequence; logits [sum len, V] ordered by sequence then position."""
         check_batch(seq_ids, tokens, "tokens", self.vocab_size)
         with self._lock, torch.inference_mode():
+            self._set_threads()
             slots = [self._cache.get(s) for s in seq_ids]
             for s, kv, t in zip(seq_ids, slots, tokens):
                 if kv.length + len(t) > self.max_context:
@@ -87,6 +96,7 @@ class NativeModelAdapter:
         check_tree_args(seq_ids, visible, tokens, depth, self.vocab_size)
         n = len(seq_ids)
         with self._lock, torch.inference_mode():
+            self._set_threads()
             key = (tuple(seq_ids), tuple(visible))
             if depth == 0:
                 plan = self._start_tree(seq_ids, visible)
@@ -148,6 +158,10 @@ class NativeModelAdapter:
             self._cache.release(seq_id)
 
     # ------------------------------------------------------------------ internals
+    def _set_threads(self) -> None:
+        if self.num_threads is not None and torch.get_num_threads() != self.num_threads:
+            torch.set_num_threads(self.num_threads)
+
     def _run_extend(self, slots: list[SequenceKV], rows: list[list[int]], last_only: bool) -> torch.Tensor:
         dev = self.device
         groups = []
