@@ -67,6 +67,9 @@ class Runtime:
         config = config or SpeculationConfig()
         if config.mode != "ar" and draft is None:
             raise ValueError(f'mode "{config.mode}" needs a draft model (or use mode="ar")')
+        if draft is not None and _adapter(draft) is _adapter(target) and config.mode != "ar":
+            raise ValueError("target and draft must be two adapter objects (each holds its own sequences and "
+                             "runs on its own worker); for a self-draft, wrap the same model in a second adapter")
         if config.target_threads < 1 or config.draft_threads < 1:
             raise ValueError("target_threads and draft_threads must be >= 1")
         fanout_kind = config.fanout_kind

@@ -183,6 +183,8 @@ def test_bad_config_is_a_value_error() -> None:
         Runtime(target, None, SpeculationConfig(mode="sd"))
     with pytest.raises(ValueError, match="vocab"):
         Runtime(target, TinyAdapter(vocab_size=13), SpeculationConfig(mode="sd"))
+    with pytest.raises(ValueError, match="two adapter objects"):
+        Runtime(target, target, SpeculationConfig(mode="ssd"))
     with pytest.raises(ValueError, match="adapter has no attribute"):
         Runtime(object(), None, SpeculationConfig(mode="ar"))
 
