@@ -191,42 +191,76 @@ void apply_top_p(const float* logits, double* w, int64_t vocab, double top_p, Ro
 
 }  // namespace
 
-void process_row(const float* logits, int64_t vocab, const ProcessParams& params, bool saguaro, float* probs_out,
-                 RowScratch& scratch, const char* what, int64_t row, int64_t position) {
+RowWeights row_weights(const float* logits, int64_t vocab, const ProcessParams& params, bool saguaro,
+                       RowScratch& scratch, const char* what, int64_t row, int64_t position) {
   const RowScan scan = scan_row(logits, vocab);
   check_row(scan, what, row, position);
+  RowWeights rw;
+  rw.argmax = scan.argmax;
   if (params.temperature == 0.f) {
-    std::fill(probs_out, probs_out + vocab, 0.f);
-    probs_out[scan.argmax] = 1.f;
-    return;
+    rw.greedy = true;
+    return rw;
   }
   scratch.weight.resize(static_cast<size_t>(vocab));
   double* w = scratch.weight.data();
   const double m = static_cast<double>(scan.max);
   const double t = static_cast<double>(params.temperature);
+  double sum = 0.0;  // id-ordered: the total when nothing below changes a weight
   for (int64_t i = 0; i < vocab; ++i) {
     const float v = logits[i];
     w[i] = std::isfinite(v) ? std::exp((static_cast<double>(v) - m) / t) : 0.0;
+    sum += w[i];
   }
+  bool changed = false;
   if (params.top_k > 0) {
     const int32_t b = top_boundary(logits, vocab, params.top_k, scan.finite, scratch);
-    if (b >= 0)
+    if (b >= 0) {
+      changed = true;
       for (int64_t i = 0; i < vocab; ++i)
         if (!at_or_before(logits, i, b)) w[i] = 0.0;
+    }
   }
-  if (params.top_p < 1.f) apply_top_p(logits, w, vocab, static_cast<double>(params.top_p), scratch);
+  if (params.top_p < 1.f) {
+    changed = true;
+    apply_top_p(logits, w, vocab, static_cast<double>(params.top_p), scratch);
+  }
   if (saguaro && params.saguaro_c < 1.f && params.saguaro_topn > 0) {
     const int32_t b = top_boundary(logits, vocab, params.saguaro_topn, scan.finite, scratch);
     const double c = static_cast<double>(params.saguaro_c);
     double scaled = 0.0;
     for (int64_t i = 0; i < vocab; ++i) scaled += (b < 0 || at_or_before(logits, i, b)) ? w[i] * c : w[i];
-    if (scaled > 0.0)  // C = 0 with all mass in the top-n: leave the row unscaled
+    if (scaled > 0.0) {  // C = 0 with all mass in the top-n: leave the row unscaled
+      changed = true;
       for (int64_t i = 0; i < vocab; ++i)
         if (b < 0 || at_or_before(logits, i, b)) w[i] *= c;
+    }
   }
-  double total = 0.0;
-  for (int64_t i = 0; i < vocab; ++i) total += w[i];
-  for (int64_t i = 0; i < vocab; ++i) probs_out[i] = static_cast<float>(w[i] / total);
+  if (changed) {
+    sum = 0.0;
+    for (int64_t i = 0; i < vocab; ++i) sum += w[i];
+  }
+  rw.total = sum;
+  return rw;
+}
+
+void write_probs(const RowWeights& rw, const RowScratch& scratch, int64_t vocab, float* probs_out) {
+  if (rw.greedy) {
+    std::fill(probs_out, probs_out + vocab, 0.f);
+    probs_out[rw.argmax] = 1.f;
+    return;
+  }
+  const double* w = scratch.weight.data();
+  for (int64_t i = 0; i < vocab; ++i) probs_out[i] = static_cast<float>(w[i] / rw.total);
+}
+
+float prob_of(const RowWeights& rw, const RowScratch& scratch, int32_t token) {
+  if (rw.greedy) return token == rw.argmax ? 1.f : 0.f;
+  return static_cast<float>(scratch.weight[static_cast<size_t>(token)] / rw.total);
+}
+
+void process_row(const float* logits, int64_t vocab, const ProcessParams& params, bool saguaro, float* probs_out,
+                 RowScratch& scratch, const char* what, int64_t row, int64_t position) {
+  write_probs(row_weights(logits, vocab, params, saguaro, scratch, what, row, position), scratch, vocab, probs_out);
 }
 
 }  // namespace saguaro::detail

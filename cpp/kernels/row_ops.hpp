@@ -44,6 +44,21 @@ RowScratch& thread_scratch();
 int64_t select_top(const float* logits, int64_t vocab, int64_t count, int32_t exclude, int32_t* out,
                    RowScratch& scratch);
 
+// A processed row before normalisation: the final weights are in scratch.weight (until the next call
+// on this thread), the probability of token i is float(weight[i] / total). Greedy rows are one-hot.
+struct RowWeights {
+  bool greedy = false;
+  int32_t argmax = -1;
+  double total = 0.0;
+};
+
+// The processing of process_row without writing the row: verification needs p(x) of an accepted
+// draft token only, and the full row only where a token is drawn.
+RowWeights row_weights(const float* logits, int64_t vocab, const ProcessParams& params, bool saguaro,
+                       RowScratch& scratch, const char* what, int64_t row, int64_t position);
+void write_probs(const RowWeights& rw, const RowScratch& scratch, int64_t vocab, float* probs_out);
+float prob_of(const RowWeights& rw, const RowScratch& scratch, int32_t token);
+
 // Processes one row (docs/contracts.md §2) into probs_out. `saguaro` = apply the Saguaro fields.
 // Checks the row (NaN, +inf, no finite logit) and throws naming what/row/position.
 void process_row(const float* logits, int64_t vocab, const ProcessParams& params, bool saguaro, float* probs_out,

@@ -80,29 +80,33 @@ void verify_chain_cpu(const float* target_logits, const int32_t* draft_tokens, c
     int32_t i = 0;
     int32_t token = -1;
     for (; i < n; ++i) {
-      detail::process_row(logits_b + i * V, V, target, false, p, scratch, "verify_chain", b, i);
+      const detail::RowWeights rw = detail::row_weights(logits_b + i * V, V, target, false, scratch, "verify_chain", b, i);
       const int32_t xi = x[i];
+      const float px = detail::prob_of(rw, scratch, xi);
       const double u = keyed_uniform(key.seed, key.stream, pos + i, kAccept);
+      const float* qi = det ? nullptr : q + (b * K + i) * V;
       if (det) {
-        if (u < static_cast<double>(p[xi])) continue;
-        const double r = keyed_uniform(key.seed, key.stream, pos + i, kResidual);
-        token = detail::sample_by(V, r, [p, xi](int64_t t) { return t == xi ? 0.f : p[t]; });
-        if (token < 0) token = sample_inverse_cdf(p, V, r);
-        break;
+        if (u < static_cast<double>(px)) continue;
+      } else {
+        const float qx = qi[xi];
+        if (!(qx >= 0.f && qx <= 1.f)) {
+          std::ostringstream s;
+          s << "q[" << b << "][" << i << "][" << xi << "] = " << qx << " is not a probability";
+          bad(s.str());
+        }
+        if (u * static_cast<double>(qx) < static_cast<double>(px)) continue;
       }
-      const float* qi = q + (b * K + i) * V;
-      const float qx = qi[xi];
-      if (!(qx >= 0.f && qx <= 1.f)) {
-        std::ostringstream s;
-        s << "q[" << b << "][" << i << "][" << xi << "] = " << qx << " is not a probability";
-        bad(s.str());
-      }
-      if (u * static_cast<double>(qx) < static_cast<double>(p[xi])) continue;
+      // Rejected: only now is the whole row needed.
+      detail::write_probs(rw, scratch, V, p);
       const double r = keyed_uniform(key.seed, key.stream, pos + i, kResidual);
-      token = detail::sample_by(V, r, [p, qi](int64_t t) {
-        const float d = p[t] - qi[t];
-        return d > 0.f ? d : 0.f;
-      });
+      if (det) {
+        token = detail::sample_by(V, r, [p, xi](int64_t t) { return t == xi ? 0.f : p[t]; });
+      } else {
+        token = detail::sample_by(V, r, [p, qi](int64_t t) {
+          const float d = p[t] - qi[t];
+          return d > 0.f ? d : 0.f;
+        });
+      }
       if (token < 0) token = sample_inverse_cdf(p, V, r);
       break;
     }
