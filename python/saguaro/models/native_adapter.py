@@ -61,7 +61,7 @@ class NativeModelAdapter:
         self._rotary = model.rotary(capacity)
         self._cache = KVCache(c, capacity, model.dtype, model.device)
         self._lock = threading.Lock()
-        self._tree_key: tuple | None = None  # (seq_ids, visible, permutation) of the current tree
+        self._tree_key: tuple | None = None  # ((seq_ids, visible), (row permutation, per-sequence plan)) of the current tree
 
     # ------------------------------------------------------------------ protocol
     def prefill(self, seq_ids: list[int], prompts: list[list[int]]) -> torch.Tensor:
