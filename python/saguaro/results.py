@@ -43,11 +43,15 @@ class StreamDelta:
 
 def derive_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     """Add the summary figures that follow from the runtime's raw counters (when they are there):
-    tokens_per_round, acceptance_rate (accepted / proposed drafts) and cache_hit_rate."""
+    tokens_per_round (committed tokens per verification round), accepted_per_round (accepted draft
+    tokens per round), acceptance_rate (accepted / proposed drafts) and cache_hit_rate."""
     m = dict(metrics)
     rounds, tokens = m.get("rounds"), m.get("generated_tokens")
     if "tokens_per_round" not in m and isinstance(rounds, (int, float)) and rounds and isinstance(tokens, (int, float)):
         m["tokens_per_round"] = tokens / rounds
+    hist = m.get("accepted_histogram")
+    if "accepted_per_round" not in m and isinstance(hist, (list, tuple)) and sum(hist):
+        m["accepted_per_round"] = sum(k * n for k, n in enumerate(hist)) / sum(hist)
     proposed, accepted = m.get("proposed_per_position"), m.get("accepted_per_position")
     if "acceptance_rate" not in m and isinstance(proposed, (list, tuple)) and isinstance(accepted, (list, tuple)):
         if sum(proposed):
@@ -76,9 +80,12 @@ def speed_summary(metrics: dict[str, Any]) -> str:
         parts.append(f"{int(tokens)} tokens")
     if tps is not None:
         parts.append(f"{tps:.1f} tokens/s")
-    apr = _first(metrics, "tokens_per_round", "accepted_per_round", "mean_accepted")
+    tpr = _first(metrics, "tokens_per_round")
+    if tpr is not None:
+        parts.append(f"{tpr:.2f} tokens per round")
+    apr = _first(metrics, "accepted_per_round")
     if apr is not None:
-        parts.append(f"{apr:.2f} tokens per round")
+        parts.append(f"{apr:.2f} accepted drafts per round")
     hit = _first(metrics, "cache_hit_rate", "hit_rate")
     if hit is not None:
         parts.append(f"cache hit rate {100.0 * hit:.0f}%")

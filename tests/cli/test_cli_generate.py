@@ -15,7 +15,7 @@ def test_generate_streams_text_and_prints_speed_summary():
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip(), "no text"
     summary = r.stderr.strip().splitlines()[-1]
-    assert summary.startswith("[ssd] 8 tokens, ") and "tokens/s" in summary and "tokens per round" in summary
+    assert summary.startswith("[ssd] 8 tokens, ") and "tokens/s" in summary and "tokens per round" in summary and "accepted drafts per round" in summary
     assert "cache hit rate" in summary and "(finish: length)" in summary
 
     # the same greedy text from stdin, in mode sd, and with --file
