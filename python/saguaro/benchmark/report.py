@@ -106,6 +106,8 @@ def plot(results: dict, path: Path, title: Optional[str] = None) -> None:
     ax.set_xticks(list(xs))
     ax.set_xticklabels(names, rotation=25, ha="right", fontsize=8)
     ax.set_ylabel("tokens / s")
+    # head room so the legend and the ratio box never cover a bar
+    ax.set_ylim(0, max(dec + e2e + [1e-9]) * 1.6)
     cfg = results["config"]
     ax.set_title(title or f"{cfg['target']} / {cfg['draft']}, {cfg['max_new_tokens']} tokens, T={cfg['temperature']}",
                  fontsize=10)
