@@ -462,7 +462,8 @@ class Engine:
             m["requests_finished"] = self._requests_done
             m["tokens_generated"] = self._tokens_done
             m["requests_submitted"] = self._next_index
-        m["mode"] = self.mode
+        # the runtime's "mode" wins: it reads "ar" once a failed draft made it fall back
+        m.setdefault("mode", self.mode)
         return m
 
 
