@@ -337,6 +337,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         msg = " ".join(str(e).split()) or type(e).__name__
         print(f"error: {msg}", file=sys.stderr)
         return EXIT_ERROR
+    except Exception as e:  # a bug: still one line, the traceback on request
+        if os.environ.get("SAGUARO_DEBUG"):
+            raise
+        msg = " ".join(str(e).split())
+        print(f"error: internal error {type(e).__name__}: {msg} (set SAGUARO_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":  # pragma: no cover

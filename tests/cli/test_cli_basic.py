@@ -81,3 +81,16 @@ def test_main_in_process_catches_value_error(capsys):
     assert main(["generate", "x", "--top-p", "1.5"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: top_p must be in (0, 1]") and err.count("\n") == 1
+
+
+def test_unexpected_exception_is_one_line(monkeypatch, capsys):
+    from saguaro import cli
+    def boom(args):
+        raise KeyError("planted")
+    monkeypatch.setattr(cli, "cmd_info", boom)
+    assert cli.main(["info"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: internal error KeyError: 'planted' (set SAGUARO_DEBUG=1 for the traceback)\n"
+    monkeypatch.setenv("SAGUARO_DEBUG", "1")
+    with pytest.raises(KeyError):
+        cli.main(["info"])
