@@ -21,30 +21,29 @@ std::string where(int64_t row, int64_t position) {
 }  // namespace
 
 RowScan scan_row(const float* logits, int64_t vocab) {
-  RowScan s;
-  float best = -std::numeric_limits<float>::infinity();
-  int32_t best_id = -1;
+  // Branch-free reductions (the compiler vectorises them), then a short search for the first maximum.
+  const float inf = std::numeric_limits<float>::infinity();
+  float best = -inf;
   int64_t finite = 0;
-  bool nan = false, pos_inf = false;
+  int32_t nan = 0;
   for (int64_t i = 0; i < vocab; ++i) {
     const float v = logits[i];
-    if (std::isfinite(v)) {
-      ++finite;
-      if (v > best || best_id < 0) {
-        best = v;
-        best_id = static_cast<int32_t>(i);
-      }
-    } else if (v != v) {
-      nan = true;
-    } else if (v > 0.f) {
-      pos_inf = true;
-    }
+    best = v > best ? v : best;  // NaN never wins a comparison
+    finite += (std::fabs(v) < inf) ? 1 : 0;
+    nan |= (v != v) ? 1 : 0;
   }
-  s.max = best;
-  s.argmax = best_id;
+  RowScan s;
+  s.nan = nan != 0;
+  s.pos_inf = best == inf;
   s.finite = finite;
-  s.nan = nan;
-  s.pos_inf = pos_inf;
+  s.max = best;
+  if (finite > 0 && !s.pos_inf) {
+    for (int64_t i = 0; i < vocab; ++i)
+      if (logits[i] == best) {
+        s.argmax = static_cast<int32_t>(i);
+        break;
+      }
+  }
   return s;
 }
 
