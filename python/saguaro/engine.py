@@ -454,8 +454,9 @@ class Engine:
         return Stream(self, self._submit(p, sp))
 
     def metrics(self) -> dict[str, Any]:
-        """The runtime's aggregate figures (rounds, acceptance, cache hits, timings) and the engine's
-        request and token counts."""
+        """The runtime's aggregate figures (rounds, acceptance, cache hits, timings), the summary
+        figures derived from them (tokens_per_round, acceptance_rate, cache_hit_rate, ...) and the
+        engine's request and token counts."""
         self._check_open()
         m = dict(self._runtime.metrics())
         with self._lock:
@@ -464,7 +465,7 @@ class Engine:
             m["requests_submitted"] = self._next_index
         # the runtime's "mode" wins: it reads "ar" once a failed draft made it fall back
         m.setdefault("mode", self.mode)
-        return m
+        return derive_metrics(m)
 
 
 class Stream:

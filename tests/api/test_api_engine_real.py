@@ -153,9 +153,11 @@ def test_prompt_longer_than_context(engine):
 
 
 def test_metrics_aggregate(engine):
+    engine.generate(PROMPT, SamplingParams(max_new_tokens=N))
     m = engine.metrics()
     assert m["requests_finished"] >= 1 and m["tokens_generated"] >= N
     assert m["mode"] == "ssd" and m["generated_tokens"] >= N and "round_s" in m
+    assert m["tokens_per_round"] > 1 and 0 <= m["cache_hit_rate"] <= 1
 
 
 def test_close_and_reopen(models, greedy):
