@@ -109,7 +109,7 @@ def reference_runs(B: int, k: int, ref_reps: int, quick: bool) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reps", type=int, default=3, help="kernel calls per configuration (median)")
+    ap.add_argument("--reps", type=int, default=5, help="kernel calls per configuration (median)")
     ap.add_argument("--ref-reps", type=int, default=2, help="reference calls for the small configurations")
     ap.add_argument("--quick", action="store_true", help="B=1 only, reference only at K=2 (smoke run)")
     args = ap.parse_args()
