@@ -54,7 +54,9 @@ class OutputText:
     """A request's generated tokens and text, with stop strings applied.
 
     ``decode`` turns token ids into text; ``hidden_ids`` are stop/end-of-sequence ids that end the
-    request and are not part of the text (they stay in token_ids).
+    request and are not part of the text (they stay in token_ids). Text is decoded incrementally over
+    a short window of tokens (so a long output costs O(length), not O(length^2)), which equals
+    decoding everything at once for byte-level and SentencePiece decoders.
     """
 
     decode: Decode
@@ -64,13 +66,38 @@ class OutputText:
     stopped: bool = False
     #: the text shown so far (the concatenated deltas)
     shown: str = ""
-    _text: str = ""
+    _full: str = ""                 # text of the tokens decoded so far (up to _read)
+    _ends: list = field(default_factory=list)   # len(_full) after each token
+    _prefix: int = 0                # window start: decoding starts here so merges/spaces come out right
+    _read: int = 0                  # tokens whose text is in _full
     _searched: int = 0
+    _text: str = ""
 
-    def _decode(self, tokens: Sequence[int]) -> str:
-        if tokens and tokens[-1] in self.hidden_ids:
-            tokens = tokens[:-1]
-        return self.decode(list(tokens)) if tokens else ""
+    def _window_text(self, upto: int) -> str:
+        return self.decode(self.token_ids[self._prefix:upto]) if upto > self._prefix else ""
+
+    def _take(self, upto: int, final: bool) -> None:
+        """Append the text that tokens [_read, upto) add, decoded in the window from _prefix (the
+        window's first token decodes the same way in both calls, so the difference is exact)."""
+        before = self._window_text(self._read)
+        after = self._window_text(upto)
+        if len(after) <= len(before) or (after.endswith(_REPLACEMENT) and not final):
+            return  # no text yet (an empty token, or a character the next token completes)
+        self._full += after[len(before):]
+        self._prefix, self._read = self._read, upto
+
+    def _advance(self, final: bool) -> None:
+        n = len(self.token_ids)
+        for i in range(len(self._ends), n):
+            if i == n - 1 and self.token_ids[i] in self.hidden_ids:
+                self._ends.append(len(self._full))
+                continue
+            self._take(i + 1, final=False)
+            self._ends.append(len(self._full))
+        if final:
+            upto = n - 1 if n and self.token_ids[-1] in self.hidden_ids else n
+            if self._read < upto:
+                self._take(upto, final=True)
 
     def add(self, new_tokens: Sequence[int]) -> TextDelta:
         """Take newly committed tokens; return the text that is now final and the tokens kept."""
@@ -78,31 +105,28 @@ class OutputText:
             return TextDelta("", [], self.stopped)
         before = len(self.token_ids)
         self.token_ids.extend(int(t) for t in new_tokens)
-        text = self._decode(self.token_ids)
+        self._advance(final=False)
+        text = self._full
         if self.stops:
             maxlen = max(len(s) for s in self.stops)
             hit = find_stop(text, self.stops, max(0, self._searched - maxlen + 1))
             if hit is not None:
                 # keep the tokens up to the one that completes the stop string; drop the rest of the round
-                n = before + 1
-                while n < len(self.token_ids) and len(self._decode(self.token_ids[:n])) < hit[1]:
-                    n += 1
+                n = next(j + 1 for j, end in enumerate(self._ends) if end >= hit[1])
                 kept = self.token_ids[before:n]
-                del self.token_ids[n:]
+                del self.token_ids[max(n, before):]
                 self.stopped = True
                 return TextDelta(self._show(text[: hit[0]]), kept, True)
-        stable = len(text)
-        while stable > 0 and text[stable - 1] == _REPLACEMENT:
-            stable -= 1
-        self._searched = stable
-        stable -= held_back(text[:stable], self.stops)
+        self._searched = len(text)
+        stable = len(text) - held_back(text, self.stops)
         return TextDelta(self._show(text[:stable]), list(new_tokens), False)
 
     def finish(self) -> TextDelta:
         """The request ended without a stop string: release the held-back text."""
         if self.stopped:
             return TextDelta("", [], True)
-        return TextDelta(self._show(self._decode(self.token_ids)), [], False)
+        self._advance(final=True)
+        return TextDelta(self._show(self._full), [], False)
 
     @property
     def text(self) -> str:
