@@ -321,3 +321,23 @@ def test_ignore_eos_is_per_request_and_runtime_sees_no_eos(fake_engine_factory, 
                                          SamplingParams(max_new_tokens=5, ignore_eos=True)])
     assert (a.token_ids, a.text, a.finish_reason) == ([128, 0], "hello", "stop")
     assert (b.token_ids, b.text, b.finish_reason) == ([128, 0, 129, 128, 0], "hello worhello", "length")
+
+
+def test_concurrent_streams_from_four_threads(fake_engine_factory, monkeypatch):
+    monkeypatch.setattr(FakeRuntime, "round_size", 1)
+    texts, errors = {}, []
+    with fake_engine_factory() as eng:
+        def work(i):
+            try:
+                sp = SamplingParams(max_new_tokens=3 + i, stop=["ld!"] if i % 2 else [])
+                texts[i] = "".join(d.text for d in eng.stream(f"p{i}", sp))
+            except Exception as e:  # pragma: no cover - reported below
+                errors.append(e)
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors
+    # 3..6 tokens of "hello"," wor","ld","!\n","hello",...; odd threads stop at "ld!"
+    assert texts == {0: "hello world", 1: "hello wor", 2: "hello world!\nhello", 3: "hello wor"}
