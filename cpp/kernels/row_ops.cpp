@@ -135,7 +135,9 @@ int32_t top_boundary(const float* logits, int64_t vocab, int64_t count, int64_t 
 // Fast path: the nucleus of a peaked row lies in the 64 largest logits (one pass with the insertion
 // buffer). When it does not (flat rows), partial selection in growing chunks over all positive tokens.
 // Both paths accumulate the same cumsum in the same order, so they give identical results.
-void apply_top_p(const float* logits, double* w, int64_t vocab, double top_p, RowScratch& scratch) {
+// Returns true when the nucleus was found in the fast path: it is then scratch.kept (ids ascending)
+// and the weights outside it are left as they are (the row is sparse); otherwise they are zeroed.
+bool apply_top_p(const float* logits, double* w, int64_t vocab, double top_p, RowScratch& scratch) {
   double total = 0.0;
   for (int64_t i = 0; i < vocab; ++i) total += w[i];
   auto better = [w](int32_t a, int32_t b) { return w[a] > w[b] || (w[a] == w[b] && a < b); };
@@ -150,7 +152,11 @@ void apply_top_p(const float* logits, double* w, int64_t vocab, double top_p, Ro
     for (int64_t r = 0; r < n && w[top[r]] > 0.0; ++r) {
       cumsum += w[top[r]] / total;
       if (cumsum >= top_p) {
-        if (w[top[r]] > w_floor) cut = top[r];
+        if (w[top[r]] > w_floor) {
+          scratch.kept.assign(top, top + r + 1);
+          std::sort(scratch.kept.begin(), scratch.kept.end());
+          return true;
+        }
         break;
       }
     }
@@ -182,10 +188,11 @@ void apply_top_p(const float* logits, double* w, int64_t vocab, double top_p, Ro
       chunk *= 4;
     }
   }
-  if (cut < 0) return;  // rounding kept the mass below top_p: keep every token
+  if (cut < 0) return false;  // rounding kept the mass below top_p: keep every token
   const double wc = w[cut];
   for (int64_t i = 0; i < vocab; ++i)
     if (w[i] > 0.0 && !(w[i] > wc || (w[i] == wc && i <= cut))) w[i] = 0.0;
+  return false;
 }
 
 }  // namespace
@@ -221,22 +228,38 @@ RowWeights row_weights(const float* logits, int64_t vocab, const ProcessParams& 
   }
   if (params.top_p < 1.f) {
     changed = true;
-    apply_top_p(logits, w, vocab, static_cast<double>(params.top_p), scratch);
+    rw.sparse = apply_top_p(logits, w, vocab, static_cast<double>(params.top_p), scratch);
   }
+  // Sums run over ids ascending in both layouts (adding the zeros of a dense row changes nothing).
+  const auto& kept = scratch.kept;
   if (saguaro && params.saguaro_c < 1.f && params.saguaro_topn > 0) {
     const int32_t b = top_boundary(logits, vocab, params.saguaro_topn, scan.finite, scratch);
     const double c = static_cast<double>(params.saguaro_c);
+    auto in_top = [&](int64_t i) { return b < 0 || at_or_before(logits, i, b); };
     double scaled = 0.0;
-    for (int64_t i = 0; i < vocab; ++i) scaled += (b < 0 || at_or_before(logits, i, b)) ? w[i] * c : w[i];
+    if (rw.sparse) {
+      for (int32_t i : kept) scaled += in_top(i) ? w[i] * c : w[i];
+    } else {
+      for (int64_t i = 0; i < vocab; ++i) scaled += in_top(i) ? w[i] * c : w[i];
+    }
     if (scaled > 0.0) {  // C = 0 with all mass in the top-n: leave the row unscaled
       changed = true;
-      for (int64_t i = 0; i < vocab; ++i)
-        if (b < 0 || at_or_before(logits, i, b)) w[i] *= c;
+      if (rw.sparse) {
+        for (int32_t i : kept)
+          if (in_top(i)) w[i] *= c;
+      } else {
+        for (int64_t i = 0; i < vocab; ++i)
+          if (in_top(i)) w[i] *= c;
+      }
     }
   }
   if (changed) {
     sum = 0.0;
-    for (int64_t i = 0; i < vocab; ++i) sum += w[i];
+    if (rw.sparse) {
+      for (int32_t i : kept) sum += w[i];
+    } else {
+      for (int64_t i = 0; i < vocab; ++i) sum += w[i];
+    }
   }
   rw.total = sum;
   return rw;
@@ -249,17 +272,44 @@ void write_probs(const RowWeights& rw, const RowScratch& scratch, int64_t vocab,
     return;
   }
   const double* w = scratch.weight.data();
+  if (rw.sparse) {
+    std::fill(probs_out, probs_out + vocab, 0.f);
+    for (int32_t i : scratch.kept) probs_out[i] = static_cast<float>(w[i] / rw.total);
+    return;
+  }
   for (int64_t i = 0; i < vocab; ++i) probs_out[i] = static_cast<float>(w[i] / rw.total);
 }
 
 float prob_of(const RowWeights& rw, const RowScratch& scratch, int32_t token) {
   if (rw.greedy) return token == rw.argmax ? 1.f : 0.f;
+  if (rw.sparse && !std::binary_search(scratch.kept.begin(), scratch.kept.end(), token)) return 0.f;
   return static_cast<float>(scratch.weight[static_cast<size_t>(token)] / rw.total);
 }
 
-void process_row(const float* logits, int64_t vocab, const ProcessParams& params, bool saguaro, float* probs_out,
-                 RowScratch& scratch, const char* what, int64_t row, int64_t position) {
-  write_probs(row_weights(logits, vocab, params, saguaro, scratch, what, row, position), scratch, vocab, probs_out);
+int32_t sample_written(const RowWeights& rw, const RowScratch& scratch, const float* probs, int64_t vocab, double u) {
+  if (rw.greedy) return rw.argmax;  // a one-hot row: every u lands on it
+  if (!rw.sparse) return sample_by(vocab, u, [probs](int64_t i) { return probs[i]; });
+  const auto& kept = scratch.kept;
+  double total = 0.0;
+  for (int32_t i : kept) total += static_cast<double>(probs[i]);
+  const double target = u * total;
+  double cumsum = 0.0;
+  int32_t last = -1;
+  for (int32_t i : kept) {
+    if (probs[i] > 0.f) {
+      cumsum += static_cast<double>(probs[i]);
+      last = i;
+      if (cumsum > target) return i;
+    }
+  }
+  return last;
+}
+
+RowWeights process_row(const float* logits, int64_t vocab, const ProcessParams& params, bool saguaro, float* probs_out,
+                       RowScratch& scratch, const char* what, int64_t row, int64_t position) {
+  const RowWeights rw = row_weights(logits, vocab, params, saguaro, scratch, what, row, position);
+  write_probs(rw, scratch, vocab, probs_out);
+  return rw;
 }
 
 }  // namespace saguaro::detail

@@ -34,6 +34,7 @@ struct RowScratch {
     int32_t id;
   };
   std::vector<Weighted> weighted;       // top-p fallback: (weight, id) pairs sorted in place
+  std::vector<int32_t> kept;            // sparse rows: the nucleus, ids ascending
 };
 
 RowScratch& thread_scratch();
@@ -46,8 +47,11 @@ int64_t select_top(const float* logits, int64_t vocab, int64_t count, int32_t ex
 
 // A processed row before normalisation: the final weights are in scratch.weight (until the next call
 // on this thread), the probability of token i is float(weight[i] / total). Greedy rows are one-hot.
+// A sparse row (a top-p nucleus found among the 64 largest logits) has non-zero weights only at
+// scratch.kept; weights elsewhere are stale and never read.
 struct RowWeights {
   bool greedy = false;
+  bool sparse = false;
   int32_t argmax = -1;
   double total = 0.0;
 };
@@ -58,11 +62,14 @@ RowWeights row_weights(const float* logits, int64_t vocab, const ProcessParams& 
                        RowScratch& scratch, const char* what, int64_t row, int64_t position);
 void write_probs(const RowWeights& rw, const RowScratch& scratch, int64_t vocab, float* probs_out);
 float prob_of(const RowWeights& rw, const RowScratch& scratch, int32_t token);
+// Inverse-CDF sample of a row written by write_probs from rw (same result as sample_by over the
+// whole row; a sparse row only visits its nucleus).
+int32_t sample_written(const RowWeights& rw, const RowScratch& scratch, const float* probs, int64_t vocab, double u);
 
 // Processes one row (docs/contracts.md §2) into probs_out. `saguaro` = apply the Saguaro fields.
 // Checks the row (NaN, +inf, no finite logit) and throws naming what/row/position.
-void process_row(const float* logits, int64_t vocab, const ProcessParams& params, bool saguaro, float* probs_out,
-                 RowScratch& scratch, const char* what, int64_t row, int64_t position);
+RowWeights process_row(const float* logits, int64_t vocab, const ProcessParams& params, bool saguaro, float* probs_out,
+                       RowScratch& scratch, const char* what, int64_t row, int64_t position);
 
 // Inverse CDF over ids ascending with weights get(i) (float, >= 0) accumulated in double: the first
 // i with weight > 0 and cumsum > u * total; the last positive one if rounding leaves none; -1 if none.

@@ -19,9 +19,9 @@ void sample_rows_cpu(const float* logits, const ProcessParams* params, const Row
   auto& scratch = detail::thread_scratch();
   for (int64_t n = 0; n < N; ++n) {
     float* row = probs_out + n * V;
-    detail::process_row(logits + n * V, V, params[n], true, row, scratch, "sample_rows", n, -1);
+    const auto rw = detail::process_row(logits + n * V, V, params[n], true, row, scratch, "sample_rows", n, -1);
     const double u = keyed_uniform(keys[n].seed, keys[n].stream, positions[n], kDraft);
-    tokens_out[n] = sample_inverse_cdf(row, V, u);
+    tokens_out[n] = detail::sample_written(rw, scratch, row, V, u);
   }
 }
 

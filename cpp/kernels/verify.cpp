@@ -111,8 +111,8 @@ void verify_chain_cpu(const float* target_logits, const int32_t* draft_tokens, c
       break;
     }
     if (i == n) {
-      detail::process_row(logits_b + n * V, V, target, false, p, scratch, "verify_chain", b, n);
-      token = sample_inverse_cdf(p, V, keyed_uniform(key.seed, key.stream, pos + n, kResidual));
+      const auto rw = detail::process_row(logits_b + n * V, V, target, false, p, scratch, "verify_chain", b, n);
+      token = detail::sample_written(rw, scratch, p, V, keyed_uniform(key.seed, key.stream, pos + n, kResidual));
     }
     accepted[b] = i;
     bonus[b] = token;
