@@ -30,6 +30,20 @@ def _fanout(text: str) -> Any:
     return parts[0] if len(parts) == 1 else parts
 
 
+def _unescape(text: str) -> str:
+    r"""A stop string as typed in a shell: \n, \t, \r and \\ stand for their characters."""
+    out, i = [], 0
+    table = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in table:
+            out.append(table[text[i + 1]])
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
 def _threads(text: str) -> tuple[int, int]:
     try:
         parts = [int(p) for p in text.split(",")]
@@ -62,7 +76,8 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--top-p", type=float, default=1.0)
     g.add_argument("--max-new-tokens", type=int, default=128)
     g.add_argument("--seed", type=int, default=None)
-    g.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    g.add_argument("--stop", action="append", default=[], type=_unescape,
+                   help=r"stop string (repeatable); \n, \t and \\ are escapes")
     g.add_argument("--ignore-eos", action="store_true")
 
 

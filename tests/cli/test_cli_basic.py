@@ -94,3 +94,30 @@ def test_unexpected_exception_is_one_line(monkeypatch, capsys):
     monkeypatch.setenv("SAGUARO_DEBUG", "1")
     with pytest.raises(KeyError):
         cli.main(["info"])
+
+
+def test_generate_options_reach_engine_and_sampling(monkeypatch, capsys):
+    import saguaro.engine
+    from saguaro.cli import main
+    seen = {}
+
+    class Recorder:
+        def __init__(self, **kw):
+            seen["engine"] = kw
+            raise ValueError("recorded")
+    monkeypatch.setattr(saguaro.engine, "Engine", Recorder)
+    assert main(["generate", "x", "--target", "t", "--draft", "d", "--mode", "sd", "--k", "3", "--fanout", "2,1,1,1",
+                 "--saguaro-c", "0.5", "--backup", "jit", "--dtype", "float32", "--threads", "2,1"]) == 2
+    kw = seen["engine"]
+    assert (kw["target"], kw["draft"], kw["mode"], kw["k"], kw["fanout"], kw["saguaro_c"], kw["backup"]) == (
+        "t", "d", "sd", 3, [2, 1, 1, 1], 0.5, "jit")
+    assert (kw["target_threads"], kw["draft_threads"], str(kw["dtype"])) == (2, 1, "torch.float32")
+    assert capsys.readouterr().err == "error: recorded\n"
+    main(["generate", "x", "--threads", "2", "--fanout", "6"])
+    assert (seen["engine"]["target_threads"], seen["engine"]["draft_threads"], seen["engine"]["fanout"]) == (2, 2, 6)
+
+
+def test_stop_strings_from_the_shell_are_unescaped():
+    from saguaro.cli import _parser
+    a = _parser().parse_args(["generate", "x", "--stop", r"\n\n", "--stop", r"a\\nb", "--stop", r"\q"])
+    assert a.stop == ["\n\n", "a\\nb", r"\q"]
