@@ -104,13 +104,18 @@ def test_draft_failure_falls_back_or_fails(strict: bool) -> None:
         results = [drain(rt, i) for i in ids]
         m = rt.metrics()
     assert m["draft_failures"] == 1
+    # a request admitted after the failure is not told about it (strict: it fails "earlier")
     for p, (toks, u, msgs) in zip(PROMPTS, results):
         if strict:
-            assert u.finish_reason == "error" and "draft device lost" in u.error
+            assert u.finish_reason == "error"
+            assert "draft device lost" in u.error or "failed earlier" in u.error
         else:
             assert u.finish_reason == "length"
             assert toks == greedy(target, p, 20)
-            assert any("draft device lost" in m for m in msgs)
+    if strict:
+        assert any("draft device lost" in u.error for _, u, _ in results)
+    else:
+        assert any("draft device lost" in m for _, _, msgs in results for m in msgs)
 
 
 class NanTarget(TinyAdapter):
