@@ -1,13 +1,12 @@
 """The public engine: load a target and a draft, validate requests, run them on the runtime."""
 from __future__ import annotations
 
-import os
 import threading
 import time
 import warnings
 import weakref
-from dataclasses import dataclass, field, replace
-from typing import Any, Iterator, Optional, Sequence, Union
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence, Union
 
 import torch
 
@@ -15,106 +14,14 @@ from saguaro.config import SpeculationConfig
 from saguaro.prompts import Prompt, encode_prompt, split_prompts
 from saguaro.results import RequestOutput, StreamDelta, derive_metrics
 from saguaro.sampling_params import SamplingParams
+from saguaro.speculation_settings import resolve_speculation
 from saguaro.stop import OutputText
+from saguaro.stream import Stream
 
-_MODES = ("ar", "sd", "ssd")
-_BACKUPS = ("jit", "fast", "auto")
-_CACHE_POLICIES = ("wait", "partial", "miss")
-_FANOUT_KINDS = ("geometric", "uniform", "manual")
 #: generate() shows a progress bar from this many prompts on (when stderr is a terminal)
 _PROGRESS_FROM = 8
 #: how long generate() waits on one request before looking at the next (seconds)
 _POLL_SLICE = 0.02
-#: how long closing a stream early waits for the runtime to confirm the cancellation (seconds)
-_DRAIN_S = 30.0
-
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _check_cores(name: str, cores: Optional[Sequence[int]]) -> Optional[list[int]]:
-    if cores is None:
-        return None
-    if isinstance(cores, int) and not isinstance(cores, bool):
-        cores = [cores]
-    try:
-        available = sorted(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        available = list(range(os.cpu_count() or 1))
-    out = list(cores)
-    for c in out:
-        if not _is_int(c) or c not in available:
-            raise ValueError(f"{name} must list CPU cores this process may use {available}, got {c!r}")
-    return out
-
-
-def resolve_speculation(base: Optional[SpeculationConfig] = None, **overrides: Any) -> SpeculationConfig:
-    """A validated SpeculationConfig: ``base`` (or the defaults) with the non-None overrides applied.
-
-    ``fanout`` may be a budget M (int: spread over positions by ``fanout_kind``) or a list
-    F_0..F_K (manual). Every bad value raises ValueError saying what to fix.
-    """
-    if base is not None and not isinstance(base, SpeculationConfig):
-        raise ValueError(f"speculation must be a saguaro.config.SpeculationConfig, got {type(base).__name__}")
-    cfg = replace(base) if base is not None else SpeculationConfig()
-    fanout = overrides.pop("fanout", None)
-    for name, value in overrides.items():
-        if value is not None:
-            setattr(cfg, name, value)
-    if fanout is not None:
-        if isinstance(fanout, str):
-            if fanout not in ("geometric", "uniform"):
-                raise ValueError(f"fanout must be a budget (int >= 1), a list F_0..F_k or 'geometric'/'uniform', "
-                                 f"got {fanout!r}")
-            cfg.fanout_kind = fanout
-        elif _is_int(fanout):
-            cfg.fanout_budget = fanout
-            if cfg.fanout_kind == "manual":
-                cfg.fanout_kind = "geometric"
-        else:
-            cfg.fanout = list(fanout)
-            cfg.fanout_kind = "manual"
-
-    if cfg.mode not in _MODES:
-        raise ValueError(f"unknown mode {cfg.mode!r}: use 'ssd' (speculative speculative decoding), "
-                         f"'sd' (speculative decoding) or 'ar' (target only)")
-    if not _is_int(cfg.k) or cfg.k < 1:
-        raise ValueError(f"k (draft tokens per round) must be an integer >= 1, got {cfg.k!r}")
-    if not isinstance(cfg.saguaro_c, (int, float)) or isinstance(cfg.saguaro_c, bool) or not 0.0 <= cfg.saguaro_c <= 1.0:
-        raise ValueError(f"saguaro_c must be in [0, 1] (1 = plain speculative sampling), got {cfg.saguaro_c!r}")
-    cfg.saguaro_c = float(cfg.saguaro_c)
-    if cfg.fanout_kind not in _FANOUT_KINDS:
-        raise ValueError(f"fanout_kind must be one of {_FANOUT_KINDS}, got {cfg.fanout_kind!r}")
-    if not _is_int(cfg.fanout_budget) or cfg.fanout_budget < 1:
-        raise ValueError(f"fanout budget must be an integer >= 1 (branches per sequence), got {cfg.fanout_budget!r}")
-    for name in ("fanout", "fanout_after_miss"):
-        lst = getattr(cfg, name)
-        if lst is None:
-            if name == "fanout" and cfg.fanout_kind == "manual":
-                raise ValueError("fanout_kind 'manual' needs fanout=[F_0, ..., F_k] (k+1 integers >= 0)")
-            continue
-        lst = list(lst)
-        if len(lst) != cfg.k + 1 or not all(_is_int(f) and f >= 0 for f in lst) or sum(lst) < 1:
-            raise ValueError(f"{name} must be k+1 = {cfg.k + 1} integers >= 0 (branches at positions 0..k) "
-                             f"with at least one > 0, got {lst!r}")
-        setattr(cfg, name, lst)
-    if not isinstance(cfg.fanout_r, (int, float)) or not cfg.fanout_r > 0:
-        raise ValueError(f"fanout_r must be > 0, got {cfg.fanout_r!r}")
-    if cfg.backup not in _BACKUPS:
-        raise ValueError(f"backup must be 'jit' (draft decodes on a miss), 'fast' (n-gram proposal) or 'auto', "
-                         f"got {cfg.backup!r}")
-    if cfg.backup_critical_batch is not None and (not _is_int(cfg.backup_critical_batch) or cfg.backup_critical_batch < 1):
-        raise ValueError(f"backup_critical_batch must be None or an integer >= 1, got {cfg.backup_critical_batch!r}")
-    if cfg.cache_policy not in _CACHE_POLICIES:
-        raise ValueError(f"cache_policy must be one of {_CACHE_POLICIES}, got {cfg.cache_policy!r}")
-    for name in ("target_threads", "draft_threads"):
-        v = getattr(cfg, name)
-        if not _is_int(v) or v < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-    cfg.target_cores = _check_cores("target_cores", cfg.target_cores)
-    cfg.draft_cores = _check_cores("draft_cores", cfg.draft_cores)
-    return cfg
 
 
 def _load_model(spec: Any, *, dtype: torch.dtype, device: str, role: str) -> Any:
@@ -466,54 +373,3 @@ class Engine:
         # the runtime's "mode" wins: it reads "ar" once a failed draft made it fall back
         m.setdefault("mode", self.mode)
         return derive_metrics(m)
-
-
-class Stream:
-    """Iterator over one request's StreamDelta items; cancels the request when closed early."""
-
-    def __init__(self, engine: Engine, request: _Request) -> None:
-        self._engine = engine
-        self._req = request
-        self.output: Optional[RequestOutput] = None
-
-    def __iter__(self) -> Iterator[StreamDelta]:
-        return self
-
-    def __next__(self) -> StreamDelta:
-        if self._req.finished:
-            raise StopIteration
-        while True:
-            self._engine._check_open()
-            d = self._engine._step(self._req, None)
-            if d.finished:
-                self.output = self._engine._output(self._req, d.metrics)
-                return d
-            if d.text or d.token_ids:
-                return d
-
-    def close(self, drain: bool = True) -> None:
-        """Cancel the request if it has not finished (and wait for the runtime to confirm, so it can
-        forget the request)."""
-        if self._req.finished:
-            return
-        self._req.finished = True
-        engine = self._engine
-        if engine._closed:
-            return
-        engine._runtime.cancel(self._req.runtime_id)
-        deadline = time.monotonic() + _DRAIN_S
-        while drain and time.monotonic() < deadline and not engine._closed:
-            if getattr(engine._runtime.poll(self._req.runtime_id, _DRAIN_S), "finished", False):
-                break
-
-    def __enter__(self) -> "Stream":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close(drain=False)
-        except Exception:
-            pass
