@@ -121,6 +121,7 @@ def test_output_distribution_is_the_targets(case: str) -> None:
     exact = exact_distribution(target, p)
     counts, metrics = sample(config, p)
     stat, df = chi_square(counts, exact, SAMPLES)
+    print(f"{case}: chi-square {stat:.1f}, {df} dof, threshold {threshold(df):.1f}")
     assert stat < threshold(df), f"{case}: chi-square {stat:.1f} with {df} dof exceeds {threshold(df):.1f}"
     if config.mode == "ssd":
         # the cache really served speculations, or the test says nothing about SSD
@@ -137,4 +138,5 @@ def test_planted_bias_is_detected() -> None:
     exact = exact_distribution(target, p)
     counts, _ = sample(config, p, plant=True)
     stat, df = chi_square(counts, exact, SAMPLES)
+    print(f"planted bias: chi-square {stat:.1f}, {df} dof, threshold {threshold(df):.1f}")
     assert stat > threshold(df), f"planted bias not detected: chi-square {stat:.1f} <= {threshold(df):.1f}"
