@@ -333,16 +333,31 @@ class Engine:
                 pending = still
             return [self._output(r, results[r.index]) for r in reqs]
         except BaseException:
-            for r in reqs:
-                if not r.finished and not self._closed:
-                    try:
-                        self._runtime.cancel(r.runtime_id)
-                    except Exception:
-                        pass
+            self._abandon([r for r in reqs if not r.finished])
             raise
         finally:
             if bar is not None:
                 bar.close()
+
+    def _abandon(self, reqs: list[_Request], wait_s: float = 5.0) -> None:
+        """Cancel requests whose caller gave up, and collect their final updates (briefly) so the
+        runtime can forget them."""
+        if self._closed:
+            return
+        for r in reqs:
+            r.finished = True
+            try:
+                self._runtime.cancel(r.runtime_id)
+            except Exception:
+                pass
+        deadline = time.monotonic() + wait_s
+        for r in reqs:
+            try:
+                while time.monotonic() < deadline:
+                    if getattr(self._runtime.poll(r.runtime_id, max(0.0, deadline - time.monotonic())), "finished", False):
+                        break
+            except Exception:
+                pass
 
     def stream(self, prompt: Any, sampling: Optional[SamplingParams] = None, *, chat: bool = False) -> "Stream":
         """Submit one prompt now and iterate over its output as rounds commit (StreamDelta items).

@@ -1,7 +1,6 @@
 """A stream: one request's output, delta by delta, as the runtime commits rounds."""
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from saguaro.results import RequestOutput, StreamDelta
@@ -41,15 +40,7 @@ class Stream:
         forget the request)."""
         if self._req.finished:
             return
-        self._req.finished = True
-        engine = self._engine
-        if engine._closed:
-            return
-        engine._runtime.cancel(self._req.runtime_id)
-        deadline = time.monotonic() + _DRAIN_S
-        while drain and time.monotonic() < deadline and not engine._closed:
-            if getattr(engine._runtime.poll(self._req.runtime_id, _DRAIN_S), "finished", False):
-                break
+        self._engine._abandon([self._req], _DRAIN_S if drain else 0.0)
 
     def __enter__(self) -> "Stream":
         return self

@@ -168,3 +168,15 @@ def test_close_and_reopen(models, greedy):
         eng.generate(PROMPT)
     with saguaro.Engine(models[0], models[1], mode="ssd", k=2) as again:
         assert again.generate(PROMPT, SamplingParams(max_new_tokens=N))[0].token_ids == greedy
+
+
+def test_stream_closed_early_is_cancelled_in_the_runtime(engine, greedy):
+    before = engine.metrics()["requests_finished"]
+    s = engine.stream(PROMPT, SamplingParams(max_new_tokens=200))
+    first = next(s)
+    s.close()                                   # cancels and collects the runtime's final update
+    assert first.token_ids == greedy[: len(first.token_ids)]
+    with pytest.raises(ValueError):             # the runtime has forgotten the request
+        engine._runtime.poll(s._req.runtime_id, 0.0)
+    [o] = engine.generate(PROMPT, SamplingParams(max_new_tokens=N))
+    assert o.token_ids == greedy and engine.metrics()["requests_finished"] >= before + 1
