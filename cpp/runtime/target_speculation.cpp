@@ -255,6 +255,7 @@ bool TargetWorker::await_draft(ToTarget::Kind kind, uint64_t round, ToTarget* ou
 void TargetWorker::on_draft_failure(const std::string& message) {
   ++metrics_.draft_failures;
   draft_failed_ = true;
+  draft_failure_ = message;
   tree_pending_ = false;
   mode_ = Mode::kAr;
   const std::string note = "draft worker failed: " + message;

@@ -136,7 +136,7 @@ void TargetWorker::admit(std::vector<Submission> subs) {
     ++metrics_.requests_submitted;
     const int64_t p = s.prompt_length();
     if (draft_failed_ && config_.strict) {
-      fail(s, "the draft worker failed earlier and strict is set: not serving requests autoregressively");
+      fail(s, "the draft worker failed earlier (" + draft_failure_ + ") and strict is set: not serving requests autoregressively");
     } else if (p + 1 > max_context_) {
       fail(s, "prompt of " + std::to_string(p) + " tokens does not fit the context: max_context is " +
                   std::to_string(max_context_) + " (the smaller of target and draft) and at least one new token is needed");

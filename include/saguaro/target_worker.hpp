@@ -89,6 +89,7 @@ class TargetWorker {
   bool tree_done_ = false;          // its kTreeDone has arrived
   Clock::time_point verify_start_[2], verify_end_[2];  // by round parity, for the overlap of late trees
   bool draft_failed_ = false;
+  std::string draft_failure_;  // the draft worker's error, repeated to requests refused later under strict
   RuntimeMetrics metrics_;          // target thread only
   mutable std::mutex snapshot_mu_;
   RuntimeMetrics snapshot_;
