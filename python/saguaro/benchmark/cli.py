@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--methods", help="comma-separated subset: ar-1t,ar-2t,sd-1t,sd-2t,ssd,hf-ar,hf-assisted (default all)")
     p.add_argument("--k", type=int, help="draft tokens per round (default: the planner's choice, else 4)")
+    p.add_argument("--sd-k", type=int, help="draft tokens per round of the SD rows (default: --k, or the planner's best K per row)")
     p.add_argument("--fanout", help="SSD fan-out budget M or a list F_0,...,F_K (default: the planner's choice, else 6)")
     p.add_argument("--saguaro-c", type=float, help="Saguaro constant C (default: the planner's choice, else 1)")
     p.add_argument("--backup", choices=("jit", "fast", "auto"), help="SSD backup (default jit)")
@@ -104,6 +105,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                       saguaro_c=1.0 if args.saguaro_c is None else args.saguaro_c,
                                       backup=args.backup or "jit")
     ms = methods_mod.select(ms, args.methods.split(",") if args.methods else None)
+    if args.sd_k is not None:
+        ms = methods_mod.with_ssd_plan(ms, k=args.k or 4, fanout=fan if fan is not None else 6,
+                                       saguaro_c=1.0 if args.saguaro_c is None else args.saguaro_c,
+                                       backup=args.backup or "jit", sd_k=args.sd_k)
     cfg = BenchConfig(target=args.target, draft=args.draft, dtype=args.dtype, max_new_tokens=args.max_new_tokens,
                       temperature=args.temperature, seed=args.seed, batch=args.batch,
                       warmup_tokens=args.warmup_tokens, suite="custom" if args.prompts else args.suite,
@@ -137,7 +142,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             ms, k=args.k or plan["k"], fanout=fan if fan is not None else plan["fanout"],
             saguaro_c=plan["saguaro_c"] if args.saguaro_c is None else args.saguaro_c,
             backup=args.backup or plan["backup"],
-            sd_k=args.k or {"saguaro-sd-1t": plan["sd_k_1t"], "saguaro-sd-2t": plan["sd_k_2t"]})
+            sd_k=args.sd_k or args.k or {"saguaro-sd-1t": plan["sd_k_1t"], "saguaro-sd-2t": plan["sd_k_2t"]})
     results = run_benchmark(cfg, prompts, ms, isolate=args.isolate, progress=not args.no_progress, planner=plan,
                             prompt_ids=prompt_ids)
     if plan is not None:
