@@ -6,7 +6,7 @@ Usage: python bench/kernels.py [--reps 3] [--ref-reps 2] [--quick]
 For every (kernel, B, K) the implementations are called alternately (kernel, reference, kernel, ...)
 and the median of the calls is reported in microseconds per call. The reference is ~100x slower, so
 it runs fewer repetitions and only on the smaller configurations (its row is marked "-" elsewhere).
-Writes bench/results/kernels.{json,md}.
+Writes bench/results/kernels.{json,md} (or --out PATH.{json,md}).
 
 Logits are "LLM-like" (see llm_like_logits). Workloads (per call):
   verify_sampled  verify_chain, temperature 0.7, top-p 0.95, q = p so every draft is accepted (the
@@ -112,6 +112,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5, help="kernel calls per configuration (median)")
     ap.add_argument("--ref-reps", type=int, default=2, help="reference calls for the small configurations")
     ap.add_argument("--quick", action="store_true", help="B=1 only, reference only at K=2 (smoke run)")
+    ap.add_argument("--out", default=str(OUT / "kernels"), help="output path without suffix (.json/.md added)")
     args = ap.parse_args()
     torch.set_num_threads(1)  # the kernels are single-threaded: compare like with like
     devices = ["cpu"] + (["cuda"] if K.cuda_available() else [])
@@ -148,10 +149,11 @@ def main() -> None:
         "wall_seconds": time.time() - started,
         "results": results,
     }
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "kernels.json").write_text(json.dumps(info, indent=1))
-    (OUT / "kernels.md").write_text(markdown(info))
-    print(f"wrote {OUT / 'kernels.json'} and kernels.md in {info['wall_seconds']:.0f} s")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(info, indent=1))
+    out.with_suffix(".md").write_text(markdown(info))
+    print(f"wrote {out}.json and {out}.md in {info['wall_seconds']:.0f} s")
 
 
 def markdown(info: dict) -> str:
