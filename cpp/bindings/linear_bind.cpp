@@ -1,0 +1,94 @@
+// saguaro._core entry points of the batch-invariant bf16 small-M linear kernel (small_gemm.hpp).
+// Every argument is validated here (dtype, shape, device, contiguity) so a direct call can raise
+// ValueError but never crash. The GIL is released while the kernel runs: the SSD target and draft
+// workers call it from two Python threads and must overlap.
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <string>
+
+#include "dlpack_tensor.hpp"
+#include "saguaro/small_gemm.hpp"
+
+namespace py = pybind11;
+
+namespace saguaro::bindings {
+
+namespace {
+
+// DType has no bf16, so read the DLPack type of the borrowed capsule directly.
+bool is_bf16(const TensorView& v) {
+  auto* managed = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(v.capsule.ptr(), "dltensor"));
+  const DLDataType& t = managed->dl_tensor.dtype;
+  return t.code == kDLBfloat && t.bits == 16 && t.lanes == 1;
+}
+
+void require_bf16(const TensorView& v, const std::vector<int64_t>& shape) {
+  if (!is_bf16(v)) v.fail("expected dtype bfloat16");
+  v.require_cpu();
+  // require() checks the dtype too; compare shape/contiguity through a copy labelled kOther
+  TensorView same = v;
+  same.dtype = DType::kOther;
+  same.require(DType::kOther, shape);
+}
+
+SmallGemmPath parse_path(const std::string& path) {
+  if (path == "auto") return SmallGemmPath::kAuto;
+  if (path == "scalar") return SmallGemmPath::kScalar;
+  if (path == "avx2") return SmallGemmPath::kAvx2;
+  throw py::value_error("path: expected 'auto', 'scalar' or 'avx2', got '" + path + "'");
+}
+
+}  // namespace
+
+void bind_linear(py::module_& m) {
+  m.def("small_gemm_has_avx2", &small_gemm_has_avx2, "True when this CPU can run the AVX2+FMA small-M linear path.");
+
+  m.def(
+      "small_gemm_bf16",
+      [](py::handle x, py::handle weight, py::handle bias, py::handle out, int threads, const std::string& path) {
+        auto xv = borrow_tensor(x, "x");
+        require_bf16(xv, {-1, -1});
+        auto wv = borrow_tensor(weight, "weight");
+        require_bf16(wv, {-1, -1});
+        const int64_t M = xv.shape[0], K = xv.shape[1], N = wv.shape[0];
+        if (M < 1) xv.fail("needs at least one row");
+        if (K < 1) xv.fail("needs at least one column (in_features)");
+        if (N < 1) wv.fail("needs at least one row (out_features)");
+        if (wv.shape[1] != K)
+          wv.fail("expected shape [*, " + std::to_string(K) + "] (x has " + std::to_string(K) + " columns), got " +
+                  wv.shape_str());
+        const uint16_t* bias_ptr = nullptr;
+        TensorView bv;
+        if (!bias.is_none()) {
+          bv = borrow_tensor(bias, "bias");
+          require_bf16(bv, {N});
+          bias_ptr = bv.data<uint16_t>();
+        }
+        auto ov = borrow_tensor(out, "out");
+        ov.require_cpu();
+        uint16_t* y_bf16 = nullptr;
+        float* y_f32 = nullptr;
+        if (is_bf16(ov)) {
+          require_bf16(ov, {M, N});
+          y_bf16 = ov.data<uint16_t>();
+        } else if (ov.dtype == DType::kFloat32) {
+          ov.require(DType::kFloat32, {M, N});
+          y_f32 = ov.data<float>();
+        } else {
+          ov.fail("expected dtype bfloat16 or float32");
+        }
+        if (threads < 1) throw py::value_error("threads: must be >= 1, got " + std::to_string(threads));
+        const SmallGemmPath p = parse_path(path);
+        if (p == SmallGemmPath::kAvx2 && !small_gemm_has_avx2())
+          throw py::value_error("path: 'avx2' was asked for but this CPU lacks AVX2+FMA");
+        py::gil_scoped_release release;
+        small_gemm_bf16(xv.data<uint16_t>(), wv.data<uint16_t>(), bias_ptr, M, N, K, y_bf16, y_f32, threads, p);
+      },
+      py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("out"), py::arg("threads") = 1,
+      py::arg("path") = "auto",
+      "out[M, N] = x[M, K] @ weight[N, K]^T (+ bias[N]); x, weight, bias bf16 CPU tensors, out bf16 or float32. "
+      "Batch-invariant: each output row's bits depend only on its own input row.");
+}
+
+}  // namespace saguaro::bindings
