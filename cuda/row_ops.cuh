@@ -9,8 +9,9 @@
 //    of top_p;
 //  - the top-p order is (logit desc, id asc) rather than (probability desc, id asc): identical except
 //    when distinct logits round to the same double probability (needs temperature > ~1e10);
-//  - the inverse CDF sums per-thread chunks and then walks them in id order: a token can differ only
-//    when u * total lies within a few ulps of a CDF step;
+//  - the inverse CDF sums per-thread chunks, walks them in id order, then the crossing chunk in
+//    32-token warp prefix sums: a token can differ only when u * total lies within a few ulps of a
+//    CDF step;
 //  - exp() is CUDA's double exp (max 1 ulp error), the CPU uses the C library's.
 // Greedy rows, top-k, fan-out ordering and every integer decision outside those boundaries agree bit
 // for bit with the CPU for the same keyed uniforms.
@@ -210,10 +211,34 @@ __device__ Boundary radix_boundary(const float* logits, int64_t V, Include inclu
     for (int d = threadIdx.x; d < 256; d += kThreads) hist[d] = 0;
     __syncthreads();
     const uint32_t want = prefix, m = mask;
-    for (int64_t i = threadIdx.x; i < V; i += kThreads) {
-      if (!include(i)) continue;
-      const uint32_t k = order_key(logits[i]);
-      if ((k & m) == want) atomicAdd(&hist[(k >> shift) & 255u], amount(i));
+    const int lane = threadIdx.x & 31;
+    // Language-model logits crowd into a few digits, so one shared atomic per token would serialise
+    // on those bins (milliseconds per row); the lanes of a warp that share a digit add up first and
+    // one of them adds the group's amount. Integer sums: the result does not depend on the order.
+    for (int64_t base = 0; base < V; base += kThreads) {
+      const int64_t i = base + threadIdx.x;
+      int digit = -1;
+      unsigned long long amt = 0;
+      if (i < V && include(i)) {
+        const uint32_t k = order_key(logits[i]);
+        if ((k & m) == want) {
+          digit = static_cast<int>((k >> shift) & 255u);
+          amt = amount(i);
+        }
+      }
+      if (__ballot_sync(0xffffffffu, digit >= 0) == 0u) continue;  // warp-uniform
+      const unsigned peers = __match_any_sync(0xffffffffu, digit);
+      unsigned long long group = 0;
+      if (peers == 0xffffffffu) {
+        group = warp_sum(amt);
+        group = __shfl_sync(0xffffffffu, group, 0);
+      } else {
+        for (int src = 0; src < 32; ++src) {
+          const unsigned long long v = __shfl_sync(0xffffffffu, amt, src);
+          if ((peers >> src) & 1u) group += v;
+        }
+      }
+      if (digit >= 0 && __ffs(peers) - 1 == lane) atomicAdd(&hist[digit], group);
     }
     __syncthreads();
     if (threadIdx.x == 0) {
@@ -314,13 +339,15 @@ static __device__ int32_t process_row(const float* logits, int64_t V, const Proc
 }
 
 // Inverse CDF (docs/contracts.md §1) with weights get(i): each thread sums a contiguous chunk, one
-// thread walks the chunks in id order and then inside the chunk that crosses u * total.
+// thread walks the chunk sums in id order, then one warp walks the chunk that crosses u * total.
 // Returns the token to every thread; -1 when no weight is positive.
 template <class Get>
 __device__ int32_t sample_by(int64_t V, double u, Get get) {
   __shared__ double chunk_sum[kThreads];
   __shared__ int32_t chunk_last[kThreads];
   __shared__ int32_t result;
+  __shared__ int crossing;
+  __shared__ double crossing_acc, crossing_target;
   const int64_t per = (V + kThreads - 1) / kThreads;
   const int64_t begin = threadIdx.x * per;
   const int64_t end = begin + per < V ? begin + per : V;
@@ -345,25 +372,42 @@ __device__ int32_t sample_by(int64_t V, double u, Get get) {
     }
     const double target = u * total;
     double acc = 0.0;
-    int32_t token = -1;
-    for (int c = 0; c < kThreads && token < 0; ++c) {
+    int chosen = -1;
+    for (int c = 0; c < kThreads; ++c) {
       if (acc + chunk_sum[c] > target) {
-        const int64_t b = c * per, e = b + per < V ? b + per : V;
-        double inner = acc;
-        for (int64_t i = b; i < e; ++i) {
-          const float w = get(i);
-          if (w > 0.f) {
-            inner += static_cast<double>(w);
-            if (inner > target) {
-              token = static_cast<int32_t>(i);
-              break;
-            }
-          }
-        }
+        chosen = c;
+        break;
       }
       acc += chunk_sum[c];
     }
-    result = token >= 0 ? token : last_positive;
+    crossing = chosen;
+    crossing_acc = acc;
+    crossing_target = target;
+    result = last_positive;
+  }
+  __syncthreads();
+  // The crossing chunk is walked by warp 0, 32 tokens at a time with a warp prefix sum (one thread
+  // walking it alone costs hundreds of dependent global loads).
+  if (crossing >= 0 && threadIdx.x < 32) {
+    const int lane = threadIdx.x;
+    const int64_t b = crossing * per, e = b + per < V ? b + per : V;
+    double acc = crossing_acc;
+    const double target = crossing_target;
+    for (int64_t s = b; s < e; s += 32) {
+      const int64_t i = s + lane;
+      const float w = i < e ? get(i) : 0.f;
+      double x = w > 0.f ? static_cast<double>(w) : 0.0;
+      for (int offset = 1; offset < 32; offset <<= 1) {
+        const double y = __shfl_up_sync(0xffffffffu, x, offset);
+        if (lane >= offset) x += y;
+      }
+      const unsigned over = __ballot_sync(0xffffffffu, w > 0.f && acc + x > target);
+      if (over) {
+        if (lane == __ffs(over) - 1) result = static_cast<int32_t>(i);
+        break;
+      }
+      acc += __shfl_sync(0xffffffffu, x, 31);
+    }
   }
   __syncthreads();
   const int32_t token = result;

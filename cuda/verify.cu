@@ -1,4 +1,6 @@
-// CUDA twin of verify_chain_cpu: one block per batch row walks the chain position by position.
+// CUDA twin of verify_chain_cpu. Sampled rows: one block per (row, position) first turns every target
+// logits row into p in parallel (the expensive part); then one block per batch row walks the chain
+// position by position, reading the prepared p rows and their error codes in the walk's order.
 #include <sstream>
 #include <vector>
 
@@ -18,9 +20,20 @@ struct VerifyRow {
 };
 
 // errors[b] = code * 65536 + position
+// p rows for every sampled position the walk can reach; row_errors[b * (K + 1) + i] = RowError.
+__global__ void prepare_kernel(const float* target_logits, const VerifyRow* rows, int64_t K, int64_t V, float* p_rows,
+                               int32_t* row_errors) {
+  const int64_t cell = blockIdx.x;
+  const int64_t b = cell / (K + 1), i = cell % (K + 1);
+  const VerifyRow row = rows[b];
+  if (row.params.temperature == 0.f || i > row.num_draft) return;
+  const int32_t e = cuda_detail::process_row(target_logits + cell * V, V, row.params, false, p_rows + cell * V);
+  if (threadIdx.x == 0) row_errors[cell] = e;
+}
+
 __global__ void verify_kernel(const float* target_logits, const int32_t* draft_tokens, const float* q,
-                              const VerifyRow* rows, int64_t K, int64_t V, float* scratch, int32_t* accepted,
-                              int32_t* bonus, int32_t* errors) {
+                              const VerifyRow* rows, int64_t K, int64_t V, const float* p_rows,
+                              const int32_t* row_errors, int32_t* accepted, int32_t* bonus, int32_t* errors) {
   using namespace cuda_detail;
   const int64_t b = blockIdx.x;
   const VerifyRow row = rows[b];
@@ -45,9 +58,9 @@ __global__ void verify_kernel(const float* target_logits, const int32_t* draft_t
     }
     return;
   }
-  float* p = scratch + b * V;
   for (int32_t i = 0; i < n; ++i) {
-    const int32_t e = process_row(logits_b + i * V, V, row.params, false, p);
+    const float* p = p_rows + (b * (K + 1) + i) * V;
+    const int32_t e = row_errors[b * (K + 1) + i];
     if (e != kOk) return finish(0, -1, e, i);
     const int32_t xi = x[i];
     const double u = keyed_uniform(row.key.seed, row.key.stream, row.position + i, kAccept);
@@ -69,7 +82,8 @@ __global__ void verify_kernel(const float* target_logits, const int32_t* draft_t
     if (token < 0) token = sample_by(V, r, [p](int64_t t) { return p[t]; });
     return finish(i, token, kOk, 0);
   }
-  const int32_t e = process_row(logits_b + n * V, V, row.params, false, p);
+  const float* p = p_rows + (b * (K + 1) + n) * V;
+  const int32_t e = row_errors[b * (K + 1) + n];
   if (e != kOk) return finish(0, -1, e, n);
   const double r = keyed_uniform(row.key.seed, row.key.stream, row.position + n, kResidual);
   const int32_t token = sample_by(V, r, [p](int64_t t) { return p[t]; });
@@ -108,10 +122,23 @@ void verify_chain_cuda(const float* target_logits, const int32_t* draft_tokens, 
   auto stream = static_cast<cudaStream_t>(stream_ptr);
   DeviceBuffer<VerifyRow> d_rows(rows.size(), stream);
   DeviceBuffer<int32_t> d_errors(rows.size(), stream);
-  DeviceBuffer<float> d_scratch(static_cast<size_t>(B * V), stream);
   d_rows.upload(rows.data(), rows.size());
+  bool sampled = false;
+  for (const auto& r : rows) sampled = sampled || r.params.temperature != 0.f;
+  const int64_t cells = B * (K + 1);
+  if (sampled && cells > 2147483647) throw std::invalid_argument("verify_chain: too many rows for one launch");
+  DeviceBuffer<float> d_p(sampled ? static_cast<size_t>(cells * V) : 0, stream);
+  DeviceBuffer<int32_t> d_row_errors(sampled ? static_cast<size_t>(cells) : 0, stream);
+  if (sampled) {
+    check_cuda(cudaMemsetAsync(d_row_errors.get(), 0, static_cast<size_t>(cells) * sizeof(int32_t), stream),
+               "verify_chain row errors");
+    prepare_kernel<<<static_cast<unsigned>(cells), kThreads, 0, stream>>>(target_logits, d_rows.get(), K, V, d_p.get(),
+                                                                         d_row_errors.get());
+    check_cuda(cudaGetLastError(), "verify_chain prepare launch");
+  }
   verify_kernel<<<static_cast<unsigned>(B), kThreads, 0, stream>>>(target_logits, draft_tokens, q, d_rows.get(), K, V,
-                                                                  d_scratch.get(), accepted, bonus, d_errors.get());
+                                                                  d_p.get(), d_row_errors.get(), accepted, bonus,
+                                                                  d_errors.get());
   check_cuda(cudaGetLastError(), "verify_chain launch");
   std::vector<int32_t> errors(rows.size());
   check_cuda(cudaMemcpyAsync(errors.data(), d_errors.get(), errors.size() * sizeof(int32_t), cudaMemcpyDeviceToHost, stream),
