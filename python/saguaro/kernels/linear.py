@@ -8,6 +8,8 @@ call for small M costs about one decode step, where torch's bf16 matmul costs ab
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 __all__ = ["available", "bf16_linear"]
@@ -21,6 +23,7 @@ def _core():
     return _core
 
 
+@functools.lru_cache(maxsize=None)
 def available() -> bool:
     """True when the fast (AVX2+FMA) path runs on this CPU; the portable scalar path always exists
     but is slower than torch, so callers should only prefer the kernel when this is True."""

@@ -1,23 +1,60 @@
 """Linear projections: plain (bf16/fp32) and the optional weight-only int8 form for a draft model."""
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 
+from saguaro.kernels import linear as small_linear
+
+# Rows up to which bf16 CPU projections use saguaro's small-M kernel: it beats torch's bf16 matmul
+# on AVX2 CPUs for every M the runtime uses (decode 1, verify K+1, tree steps of up to ~32
+# branches; bench/results/linear.md), while prefills of hundreds of rows stay on torch's GEMM.
+SMALL_M_CUTOFF = 64
+
+
+def _kernel_enabled() -> bool:
+    return os.environ.get("SAGUARO_CPU_LINEAR", "").strip().lower() != "torch" and small_linear.available()
+
 
 class Linear:
-    """y = x W^T + b with W [out, in] in the model's dtype."""
+    """y = x W^T + b with W [out, in] in the model's dtype.
+
+    bf16 weights on the CPU with at most SMALL_M_CUTOFF rows run saguaro's batch-invariant small-M
+    kernel (saguaro.kernels.linear): each row's bits do not depend on the other rows, so a K+1-token
+    verification gives exactly the logits of one-token decodes, and on AVX2-only CPUs an M-row call
+    costs about one decode step. Set the environment variable SAGUARO_CPU_LINEAR=torch (read at
+    each call) to use torch's F.linear for every call instead.
+    """
+
+    _small = False  # subclasses with other weight formats never take the bf16 kernel
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
         self.weight = weight.contiguous()
         self.bias = bias.contiguous() if bias is not None else None
+        self._small = (self.weight.dtype == torch.bfloat16 and self.weight.device.type == "cpu"
+                       and (self.bias is None or self.bias.dtype == torch.bfloat16))
 
     @property
     def out_features(self) -> int:
         return int(self.weight.shape[0])
 
+    def _use_small(self, x: torch.Tensor) -> bool:
+        return (self._small and _kernel_enabled() and x.dtype == torch.bfloat16 and x.device.type == "cpu"
+                and 0 < x.numel() // max(1, x.shape[-1]) <= SMALL_M_CUTOFF)
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self._use_small(x):
+            return small_linear.bf16_linear(x, self.weight, self.bias)
         return F.linear(x, self.weight, self.bias)
+
+    def forward_float(self, x: torch.Tensor) -> torch.Tensor:
+        """``self(x).float()``, but straight from the fp32 accumulator when the small-M kernel runs
+        (no bf16 rounding and no extra pass over the output: the output head's logits)."""
+        if self._use_small(x):
+            return small_linear.bf16_linear(x, self.weight, self.bias, out_dtype=torch.float32)
+        return self(x).float()
 
 
 class Int8Linear(Linear):
