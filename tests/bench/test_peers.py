@@ -44,6 +44,25 @@ def test_unstack_splits_in_the_right_order():
 
 def test_peer_generates_the_requested_tokens_past_eos(smollm2_pair):
     _, hf = smollm2_pair
-    r = TransformersRunner(hf).generate([1, 2, 3], max_new_tokens=6, temperature=0.0, seed=0)
+    r = TransformersRunner(hf).generate([[1, 2, 3]], max_new_tokens=6, temperature=0.0, seed=0)
     assert len(r["token_ids"]) == 6 and r["elapsed_s"] > 0 and r["ttft_s"] is not None
     assert transformers_directory("smollm2-135m", torch.float32).is_dir()
+
+
+def test_peer_batches_are_left_padded_correctly(smollm2_pair):
+    native, hf = smollm2_pair
+    a = native.tokenizer.encode("def fibonacci(n):\n    ")
+    b = native.tokenizer.encode("# print the numbers from 1 to 10\nfor")
+    runner = TransformersRunner(hf)
+    alone = [runner.generate([ids], max_new_tokens=6, temperature=0.0, seed=0)["token_ids"] for ids in (a, b)]
+    batched = runner.generate([a, b], max_new_tokens=6, temperature=0.0, seed=0)
+    # a padding bug (no mask, wrong side, wrong positions) changes the shorter prompt's continuation
+    assert len(a) != len(b) and batched["batch_token_ids"] == alone
+    assert batched["token_ids"] == alone[0] + alone[1] and batched["first_tokens"] == 2
+
+
+def test_assisted_peer_runs_a_batch_one_request_at_a_time(smollm2_pair):
+    native, hf = smollm2_pair
+    ids = [native.tokenizer.encode("def add(a, b):"), native.tokenizer.encode("import os\n")]
+    r = TransformersRunner(hf, hf).generate(ids, max_new_tokens=5, temperature=0.0, seed=0)
+    assert r["metrics"]["sequential_batch"] is True and [len(t) for t in r["batch_token_ids"]] == [5, 5]

@@ -109,3 +109,27 @@ def test_decode_rate_counts_only_tokens_after_the_first_delivery():
     s = _sample("transformers-assisted-2t", "p", 9, 3.0, 1.0)
     s["first_tokens"] = 3  # assisted generation delivered 3 tokens with the first one
     assert stats.sample_figures(s)["decode_tps"] == pytest.approx(6 / 2.0)
+
+
+def test_batch_metrics_sum_counters_and_recompute_rates():
+    from saguaro.benchmark.worker import batch_metrics
+
+    a = {"rounds": 4, "generated_tokens": 8, "hits_per_position": [2, 1], "lookups_per_position": [3, 1],
+         "accepted_per_position": [3, 1], "proposed_per_position": [4, 4], "cache_hit_rate": 0.75, "prefill_s": 1.0}
+    b = {"rounds": 6, "generated_tokens": 8, "hits_per_position": [0, 0, 1], "lookups_per_position": [5, 1, 1],
+         "accepted_per_position": [1, 0], "proposed_per_position": [6, 6], "cache_hit_rate": 0.1, "prefill_s": 2.0}
+    m = batch_metrics([a, b])
+    assert m["rounds"] == 10 and m["generated_tokens"] == 16 and m["tokens_per_round"] == 1.6
+    assert m["hits_per_position"] == [2, 1, 1] and m["lookups_per_position"] == [8, 2, 1]
+    assert m["cache_hit_rate"] == 4 / 11 and m["acceptance_rate"] == 5 / 20 and m["batch_size"] == 2
+    assert batch_metrics([a]) is a
+
+
+def test_make_batches_keeps_order_and_the_short_last_batch():
+    from saguaro.benchmark.harness import make_batches
+    from saguaro.benchmark.prompts import Prompt
+
+    ps = [Prompt(id=f"p{i}", source="t", category="c", text=str(i), chat=False) for i in range(5)]
+    out = make_batches(ps, [[i] for i in range(5)], 2)
+    assert [[p.id for p in b[0]] for b in out] == [["p0", "p1"], ["p2", "p3"], ["p4"]]
+    assert [b[1] for b in out] == [[[0], [1]], [[2], [3]], [[4]]]

@@ -40,9 +40,8 @@ class BenchConfig:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if self.batch != 1:
-            raise NotImplementedError("the harness measures batch 1 only so far: batched requests need "
-                                      "left-padded transformers peers (issue #6 follow-up)")
+        if self.batch < 1:
+            raise ValueError(f"batch must be >= 1, got {self.batch}")
 
 
 class WorkerError(RuntimeError):
@@ -81,9 +80,9 @@ class Worker:
         except EOFError as exc:
             raise WorkerError(f"worker {self.name} died (exit code {self.process.exitcode})") from exc
 
-    def run(self, method: str, prompt_ids: list[int], max_new_tokens: int, temperature: float, seed: int) -> dict:
-        """One request on one method; the result dict of the worker."""
-        self.conn.send(("run", method, prompt_ids, max_new_tokens, temperature, seed))
+    def run(self, method: str, batch_ids: list[list[int]], max_new_tokens: int, temperature: float, seed: int) -> dict:
+        """One batch of requests, submitted together, on one method; the result dict of the worker."""
+        self.conn.send(("run", method, batch_ids, max_new_tokens, temperature, seed))
         kind, payload = self._recv()
         if kind != "ok":
             raise WorkerError(f"method {method} failed:\n{payload}")
@@ -175,10 +174,12 @@ def group_workers(methods: Sequence[MethodSpec], isolate: bool = False) -> dict[
 def run_benchmark(cfg: BenchConfig, prompts: Sequence[Prompt], methods: Sequence[MethodSpec], *,
                   isolate: bool = False, progress: bool = True, planner: Optional[dict] = None,
                   prompt_ids: Optional[list[list[int]]] = None) -> dict:
-    """Measure every method on every prompt, round-robin per prompt; return the full results record.
+    """Measure every method on every batch of prompts, round-robin per batch; return the results record.
 
-    The method order rotates from prompt to prompt so that no method always runs first (or right
-    after the heaviest one). Workers stay loaded for the whole run; one request runs at a time.
+    The method order rotates from batch to batch so that no method always runs first (or right
+    after the heaviest one). Workers stay loaded for the whole run; one batch runs at a time (its
+    ``cfg.batch`` requests are submitted together). A sample is one (method, batch): its token_ids
+    are the batch's requests' tokens concatenated, batch_token_ids keeps them apart.
     """
     if not prompts:
         raise ValueError("no prompts to run")
@@ -196,16 +197,18 @@ def run_benchmark(cfg: BenchConfig, prompts: Sequence[Prompt], methods: Sequence
             workers[g] = Worker(g, ms, cfg)
             workers[g].wait_ready()
         names = [m.name for m in methods]
+        batches = make_batches(prompts, prompt_ids, cfg.batch)
         if cfg.warmup_tokens > 0:
             for name in names:
-                workers[method_worker[name]].run(name, prompt_ids[0], cfg.warmup_tokens, cfg.temperature, cfg.seed)
-        total = len(prompts) * len(names)
+                workers[method_worker[name]].run(name, batches[0][1], cfg.warmup_tokens, cfg.temperature, cfg.seed)
+        total = len(batches) * len(names)
         bar = _progress(total, progress)
-        for i, (p, ids) in enumerate(zip(prompts, prompt_ids)):
+        for i, (batch_prompts, batch_ids) in enumerate(batches):
             order = names[i % len(names):] + names[:i % len(names)]
             for name in order:
-                r = workers[method_worker[name]].run(name, ids, cfg.max_new_tokens, cfg.temperature, cfg.seed + i)
-                r.update({"method": name, "prompt_id": p.id, "prompt_index": i, "prompt_tokens": len(ids),
+                r = workers[method_worker[name]].run(name, batch_ids, cfg.max_new_tokens, cfg.temperature, cfg.seed + i)
+                r.update({"method": name, "prompt_id": "+".join(p.id for p in batch_prompts), "prompt_index": i,
+                          "prompt_tokens": sum(len(ids) for ids in batch_ids), "batch_size": len(batch_ids),
                           "order_in_round": order.index(name), "loadavg": os.getloadavg()[0]})
                 samples.append(r)
                 if bar is not None:
@@ -235,6 +238,13 @@ def run_benchmark(cfg: BenchConfig, prompts: Sequence[Prompt], methods: Sequence
         "ratios": ratios(summary, samples),
         "planner": planner,
     }
+
+
+def make_batches(prompts: Sequence[Prompt], prompt_ids: Sequence[list[int]],
+                 batch: int) -> list[tuple[list[Prompt], list[list[int]]]]:
+    """Consecutive groups of ``batch`` prompts (the last may be smaller), submitted together."""
+    return [(list(prompts[i:i + batch]), [list(ids) for ids in prompt_ids[i:i + batch]])
+            for i in range(0, len(prompts), batch)]
 
 
 def _progress(total: int, enabled: bool) -> Any:

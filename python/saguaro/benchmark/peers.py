@@ -153,23 +153,45 @@ class _FirstTokenClock:
 
 
 class TransformersRunner:
-    """Runs one request with ``model.generate`` (assisted when a draft is given), EOS ignored."""
+    """Runs requests with ``model.generate`` (assisted when a draft is given), EOS ignored.
+
+    A batch of several prompts runs as one left-padded ``generate`` call; assisted generation in
+    transformers takes batch 1 only, so its batches run one request after another (recorded as
+    ``metrics["sequential_batch"]``).
+    """
 
     def __init__(self, target: Any, draft: Optional[Any] = None) -> None:
         self.target = target
         self.draft = draft
 
-    def generate(self, prompt_ids: list[int], max_new_tokens: int, temperature: float, seed: int) -> dict:
-        """Generate and time one request; returns tokens, seconds and the peer's settings."""
+    def generate(self, batch_ids: list[list[int]], max_new_tokens: int, temperature: float, seed: int) -> dict:
+        """Generate and time one batch; returns tokens (concatenated and per request), seconds and settings."""
+        if not batch_ids or not all(batch_ids):
+            raise ValueError("every request of a batch needs at least one prompt token")
+        if self.draft is not None and len(batch_ids) > 1:
+            parts = [self._generate([ids], max_new_tokens, temperature, seed) for ids in batch_ids]
+            first = parts[0]
+            per_request = [p["batch_token_ids"][0] for p in parts]
+            metrics = dict(first["metrics"], sequential_batch=True,
+                           rounds=sum(p["metrics"].get("rounds", 0) for p in parts))
+            return {"token_ids": [t for r in per_request for t in r], "batch_token_ids": per_request,
+                    "elapsed_s": sum(p["elapsed_s"] for p in parts), "ttft_s": first["ttft_s"],
+                    "first_tokens": first["first_tokens"], "metrics": metrics}
+        return self._generate(batch_ids, max_new_tokens, temperature, seed)
+
+    def _generate(self, batch_ids: list[list[int]], max_new_tokens: int, temperature: float, seed: int) -> dict:
         import torch
         from transformers import GenerationConfig
 
         torch.manual_seed(seed)
-        ids = torch.tensor([prompt_ids], dtype=torch.long)
+        width = max(len(ids) for ids in batch_ids)
+        pad = 0
+        ids = torch.tensor([[pad] * (width - len(r)) + list(r) for r in batch_ids], dtype=torch.long)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in batch_ids], dtype=torch.long)
         gc = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=temperature > 0,
                               temperature=temperature if temperature > 0 else None, top_k=None, top_p=None,
-                              eos_token_id=None, pad_token_id=0)
-        kwargs: dict = {"generation_config": gc, "attention_mask": torch.ones_like(ids)}
+                              eos_token_id=None, pad_token_id=pad)
+        kwargs: dict = {"generation_config": gc, "attention_mask": mask}
         if self.draft is not None:
             kwargs["assistant_model"] = self.draft
             self.draft.generation_config.eos_token_id = None
@@ -178,7 +200,7 @@ class TransformersRunner:
         with torch.inference_mode():
             out = self.target.generate(ids, streamer=clock, **kwargs)
         t1 = time.perf_counter()
-        new = out[0, len(prompt_ids):].tolist()
+        per_request = [out[b, width:].tolist() for b in range(len(batch_ids))]
         metrics: dict = {}
         if self.draft is not None:
             dgc = self.draft.generation_config
@@ -188,5 +210,6 @@ class TransformersRunner:
             # put() is called once per round of assisted generation (plus once for the prompt)
             metrics["rounds"] = max(clock.calls - 1, 0)
         ttft = (clock.first_token_at - t0) if clock.first_token_at else None
-        return {"token_ids": new, "elapsed_s": t1 - t0, "ttft_s": ttft, "first_tokens": clock.first_tokens or 1,
+        return {"token_ids": [t for r in per_request for t in r], "batch_token_ids": per_request,
+                "elapsed_s": t1 - t0, "ttft_s": ttft, "first_tokens": clock.first_tokens or len(batch_ids),
                 "metrics": metrics}

@@ -3,7 +3,8 @@
 saguaro rows each get their own Engine over the shared loaded models; the engine's target and draft
 threads pin themselves to the row's cores and set their torch thread counts. The transformers rows
 pin the whole process to the row's cores and threads before each request. Messages over a multiprocessing pipe:
-``("run", method_name, prompt_ids, max_new_tokens, temperature, seed)`` → ``("ok", result)`` or
+``("run", method_name, batch_ids, max_new_tokens, temperature, seed)`` (batch_ids: the token ids of the
+requests submitted together) → ``("ok", result)`` or
 ``("error", traceback text)``; ``("stop",)`` ends the worker.
 """
 from __future__ import annotations
@@ -62,6 +63,40 @@ def _jsonable(v: Any) -> Any:
     return repr(v)
 
 
+#: per-request counters that add up over the requests of a batch
+_SUMMED = ("rounds", "generated_tokens", "prompt_tokens", "backups_fast", "backups_jit", "speculations_from_cache")
+_SUMMED_LISTS = ("hits_per_position", "lookups_per_position", "accepted_histogram", "accepted_per_position",
+                 "proposed_per_position")
+
+
+def batch_metrics(per_request: list[dict]) -> dict:
+    """One metrics dict for a batch: counters summed, per-position lists summed element-wise, rates
+    recomputed from the sums; other figures are the first request's. Batch 1 is returned unchanged."""
+    if len(per_request) == 1:
+        return per_request[0]
+    out = dict(per_request[0])
+    for key in _SUMMED:
+        vals = [r.get(key) for r in per_request]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+            out[key] = sum(vals)
+    for key in _SUMMED_LISTS:
+        lists = [r.get(key) for r in per_request]
+        if all(isinstance(v, list) for v in lists) and lists:
+            width = max(len(v) for v in lists)
+            out[key] = [sum(v[i] for v in lists if i < len(v)) for i in range(width)]
+    if out.get("rounds"):
+        out["tokens_per_round"] = out.get("generated_tokens", 0) / out["rounds"]
+        out.pop("accepted_per_round", None)
+    hits, lookups = out.get("hits_per_position"), out.get("lookups_per_position")
+    if isinstance(hits, list) and isinstance(lookups, list) and sum(lookups):
+        out["cache_hit_rate"] = sum(hits) / sum(lookups)
+    acc, prop = out.get("accepted_per_position"), out.get("proposed_per_position")
+    if isinstance(acc, list) and isinstance(prop, list) and sum(prop):
+        out["acceptance_rate"] = sum(acc) / sum(prop)
+    out["batch_size"] = len(per_request)
+    return out
+
+
 class _SaguaroMethods:
     """saguaro engines for several methods over one pair of loaded models."""
 
@@ -94,7 +129,7 @@ class _SaguaroMethods:
             self.engines[m.name] = self.saguaro.Engine(target=self.target, **kwargs)
         return self.engines[m.name]
 
-    def run(self, name: str, prompt_ids: list[int], max_new_tokens: int, temperature: float, seed: int) -> dict:
+    def run(self, name: str, batch_ids: list[list[int]], max_new_tokens: int, temperature: float, seed: int) -> dict:
         m = self.methods[name]
         # no process-wide re-pinning here: each engine's target/draft threads pinned themselves to the
         # row's cores when they started (re-pinning every thread would undo SSD's one-core-each split)
@@ -103,15 +138,18 @@ class _SaguaroMethods:
                                          ignore_eos=True)
         before = _numeric(_engine_metrics(engine))
         t0 = time.perf_counter()
-        outs = engine.generate([prompt_ids], sp)
+        outs = engine.generate([list(ids) for ids in batch_ids], sp)
         t1 = time.perf_counter()
         after = _numeric(_engine_metrics(engine))
-        out = outs[0]
-        metrics = _jsonable(dict(out.metrics or {}))
-        # one request at a time per engine: the change of the engine's aggregates is this request's
+        metrics = batch_metrics([_jsonable(dict(o.metrics or {})) for o in outs])
+        # one batch at a time per engine: the change of the engine's aggregates is this batch's
         metrics["engine_delta"] = {k: after[k] - before.get(k, 0.0) for k in after}
-        ttft = metrics.get("time_to_first_token_s", metrics.get("ttft_s"))
-        return {"token_ids": list(out.token_ids), "elapsed_s": t1 - t0, "ttft_s": ttft, "metrics": metrics}
+        ttfts = [o.metrics.get("time_to_first_token_s", o.metrics.get("ttft_s")) for o in outs if o.metrics]
+        ttfts = [t for t in ttfts if isinstance(t, (int, float))]
+        per_request = [list(o.token_ids) for o in outs]
+        return {"token_ids": [t for r in per_request for t in r], "batch_token_ids": per_request,
+                "elapsed_s": t1 - t0, "ttft_s": max(ttfts) if ttfts else None, "first_tokens": len(outs),
+                "metrics": metrics}
 
     def close(self) -> None:
         for e in self.engines.values():
@@ -137,10 +175,10 @@ class _TransformersMethods:
         self.methods = {m.name: m for m in methods}
         self.runners = {m.name: TransformersRunner(self.target, self.draft if m.uses_draft else None) for m in methods}
 
-    def run(self, name: str, prompt_ids: list[int], max_new_tokens: int, temperature: float, seed: int) -> dict:
+    def run(self, name: str, batch_ids: list[list[int]], max_new_tokens: int, temperature: float, seed: int) -> dict:
         m = self.methods[name]
         pin_process(m.cores, m.threads)
-        return self.runners[name].generate(prompt_ids, max_new_tokens, temperature, seed)
+        return self.runners[name].generate(batch_ids, max_new_tokens, temperature, seed)
 
     def close(self) -> None:
         pass
@@ -170,8 +208,8 @@ def worker_main(conn: Any, methods: list[MethodSpec], target: str, draft: str, d
         if msg[0] == "stop":
             break
         try:
-            _, name, prompt_ids, max_new_tokens, temperature, seed = msg
-            result = server.run(name, prompt_ids, max_new_tokens, temperature, seed)
+            _, name, batch_ids, max_new_tokens, temperature, seed = msg
+            result = server.run(name, batch_ids, max_new_tokens, temperature, seed)
             result["peak_rss_mib"] = peak_rss_mib()
             result["rss_mib"] = current_rss_mib()
             conn.send(("ok", result))
