@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -128,14 +129,31 @@ def bench_model(key: str, rounds: int, steps: int, with_tree: bool) -> dict:
                     for d in range(depth)]
         return run
 
+    def torch_linear(run: Callable[[], list[float]]) -> Callable[[], list[float]]:
+        # the same adapter with saguaro's small-M bf16 kernel switched off (Linear reads this per call)
+        def wrapped() -> list[float]:
+            old = os.environ.get("SAGUARO_CPU_LINEAR")
+            os.environ["SAGUARO_CPU_LINEAR"] = "torch"
+            try:
+                return run()
+            finally:
+                if old is None:
+                    del os.environ["SAGUARO_CPU_LINEAR"]
+                else:
+                    os.environ["SAGUARO_CPU_LINEAR"] = old
+        return wrapped
+
     runs["native decode"] = decode(nat)
+    runs["native decode (torch linear)"] = torch_linear(decode(nat))
     runs["transformers decode"] = hf_decode
     runs["native extend 5"] = extend5(nat)
+    runs["native extend 5 (torch linear)"] = torch_linear(extend5(nat))
     runs["transformers extend 5"] = hf_extend5
     q8 = None
     if with_tree:
         runs["native tree 8"] = tree(nat, 8)
         runs["native tree 16"] = tree(nat, 16)
+        runs["native tree 8 (torch linear)"] = torch_linear(tree(nat, 8))
         q8 = M.load(PRESET[key], int8=True).adapter
         q8.prefill([0], [prompt])
         runs["int8 decode"] = decode(q8)
@@ -160,10 +178,15 @@ def bench_model(key: str, rounds: int, steps: int, with_tree: bool) -> dict:
     d = med["native decode"]
     ratios = {"native/transformers decode": d / med["transformers decode"],
               "native extend 5 / native decode": med["native extend 5"] / d,
-              "transformers extend 5 / transformers decode": med["transformers extend 5"] / med["transformers decode"]}
+              "transformers extend 5 / transformers decode": med["transformers extend 5"] / med["transformers decode"],
+              "native decode / native decode (torch linear)": d / med["native decode (torch linear)"],
+              "native extend 5 (torch linear) / native decode (torch linear)":
+                  med["native extend 5 (torch linear)"] / med["native decode (torch linear)"]}
     if with_tree:
         ratios["native tree 8 / native decode"] = med["native tree 8"] / d
         ratios["native tree 16 / native decode"] = med["native tree 16"] / d
+        ratios["native tree 8 (torch linear) / native decode (torch linear)"] = (
+            med["native tree 8 (torch linear)"] / med["native decode (torch linear)"])
         ratios["int8 decode / native decode"] = med["int8 decode"] / d
         ratios["int8 tree 8 / int8 decode"] = med["int8 tree 8"] / med["int8 decode"]
         ratios["fp32 decode / native decode"] = med["fp32 decode"] / d
