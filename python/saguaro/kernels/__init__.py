@@ -13,9 +13,11 @@ from typing import Sequence, Union
 import torch
 
 from saguaro.kernels._args import Purpose, RowParam, as_fanout, as_rows, as_seed_rows, check_logits
+from saguaro.kernels.linear import bf16_linear
 
 __all__ = [
     "Purpose",
+    "bf16_linear",
     "RowParam",
     "cuda_available",
     "keyed_uniform",
