@@ -9,9 +9,9 @@ namespace saguaro {
 namespace {
 
 __global__ void process_kernel(const float* logits, const ProcessParams* params, int64_t V, float* out,
-                               int32_t* errors) {
+                               double* weights, int32_t* errors) {
   const int64_t r = blockIdx.x;
-  const int32_t e = cuda_detail::process_row(logits + r * V, V, params[r], true, out + r * V);
+  const int32_t e = cuda_detail::process_row(logits + r * V, V, params[r], true, out + r * V, weights + r * V);
   if (threadIdx.x == 0) errors[r] = e;
 }
 
@@ -27,9 +27,10 @@ void process_probs_cuda(const float* logits, const ProcessParams* params, int64_
   auto stream = static_cast<cudaStream_t>(stream_ptr);
   DeviceBuffer<ProcessParams> d_params(static_cast<size_t>(rows), stream);
   DeviceBuffer<int32_t> d_errors(static_cast<size_t>(rows), stream);
+  DeviceBuffer<double> d_weights(static_cast<size_t>(rows * vocab), stream);
   d_params.upload(params, static_cast<size_t>(rows));
   process_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(logits, d_params.get(), vocab, probs_out,
-                                                                      d_errors.get());
+                                                                      d_weights.get(), d_errors.get());
   check_cuda(cudaGetLastError(), "process_probs launch");
   std::vector<int32_t> errors(static_cast<size_t>(rows));
   check_cuda(cudaMemcpyAsync(errors.data(), d_errors.get(), errors.size() * sizeof(int32_t), cudaMemcpyDeviceToHost, stream),

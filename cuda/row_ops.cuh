@@ -26,8 +26,9 @@
 
 namespace saguaro::cuda_detail {
 
-constexpr int kThreads = 256;
+constexpr int kThreads = 512;  // one block per row: more threads, more of the SM for one row
 constexpr int kWarps = kThreads / 32;
+constexpr int kUnroll = 8;  // tokens per thread whose loads are issued together in the streaming passes
 
 // Error codes written per row by the kernels (0 = fine); the host turns them into std::invalid_argument.
 enum RowError : int32_t { kOk = 0, kNaN = 1, kPosInf = 2, kNoFinite = 3, kBadToken = 4, kBadQ = 5 };
@@ -123,15 +124,28 @@ static __device__ RowScan scan_row(const float* logits, int64_t V) {
   ArgMax best{0.f, -1};
   long long finite = 0;
   int nan = 0, pos_inf = 0;
-  for (int64_t i = threadIdx.x; i < V; i += kThreads) {
-    const float v = logits[i];
-    if (isfinite(v)) {
-      ++finite;
-      best = better_of(best, ArgMax{v, static_cast<int32_t>(i)});
-    } else if (isnan(v)) {
-      nan = 1;
-    } else if (v > 0.f) {
-      pos_inf = 1;
+  // kUnroll independent loads in flight per thread: one load at a time leaves each iteration waiting
+  // a full memory latency (this loop was latency-bound at ~500 cycles per element).
+  for (int64_t base = threadIdx.x; base < V; base += kUnroll * kThreads) {
+    float vals[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t i = base + u * kThreads;
+      vals[u] = i < V ? logits[i] : 0.f;
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t i = base + u * kThreads;
+      if (i >= V) break;
+      const float v = vals[u];
+      if (isfinite(v)) {
+        ++finite;
+        best = better_of(best, ArgMax{v, static_cast<int32_t>(i)});
+      } else if (isnan(v)) {
+        nan = 1;
+      } else if (v > 0.f) {
+        pos_inf = 1;
+      }
     }
   }
   best = block_argmax(best);
@@ -215,30 +229,40 @@ __device__ Boundary radix_boundary(const float* logits, int64_t V, Include inclu
     // Language-model logits crowd into a few digits, so one shared atomic per token would serialise
     // on those bins (milliseconds per row); the lanes of a warp that share a digit add up first and
     // one of them adds the group's amount. Integer sums: the result does not depend on the order.
-    for (int64_t base = 0; base < V; base += kThreads) {
-      const int64_t i = base + threadIdx.x;
-      int digit = -1;
-      unsigned long long amt = 0;
-      if (i < V && include(i)) {
-        const uint32_t k = order_key(logits[i]);
-        if ((k & m) == want) {
-          digit = static_cast<int>((k >> shift) & 255u);
-          amt = amount(i);
+    for (int64_t base = 0; base < V; base += kUnroll * kThreads) {
+      int digits[kUnroll];
+      unsigned long long amts[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {  // all loads first (latency), then the warp votes
+        const int64_t i = base + u * kThreads + threadIdx.x;
+        digits[u] = -1;
+        amts[u] = 0;
+        if (i < V && include(i)) {
+          const uint32_t k = order_key(logits[i]);
+          if ((k & m) == want) {
+            digits[u] = static_cast<int>((k >> shift) & 255u);
+            amts[u] = amount(i);
+          }
         }
       }
-      if (__ballot_sync(0xffffffffu, digit >= 0) == 0u) continue;  // warp-uniform
-      const unsigned peers = __match_any_sync(0xffffffffu, digit);
-      unsigned long long group = 0;
-      if (peers == 0xffffffffu) {
-        group = warp_sum(amt);
-        group = __shfl_sync(0xffffffffu, group, 0);
-      } else {
-        for (int src = 0; src < 32; ++src) {
-          const unsigned long long v = __shfl_sync(0xffffffffu, amt, src);
-          if ((peers >> src) & 1u) group += v;
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int digit = digits[u];
+        const unsigned long long amt = amts[u];
+        if (__ballot_sync(0xffffffffu, digit >= 0) == 0u) continue;  // warp-uniform
+        const unsigned peers = __match_any_sync(0xffffffffu, digit);
+        unsigned long long group = 0;
+        if (peers == 0xffffffffu) {
+          group = warp_sum(amt);
+          group = __shfl_sync(0xffffffffu, group, 0);
+        } else {
+          for (int src = 0; src < 32; ++src) {
+            const unsigned long long v = __shfl_sync(0xffffffffu, amt, src);
+            if ((peers >> src) & 1u) group += v;
+          }
         }
+        if (digit >= 0 && __ffs(peers) - 1 == lane) atomicAdd(&hist[digit], group);
       }
-      if (digit >= 0 && __ffs(peers) - 1 == lane) atomicAdd(&hist[digit], group);
     }
     __syncthreads();
     if (threadIdx.x == 0) {
@@ -283,7 +307,10 @@ __device__ Boundary radix_boundary(const float* logits, int64_t V, Include inclu
 }
 
 // Processes one row into out (docs/contracts.md §2). Returns a RowError (block-uniform).
-static __device__ int32_t process_row(const float* logits, int64_t V, const ProcessParams& p, bool saguaro, float* out) {
+// weights: V doubles of scratch. exp((l - max) / T) is computed once into it: the top-p and Saguaro
+// passes below read each weight several times, and a double exp per token per pass dominated the row.
+static __device__ int32_t process_row(const float* logits, int64_t V, const ProcessParams& p, bool saguaro, float* out,
+                                      double* weights) {
   const RowScan scan = scan_row(logits, V);
   if (scan.error != kOk) return scan.error;
   if (p.temperature == 0.f) {
@@ -294,10 +321,13 @@ static __device__ int32_t process_row(const float* logits, int64_t V, const Proc
   const double m = static_cast<double>(scan.max);
   const double t = static_cast<double>(p.temperature);
   auto finite = [&](int64_t i) { return isfinite(logits[i]) != 0; };
-  auto weight = [&](int64_t i) {
+  #pragma unroll 8
+  for (int64_t i = threadIdx.x; i < V; i += kThreads) {
     const float v = logits[i];
-    return isfinite(v) ? exp((static_cast<double>(v) - m) / t) : 0.0;
-  };
+    weights[i] = isfinite(v) ? exp((static_cast<double>(v) - m) / t) : 0.0;
+  }
+  __syncthreads();
+  auto weight = [&](int64_t i) { return weights[i]; };
   auto one = [](int64_t) { return 1ull; };
   Boundary topk{0, -1, false};
   if (p.top_k > 0 && p.top_k < scan.finite) topk = radix_boundary(logits, V, finite, one, static_cast<unsigned long long>(p.top_k));
@@ -305,6 +335,7 @@ static __device__ int32_t process_row(const float* logits, int64_t V, const Proc
   Boundary topp{0, -1, false};
   if (p.top_p < 1.f) {
     double sk = 0.0;
+    #pragma unroll 8
     for (int64_t i = threadIdx.x; i < V; i += kThreads)
       if (in_k(i)) sk += weight(i);
     sk = block_sum(sk);
@@ -321,6 +352,7 @@ static __device__ int32_t process_row(const float* logits, int64_t V, const Proc
     if (p.saguaro_topn < scan.finite)
       topn = radix_boundary(logits, V, finite, one, static_cast<unsigned long long>(p.saguaro_topn));
     double scaled = 0.0;
+    #pragma unroll 8
     for (int64_t i = threadIdx.x; i < V; i += kThreads)
       if (kept(i)) scaled += within(topn, order_key(logits[i]), i) ? weight(i) * c : weight(i);
     if (block_sum(scaled) <= 0.0) c = 1.0;  // C = 0 with all mass in the top-n: unscaled
@@ -331,8 +363,10 @@ static __device__ int32_t process_row(const float* logits, int64_t V, const Proc
     return (c != 1.0 && within(topn, order_key(logits[i]), i)) ? w * c : w;
   };
   double total = 0.0;
+  #pragma unroll 8
   for (int64_t i = threadIdx.x; i < V; i += kThreads) total += final_weight(i);
   total = block_sum(total);
+  #pragma unroll 8
   for (int64_t i = threadIdx.x; i < V; i += kThreads) out[i] = static_cast<float>(final_weight(i) / total);
   __syncthreads();
   return kOk;
@@ -353,6 +387,7 @@ __device__ int32_t sample_by(int64_t V, double u, Get get) {
   const int64_t end = begin + per < V ? begin + per : V;
   double s = 0.0;
   int32_t last = -1;
+  #pragma unroll 8
   for (int64_t i = begin; i < end; ++i) {
     const float w = get(i);
     if (w > 0.f) {

@@ -15,11 +15,11 @@ struct SampleRow {
 };
 
 __global__ void sample_kernel(const float* logits, const SampleRow* rows, int64_t V, float* probs_out,
-                              int32_t* tokens_out, int32_t* errors) {
+                              double* weights, int32_t* tokens_out, int32_t* errors) {
   const int64_t n = blockIdx.x;
   const SampleRow row = rows[n];
   float* out = probs_out + n * V;
-  const int32_t e = cuda_detail::process_row(logits + n * V, V, row.params, true, out);
+  const int32_t e = cuda_detail::process_row(logits + n * V, V, row.params, true, out, weights + n * V);
   if (e != cuda_detail::kOk) {
     if (threadIdx.x == 0) errors[n] = e;
     return;
@@ -46,9 +46,10 @@ void sample_rows_cuda(const float* logits, const ProcessParams* params, const Ro
   for (int64_t n = 0; n < N; ++n) rows[n] = SampleRow{params[n], keys[n], positions[n]};
   DeviceBuffer<SampleRow> d_rows(rows.size(), stream);
   DeviceBuffer<int32_t> d_errors(rows.size(), stream);
+  DeviceBuffer<double> d_weights(static_cast<size_t>(N * V), stream);
   d_rows.upload(rows.data(), rows.size());
-  sample_kernel<<<static_cast<unsigned>(N), kThreads, 0, stream>>>(logits, d_rows.get(), V, probs_out, tokens_out,
-                                                                  d_errors.get());
+  sample_kernel<<<static_cast<unsigned>(N), kThreads, 0, stream>>>(logits, d_rows.get(), V, probs_out, d_weights.get(),
+                                                                  tokens_out, d_errors.get());
   check_cuda(cudaGetLastError(), "sample_rows launch");
   std::vector<int32_t> errors(rows.size());
   check_cuda(cudaMemcpyAsync(errors.data(), d_errors.get(), errors.size() * sizeof(int32_t), cudaMemcpyDeviceToHost, stream),

@@ -22,12 +22,13 @@ struct VerifyRow {
 // errors[b] = code * 65536 + position
 // p rows for every sampled position the walk can reach; row_errors[b * (K + 1) + i] = RowError.
 __global__ void prepare_kernel(const float* target_logits, const VerifyRow* rows, int64_t K, int64_t V, float* p_rows,
-                               int32_t* row_errors) {
+                               double* weights, int32_t* row_errors) {
   const int64_t cell = blockIdx.x;
   const int64_t b = cell / (K + 1), i = cell % (K + 1);
   const VerifyRow row = rows[b];
   if (row.params.temperature == 0.f || i > row.num_draft) return;
-  const int32_t e = cuda_detail::process_row(target_logits + cell * V, V, row.params, false, p_rows + cell * V);
+  const int32_t e = cuda_detail::process_row(target_logits + cell * V, V, row.params, false, p_rows + cell * V,
+                                                weights + cell * V);
   if (threadIdx.x == 0) row_errors[cell] = e;
 }
 
@@ -129,11 +130,12 @@ void verify_chain_cuda(const float* target_logits, const int32_t* draft_tokens, 
   if (sampled && cells > 2147483647) throw std::invalid_argument("verify_chain: too many rows for one launch");
   DeviceBuffer<float> d_p(sampled ? static_cast<size_t>(cells * V) : 0, stream);
   DeviceBuffer<int32_t> d_row_errors(sampled ? static_cast<size_t>(cells) : 0, stream);
+  DeviceBuffer<double> d_weights(sampled ? static_cast<size_t>(cells * V) : 0, stream);
   if (sampled) {
     check_cuda(cudaMemsetAsync(d_row_errors.get(), 0, static_cast<size_t>(cells) * sizeof(int32_t), stream),
                "verify_chain row errors");
     prepare_kernel<<<static_cast<unsigned>(cells), kThreads, 0, stream>>>(target_logits, d_rows.get(), K, V, d_p.get(),
-                                                                         d_row_errors.get());
+                                                                         d_weights.get(), d_row_errors.get());
     check_cuda(cudaGetLastError(), "verify_chain prepare launch");
   }
   verify_kernel<<<static_cast<unsigned>(B), kThreads, 0, stream>>>(target_logits, draft_tokens, q, d_rows.get(), K, V,
