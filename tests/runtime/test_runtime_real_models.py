@@ -94,3 +94,47 @@ def test_qwen_pair_ssd_equals_ar_on_code_prompts() -> None:
           f"{sum(agg['accepted_per_position'])}/{sum(agg['proposed_per_position'])}, hits "
           f"{sum(agg['hits_per_position'])}/{sum(agg['lookups_per_position'])}, hidden {agg['draft_hidden_fraction']:.2f}")
     assert ssd == ar
+
+
+def _bf16_kernel_or_skip() -> None:
+    from saguaro.kernels.linear import available
+
+    if not available():
+        pytest.skip("bf16 exactness needs the batch-invariant bf16 kernel (AVX2+FMA CPUs)")
+
+
+def test_smollm2_bf16_sd_and_ssd_equal_ar_token_for_token() -> None:
+    """bf16 too: every linear is batch-invariant and attention runs row by row, so a verification
+    forward gives each row the bits of a one-token decode, whatever the batch holds."""
+    _bf16_kernel_or_skip()
+    try:
+        lm = M.load("smollm2-135m", dtype=torch.bfloat16, max_context=512)
+    except ImportError as e:
+        pytest.skip(str(e))
+    model = lm.adapter.model
+    prompts = [lm.tokenizer.encode(p) for p in CODE_PROMPTS[:3]]
+    n = 32
+    ar = [_generate(lm.adapter, None, SpeculationConfig(mode="ar"), [p], n)[0][0] for p in prompts]
+    shallow = M.NativeModelAdapter(_truncated(model, 20), max_context=512)
+    for mode in ("sd", "ssd"):
+        out, _, agg = _generate(lm.adapter, shallow, SpeculationConfig(mode=mode, k=3, backup="jit"), prompts, n)
+        accepted, proposed = sum(agg["accepted_per_position"]), sum(agg["proposed_per_position"])
+        print(f"bf16 {mode}: acceptance {accepted}/{proposed}")
+        assert 0 < accepted < proposed  # some rows accepted, some rejected: both paths were exercised
+        assert out == ar
+
+
+@pytest.mark.slow
+def test_qwen_pair_bf16_ssd_equals_ar() -> None:
+    _bf16_kernel_or_skip()
+    try:
+        target = M.load("qwen2.5-coder-1.5b", dtype=torch.bfloat16, max_context=512)
+        draft = M.load("qwen2.5-coder-0.5b", dtype=torch.bfloat16, max_context=512)
+    except ImportError as e:
+        pytest.skip(str(e))
+    prompts = [target.tokenizer.encode(p) for p in CODE_PROMPTS[:2]]
+    n = 48
+    ar = [_generate(target.adapter, None, SpeculationConfig(mode="ar"), [p], n)[0][0] for p in prompts]
+    ssd, _, agg = _generate(target.adapter, draft.adapter, SpeculationConfig(mode="ssd", k=3, backup="jit"), prompts, n)
+    print(f"qwen bf16 ssd: acceptance {sum(agg['accepted_per_position'])}/{sum(agg['proposed_per_position'])}")
+    assert ssd == ar

@@ -114,5 +114,5 @@ class DecoderModel:
             x = layer(x, cos, sin, groups)
         if logit_rows is not None:
             x = x.index_select(0, logit_rows)
-        return self.head(self.final_norm(x)).float()
+        return self.head.forward_float(self.final_norm(x))
 

@@ -173,11 +173,7 @@ class NativeModelAdapter:
             n = len(t)
             base = kv.length
             kv_len = base + n
-            mask = None
-            if n > 1:
-                mask = (torch.arange(kv_len, device=dev)[None, :]
-                        <= torch.arange(base, kv_len, device=dev)[:, None])
-            groups.append(AttentionGroup(kv, start, start + n, base, kv_len, mask))
+            groups.append(AttentionGroup(kv, start, start + n, base, kv_len, None, causal=True))
             positions.extend(range(base, kv_len))
             flat.extend(t)
             start += n
