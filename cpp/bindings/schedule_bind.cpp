@@ -9,6 +9,7 @@
 
 #include "saguaro/fanout_schedule.hpp"
 #include "saguaro/ngram_proposer.hpp"
+#include "saguaro/runtime_config.hpp"
 
 namespace py = pybind11;
 
@@ -16,10 +17,11 @@ namespace saguaro::bindings {
 namespace {
 
 FanoutKind kind_from_name(const std::string& name) {
-  if (name == "geometric") return FanoutKind::kGeometric;
-  if (name == "uniform") return FanoutKind::kUniform;
-  if (name == "manual") return FanoutKind::kManual;
-  throw std::invalid_argument("FanoutSchedule: kind must be 'geometric', 'uniform' or 'manual', got '" + name + "'");
+  try {
+    return parse_fanout_kind(name);  // the runtime's parser: one spelling of the kinds
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(std::string("FanoutSchedule: ") + e.what());
+  }
 }
 
 const char* kind_name(FanoutKind kind) {
