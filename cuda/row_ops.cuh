@@ -203,6 +203,40 @@ __device__ int32_t nth_id(int64_t V, Pred pred, long long n) {
   return result;
 }
 
+// The per-warp histograms of radix_boundary: one shared array for every instantiation (a __shared__
+// array inside the template would be allocated once per instantiation and overflow shared memory).
+static __device__ __forceinline__ unsigned long long (*radix_histograms())[256] {
+  __shared__ unsigned long long histograms[kWarps][256];
+  return histograms;
+}
+
+// The smallest id with pred(i) true, -1 when none: one pass and one block reduction (nth_id's
+// chunk-by-chunk walk synchronises the block twice per chunk, hundreds of microseconds per row).
+template <class Pred>
+__device__ int32_t first_id(int64_t V, Pred pred) {
+  constexpr int32_t kNone = 0x7fffffff;
+  __shared__ int32_t parts[kWarps];
+  int32_t best = kNone;
+  for (int64_t base = threadIdx.x; base < V && best == kNone; base += kUnroll * kThreads) {
+    bool hit[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t i = base + u * kThreads;
+      hit[u] = i < V && pred(i);
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
+      if (hit[u] && best == kNone) best = static_cast<int32_t>(base + u * kThreads);
+  }
+  for (int offset = 16; offset > 0; offset >>= 1) best = min(best, __shfl_down_sync(0xffffffffu, best, offset));
+  if ((threadIdx.x & 31) == 0) parts[threadIdx.x >> 5] = best;
+  __syncthreads();
+  int32_t result = kNone;
+  for (int w = 0; w < kWarps; ++w) result = min(result, parts[w]);
+  __syncthreads();
+  return result == kNone ? -1 : result;
+}
+
 // Radix select on order_key over the included tokens, from the largest key down, in four 8-bit
 // digits: the boundary of the shortest (key desc, id asc) prefix whose amount reaches `target`.
 // amount(i) is an unsigned 64-bit integer (a count, or a fixed-point mass) so that the shared-memory
@@ -210,7 +244,12 @@ __device__ int32_t nth_id(int64_t V, Pred pred, long long n) {
 template <class Include, class Amount>
 __device__ Boundary radix_boundary(const float* logits, int64_t V, Include include, Amount amount,
                                    unsigned long long target) {
-  __shared__ unsigned long long hist[256];
+  // One histogram per warp: lanes of a warp that share a digit still take turns on its bin, but no
+  // warp waits for another (one histogram for the block serialised the crowded digits of
+  // language-model logits; a warp-vote sum per token cost 32 shuffles each). Integer sums, so the
+  // result does not depend on the order of the additions.
+  unsigned long long (*const warp_hist)[256] = radix_histograms();
+  unsigned long long* const hist = warp_hist[0];
   __shared__ uint32_t prefix, mask;
   __shared__ unsigned long long above;
   __shared__ int reached;
@@ -222,18 +261,15 @@ __device__ Boundary radix_boundary(const float* logits, int64_t V, Include inclu
   }
   __syncthreads();
   for (int shift = 24; shift >= 0; shift -= 8) {
-    for (int d = threadIdx.x; d < 256; d += kThreads) hist[d] = 0;
+    for (int d = threadIdx.x; d < kWarps * 256; d += kThreads) (&warp_hist[0][0])[d] = 0;
     __syncthreads();
     const uint32_t want = prefix, m = mask;
-    const int lane = threadIdx.x & 31;
-    // Language-model logits crowd into a few digits, so one shared atomic per token would serialise
-    // on those bins (milliseconds per row); the lanes of a warp that share a digit add up first and
-    // one of them adds the group's amount. Integer sums: the result does not depend on the order.
+    unsigned long long* const mine = warp_hist[threadIdx.x >> 5];
     for (int64_t base = 0; base < V; base += kUnroll * kThreads) {
       int digits[kUnroll];
       unsigned long long amts[kUnroll];
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {  // all loads first (latency), then the warp votes
+      for (int u = 0; u < kUnroll; ++u) {  // all loads first (latency), then the additions
         const int64_t i = base + u * kThreads + threadIdx.x;
         digits[u] = -1;
         amts[u] = 0;
@@ -246,23 +282,14 @@ __device__ Boundary radix_boundary(const float* logits, int64_t V, Include inclu
         }
       }
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int digit = digits[u];
-        const unsigned long long amt = amts[u];
-        if (__ballot_sync(0xffffffffu, digit >= 0) == 0u) continue;  // warp-uniform
-        const unsigned peers = __match_any_sync(0xffffffffu, digit);
-        unsigned long long group = 0;
-        if (peers == 0xffffffffu) {
-          group = warp_sum(amt);
-          group = __shfl_sync(0xffffffffu, group, 0);
-        } else {
-          for (int src = 0; src < 32; ++src) {
-            const unsigned long long v = __shfl_sync(0xffffffffu, amt, src);
-            if ((peers >> src) & 1u) group += v;
-          }
-        }
-        if (digit >= 0 && __ffs(peers) - 1 == lane) atomicAdd(&hist[digit], group);
-      }
+      for (int u = 0; u < kUnroll; ++u)
+        if (digits[u] >= 0 && amts[u] != 0) atomicAdd(&mine[digits[u]], amts[u]);
+    }
+    __syncthreads();
+    for (int d = threadIdx.x; d < 256; d += kThreads) {
+      unsigned long long total = 0;
+      for (int w = 0; w < kWarps; ++w) total += warp_hist[w][d];
+      hist[d] = total;  // warp 0's row: only thread d reads and writes column d
     }
     __syncthreads();
     if (threadIdx.x == 0) {
@@ -293,7 +320,7 @@ __device__ Boundary radix_boundary(const float* logits, int64_t V, Include inclu
   // Within the boundary key every token has the same amount: take them in id order.
   const uint32_t key = b.key;
   auto equal = [&](int64_t i) { return include(i) && order_key(logits[i]) == key; };
-  const int32_t first = nth_id(V, equal, 1);
+  const int32_t first = first_id(V, equal);
   if (first < 0) {
     b.cut = false;
     return b;
@@ -301,7 +328,7 @@ __device__ Boundary radix_boundary(const float* logits, int64_t V, Include inclu
   const unsigned long long each = amount(first);
   const unsigned long long rest = target - above_total;
   const long long n = each ? static_cast<long long>((rest + each - 1) / each) : 1;
-  b.last_id = nth_id(V, equal, n < 1 ? 1 : n);
+  b.last_id = n <= 1 ? first : nth_id(V, equal, n);  // distinct logits: the boundary token is the first
   if (b.last_id < 0) b.cut = false;
   return b;
 }
