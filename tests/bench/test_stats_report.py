@@ -133,3 +133,10 @@ def test_make_batches_keeps_order_and_the_short_last_batch():
     out = make_batches(ps, [[i] for i in range(5)], 2)
     assert [[p.id for p in b[0]] for b in out] == [["p0", "p1"], ["p2", "p3"], ["p4"]]
     assert [b[1] for b in out] == [[[0], [1]], [[2], [3]], [[4]]]
+
+
+def test_round_time_is_per_batched_round():
+    s = {"token_ids": [1] * 8, "elapsed_s": 2.0, "ttft_s": 0.5, "first_tokens": 4,
+         "metrics": {"engine_delta": {"rounds": 8.0, "batched_rounds": 2.0, "round_s": 1.0, "target_verify_s": 0.8}}}
+    f = stats.sample_figures(s)
+    assert f["round_time_ms"] == 500.0 and f["verify_time_ms"] == 400.0

@@ -75,7 +75,8 @@ def sample_figures(sample: dict) -> dict:
         out["hit_rate"] = _ratio_of_sums(m.get("hits_per_position"), m.get("lookups_per_position"))
     rt = _number(metric(m, "round_time_s"))
     vt = _number(metric(m, "verify_time_s"))
-    d_rounds = _delta(delta, "rounds")
+    # a batched round serves every request of the batch: time per round is per batched round
+    d_rounds = _delta(delta, "batched_rounds") or _delta(delta, "rounds")
     if rt is None and d_rounds:
         rt = _per(_delta(delta, "round_s"), d_rounds)
     if vt is None and d_rounds:
