@@ -12,6 +12,24 @@ from api_fakes import FakeRuntime, fake_model
 TEXT = "hello world!\n"
 
 
+def run_in_threads(work, n: int) -> list[BaseException]:
+    """work(i) on n threads at once; the exceptions they raised (to assert on in the test thread)."""
+    errors: list[BaseException] = []
+
+    def guarded(i):
+        try:
+            work(i)
+        except Exception as e:  # noqa: BLE001 - reported to the caller
+            errors.append(e)
+
+    threads = [threading.Thread(target=guarded, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
 def test_generate_string_returns_one_output(fake_engine_factory):
     with fake_engine_factory() as eng:
         [out] = eng.generate("hi", SamplingParams(max_new_tokens=4))
@@ -120,21 +138,12 @@ def test_metrics_aggregate(fake_engine_factory):
 
 
 def test_concurrent_generate_from_four_threads(fake_engine_factory):
-    results, errors = {}, []
+    results = {}
     with fake_engine_factory() as eng:
         def work(i):
-            try:
-                outs = eng.generate([f"t{i}-{j}" for j in range(5)],
-                                    [SamplingParams(max_new_tokens=1 + (i + j) % 6) for j in range(5)])
-                results[i] = outs
-            except Exception as e:  # pragma: no cover - reported below
-                errors.append(e)
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert not errors
+            results[i] = eng.generate([f"t{i}-{j}" for j in range(5)],
+                                      [SamplingParams(max_new_tokens=1 + (i + j) % 6) for j in range(5)])
+        assert not run_in_threads(work, 4)
         for i, outs in results.items():
             for j, o in enumerate(outs):
                 assert o.prompt == f"t{i}-{j}"
@@ -325,19 +334,12 @@ def test_ignore_eos_is_per_request_and_runtime_sees_no_eos(fake_engine_factory, 
 
 def test_concurrent_streams_from_four_threads(fake_engine_factory, monkeypatch):
     monkeypatch.setattr(FakeRuntime, "round_size", 1)
-    texts, errors = {}, []
+    texts = {}
     with fake_engine_factory() as eng:
         def work(i):
-            try:
-                sp = SamplingParams(max_new_tokens=3 + i, stop=["ld!"] if i % 2 else [])
-                texts[i] = "".join(d.text for d in eng.stream(f"p{i}", sp))
-            except Exception as e:  # pragma: no cover - reported below
-                errors.append(e)
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+            sp = SamplingParams(max_new_tokens=3 + i, stop=["ld!"] if i % 2 else [])
+            texts[i] = "".join(d.text for d in eng.stream(f"p{i}", sp))
+        errors = run_in_threads(work, 4)
     assert not errors
     # 3..6 tokens of "hello"," wor","ld","!\n","hello",...; odd threads stop at "ld!"
     assert texts == {0: "hello world", 1: "hello wor", 2: "hello world!\nhello", 3: "hello wor"}

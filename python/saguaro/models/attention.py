@@ -19,7 +19,8 @@ class AttentionGroup:
     Rows [row_start, row_end) of the flat batch are written to KV slots
     [write_start, write_start + n) and attend to slots [0, kv_len) under `mask`
     (bool [n, kv_len], True = may attend; None = every query sees all kv_len slots).
-    causal=True (a chain of new tokens): row i sees slots [0, write_start + i], and `mask` is unused.
+    causal=True (a chain of new tokens): row i sees slots [0, write_start + i]. With mask None each
+    row runs its own attention call (see ROW_BY_ROW_MAX); otherwise `mask` is that causal mask.
     """
 
     kv: SequenceKV
@@ -31,8 +32,8 @@ class AttentionGroup:
     causal: bool = False
 
 
-#: causal groups of at most this many rows (verification, decode) run attention one query row at a
-#: time: the very call a one-token decode makes, so a K+1-token verification gives each row the
+#: causal chains of at most this many rows (verification, decode) get no mask from the adapter and
+#: run attention one query row at a time: the very call a one-token decode makes, so a K+1-token verification gives each row the
 #: bits of K+1 successive decodes (multi-query SDPA reduces in a row-count-dependent order on the
 #: CPU). With the batch-invariant linears this makes greedy bf16 speculative decoding exact.
 ROW_BY_ROW_MAX = 32
@@ -79,21 +80,17 @@ class Attention:
         end = g.write_start + n
         kc[:, g.write_start : end].copy_(k.transpose(0, 1))
         vc[:, g.write_start : end].copy_(v.transpose(0, 1))
-        if g.causal and n <= ROW_BY_ROW_MAX:
+        if g.causal and g.mask is None:
             rows = [F.scaled_dot_product_attention(q[i : i + 1].transpose(0, 1).unsqueeze(0),
                                                    kc[:, : g.write_start + i + 1].unsqueeze(0),
                                                    vc[:, : g.write_start + i + 1].unsqueeze(0), enable_gqa=self.gqa)
                     for i in range(n)]
             return torch.cat(rows, dim=2)[0].transpose(0, 1)
-        mask = g.mask
-        if g.causal:
-            mask = (torch.arange(g.kv_len, device=q.device)[None, :]
-                    <= torch.arange(g.write_start, end, device=q.device)[:, None])
         o = F.scaled_dot_product_attention(
             q.transpose(0, 1).unsqueeze(0),
             kc[:, : g.kv_len].unsqueeze(0),
             vc[:, : g.kv_len].unsqueeze(0),
-            attn_mask=mask,
+            attn_mask=g.mask,
             enable_gqa=self.gqa,
         )
         return o[0].transpose(0, 1)

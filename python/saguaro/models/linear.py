@@ -8,11 +8,6 @@ import torch.nn.functional as F
 
 from saguaro.kernels import linear as small_linear
 
-# Rows up to which bf16 CPU projections use saguaro's kernel (None: all). It beats torch's bf16
-# matmul on AVX2 CPUs at every M measured, 1 to 512 rows (bench/results/linear.md: 4-6x from M = 5
-# up), and one code path for every M keeps each row's bits independent of the batch (a prefill of
-# several prompts together gives each the KV of its prefill alone).
-SMALL_M_CUTOFF: int | None = None
 
 
 def _kernel_enabled() -> bool:
@@ -22,10 +17,11 @@ def _kernel_enabled() -> bool:
 class Linear:
     """y = x W^T + b with W [out, in] in the model's dtype.
 
-    bf16 weights on the CPU (up to SMALL_M_CUTOFF rows; None = any) run saguaro's batch-invariant
-    small-M kernel (saguaro.kernels.linear): each row's bits do not depend on the other rows, so a K+1-token
-    verification gives exactly the logits of one-token decodes, and on AVX2-only CPUs an M-row call
-    costs about one decode step. Set the environment variable SAGUARO_CPU_LINEAR=torch (read at
+    bf16 weights on the CPU run saguaro's batch-invariant small-M kernel (saguaro.kernels.linear) at
+    every row count: each row's bits do not depend on the other rows, so a K+1-token verification
+    gives exactly the logits of one-token decodes (and a prefill of several prompts together gives
+    each the KV of its prefill alone). It beats torch's bf16 matmul on AVX2 CPUs at every M measured,
+    1 to 512 rows (bench/results/linear.md: 4-6x from M = 5 up). Set the environment variable SAGUARO_CPU_LINEAR=torch (read at
     each call) to use torch's F.linear for every call instead.
     """
 
@@ -43,7 +39,7 @@ class Linear:
 
     def _use_small(self, x: torch.Tensor) -> bool:
         return (self._small and _kernel_enabled() and x.dtype == torch.bfloat16 and x.device.type == "cpu"
-                and x.numel() > 0 and (SMALL_M_CUTOFF is None or x.numel() // x.shape[-1] <= SMALL_M_CUTOFF))
+                and x.numel() > 0)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self._use_small(x):

@@ -7,6 +7,7 @@ from typing import Sequence
 import torch
 
 from saguaro.models._validation import check_batch, check_tree_args, context_error
+from saguaro.models import attention
 from saguaro.models.attention import AttentionGroup
 from saguaro.models.decoder import DecoderModel
 from saguaro.models.kv_cache import KVCache, SequenceKV, TreeState
@@ -173,7 +174,11 @@ class NativeModelAdapter:
             n = len(t)
             base = kv.length
             kv_len = base + n
-            groups.append(AttentionGroup(kv, start, start + n, base, kv_len, None, causal=True))
+            mask = None
+            if n > attention.ROW_BY_ROW_MAX:  # longer chains (prefills): one masked call per layer
+                mask = (torch.arange(kv_len, device=dev)[None, :]
+                        <= torch.arange(base, kv_len, device=dev)[:, None])
+            groups.append(AttentionGroup(kv, start, start + n, base, kv_len, mask, causal=True))
             positions.extend(range(base, kv_len))
             flat.extend(t)
             start += n
