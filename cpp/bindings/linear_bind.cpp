@@ -39,6 +39,47 @@ SmallGemmPath parse_path(const std::string& path) {
   throw py::value_error("path: expected 'auto', 'scalar' or 'avx2', got '" + path + "'");
 }
 
+// Validates bias / out / threads / path and runs the product on an unpacked [N, K] weight or a packed
+// [ceil(N / 16), K, 16] one (`packed`).
+void run_linear(const TensorView& xv, const TensorView& wv, bool packed, int64_t N, py::handle bias, py::handle out,
+                int threads, const std::string& path) {
+  const int64_t M = xv.shape[0], K = xv.shape[1];
+  if (M < 1) xv.fail("needs at least one row");
+  if (K < 1) xv.fail("needs at least one column (in_features)");
+  if (N < 1) wv.fail("needs at least one row (out_features)");
+  const uint16_t* bias_ptr = nullptr;
+  TensorView bv;
+  if (!bias.is_none()) {
+    bv = borrow_tensor(bias, "bias");
+    require_bf16(bv, {N});
+    bias_ptr = bv.data<uint16_t>();
+  }
+  auto ov = borrow_tensor(out, "out");
+  ov.require_cpu();
+  uint16_t* y_bf16 = nullptr;
+  float* y_f32 = nullptr;
+  if (is_bf16(ov)) {
+    require_bf16(ov, {M, N});
+    y_bf16 = ov.data<uint16_t>();
+  } else if (ov.dtype == DType::kFloat32) {
+    ov.require(DType::kFloat32, {M, N});
+    y_f32 = ov.data<float>();
+  } else {
+    ov.fail("expected dtype bfloat16 or float32");
+  }
+  if (threads < 1) throw py::value_error("threads: must be >= 1, got " + std::to_string(threads));
+  const SmallGemmPath p = parse_path(path);
+  if (p == SmallGemmPath::kAvx2 && !small_gemm_has_avx2())
+    throw py::value_error("path: 'avx2' was asked for but this CPU lacks AVX2+FMA");
+  py::gil_scoped_release release;
+  if (packed)
+    small_gemm_bf16_packed(xv.data<uint16_t>(), wv.data<uint16_t>(), bias_ptr, M, N, K, y_bf16, y_f32, threads, p);
+  else
+    small_gemm_bf16(xv.data<uint16_t>(), wv.data<uint16_t>(), bias_ptr, M, N, K, y_bf16, y_f32, threads, p);
+}
+
+int64_t panels(int64_t n) { return (n + 15) / 16; }
+
 }  // namespace
 
 void bind_linear(py::module_& m) {
@@ -51,44 +92,49 @@ void bind_linear(py::module_& m) {
         require_bf16(xv, {-1, -1});
         auto wv = borrow_tensor(weight, "weight");
         require_bf16(wv, {-1, -1});
-        const int64_t M = xv.shape[0], K = xv.shape[1], N = wv.shape[0];
-        if (M < 1) xv.fail("needs at least one row");
-        if (K < 1) xv.fail("needs at least one column (in_features)");
-        if (N < 1) wv.fail("needs at least one row (out_features)");
+        const int64_t K = xv.shape[1];
         if (wv.shape[1] != K)
           wv.fail("expected shape [*, " + std::to_string(K) + "] (x has " + std::to_string(K) + " columns), got " +
                   wv.shape_str());
-        const uint16_t* bias_ptr = nullptr;
-        TensorView bv;
-        if (!bias.is_none()) {
-          bv = borrow_tensor(bias, "bias");
-          require_bf16(bv, {N});
-          bias_ptr = bv.data<uint16_t>();
-        }
-        auto ov = borrow_tensor(out, "out");
-        ov.require_cpu();
-        uint16_t* y_bf16 = nullptr;
-        float* y_f32 = nullptr;
-        if (is_bf16(ov)) {
-          require_bf16(ov, {M, N});
-          y_bf16 = ov.data<uint16_t>();
-        } else if (ov.dtype == DType::kFloat32) {
-          ov.require(DType::kFloat32, {M, N});
-          y_f32 = ov.data<float>();
-        } else {
-          ov.fail("expected dtype bfloat16 or float32");
-        }
-        if (threads < 1) throw py::value_error("threads: must be >= 1, got " + std::to_string(threads));
-        const SmallGemmPath p = parse_path(path);
-        if (p == SmallGemmPath::kAvx2 && !small_gemm_has_avx2())
-          throw py::value_error("path: 'avx2' was asked for but this CPU lacks AVX2+FMA");
-        py::gil_scoped_release release;
-        small_gemm_bf16(xv.data<uint16_t>(), wv.data<uint16_t>(), bias_ptr, M, N, K, y_bf16, y_f32, threads, p);
+        run_linear(xv, wv, false, wv.shape[0], bias, out, threads, path);
       },
       py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("out"), py::arg("threads") = 1,
       py::arg("path") = "auto",
       "out[M, N] = x[M, K] @ weight[N, K]^T (+ bias[N]); x, weight, bias bf16 CPU tensors, out bf16 or float32. "
-      "Batch-invariant: each output row's bits depend only on its own input row.");
+      "Packs the weight on every call (models pack once: small_gemm_pack_bf16). Batch-invariant: each output "
+      "row's bits depend only on its own input row.");
+
+  m.def(
+      "small_gemm_pack_bf16",
+      [](py::handle weight, py::handle packed, int threads) {
+        auto wv = borrow_tensor(weight, "weight");
+        require_bf16(wv, {-1, -1});
+        const int64_t N = wv.shape[0], K = wv.shape[1];
+        if (N < 1 || K < 1) wv.fail("needs at least one row and one column, got " + wv.shape_str());
+        auto pv = borrow_tensor(packed, "packed");
+        require_bf16(pv, {panels(N), K, 16});
+        if (threads < 1) throw py::value_error("threads: must be >= 1, got " + std::to_string(threads));
+        py::gil_scoped_release release;
+        small_gemm_pack_bf16(wv.data<uint16_t>(), N, K, pv.data<uint16_t>(), threads);
+      },
+      py::arg("weight"), py::arg("packed"), py::arg("threads") = 1,
+      "Packs weight [N, K] (bf16) into packed [ceil(N / 16), K, 16] (bf16), the kernel's panel layout.");
+
+  m.def(
+      "small_gemm_bf16_packed",
+      [](py::handle x, py::handle packed, int64_t n, py::handle bias, py::handle out, int threads,
+         const std::string& path) {
+        auto xv = borrow_tensor(x, "x");
+        require_bf16(xv, {-1, -1});
+        if (n < 1) throw py::value_error("n: out_features must be >= 1, got " + std::to_string(n));
+        auto pv = borrow_tensor(packed, "packed");
+        require_bf16(pv, {panels(n), xv.shape[1], 16});
+        run_linear(xv, pv, true, n, bias, out, threads, path);
+      },
+      py::arg("x"), py::arg("packed"), py::arg("n"), py::arg("bias"), py::arg("out"), py::arg("threads") = 1,
+      py::arg("path") = "auto",
+      "out[M, n] = x[M, K] @ W[n, K]^T (+ bias[n]) with W given packed ([ceil(n / 16), K, 16] from "
+      "small_gemm_pack_bf16).");
 }
 
 }  // namespace saguaro::bindings

@@ -64,7 +64,8 @@ TEST(SmallGemm, MatchesDoubleReferenceOnOddSizes) {
 }
 
 TEST(SmallGemm, RowsAreBatchAndThreadInvariant) {
-  const int64_t K = 203, N = 389, Mmax = 33;
+  // K over two k chunks (256): row blocks beyond 6 rows take turns on a chunk
+  const int64_t K = 603, N = 389, Mmax = 33;
   auto x = random_bf16(Mmax * K, 4), w = random_bf16(N * K, 5, 0.1f), b = random_bf16(N, 6);
   std::vector<std::vector<float>> alone;
   for (int64_t m = 0; m < Mmax; ++m) {
@@ -78,6 +79,25 @@ TEST(SmallGemm, RowsAreBatchAndThreadInvariant) {
         for (int64_t n = 0; n < N; ++n)
           ASSERT_EQ(y[m * N + n], alone[m][n]) << "M=" << M << " threads=" << threads << " m=" << m << " n=" << n;
     }
+}
+
+TEST(SmallGemm, PackedLayoutAndPackedCalls) {
+  const int64_t K = 37, N = 35, M = 9;
+  EXPECT_EQ(saguaro::small_gemm_packed_size(N, K), 3 * K * 16);
+  auto x = random_bf16(M * K, 14), w = random_bf16(N * K, 15), b = random_bf16(N, 16);
+  std::vector<uint16_t> packed(static_cast<size_t>(saguaro::small_gemm_packed_size(N, K)), 0xffff);
+  saguaro::small_gemm_pack_bf16(w.data(), N, K, packed.data(), 2);
+  for (int64_t n = 0; n < 48; ++n)
+    for (int64_t k = 0; k < K; ++k) {
+      // column n of panel n / 16: low half of word n % 8 for n % 16 < 8, else the high half
+      const int64_t c = n % 16, at = (n / 16) * K * 16 + k * 16 + 2 * (c % 8) + c / 8;
+      ASSERT_EQ(packed[at], n < N ? w[n * K + k] : 0) << "n=" << n << " k=" << k;
+    }
+  for (SmallGemmPath path : paths()) {
+    std::vector<float> y(M * N);
+    saguaro::small_gemm_bf16_packed(x.data(), packed.data(), b.data(), M, N, K, nullptr, y.data(), 3, path);
+    EXPECT_EQ(y, run_f32(x, w, b.data(), M, N, K, 1, path));
+  }
 }
 
 TEST(SmallGemm, PathsAgreeBitForBit) {

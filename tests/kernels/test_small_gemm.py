@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from saguaro.kernels.linear import available, bf16_linear
+from saguaro.kernels.linear import available, bf16_linear, pack_bf16
 from saguaro.models.linear import Linear
 
 PATHS = ["scalar"] + (["avx2"] if available() else [])
@@ -175,3 +175,29 @@ def test_multi_query_attention_would_break_invariance(monkeypatch):
     monkeypatch.setattr(attention, "ROW_BY_ROW_MAX", 0)
     verify, decodes = _verify_and_decodes("qwen2-untied")
     assert not torch.equal(verify, decodes)
+
+
+@needs_kernel
+def test_packed_weight_rows_unpack_and_linear_keeps_one_copy():
+    w, x = _bf16(37, 24, seed=4), _bf16(5, 24, seed=5)
+    packed = pack_bf16(w)
+    assert packed.data.shape == (3, 24, 16) and packed.shape == w.shape
+    assert torch.equal(packed.unpack(), w)
+    ids = torch.tensor([[0, 36], [17, 8]])
+    assert torch.equal(packed.rows(ids), w[ids])
+    assert _same_bits(bf16_linear(x, packed), bf16_linear(x, w))
+    lin = Linear(w)
+    assert lin.packed is not None and lin._weight is None  # the plain weight is not kept
+    assert torch.equal(lin.rows(ids), w[ids]) and lin._weight is None
+    assert torch.equal(lin.weight, w)  # unpacked on demand
+
+
+@needs_kernel
+def test_tied_head_serves_the_embedding_lookup():
+    pytest.importorskip("transformers")
+    helpers = _model_helpers()
+    adapter = helpers.native_from_hf(helpers.make_hf("llama-tied"), dtype=torch.bfloat16)
+    model = adapter.model
+    assert model._embed is None and model.head.packed is not None  # one copy of the tied matrix
+    tokens = torch.tensor([3, 50, 96])
+    assert torch.equal(model.head.rows(tokens), model.embed[tokens])

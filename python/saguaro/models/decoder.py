@@ -36,10 +36,11 @@ class DecoderModel:
     state: the KV slots belong to the adapter that runs it.
     """
 
-    def __init__(self, config: ModelConfig, embed: torch.Tensor, layers: list[DecoderLayer],
+    def __init__(self, config: ModelConfig, embed: torch.Tensor | None, layers: list[DecoderLayer],
                  final_norm: RMSNorm, head: Linear, dtype: torch.dtype, device: torch.device) -> None:
+        """embed None: the input embedding is the head's weight (tied), looked up from its packed rows."""
         self.config = config
-        self.embed = embed
+        self._embed = embed
         self.layers = layers
         self.final_norm = final_norm
         self.head = head
@@ -93,14 +94,18 @@ class DecoderModel:
             layers.append(DecoderLayer(RMSNorm(t(p + "input_layernorm.weight"), c.rms_norm_eps), attention,
                                        RMSNorm(t(p + "post_attention_layernorm.weight"), c.rms_norm_eps), mlp))
         embed = t("model.embed_tokens.weight").contiguous()
-        if has("lm_head.weight") and not c.tie_word_embeddings:
-            head_w = t("lm_head.weight")
-        else:
-            head_w = embed
+        tied = not (has("lm_head.weight") and not c.tie_word_embeddings)
         # int8 drafts quantize the head too (a separate copy when tied): it is the largest single matmul
         # of a Qwen draft, and the draft's q may be any distribution as long as it is the one reported.
-        head = lin(head_w)
+        head = lin(embed if tied else t("lm_head.weight"))
+        if tied and head.packed is not None:
+            embed = None  # lookups read the packed head's rows: one copy of the largest matrix
         return cls(c, embed, layers, RMSNorm(t("model.norm.weight"), c.rms_norm_eps), head, dtype, device)
+
+    @property
+    def embed(self) -> torch.Tensor:
+        """The input embedding [vocab, hidden] (for a tied packed head: unpacked on first use)."""
+        return self._embed if self._embed is not None else self.head.weight
 
     def rotary(self, capacity: int) -> RotaryTable:
         """A cos/sin table for positions below `capacity`."""
@@ -109,7 +114,7 @@ class DecoderModel:
     def forward(self, tokens: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 groups: list[AttentionGroup], logit_rows: torch.Tensor | None = None) -> torch.Tensor:
         """Run flat tokens [N] (grouped by sequence) and return float32 logits of logit_rows (all if None)."""
-        x = F.embedding(tokens, self.embed)
+        x = F.embedding(tokens, self._embed) if self._embed is not None else self.head.rows(tokens)
         for layer in self.layers:
             x = layer(x, cos, sin, groups)
         if logit_rows is not None:

@@ -1,0 +1,115 @@
+// A small persistent thread pool for the small-M linear kernel: one caller at a time splits a job
+// into parts; workers sleep on a condition variable between calls (no spinning: the other model's
+// thread needs the core).
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include <unistd.h>
+
+namespace saguaro::detail {
+
+// One caller at a time uses the workers; a second concurrent caller (the other SSD worker thread)
+// finds it busy and runs its call alone, which gives the same bits because threads split columns only.
+class ColumnPool {
+ public:
+  static ColumnPool& instance() {
+    static ColumnPool pool;
+    return pool;
+  }
+
+  // Runs job(part) for every part in [0, parts) using the caller and up to parts - 1 workers.
+  // Returns false (running nothing) when another caller holds the pool or after a fork.
+  bool try_run(int parts, const std::function<void(int)>& job) {
+    if (getpid() != owner_pid_) return false;  // a forked child has no workers
+    std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
+    if (!busy.owns_lock()) return false;
+    grow(parts - 1);
+    {
+      std::lock_guard<std::mutex> lock(m_);
+      job_ = &job;
+      parts_ = parts;
+      next_.store(0);
+      unfinished_ = parts;
+      ++generation_;
+    }
+    work_cv_.notify_all();
+    work_on_parts();
+    std::unique_lock<std::mutex> lock(m_);
+    // no worker may still hold `job` when it goes out of scope
+    done_cv_.wait(lock, [&] { return unfinished_ == 0 && active_ == 0; });
+    job_ = nullptr;
+    return true;
+  }
+
+  ~ColumnPool() {
+    {
+      std::lock_guard<std::mutex> lock(m_);
+      stop_ = true;
+    }
+    work_cv_.notify_all();
+    for (auto& t : workers_) t.join();
+  }
+
+ private:
+  ColumnPool() : owner_pid_(getpid()) {}
+
+  void grow(int want) {
+    while (static_cast<int>(workers_.size()) < want) workers_.emplace_back([this] { worker_loop(); });
+  }
+
+  void work_on_parts() {
+    const std::function<void(int)>* job;
+    int parts;
+    {
+      std::lock_guard<std::mutex> lock(m_);
+      job = job_;
+      parts = parts_;
+      if (job == nullptr) return;
+      ++active_;
+    }
+    int done = 0;
+    for (int p = next_.fetch_add(1); p < parts; p = next_.fetch_add(1)) {
+      (*job)(p);
+      ++done;
+    }
+    std::lock_guard<std::mutex> lock(m_);
+    unfinished_ -= done;
+    --active_;
+    if (unfinished_ == 0 && active_ == 0) done_cv_.notify_all();
+  }
+
+  void worker_loop() {
+    uint64_t seen = 0;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(m_);
+        work_cv_.wait(lock, [&] { return stop_ || generation_ != seen; });
+        if (stop_) return;
+        seen = generation_;
+      }
+      work_on_parts();
+    }
+  }
+
+  const pid_t owner_pid_;
+  std::mutex busy_;
+  std::mutex m_;
+  std::condition_variable work_cv_, done_cv_;
+  std::vector<std::thread> workers_;
+  const std::function<void(int)>* job_ = nullptr;
+  int parts_ = 0;
+  std::atomic<int> next_{0};
+  int unfinished_ = 0;
+  int active_ = 0;  // threads currently holding job_
+  uint64_t generation_ = 0;
+  bool stop_ = false;
+};
+
+}  // namespace saguaro::detail
