@@ -27,8 +27,12 @@ def tiny_tokens(n: int) -> list[str]:
     return alphabet[: n - 2] + ["<|im_start|>", "<|im_end|>"]
 
 
-def write_gguf(model, path: Path, arch: str | None = None) -> Path:
-    """Write model (a tiny transformers Llama/Qwen2/Qwen3) as an F32 GGUF file."""
+def write_gguf(model, path: Path, arch: str | None = None, rope_freqs: np.ndarray | None = None) -> Path:
+    """Write model (a tiny transformers Llama/Qwen2/Qwen3) as an F32 GGUF file.
+
+    rope_freqs, when given, is written as the rope_freqs.weight tensor (per-frequency divisors) as it is,
+    instead of the one a llama3-scaled config implies.
+    """
     import gguf
 
     cfg = model.config
@@ -55,7 +59,9 @@ def write_gguf(model, path: Path, arch: str | None = None) -> Path:
                         "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
     heads, kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
     scaling = getattr(cfg, "rope_scaling", None) or {}
-    if scaling.get("rope_type") == "llama3":
+    if rope_freqs is not None:
+        w.add_tensor("rope_freqs.weight", np.asarray(rope_freqs, dtype=np.float32))
+    elif scaling.get("rope_type") == "llama3":
         # llama.cpp stores Llama 3 scaling as per-frequency divisors of the plain inverse frequencies
         from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
         scaled, _ = ROPE_INIT_FUNCTIONS["llama3"](cfg, "cpu")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,51 @@ _HF_ARCH_NAMES = {
     "Qwen3ForCausalLM": "qwen3",
     "LlamaForCausalLM": "llama",
 }
+
+
+SUPPORTED_ROPE_TYPES = ("llama3", "freq_factors")
+"""RoPE scalings the native implementation applies (besides none, rope_type "default").
+
+"llama3": Llama 3's smooth low-frequency scaling (factor, low/high_freq_factor, original_max_position_embeddings).
+"freq_factors": {"factors": [head_dim/2 divisors]}, inv_freq = plain inv_freq / factors, exactly what llama.cpp
+does with a GGUF file's rope_freqs tensor (the conversion cache stores GGUF files' scaling this way).
+"""
+
+
+def rope_type(scaling: dict[str, Any] | None) -> str | None:
+    """The kind of a rope_scaling dict (its rope_type, or the older type key); None for no scaling.
+
+    A missing dict, a missing type and "default" all mean plain RoPE, as in transformers' config.json.
+    Raises NotImplementedError for a kind outside SUPPORTED_ROPE_TYPES.
+    """
+    if not scaling:
+        return None
+    kind = scaling.get("rope_type", scaling.get("type", "default"))
+    if kind == "default":
+        return None
+    if kind not in SUPPORTED_ROPE_TYPES:
+        raise NotImplementedError(f"unsupported rope scaling {kind!r} (rope_scaling rope_type): the native "
+                                  f"implementation applies {', '.join(map(repr, SUPPORTED_ROPE_TYPES))} or none "
+                                  "('default'); load this model as a transformers model (HFModelAdapter) instead")
+    return kind
+
+
+def check_rope_scaling(scaling: dict[str, Any] | None, head_dim: int) -> str | None:
+    """rope_type(scaling), after checking a "freq_factors" list: head_dim/2 positive finite numbers, else ValueError."""
+    kind = rope_type(scaling)
+    if kind == "freq_factors":
+        assert scaling is not None  # rope_type returned a kind
+        expected = f"rope_scaling['factors'] must be a list of head_dim/2 = {head_dim // 2} positive finite numbers " \
+                   "(one divisor per rotary frequency)"
+        factors = scaling.get("factors")
+        if not isinstance(factors, (list, tuple)):
+            raise ValueError(f"{expected}, got {type(factors).__name__}")
+        if len(factors) != head_dim // 2:
+            raise ValueError(f"{expected}, got {len(factors)} numbers")
+        for i, f in enumerate(factors):
+            if isinstance(f, bool) or not isinstance(f, numbers.Real) or not math.isfinite(f) or f <= 0:
+                raise ValueError(f"{expected}, got {f!r} at index {i}")
+    return kind
 
 
 class UnsupportedArchitectureError(ValueError):
@@ -56,6 +103,7 @@ class ModelConfig:
             raise unsupported(self.architecture)
         if self.num_heads % self.num_kv_heads != 0:
             raise ValueError(f"num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads}")
+        check_rope_scaling(self.rope_scaling, self.head_dim)
 
     @classmethod
     def from_hf_dict(cls, d: dict[str, Any]) -> "ModelConfig":
@@ -77,12 +125,8 @@ class ModelConfig:
             theta = params.get("rope_theta", theta)
             if params.get("rope_type", "default") != "default":
                 scaling = params
-        if scaling is not None:
-            kind = scaling.get("rope_type", scaling.get("type", "default"))
-            if kind == "default":
-                scaling = None
-            elif kind != "llama3":
-                raise ValueError(f"unsupported rope scaling {kind!r}: only 'llama3' (or none) is implemented")
+        if rope_type(scaling) is None:
+            scaling = None
         return cls(
             architecture=arch,
             vocab_size=int(d["vocab_size"]),

@@ -9,7 +9,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from saguaro.models.config import SUPPORTED_ARCHITECTURES, ModelConfig, unsupported
+from saguaro.models.config import SUPPORTED_ARCHITECTURES, ModelConfig, check_rope_scaling, unsupported
 from saguaro.models.rotary import inverse_frequencies
 
 _LAYER_NAMES = {
@@ -93,26 +93,34 @@ class GGUFFile:
             eos_token_ids=sorted(set(eos)), bos_token_id=None if bos is None else int(bos),
         )
         if "rope_freqs.weight" in self.tensor_names:
-            config.rope_scaling = self._llama3_scaling(config)
+            config.rope_scaling = self._rope_scaling(config)
         return config
 
-    def _llama3_scaling(self, config: ModelConfig) -> dict[str, Any]:
-        """Llama 3 stores its RoPE scaling as per-frequency divisors; recover the parameters and check them."""
+    def _rope_scaling(self, config: ModelConfig) -> dict[str, Any]:
+        """The RoPE scaling that rope_freqs.weight (llama.cpp's per-frequency divisors of inv_freq) encodes.
+
+        Divisors that match Llama 3 scaling (low/high_freq_factor 1/4, the factor and original context from
+        the metadata) give the "llama3" dict, as a Hugging Face config would; any other divisors are kept as
+        they are, {"rope_type": "freq_factors", "factors": [...]}, which applies them exactly as llama.cpp does.
+        """
         m, arch = self.metadata, self.architecture
         factors = torch.from_numpy(self._dequantized("rope_freqs.weight").copy()).float().flatten()
-        scaling = {
+        freq_factors = {"rope_type": "freq_factors", "factors": [float(f) for f in factors.tolist()]}
+        try:
+            check_rope_scaling(freq_factors, config.head_dim)
+        except ValueError as e:
+            raise ValueError(f"{self.path}: bad rope_freqs.weight tensor: {e}") from e
+        llama3 = {
             "rope_type": "llama3",
             "factor": float(m.get(f"{arch}.rope.scaling.factor", factors.max().item())),
             "low_freq_factor": 1.0, "high_freq_factor": 4.0,
             "original_max_position_embeddings": int(m.get(f"{arch}.rope.scaling.original_context_length", 8192)),
         }
         plain = ModelConfig(**{**config.__dict__, "rope_scaling": None})
-        scaled = ModelConfig(**{**config.__dict__, "rope_scaling": scaling})
-        expected = inverse_frequencies(plain) / factors
-        if not torch.allclose(inverse_frequencies(scaled), expected, rtol=1e-3):
-            raise NotImplementedError(f"{self.path}: rope_freqs do not match Llama 3 scaling with factor "
-                                      f"{scaling['factor']}; other RoPE scalings are not supported")
-        return scaling
+        scaled = ModelConfig(**{**config.__dict__, "rope_scaling": llama3})
+        if torch.allclose(inverse_frequencies(scaled), inverse_frequencies(plain) / factors, rtol=1e-3):
+            return llama3
+        return freq_factors
 
     def _dequantized(self, name: str) -> np.ndarray:
         from gguf import quants

@@ -1,20 +1,29 @@
-"""Rotary position embedding tables (plain and Llama 3 frequency scaling)."""
+"""Rotary position embedding tables (plain, Llama 3 frequency scaling, per-frequency divisors)."""
 from __future__ import annotations
 
 import math
 
 import torch
 
-from saguaro.models.config import ModelConfig
+from saguaro.models.config import ModelConfig, check_rope_scaling
 
 
 def inverse_frequencies(config: ModelConfig) -> torch.Tensor:
-    """inv_freq[head_dim/2] in float32, with Llama 3 scaling applied when the config asks for it."""
+    """inv_freq[head_dim/2] in float32, with the config's rope_scaling applied.
+
+    rope_type "llama3": Llama 3 scaling; "freq_factors": plain inv_freq divided by the given factors
+    (llama.cpp's rope_freqs); none or "default": plain. Bad factors raise ValueError, other kinds
+    NotImplementedError.
+    """
     dim = config.head_dim
     inv = 1.0 / (config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
     s = config.rope_scaling
-    if not s:
+    kind = check_rope_scaling(s, dim)  # again here: rope_scaling may be set after construction
+    if kind is None:
         return inv
+    assert s is not None
+    if kind == "freq_factors":
+        return inv / torch.tensor([float(f) for f in s["factors"]], dtype=torch.float32)
     # Llama 3: keep high frequencies, divide low ones by `factor`, blend smoothly in between.
     factor = float(s["factor"])
     low = float(s.get("low_freq_factor", 1.0))
