@@ -8,6 +8,7 @@ namespace saguaro::bindings {
 // Each binding file registers one concept; they are defined beside this file.
 void bind_kernels(py::module_& m);
 void bind_linear(py::module_& m);
+void bind_attention(py::module_& m);
 void bind_runtime(py::module_& m);
 void bind_schedule(py::module_& m);
 }  // namespace saguaro::bindings
@@ -25,6 +26,7 @@ PYBIND11_MODULE(_core, m) {
   });
   saguaro::bindings::bind_kernels(m);
   saguaro::bindings::bind_linear(m);
+  saguaro::bindings::bind_attention(m);
   saguaro::bindings::bind_runtime(m);
   saguaro::bindings::bind_schedule(m);
 }

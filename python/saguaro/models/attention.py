@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import torch
 import torch.nn.functional as F
 
+from saguaro.kernels import attention as attention_kernel
 from saguaro.models.kv_cache import SequenceKV
 from saguaro.models.linear import Linear
 from saguaro.models.norm import RMSNorm
@@ -37,6 +39,14 @@ class AttentionGroup:
 #: bits of K+1 successive decodes (multi-query SDPA reduces in a row-count-dependent order on the
 #: CPU). With the batch-invariant linears this makes greedy bf16 speculative decoding exact.
 ROW_BY_ROW_MAX = 32
+
+
+def _kernel_rows(q: torch.Tensor) -> bool:
+    """bf16 CPU chains run saguaro's batch-invariant attention kernel (all rows in one call, each with
+    the bits of its one-row decode); SAGUARO_CPU_ATTENTION=torch (read per call) keeps one SDPA call
+    per row instead."""
+    return (q.dtype == torch.bfloat16 and q.device.type == "cpu" and attention_kernel.available()
+            and os.environ.get("SAGUARO_CPU_ATTENTION", "").strip().lower() != "torch")
 
 
 class Attention:
@@ -81,6 +91,8 @@ class Attention:
         kc[:, g.write_start : end].copy_(k.transpose(0, 1))
         vc[:, g.write_start : end].copy_(v.transpose(0, 1))
         if g.causal and g.mask is None:
+            if _kernel_rows(q):
+                return attention_kernel.causal_attention(q, kc, vc, g.write_start)
             rows = [F.scaled_dot_product_attention(q[i : i + 1].transpose(0, 1).unsqueeze(0),
                                                    kc[:, : g.write_start + i + 1].unsqueeze(0),
                                                    vc[:, : g.write_start + i + 1].unsqueeze(0), enable_gqa=self.gqa)

@@ -1,0 +1,69 @@
+// saguaro._core entry point of the batch-invariant causal attention (decode_attention.hpp). Every
+// argument is validated here so a direct call raises ValueError, never crashes; the GIL is released
+// while it runs (the SSD target and draft threads overlap).
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <string>
+
+#include "dlpack_tensor.hpp"
+#include "saguaro/decode_attention.hpp"
+
+namespace py = pybind11;
+
+namespace saguaro::bindings {
+
+namespace {
+
+void require_bf16_shape(const TensorView& v, const std::vector<int64_t>& shape) {
+  auto* managed = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(v.capsule.ptr(), "dltensor"));
+  const DLDataType& t = managed->dl_tensor.dtype;
+  if (!(t.code == kDLBfloat && t.bits == 16 && t.lanes == 1)) v.fail("expected dtype bfloat16");
+  v.require_cpu();
+  TensorView same = v;
+  same.dtype = DType::kOther;
+  same.require(DType::kOther, shape);
+}
+
+}  // namespace
+
+void bind_attention(py::module_& m) {
+  m.def(
+      "causal_attention_bf16",
+      [](py::handle q, py::handle keys, py::handle values, int64_t start, float scale, py::handle out, int threads,
+         const std::string& path) {
+        auto qv = borrow_tensor(q, "q");
+        require_bf16_shape(qv, {-1, -1, -1});
+        const int64_t n = qv.shape[0], H = qv.shape[1], D = qv.shape[2];
+        auto kv = borrow_tensor(keys, "keys");
+        require_bf16_shape(kv, {-1, -1, D});
+        const int64_t Hkv = kv.shape[0], capacity = kv.shape[1];
+        auto vv = borrow_tensor(values, "values");
+        require_bf16_shape(vv, {Hkv, capacity, D});
+        auto ov = borrow_tensor(out, "out");
+        require_bf16_shape(ov, {n, H, D});
+        if (n < 1) qv.fail("needs at least one query row");
+        if (Hkv < 1 || H % Hkv != 0)
+          kv.fail("KV heads (" + std::to_string(Hkv) + ") must divide the query heads (" + std::to_string(H) + ")");
+        if (start < 0 || start + n > capacity)
+          throw py::value_error("start: start + rows must be <= the KV capacity " + std::to_string(capacity) +
+                                ", got start=" + std::to_string(start) + " rows=" + std::to_string(n));
+        if (threads < 1) throw py::value_error("threads: must be >= 1, got " + std::to_string(threads));
+        SmallGemmPath p = SmallGemmPath::kAuto;
+        if (path == "scalar") p = SmallGemmPath::kScalar;
+        else if (path == "avx2") p = SmallGemmPath::kAvx2;
+        else if (path != "auto") throw py::value_error("path: expected 'auto', 'scalar' or 'avx2', got '" + path + "'");
+        if (p == SmallGemmPath::kAvx2 && !small_gemm_has_avx2())
+          throw py::value_error("path: 'avx2' was asked for but this CPU lacks AVX2+FMA");
+        py::gil_scoped_release release;
+        causal_attention_bf16(qv.data<uint16_t>(), H * D, kv.data<uint16_t>(), vv.data<uint16_t>(), capacity, n, H, Hkv,
+                              D, start, scale, ov.data<uint16_t>(), threads, p);
+      },
+      py::arg("q"), py::arg("keys"), py::arg("values"), py::arg("start"), py::arg("scale"), py::arg("out"),
+      py::arg("threads") = 1, py::arg("path") = "auto",
+      "out[i, h] = softmax(q[i, h] . keys[h / g, :start + i + 1]^T * scale) @ values[h / g, :start + i + 1] for bf16 "
+      "CPU tensors q [n, H, D], keys / values [Hkv, capacity, D], out [n, H, D]; each row's bits are those of the "
+      "row alone.");
+}
+
+}  // namespace saguaro::bindings

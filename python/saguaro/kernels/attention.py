@@ -1,0 +1,36 @@
+"""Batch-invariant causal attention for bf16 CPU models (``saguaro._core.causal_attention_bf16``).
+
+Query row i of a chain attends KV slots [0, start + i] with one fixed sequence of fp32 operations per
+(row, head) that depends only on its own visible length: a K+1-row verification gives each row the
+bits of the one-row decode it replaces, in one call instead of one SDPA call per row.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from saguaro.kernels.linear import available, core
+
+__all__ = ["available", "causal_attention"]
+
+_PATHS = ("auto", "scalar", "avx2")
+
+
+def causal_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, start: int, *,
+                     threads: int | None = None, path: str = "auto") -> torch.Tensor:
+    """Attention of q [n, H, D] over keys / values [Hkv, capacity, D] (bf16, CPU); row i sees slots
+    [0, start + i]. Returns [n, H, D] bf16. Scale 1/sqrt(D) (SDPA's default). threads None means
+    ``torch.get_num_threads()``; neither threads nor path changes a bit. Bad arguments raise ValueError."""
+    for name, t in (("q", q), ("keys", keys), ("values", values)):
+        if not isinstance(t, torch.Tensor) or t.dtype != torch.bfloat16 or t.device.type != "cpu" or t.dim() != 3:
+            raise ValueError(f"{name}: expected a 3-d bfloat16 CPU tensor")
+    if path not in _PATHS:
+        raise ValueError(f"path: expected one of {_PATHS}, got {path!r}")
+    threads = torch.get_num_threads() if threads is None else threads
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads: expected an integer >= 1, got {threads!r}")
+    out = torch.empty(q.shape, dtype=torch.bfloat16)
+    core().causal_attention_bf16(q.contiguous(), keys.contiguous(), values.contiguous(), int(start),
+                                 1.0 / math.sqrt(q.shape[-1]), out, threads, path)
+    return out
