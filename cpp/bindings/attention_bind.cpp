@@ -64,6 +64,40 @@ void bind_attention(py::module_& m) {
       "out[i, h] = softmax(q[i, h] . keys[h / g, :start + i + 1]^T * scale) @ values[h / g, :start + i + 1] for bf16 "
       "CPU tensors q [n, H, D], keys / values [Hkv, capacity, D], out [n, H, D]; each row's bits are those of the "
       "row alone.");
+
+  m.def(
+      "branch_attention_bf16",
+      [](py::handle q, py::handle keys, py::handle values, py::handle prefix, py::handle own_first, int64_t own_stride,
+         int64_t own_count, float scale, py::handle out, int threads) {
+        auto qv = borrow_tensor(q, "q");
+        require_bf16_shape(qv, {-1, -1, -1});
+        const int64_t n = qv.shape[0], H = qv.shape[1], D = qv.shape[2];
+        auto kv = borrow_tensor(keys, "keys");
+        require_bf16_shape(kv, {-1, -1, D});
+        const int64_t Hkv = kv.shape[0], capacity = kv.shape[1];
+        auto vv = borrow_tensor(values, "values");
+        require_bf16_shape(vv, {Hkv, capacity, D});
+        auto ov = borrow_tensor(out, "out");
+        require_bf16_shape(ov, {n, H, D});
+        auto pv = borrow_tensor(prefix, "prefix");
+        pv.require_cpu();
+        pv.require(DType::kInt64, {n});
+        auto fv = borrow_tensor(own_first, "own_first");
+        fv.require_cpu();
+        fv.require(DType::kInt64, {n});
+        if (n < 1) qv.fail("needs at least one query row");
+        if (Hkv < 1 || H % Hkv != 0)
+          kv.fail("KV heads (" + std::to_string(Hkv) + ") must divide the query heads (" + std::to_string(H) + ")");
+        if (threads < 1) throw py::value_error("threads: must be >= 1, got " + std::to_string(threads));
+        py::gil_scoped_release release;  // std::invalid_argument (a bad slot) reaches Python as ValueError
+        branch_attention_bf16(qv.data<uint16_t>(), H * D, kv.data<uint16_t>(), vv.data<uint16_t>(), capacity, n, H,
+                              Hkv, D, pv.data<int64_t>(), fv.data<int64_t>(), own_stride, own_count, scale,
+                              ov.data<uint16_t>(), threads);
+      },
+      py::arg("q"), py::arg("keys"), py::arg("values"), py::arg("prefix"), py::arg("own_first"),
+      py::arg("own_stride"), py::arg("own_count"), py::arg("scale"), py::arg("out"), py::arg("threads") = 1,
+      "Tree-step attention: row i of q [n, H, D] sees KV slots [0, prefix[i]) and own_first[i] + j * own_stride "
+      "(j < own_count); bf16 CPU tensors, prefix / own_first int64 [n].");
 }
 
 }  // namespace saguaro::bindings

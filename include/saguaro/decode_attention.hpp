@@ -25,4 +25,12 @@ void causal_attention_bf16(const uint16_t* q, int64_t q_row_stride, const uint16
                            int64_t capacity, int64_t n, int64_t H, int64_t Hkv, int64_t D, int64_t start, float scale,
                            uint16_t* out, int threads, SmallGemmPath path = SmallGemmPath::kAuto);
 
+// The same arithmetic over an explicit visible set per row, for the branches of a tree step: row i
+// sees slots [0, prefix[i]) and then own_first[i] + j * own_stride for j < own_count (its own branch
+// tokens, in depth order), in that order. Requires every slot < capacity and prefix[i] + own_count >= 1.
+void branch_attention_bf16(const uint16_t* q, int64_t q_row_stride, const uint16_t* keys, const uint16_t* values,
+                           int64_t capacity, int64_t n, int64_t H, int64_t Hkv, int64_t D, const int64_t* prefix,
+                           const int64_t* own_first, int64_t own_stride, int64_t own_count, float scale,
+                           uint16_t* out, int threads, SmallGemmPath path = SmallGemmPath::kAuto);
+
 }  // namespace saguaro

@@ -95,6 +95,36 @@ TEST(CausalAttention, InvarianceCheckCatchesAChangedKey) {
   EXPECT_NE(c.run(0, 2, 1, SmallGemmPath::kAuto), before);
 }
 
+TEST(CausalAttention, BranchRowsEqualTheirVisibleSlotsLaidOutAsAChain) {
+  // a branch row sees prefix [0, p) and strided own slots; copying exactly those slots into a fresh
+  // KV as one contiguous chain and running the causal kernel must give the same bits
+  const int64_t H = 4, Hkv = 2, D = 32, start = 12, m = 3, count = 2, cap = start + count * m;
+  const auto q = random_bf16(m * H * D, 61), k = random_bf16(Hkv * cap * D, 62), v = random_bf16(Hkv * cap * D, 63);
+  const std::vector<int64_t> prefix{12, 7, 10}, own_first{start, start + 1, start + 2};
+  std::vector<uint16_t> out(m * H * D);
+  saguaro::branch_attention_bf16(q.data(), H * D, k.data(), v.data(), cap, m, H, Hkv, D, prefix.data(),
+                                 own_first.data(), m, count, 0.3f, out.data(), 2);
+  for (int64_t i = 0; i < m; ++i) {
+    const int64_t L = prefix[i] + count;
+    std::vector<uint16_t> k2(Hkv * L * D), v2(Hkv * L * D), want(H * D);
+    for (int64_t kh = 0; kh < Hkv; ++kh)
+      for (int64_t t = 0; t < L; ++t) {
+        const int64_t slot = t < prefix[i] ? t : own_first[i] + (t - prefix[i]) * m;
+        for (int64_t d = 0; d < D; ++d) {
+          k2[(kh * L + t) * D + d] = k[(kh * cap + slot) * D + d];
+          v2[(kh * L + t) * D + d] = v[(kh * cap + slot) * D + d];
+        }
+      }
+    saguaro::causal_attention_bf16(q.data() + i * H * D, H * D, k2.data(), v2.data(), L, 1, H, Hkv, D, L - 1, 0.3f,
+                                   want.data(), 1);
+    EXPECT_EQ(std::vector<uint16_t>(out.begin() + i * H * D, out.begin() + (i + 1) * H * D), want) << "row " << i;
+  }
+  const std::vector<int64_t> past{start, start + 1, cap};  // row 2's own slots run past the capacity
+  EXPECT_THROW(saguaro::branch_attention_bf16(q.data(), H * D, k.data(), v.data(), cap, m, H, Hkv, D, prefix.data(),
+                                              past.data(), m, count, 0.3f, out.data(), 1),
+               std::invalid_argument);
+}
+
 TEST(CausalAttention, BadArgumentsThrow) {
   const Case c(2, 4, 2, 8, 1, 51);
   std::vector<uint16_t> out(2 * 4 * 8);

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from saguaro.kernels.attention import available, causal_attention
+from saguaro.kernels.attention import available, branch_attention, causal_attention
 
 pytestmark = pytest.mark.skipif(not available(), reason="the attention kernel replaces SDPA on AVX2+FMA CPUs only")
 
@@ -92,3 +92,46 @@ def test_native_model_uses_the_kernel_and_the_switch_keeps_logits_close(monkeypa
     sdpa = run()
     assert (kernel - sdpa).abs().max().item() < 0.05 * max(1.0, sdpa.abs().max().item())
     assert not torch.equal(kernel, sdpa)
+
+
+def test_branch_attention_matches_masked_sdpa_in_float64():
+    """Tree-step rows: a trunk prefix of its own length plus the branch's own strided slots."""
+    g = torch.Generator().manual_seed(3)
+    m, depth, start, h, kvh, d = 4, 2, 20, 6, 2, 64
+    cap = start + (depth + 1) * m + 2
+    q = torch.randn(m, h, d, generator=g).to(torch.bfloat16)
+    k = torch.randn(kvh, cap, d, generator=g).to(torch.bfloat16)
+    v = torch.randn(kvh, cap, d, generator=g).to(torch.bfloat16)
+    prefix = torch.tensor([20, 19, 18, 20])
+    own_first = start + torch.arange(m)
+    out = branch_attention(q, k, v, prefix, own_first, m, depth + 1)
+    kv_len = start + (depth + 1) * m
+    mask = torch.cat((torch.arange(start)[None, :] < prefix[:, None],
+                      (torch.arange((depth + 1) * m) % m)[None, :] == torch.arange(m)[:, None]), dim=1)
+    ref = F.scaled_dot_product_attention(q.double().transpose(0, 1).unsqueeze(0), k[:, :kv_len].double().unsqueeze(0),
+                                         v[:, :kv_len].double().unsqueeze(0), attn_mask=mask, enable_gqa=True)
+    ref = ref[0].transpose(0, 1)
+    assert torch.allclose(out.double(), ref, rtol=8e-3, atol=1e-3), (out.double() - ref).abs().max()
+    # a chain row is a branch with no own slots: the same bits as the causal kernel
+    chain = branch_attention(q[:1], k, v, torch.tensor([start + 1]), torch.tensor([0]), 0, 0)
+    assert torch.equal(chain, causal_attention(q[:1], k, v, start))
+    with pytest.raises(ValueError, match="visible slots"):
+        branch_attention(q, k, v, prefix, own_first + cap, m, depth + 1)
+
+
+def test_native_tree_step_kernel_is_close_to_masked_sdpa(monkeypatch):
+    pytest.importorskip("transformers")
+    helpers = _helpers()
+    adapter = helpers.native_from_hf(helpers.make_hf("qwen2-untied"), dtype=torch.bfloat16)
+    prompt = list(range(3, 40))
+
+    def run() -> torch.Tensor:
+        adapter.prefill([0], [prompt])
+        rows = [adapter.tree_step([0, 0, 0], [37, 36, 35], [5 + d, 6 + d, 7 + d], d) for d in range(3)]
+        adapter.release(0)
+        return torch.cat(rows)
+
+    kernel = run()
+    monkeypatch.setenv("SAGUARO_CPU_ATTENTION", "torch")
+    sdpa = run()
+    assert (kernel - sdpa).abs().max().item() < 0.05 * max(1.0, sdpa.abs().max().item())

@@ -12,7 +12,7 @@ import torch
 
 from saguaro.kernels.linear import available, core
 
-__all__ = ["available", "causal_attention"]
+__all__ = ["available", "branch_attention", "causal_attention"]
 
 _PATHS = ("auto", "scalar", "avx2")
 
@@ -33,4 +33,21 @@ def causal_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, 
     out = torch.empty(q.shape, dtype=torch.bfloat16)
     core().causal_attention_bf16(q.contiguous(), keys.contiguous(), values.contiguous(), int(start),
                                  1.0 / math.sqrt(q.shape[-1]), out, threads, path)
+    return out
+
+
+def branch_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, prefix: torch.Tensor,
+                     own_first: torch.Tensor, own_stride: int, own_count: int, *,
+                     threads: int | None = None) -> torch.Tensor:
+    """Tree-step attention (bf16, CPU): row i of q [n, H, D] sees KV slots [0, prefix[i]) and then its
+    own branch slots own_first[i] + j * own_stride for j < own_count. Returns [n, H, D] bf16; the
+    arithmetic is the causal kernel's over that visible list. Bad slots raise ValueError."""
+    for name, t in (("q", q), ("keys", keys), ("values", values)):
+        if not isinstance(t, torch.Tensor) or t.dtype != torch.bfloat16 or t.device.type != "cpu" or t.dim() != 3:
+            raise ValueError(f"{name}: expected a 3-d bfloat16 CPU tensor")
+    threads = torch.get_num_threads() if threads is None else threads
+    out = torch.empty(q.shape, dtype=torch.bfloat16)
+    core().branch_attention_bf16(q.contiguous(), keys.contiguous(), values.contiguous(),
+                                 prefix.to(torch.int64).contiguous(), own_first.to(torch.int64).contiguous(),
+                                 int(own_stride), int(own_count), 1.0 / math.sqrt(q.shape[-1]), out, threads)
     return out

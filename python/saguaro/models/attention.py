@@ -32,6 +32,9 @@ class AttentionGroup:
     kv_len: int
     mask: torch.Tensor | None
     causal: bool = False
+    #: a tree step's rows as (prefix [n] int64, own_first [n] int64, own_stride, own_count): row i sees
+    #: slots [0, prefix[i]) and own_first[i] + j * own_stride (j < own_count); `mask` says the same.
+    branches: tuple[torch.Tensor, torch.Tensor, int, int] | None = None
 
 
 #: causal chains of at most this many rows (verification, decode) get no mask from the adapter and
@@ -42,9 +45,9 @@ ROW_BY_ROW_MAX = 32
 
 
 def _kernel_rows(q: torch.Tensor) -> bool:
-    """bf16 CPU chains run saguaro's batch-invariant attention kernel (all rows in one call, each with
-    the bits of its one-row decode); SAGUARO_CPU_ATTENTION=torch (read per call) keeps one SDPA call
-    per row instead."""
+    """bf16 CPU chains and tree steps run saguaro's attention kernel (a chain's rows in one call, each
+    with the bits of its one-row decode; a tree's branches without a mask); SAGUARO_CPU_ATTENTION=torch
+    (read per call) keeps SDPA (one call per chain row, one masked call per tree step) instead."""
     return (q.dtype == torch.bfloat16 and q.device.type == "cpu" and attention_kernel.available()
             and os.environ.get("SAGUARO_CPU_ATTENTION", "").strip().lower() != "torch")
 
@@ -98,6 +101,9 @@ class Attention:
                                                    vc[:, : g.write_start + i + 1].unsqueeze(0), enable_gqa=self.gqa)
                     for i in range(n)]
             return torch.cat(rows, dim=2)[0].transpose(0, 1)
+        if g.branches is not None and _kernel_rows(q):
+            prefix, own_first, stride, count = g.branches
+            return attention_kernel.branch_attention(q, kc, vc, prefix, own_first, stride, count)
         o = F.scaled_dot_product_attention(
             q.transpose(0, 1).unsqueeze(0),
             kc[:, : g.kv_len].unsqueeze(0),

@@ -123,7 +123,9 @@ class NativeModelAdapter:
                                      f"{tree.start} tokens, more than its slot holds (max_context + scratch_tokens = "
                                      f"{self.max_context} + {self.scratch_tokens}): construct the adapter with a "
                                      "larger scratch_tokens")
-                groups.append(AttentionGroup(kv, row, row + m, write, kv_len, self._tree_mask(tree, m, depth)))
+                branches = (torch.tensor(tree.visible, dtype=torch.int64), tree.start + torch.arange(m), m, depth + 1)
+                groups.append(AttentionGroup(kv, row, row + m, write, kv_len, self._tree_mask(tree, m, depth),
+                                             branches=branches))
                 row += m
             dev = self.device
             perm_t = torch.tensor(perm, dtype=torch.int64)
