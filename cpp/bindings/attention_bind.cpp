@@ -25,6 +25,26 @@ void require_bf16_shape(const TensorView& v, const std::vector<int64_t>& shape) 
   same.require(DType::kOther, shape);
 }
 
+// q [n, H, D], keys / values [Hkv, capacity, D], out [n, H, D]: all bf16 CPU, checked together.
+struct AttentionViews {
+  TensorView q, keys, values, out;
+  int64_t n, H, Hkv, D, capacity;
+
+  AttentionViews(py::handle q_, py::handle keys_, py::handle values_, py::handle out_)
+      : q(borrow_tensor(q_, "q")), keys(borrow_tensor(keys_, "keys")), values(borrow_tensor(values_, "values")),
+        out(borrow_tensor(out_, "out")) {
+    require_bf16_shape(q, {-1, -1, -1});
+    n = q.shape[0], H = q.shape[1], D = q.shape[2];
+    require_bf16_shape(keys, {-1, -1, D});
+    Hkv = keys.shape[0], capacity = keys.shape[1];
+    require_bf16_shape(values, {Hkv, capacity, D});
+    require_bf16_shape(out, {n, H, D});
+    if (n < 1) q.fail("needs at least one query row");
+    if (Hkv < 1 || H % Hkv != 0)
+      keys.fail("KV heads (" + std::to_string(Hkv) + ") must divide the query heads (" + std::to_string(H) + ")");
+  }
+};
+
 }  // namespace
 
 void bind_attention(py::module_& m) {
@@ -32,19 +52,8 @@ void bind_attention(py::module_& m) {
       "causal_attention_bf16",
       [](py::handle q, py::handle keys, py::handle values, int64_t start, float scale, py::handle out, int threads,
          const std::string& path) {
-        auto qv = borrow_tensor(q, "q");
-        require_bf16_shape(qv, {-1, -1, -1});
-        const int64_t n = qv.shape[0], H = qv.shape[1], D = qv.shape[2];
-        auto kv = borrow_tensor(keys, "keys");
-        require_bf16_shape(kv, {-1, -1, D});
-        const int64_t Hkv = kv.shape[0], capacity = kv.shape[1];
-        auto vv = borrow_tensor(values, "values");
-        require_bf16_shape(vv, {Hkv, capacity, D});
-        auto ov = borrow_tensor(out, "out");
-        require_bf16_shape(ov, {n, H, D});
-        if (n < 1) qv.fail("needs at least one query row");
-        if (Hkv < 1 || H % Hkv != 0)
-          kv.fail("KV heads (" + std::to_string(Hkv) + ") must divide the query heads (" + std::to_string(H) + ")");
+        const AttentionViews a(q, keys, values, out);
+        const int64_t n = a.n, H = a.H, Hkv = a.Hkv, D = a.D, capacity = a.capacity;
         if (start < 0 || start + n > capacity)
           throw py::value_error("start: start + rows must be <= the KV capacity " + std::to_string(capacity) +
                                 ", got start=" + std::to_string(start) + " rows=" + std::to_string(n));
@@ -56,8 +65,8 @@ void bind_attention(py::module_& m) {
         if (p == SmallGemmPath::kAvx2 && !small_gemm_has_avx2())
           throw py::value_error("path: 'avx2' was asked for but this CPU lacks AVX2+FMA");
         py::gil_scoped_release release;
-        causal_attention_bf16(qv.data<uint16_t>(), H * D, kv.data<uint16_t>(), vv.data<uint16_t>(), capacity, n, H, Hkv,
-                              D, start, scale, ov.data<uint16_t>(), threads, p);
+        causal_attention_bf16(a.q.data<uint16_t>(), H * D, a.keys.data<uint16_t>(), a.values.data<uint16_t>(), capacity, n, H, Hkv,
+                              D, start, scale, a.out.data<uint16_t>(), threads, p);
       },
       py::arg("q"), py::arg("keys"), py::arg("values"), py::arg("start"), py::arg("scale"), py::arg("out"),
       py::arg("threads") = 1, py::arg("path") = "auto",
@@ -69,30 +78,19 @@ void bind_attention(py::module_& m) {
       "branch_attention_bf16",
       [](py::handle q, py::handle keys, py::handle values, py::handle prefix, py::handle own_first, int64_t own_stride,
          int64_t own_count, float scale, py::handle out, int threads) {
-        auto qv = borrow_tensor(q, "q");
-        require_bf16_shape(qv, {-1, -1, -1});
-        const int64_t n = qv.shape[0], H = qv.shape[1], D = qv.shape[2];
-        auto kv = borrow_tensor(keys, "keys");
-        require_bf16_shape(kv, {-1, -1, D});
-        const int64_t Hkv = kv.shape[0], capacity = kv.shape[1];
-        auto vv = borrow_tensor(values, "values");
-        require_bf16_shape(vv, {Hkv, capacity, D});
-        auto ov = borrow_tensor(out, "out");
-        require_bf16_shape(ov, {n, H, D});
+        const AttentionViews a(q, keys, values, out);
+        const int64_t n = a.n, H = a.H, Hkv = a.Hkv, D = a.D, capacity = a.capacity;
         auto pv = borrow_tensor(prefix, "prefix");
         pv.require_cpu();
         pv.require(DType::kInt64, {n});
         auto fv = borrow_tensor(own_first, "own_first");
         fv.require_cpu();
         fv.require(DType::kInt64, {n});
-        if (n < 1) qv.fail("needs at least one query row");
-        if (Hkv < 1 || H % Hkv != 0)
-          kv.fail("KV heads (" + std::to_string(Hkv) + ") must divide the query heads (" + std::to_string(H) + ")");
         if (threads < 1) throw py::value_error("threads: must be >= 1, got " + std::to_string(threads));
         py::gil_scoped_release release;  // std::invalid_argument (a bad slot) reaches Python as ValueError
-        branch_attention_bf16(qv.data<uint16_t>(), H * D, kv.data<uint16_t>(), vv.data<uint16_t>(), capacity, n, H,
+        branch_attention_bf16(a.q.data<uint16_t>(), H * D, a.keys.data<uint16_t>(), a.values.data<uint16_t>(), capacity, n, H,
                               Hkv, D, pv.data<int64_t>(), fv.data<int64_t>(), own_stride, own_count, scale,
-                              ov.data<uint16_t>(), threads);
+                              a.out.data<uint16_t>(), threads);
       },
       py::arg("q"), py::arg("keys"), py::arg("values"), py::arg("prefix"), py::arg("own_first"),
       py::arg("own_stride"), py::arg("own_count"), py::arg("scale"), py::arg("out"), py::arg("threads") = 1,

@@ -62,38 +62,6 @@ def test_bad_arguments_raise_value_error(call, match):
         call(q, k, v)
 
 
-def _helpers():
-    import importlib.util
-    import pathlib
-
-    path = pathlib.Path(__file__).resolve().parents[1] / "models" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("_models_conftest_attention", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_native_model_uses_the_kernel_and_the_switch_keeps_logits_close(monkeypatch):
-    """A bf16 native model's chain attention runs the kernel; SAGUARO_CPU_ATTENTION=torch (one SDPA
-    call per row) gives logits within bf16 noise of it, and different bits (so the switch works)."""
-    pytest.importorskip("transformers")
-    helpers = _helpers()
-    adapter = helpers.native_from_hf(helpers.make_hf("qwen2-untied"), dtype=torch.bfloat16)
-    prompt = list(range(3, 40))
-
-    def run() -> torch.Tensor:
-        adapter.prefill([0], [prompt])
-        out = adapter.extend([0], [[5, 6, 7, 8]])
-        adapter.release(0)
-        return out
-
-    kernel = run()
-    monkeypatch.setenv("SAGUARO_CPU_ATTENTION", "torch")
-    sdpa = run()
-    assert (kernel - sdpa).abs().max().item() < 0.05 * max(1.0, sdpa.abs().max().item())
-    assert not torch.equal(kernel, sdpa)
-
-
 def test_branch_attention_matches_masked_sdpa_in_float64():
     """Tree-step rows: a trunk prefix of its own length plus the branch's own strided slots."""
     g = torch.Generator().manual_seed(3)
@@ -119,19 +87,29 @@ def test_branch_attention_matches_masked_sdpa_in_float64():
         branch_attention(q, k, v, prefix, own_first + cap, m, depth + 1)
 
 
-def test_native_tree_step_kernel_is_close_to_masked_sdpa(monkeypatch):
+def _chain(adapter) -> torch.Tensor:
+    return adapter.extend([0], [[5, 6, 7, 8]])
+
+
+def _tree(adapter) -> torch.Tensor:
+    return torch.cat([adapter.tree_step([0, 0, 0], [37, 36, 35], [5 + d, 6 + d, 7 + d], d) for d in range(3)])
+
+
+@pytest.mark.parametrize("step", [_chain, _tree], ids=["chain", "tree"])
+def test_native_model_uses_the_kernel_and_the_switch_keeps_logits_close(step, model_helpers, monkeypatch):
+    """A bf16 native model's chain and tree attention run the kernel; SAGUARO_CPU_ATTENTION=torch (SDPA)
+    gives logits within bf16 noise of it, and different bits (so the switch really switches)."""
     pytest.importorskip("transformers")
-    helpers = _helpers()
-    adapter = helpers.native_from_hf(helpers.make_hf("qwen2-untied"), dtype=torch.bfloat16)
-    prompt = list(range(3, 40))
+    adapter = model_helpers.native_from_hf(model_helpers.make_hf("qwen2-untied"), dtype=torch.bfloat16)
 
     def run() -> torch.Tensor:
-        adapter.prefill([0], [prompt])
-        rows = [adapter.tree_step([0, 0, 0], [37, 36, 35], [5 + d, 6 + d, 7 + d], d) for d in range(3)]
+        adapter.prefill([0], [list(range(3, 40))])
+        out = step(adapter)
         adapter.release(0)
-        return torch.cat(rows)
+        return out
 
     kernel = run()
     monkeypatch.setenv("SAGUARO_CPU_ATTENTION", "torch")
     sdpa = run()
     assert (kernel - sdpa).abs().max().item() < 0.05 * max(1.0, sdpa.abs().max().item())
+    assert not torch.equal(kernel, sdpa)

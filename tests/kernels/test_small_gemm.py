@@ -2,8 +2,6 @@
 argument errors, and the model-level property it exists for (K+1-token verify == one-token decodes)."""
 from __future__ import annotations
 
-import importlib.util
-import pathlib
 
 import pytest
 import torch
@@ -133,17 +131,8 @@ def test_linear_uses_kernel_and_escape_hatch(monkeypatch):
     assert _same_bits(lin(x), F.linear(x, w, b))
 
 
-def _model_helpers():
-    path = pathlib.Path(__file__).resolve().parents[1] / "models" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("_models_conftest", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def _verify_and_decodes(family: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _verify_and_decodes(helpers, family: str) -> tuple[torch.Tensor, torch.Tensor]:
     pytest.importorskip("transformers")
-    helpers = _model_helpers()
     adapter = helpers.native_from_hf(helpers.make_hf(family), dtype=torch.bfloat16)
     prompt = torch.randint(0, 97, (11,), generator=torch.Generator().manual_seed(1)).tolist()
     new = [5, 17, 42, 8, 90]
@@ -159,21 +148,21 @@ needs_kernel = pytest.mark.skipif(not available(), reason="the bf16 kernel only 
 
 @needs_kernel
 @pytest.mark.parametrize("family", ["qwen2-untied", "qwen3", "llama3-scaled"])
-def test_bf16_model_extend_equals_successive_decodes(family):
+def test_bf16_model_extend_equals_successive_decodes(family, model_helpers):
     """The property that makes bf16 speculative decoding exact, on the model as it is: a verify
     forward of 5 tokens gives the bits of 5 one-token decodes (attention runs row by row)."""
-    verify, decodes = _verify_and_decodes(family)
+    verify, decodes = _verify_and_decodes(model_helpers, family)
     assert torch.equal(verify, decodes), (verify - decodes).abs().max()
 
 
 @needs_kernel
-def test_multi_query_attention_would_break_invariance(monkeypatch):
+def test_multi_query_attention_would_break_invariance(monkeypatch, model_helpers):
     """The check above can fail: with one multi-query SDPA call per group (ROW_BY_ROW_MAX = 0) the
     verify rows differ from the decodes on this CPU."""
     from saguaro.models import attention
 
     monkeypatch.setattr(attention, "ROW_BY_ROW_MAX", 0)
-    verify, decodes = _verify_and_decodes("qwen2-untied")
+    verify, decodes = _verify_and_decodes(model_helpers, "qwen2-untied")
     assert not torch.equal(verify, decodes)
 
 
@@ -193,10 +182,9 @@ def test_packed_weight_rows_unpack_and_linear_keeps_one_copy():
 
 
 @needs_kernel
-def test_tied_head_serves_the_embedding_lookup():
+def test_tied_head_serves_the_embedding_lookup(model_helpers):
     pytest.importorskip("transformers")
-    helpers = _model_helpers()
-    adapter = helpers.native_from_hf(helpers.make_hf("llama-tied"), dtype=torch.bfloat16)
+    adapter = model_helpers.native_from_hf(model_helpers.make_hf("llama-tied"), dtype=torch.bfloat16)
     model = adapter.model
     assert model._embed is None and model.head.packed is not None  # one copy of the tied matrix
     tokens = torch.tensor([3, 50, 96])
