@@ -1,4 +1,5 @@
-"""Model-adapter speed: native vs transformers decode, multi-token extend, tree steps, int8 draft.
+"""Model-adapter speed: native vs transformers decode, multi-token extend, tree steps, int8 and
+pruned-vocabulary drafts.
 
 Usage: python bench/models.py [--models 0.5b,1.5b] [--rounds 7] [--threads 1]
 
@@ -86,7 +87,7 @@ def timed(fn: Callable[[], object]) -> float:
     return (time.perf_counter() - t) * 1000
 
 
-def bench_model(key: str, rounds: int, steps: int, with_tree: bool) -> dict:
+def bench_model(key: str, rounds: int, steps: int, with_tree: bool, draft_vocab: int = 32768) -> dict:
     t = time.perf_counter()
     lm = M.load(PRESET[key])
     load_s = time.perf_counter() - t
@@ -159,6 +160,13 @@ def bench_model(key: str, rounds: int, steps: int, with_tree: bool) -> dict:
         runs["int8 decode"] = decode(q8)
         runs["int8 extend 5"] = extend5(q8)
         runs["int8 tree 8"] = tree(q8, 8)
+        # a pruned draft vocabulary (the lowest ids + specials + prompt tokens): drafts only
+        pv = M.load(PRESET[key], draft_vocab=draft_vocab).adapter
+        pv.prefill([0], [prompt])
+        runs["pruned decode"] = decode(pv)
+        runs["pruned extend 5"] = extend5(pv)
+        runs["pruned tree 8"] = tree(pv, 8)
+        runs["pruned tree 16"] = tree(pv, 16)
         f32 = M.load(PRESET[key], dtype=torch.float32).adapter
         f32.prefill([0], [prompt])
         runs["fp32 decode"] = decode(f32)
@@ -192,13 +200,20 @@ def bench_model(key: str, rounds: int, steps: int, with_tree: bool) -> dict:
         ratios["fp32 decode / native decode"] = med["fp32 decode"] / d
         ratios["fp32 extend 5 / fp32 decode"] = med["fp32 extend 5"] / med["fp32 decode"]
         ratios["fp32 tree 8 / fp32 decode"] = med["fp32 tree 8"] / med["fp32 decode"]
+        ratios["pruned decode / native decode"] = med["pruned decode"] / d
+        ratios["pruned tree 8 / native decode"] = med["pruned tree 8"] / d
+        ratios["pruned tree 8 / native tree 8"] = med["pruned tree 8"] / med["native tree 8"]
+        ratios["pruned tree 16 / native tree 16"] = med["pruned tree 16"] / med["native tree 16"]
         result["int8_argmax_agreement"] = argmax_agreement(nat, q8, lm.tokenizer)
+        result["pruned_argmax_agreement"] = argmax_agreement(nat, pv, lm.tokenizer)
+        result["draft_vocab"] = draft_vocab
     result["ratios"] = ratios
     return result
 
 
 def argmax_agreement(full, q8, tokenizer, n: int = 48) -> float:
-    """Teacher-forced: fraction of positions where the int8 draft's argmax equals the bf16 draft's."""
+    """Teacher-forced: fraction of positions where a cheaper draft's (int8, pruned) argmax equals the
+    bf16 draft's."""
     ids = tokenizer.encode(PROMPT + "    for idx, elem in enumerate(numbers):\n        for idx2, elem2 in "
                            "enumerate(numbers):\n            if idx != idx2:\n                distance = abs(elem - elem2)")
     ids = ids[-n:]
@@ -248,6 +263,9 @@ def write_markdown(res: dict, path: Path) -> None:
         if "int8_argmax_agreement" in r:
             lines += ["", f"int8 draft argmax agreement with the bf16 draft (teacher-forced, 47 positions): "
                           f"{r['int8_argmax_agreement']:.2f}"]
+        if "pruned_argmax_agreement" in r:
+            lines += ["", f"pruned draft (ids < {r['draft_vocab']} + specials + prompt tokens) argmax agreement "
+                          f"with the full draft (same positions): {r['pruned_argmax_agreement']:.2f}"]
         lines.append("")
     if res.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in res["notes"]] + [""]
@@ -262,12 +280,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--note", action="append", default=[])
+    ap.add_argument("--draft-vocab", type=int, default=32768, help="ids the pruned-draft rows score")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     res = {"machine": machine(), "rounds": args.rounds, "steps": args.steps, "models": {}, "notes": args.note}
     for key in args.models.split(","):
         print(f"benchmarking {PRESET[key]}", flush=True)
-        res["models"][key] = bench_model(key, args.rounds, args.steps, with_tree=(key == "0.5b"))
+        res["models"][key] = bench_model(key, args.rounds, args.steps, with_tree=(key == "0.5b"),
+                                         draft_vocab=args.draft_vocab)
         res["models"][key]["second_load_s"] = second_load_seconds(PRESET[key])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

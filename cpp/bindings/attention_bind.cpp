@@ -15,16 +15,6 @@ namespace saguaro::bindings {
 
 namespace {
 
-void require_bf16_shape(const TensorView& v, const std::vector<int64_t>& shape) {
-  auto* managed = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(v.capsule.ptr(), "dltensor"));
-  const DLDataType& t = managed->dl_tensor.dtype;
-  if (!(t.code == kDLBfloat && t.bits == 16 && t.lanes == 1)) v.fail("expected dtype bfloat16");
-  v.require_cpu();
-  TensorView same = v;
-  same.dtype = DType::kOther;
-  same.require(DType::kOther, shape);
-}
-
 // q [n, H, D], keys / values [Hkv, capacity, D], out [n, H, D]: all bf16 CPU, checked together.
 struct AttentionViews {
   TensorView q, keys, values, out;
@@ -33,12 +23,12 @@ struct AttentionViews {
   AttentionViews(py::handle q_, py::handle keys_, py::handle values_, py::handle out_)
       : q(borrow_tensor(q_, "q")), keys(borrow_tensor(keys_, "keys")), values(borrow_tensor(values_, "values")),
         out(borrow_tensor(out_, "out")) {
-    require_bf16_shape(q, {-1, -1, -1});
+    q.require_bf16({-1, -1, -1});
     n = q.shape[0], H = q.shape[1], D = q.shape[2];
-    require_bf16_shape(keys, {-1, -1, D});
+    keys.require_bf16({-1, -1, D});
     Hkv = keys.shape[0], capacity = keys.shape[1];
-    require_bf16_shape(values, {Hkv, capacity, D});
-    require_bf16_shape(out, {n, H, D});
+    values.require_bf16({Hkv, capacity, D});
+    out.require_bf16({n, H, D});
     if (n < 1) q.fail("needs at least one query row");
     if (Hkv < 1 || H % Hkv != 0)
       keys.fail("KV heads (" + std::to_string(Hkv) + ") must divide the query heads (" + std::to_string(H) + ")");

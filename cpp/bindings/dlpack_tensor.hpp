@@ -94,6 +94,20 @@ struct TensorView {
   void require_cpu() const {
     if (!is_cpu()) fail("must be a CPU tensor");
   }
+  // bfloat16 has no DType entry (only the bf16 kernels take it): read it from the capsule.
+  bool is_bf16() const {
+    auto* managed = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(capsule.ptr(), "dltensor"));
+    const DLDataType& t = managed->dl_tensor.dtype;
+    return t.code == kDLBfloat && t.bits == 16 && t.lanes == 1;
+  }
+  // A bf16 CPU tensor of shape `want_shape` (-1 = any size), C-contiguous.
+  void require_bf16(const std::vector<int64_t>& want_shape) const {
+    if (!is_bf16()) fail("expected dtype bfloat16");
+    require_cpu();
+    TensorView same = *this;  // require() checks the dtype too: compare shape/contiguity as kOther
+    same.dtype = DType::kOther;
+    same.require(DType::kOther, want_shape);
+  }
   // Same device type and id as `other`.
   void require_same_device(const TensorView& other) const {
     if (device_type != other.device_type || device_id != other.device_id)

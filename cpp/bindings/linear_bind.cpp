@@ -16,22 +16,6 @@ namespace saguaro::bindings {
 
 namespace {
 
-// DType has no bf16, so read the DLPack type of the borrowed capsule directly.
-bool is_bf16(const TensorView& v) {
-  auto* managed = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(v.capsule.ptr(), "dltensor"));
-  const DLDataType& t = managed->dl_tensor.dtype;
-  return t.code == kDLBfloat && t.bits == 16 && t.lanes == 1;
-}
-
-void require_bf16(const TensorView& v, const std::vector<int64_t>& shape) {
-  if (!is_bf16(v)) v.fail("expected dtype bfloat16");
-  v.require_cpu();
-  // require() checks the dtype too; compare shape/contiguity through a copy labelled kOther
-  TensorView same = v;
-  same.dtype = DType::kOther;
-  same.require(DType::kOther, shape);
-}
-
 SmallGemmPath parse_path(const std::string& path) {
   if (path == "auto") return SmallGemmPath::kAuto;
   if (path == "scalar") return SmallGemmPath::kScalar;
@@ -51,15 +35,15 @@ void run_linear(const TensorView& xv, const TensorView& wv, bool packed, int64_t
   TensorView bv;
   if (!bias.is_none()) {
     bv = borrow_tensor(bias, "bias");
-    require_bf16(bv, {N});
+    bv.require_bf16({N});
     bias_ptr = bv.data<uint16_t>();
   }
   auto ov = borrow_tensor(out, "out");
   ov.require_cpu();
   uint16_t* y_bf16 = nullptr;
   float* y_f32 = nullptr;
-  if (is_bf16(ov)) {
-    require_bf16(ov, {M, N});
+  if (ov.is_bf16()) {
+    ov.require_bf16({M, N});
     y_bf16 = ov.data<uint16_t>();
   } else if (ov.dtype == DType::kFloat32) {
     ov.require(DType::kFloat32, {M, N});
@@ -89,9 +73,9 @@ void bind_linear(py::module_& m) {
       "small_gemm_bf16",
       [](py::handle x, py::handle weight, py::handle bias, py::handle out, int threads, const std::string& path) {
         auto xv = borrow_tensor(x, "x");
-        require_bf16(xv, {-1, -1});
+        xv.require_bf16({-1, -1});
         auto wv = borrow_tensor(weight, "weight");
-        require_bf16(wv, {-1, -1});
+        wv.require_bf16({-1, -1});
         const int64_t K = xv.shape[1];
         if (wv.shape[1] != K)
           wv.fail("expected shape [*, " + std::to_string(K) + "] (x has " + std::to_string(K) + " columns), got " +
@@ -108,11 +92,11 @@ void bind_linear(py::module_& m) {
       "small_gemm_pack_bf16",
       [](py::handle weight, py::handle packed, int threads) {
         auto wv = borrow_tensor(weight, "weight");
-        require_bf16(wv, {-1, -1});
+        wv.require_bf16({-1, -1});
         const int64_t N = wv.shape[0], K = wv.shape[1];
         if (N < 1 || K < 1) wv.fail("needs at least one row and one column, got " + wv.shape_str());
         auto pv = borrow_tensor(packed, "packed");
-        require_bf16(pv, {panels(N), K, 16});
+        pv.require_bf16({panels(N), K, 16});
         if (threads < 1) throw py::value_error("threads: must be >= 1, got " + std::to_string(threads));
         py::gil_scoped_release release;
         small_gemm_pack_bf16(wv.data<uint16_t>(), N, K, pv.data<uint16_t>(), threads);
@@ -125,10 +109,10 @@ void bind_linear(py::module_& m) {
       [](py::handle x, py::handle packed, int64_t n, py::handle bias, py::handle out, int threads,
          const std::string& path) {
         auto xv = borrow_tensor(x, "x");
-        require_bf16(xv, {-1, -1});
+        xv.require_bf16({-1, -1});
         if (n < 1) throw py::value_error("n: out_features must be >= 1, got " + std::to_string(n));
         auto pv = borrow_tensor(packed, "packed");
-        require_bf16(pv, {panels(n), xv.shape[1], 16});
+        pv.require_bf16({panels(n), xv.shape[1], 16});
         run_linear(xv, pv, true, n, bias, out, threads, path);
       },
       py::arg("x"), py::arg("packed"), py::arg("n"), py::arg("bias"), py::arg("out"), py::arg("threads") = 1,

@@ -63,6 +63,9 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fanout", type=_fanout, default=None, help="fan-out budget M, or F_0,...,F_k, or geometric/uniform")
     g.add_argument("--saguaro-c", type=float, default=None, help="Saguaro constant C in [0, 1] (1 = off)")
     g.add_argument("--backup", choices=("jit", "fast", "auto"), default=None, help="backup speculator on a cache miss")
+    g.add_argument("--draft-vocab", type=int, default=None, metavar="N",
+                   help="the draft scores only the N lowest token ids, special tokens and the prompt's tokens "
+                        "(cheaper draft, same output distribution)")
     g.add_argument("--dtype", choices=_DTYPES, default="bfloat16")
     g.add_argument("--device", default="cpu")
     g.add_argument("--threads", type=_threads, default=None, help="torch threads per worker: N or T,D")
@@ -144,7 +147,7 @@ def _engine_from_args(args: argparse.Namespace) -> Any:
     return Engine(target=args.target, draft=args.draft, mode=args.mode, dtype=getattr(torch, args.dtype),
                   device=args.device, seed=args.engine_seed, k=args.k, fanout=args.fanout,
                   saguaro_c=args.saguaro_c, backup=args.backup, target_threads=threads[0],
-                  draft_threads=threads[1])
+                  draft_threads=threads[1], draft_vocab=args.draft_vocab)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

@@ -132,7 +132,10 @@ class Engine:
     None: the default pair. ``mode``: "ssd" (default), "sd" (draft then verify, in turn) or "ar"
     (target only; no draft is loaded). k, fanout, saguaro_c, backup, cache_policy, strict and the
     thread/core settings override ``speculation`` (default: ``SpeculationConfig()``, whose values
-    come from the benchmark runs in bench/). ``seed`` seeds requests that give none.
+    come from the benchmark runs in bench/). ``seed`` seeds requests that give none. ``draft_vocab``
+    (a count N or a list of ids) makes a native draft score only those ids (the N lowest), its special
+    tokens and each prompt's tokens: a cheaper draft forward, the same output distribution
+    (``saguaro.models.draft_vocabulary``).
 
     Thread-safe: several threads may call generate/stream at once; the runtime batches the requests.
     """
@@ -144,7 +147,8 @@ class Engine:
                  backup: Optional[str] = None, cache_policy: Optional[str] = None,
                  strict: Optional[bool] = None, speculation: Optional[SpeculationConfig] = None,
                  target_threads: Optional[int] = None, draft_threads: Optional[int] = None,
-                 target_cores: Optional[Sequence[int]] = None, draft_cores: Optional[Sequence[int]] = None) -> None:
+                 target_cores: Optional[Sequence[int]] = None, draft_cores: Optional[Sequence[int]] = None,
+                 draft_vocab: Union[int, Sequence[int], None] = None) -> None:
         self._closed = True  # until the runtime exists, so close()/__del__ are safe
         self._runtime = None
         if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**64:
@@ -173,6 +177,10 @@ class Engine:
                 raise ValueError("the target and the draft are the same model instance; each keeps its own KV cache, "
                                  "so load the model twice (or pass the same preset name or path twice)")
             _check_vocab(self.target, self.draft)
+            if draft_vocab is not None:
+                from saguaro import models
+
+                models.restrict_draft_vocabulary(self.draft, draft_vocab)
         self.tokenizer = self.target.tokenizer
         self.max_context = int(self.target.adapter.max_context)
         if self.draft is not None:

@@ -30,10 +30,35 @@ CHUNK = 5_000
 Z_1E4 = 3.7190  # standard normal quantile at 1 - 1e-4
 
 
-def models() -> tuple[TinyAdapter, TinyAdapter]:
+class PrunedDraft:
+    """A draft that scores only some ids (logit -inf, q = 0, elsewhere), as a pruned draft vocabulary
+    does: the runtime must still give the target's distribution (the residual covers the rest)."""
+
+    def __init__(self, draft: TinyAdapter, keep: list[int]) -> None:
+        self._draft = draft
+        self._drop = torch.ones(V, dtype=torch.bool)
+        self._drop[keep] = False
+
+    def __getattr__(self, name: str):
+        return getattr(self._draft, name)
+
+    def _mask(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.masked_fill(self._drop, float("-inf"))
+
+    def prefill(self, *a):
+        return self._mask(self._draft.prefill(*a))
+
+    def extend(self, *a):
+        return self._mask(self._draft.extend(*a))
+
+    def tree_step(self, *a):
+        return self._mask(self._draft.tree_step(*a))
+
+
+def models(pruned: bool = False) -> tuple[TinyAdapter, TinyAdapter]:
     target = TinyAdapter(vocab_size=V, seed=7, scale=1.5)
     draft = TinyAdapter(vocab_size=V, like=target, noise=0.8, noise_seed=3)
-    return target, draft
+    return target, (PrunedDraft(draft, [0, 2, 3]) if pruned else draft)
 
 
 def exact_distribution(target: TinyAdapter, p: RequestParams) -> dict[tuple[int, ...], float]:
@@ -57,8 +82,9 @@ def exact_distribution(target: TinyAdapter, p: RequestParams) -> dict[tuple[int,
     return out
 
 
-def sample(config: SpeculationConfig, p: RequestParams, plant: bool = False) -> tuple[dict, dict]:
-    target, draft = models()
+def sample(config: SpeculationConfig, p: RequestParams, plant: bool = False,
+           pruned: bool = False) -> tuple[dict, dict]:
+    target, draft = models(pruned)
     counts: dict[tuple[int, ...], int] = {}
     with Runtime(target, draft, config, _test_plant_unadjusted_q=plant) as rt:
         for start in range(0, SAMPLES, CHUNK):
@@ -111,6 +137,10 @@ CASES = {
     "ssd-fast": (SpeculationConfig(mode="ssd", k=2, backup="fast", fanout_budget=3), RequestParams(temperature=0.8)),
     "ssd-saguaro-topk-topp": (SpeculationConfig(mode="ssd", k=2, backup="jit", fanout_budget=3, saguaro_c=0.3),
                               RequestParams(temperature=1.0, top_k=4, top_p=0.9)),
+    # a pruned draft vocabulary: q = 0 on ids 1 and 4, which the target must still produce
+    "sd-pruned-draft": (SpeculationConfig(mode="sd", k=2), RequestParams(temperature=1.0)),
+    "ssd-pruned-draft": (SpeculationConfig(mode="ssd", k=2, backup="jit", fanout_budget=3, saguaro_c=0.5),
+                         RequestParams(temperature=0.9, top_k=4)),
 }
 
 
@@ -119,7 +149,7 @@ def test_output_distribution_is_the_targets(case: str) -> None:
     config, p = CASES[case]
     target, _ = models()
     exact = exact_distribution(target, p)
-    counts, metrics = sample(config, p)
+    counts, metrics = sample(config, p, pruned=case.endswith("pruned-draft"))
     stat, df = chi_square(counts, exact, SAMPLES)
     print(f"{case}: chi-square {stat:.1f}, {df} dof, threshold {threshold(df):.1f}")
     assert stat < threshold(df), f"{case}: chi-square {stat:.1f} with {df} dof exceeds {threshold(df):.1f}"

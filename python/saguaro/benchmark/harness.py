@@ -34,6 +34,8 @@ class BenchConfig:
     command: str = ""
     notes: str = ""
     reference: str = "saguaro-ar-1t"
+    #: saguaro rows' draft scores only this many lowest ids + specials + prompt tokens (None: all)
+    draft_vocab: Optional[int] = None
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -59,7 +61,7 @@ class Worker:
         self.methods = methods
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(target=worker_main, name=f"bench-{name}", daemon=True,
-                                   args=(child, methods, cfg.target, cfg.draft, cfg.dtype, cfg.seed))
+                                   args=(child, methods, cfg.target, cfg.draft, cfg.dtype, cfg.seed, cfg.draft_vocab))
         self.process.start()
         child.close()
         self.info: dict = {}

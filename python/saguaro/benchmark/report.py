@@ -9,6 +9,11 @@ from typing import Any, Optional
 from saguaro.benchmark.stats import ROW_FIGURES
 
 
+def _vocab_note(cfg: dict) -> str:
+    n = cfg.get("draft_vocab")
+    return f" (saguaro rows: draft vocabulary pruned to ids < {n} + special + prompt tokens)" if n else ""
+
+
 def _fmt(value: Any, fmt: str) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
@@ -39,7 +44,7 @@ def markdown(results: dict, title: Optional[str] = None) -> str:
     if cfg.get("notes"):
         lines += [cfg["notes"], ""]
     lines += [f"- command: `{cfg.get('command') or '?'}`",
-              f"- target `{cfg['target']}`, draft `{cfg['draft']}`, {cfg['dtype']}, {cfg['max_new_tokens']} new tokens "
+              f"- target `{cfg['target']}`, draft `{cfg['draft']}`{_vocab_note(cfg)}, {cfg['dtype']}, {cfg['max_new_tokens']} new tokens "
               f"(EOS ignored), temperature {cfg['temperature']}, batch {cfg['batch']}, seed {cfg['seed']}",
               f"- {len(results['prompts'])} prompts ({', '.join(sorted({p['source'] for p in results['prompts']}))}), "
               f"methods alternating round-robin per prompt, medians over prompts",

@@ -100,7 +100,8 @@ def batch_metrics(per_request: list[dict]) -> dict:
 class _SaguaroMethods:
     """saguaro engines for several methods over one pair of loaded models."""
 
-    def __init__(self, methods: list[MethodSpec], target: str, draft: str, dtype: str, seed: int) -> None:
+    def __init__(self, methods: list[MethodSpec], target: str, draft: str, dtype: str, seed: int,
+                 draft_vocab: Optional[int] = None) -> None:
         import saguaro
         from saguaro import models
 
@@ -111,7 +112,9 @@ class _SaguaroMethods:
         pin_process(union, max(m.threads for m in methods))
         t0 = time.perf_counter()
         self.target = models.load(target, dtype=self.dtype, device="cpu")
-        self.draft = models.load(draft, dtype=self.dtype, device="cpu") if any(m.uses_draft for m in methods) else None
+        self.draft = None
+        if any(m.uses_draft for m in methods):
+            self.draft = models.load(draft, dtype=self.dtype, device="cpu", draft_vocab=draft_vocab)
         self.load_s = time.perf_counter() - t0
         self.methods = {m.name: m for m in methods}
         self.engines: dict[str, Any] = {}
@@ -184,13 +187,14 @@ class _TransformersMethods:
         pass
 
 
-def worker_main(conn: Any, methods: list[MethodSpec], target: str, draft: str, dtype: str, seed: int) -> None:
+def worker_main(conn: Any, methods: list[MethodSpec], target: str, draft: str, dtype: str, seed: int,
+                draft_vocab: Optional[int] = None) -> None:
     """Entry point of a worker process (multiprocessing, spawn)."""
     families = {m.family for m in methods}
     server: Optional[Any] = None
     try:
         if families == {"saguaro"}:
-            server = _SaguaroMethods(methods, target, draft, dtype, seed)
+            server = _SaguaroMethods(methods, target, draft, dtype, seed, draft_vocab)
         elif families == {"transformers"}:
             server = _TransformersMethods(methods, target, draft, dtype, seed)
         else:

@@ -17,7 +17,8 @@ from saguaro.models.callable_adapter import CallableAdapter
 from saguaro.models.config import SUPPORTED_ARCHITECTURES, ModelConfig, UnsupportedArchitectureError
 from saguaro.models.decoder import DecoderModel
 from saguaro.models.hf_adapter import HFModelAdapter
-from saguaro.models.loading import LoadedModel, default_pair, load
+from saguaro.models.draft_vocabulary import DraftVocabulary
+from saguaro.models.loading import LoadedModel, default_pair, load, restrict_draft_vocabulary
 from saguaro.models.native_adapter import NativeModelAdapter
 from saguaro.models.presets import PRESETS
 from saguaro.models.tokenizer import Tokenizer
@@ -26,5 +27,5 @@ from saguaro.models.vocab import check_vocab_compatible
 __all__ = [
     "ModelAdapter", "NativeModelAdapter", "HFModelAdapter", "CallableAdapter", "DecoderModel", "ModelConfig",
     "SUPPORTED_ARCHITECTURES", "UnsupportedArchitectureError", "LoadedModel", "load", "default_pair", "PRESETS",
-    "Tokenizer", "check_vocab_compatible",
+    "Tokenizer", "check_vocab_compatible", "DraftVocabulary", "restrict_draft_vocabulary",
 ]

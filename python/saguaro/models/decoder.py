@@ -1,7 +1,7 @@
 """The native decoder-only model: embedding, decoder layers, final norm and output head."""
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -112,12 +112,17 @@ class DecoderModel:
         return RotaryTable(self.config, capacity, self.dtype, self.device)
 
     def forward(self, tokens: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                groups: list[AttentionGroup], logit_rows: torch.Tensor | None = None) -> torch.Tensor:
-        """Run flat tokens [N] (grouped by sequence) and return float32 logits of logit_rows (all if None)."""
+                groups: list[AttentionGroup], logit_rows: torch.Tensor | None = None,
+                head: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """Run flat tokens [N] (grouped by sequence) and return float32 logits of logit_rows (all if None).
+
+        head: computes the logits from the final-normed hidden states instead of the output head
+        (a pruned draft vocabulary, see saguaro.models.draft_vocabulary)."""
         x = F.embedding(tokens, self._embed) if self._embed is not None else self.head.rows(tokens)
         for layer in self.layers:
             x = layer(x, cos, sin, groups)
         if logit_rows is not None:
             x = x.index_select(0, logit_rows)
-        return self.head.forward_float(self.final_norm(x))
+        x = self.final_norm(x)
+        return head(x) if head is not None else self.head.forward_float(x)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -36,7 +36,8 @@ def default_pair() -> tuple[str, str]:
 
 def load(spec: Any, *, dtype: torch.dtype = torch.bfloat16, device: str | torch.device = "cpu",
          max_context: int | None = None, int8: bool = False, scratch_tokens: int | None = None,
-         num_threads: int | None = None, tokenizer: Tokenizer | None = None, name: str | None = None) -> LoadedModel:
+         num_threads: int | None = None, tokenizer: Tokenizer | None = None, name: str | None = None,
+         draft_vocab: int | Sequence[int] | None = None) -> LoadedModel:
     """Load `spec` as a LoadedModel.
 
     spec: a preset name (see `PRESETS`), a Hugging Face directory, a `.gguf` file, a native
@@ -44,7 +45,30 @@ def load(spec: Any, *, dtype: torch.dtype = torch.bfloat16, device: str | torch.
     fn(tokens[B, T]) -> logits[B, T, V]. GGUF files are dequantized once into $SAGUARO_CACHE.
     int8=True quantizes the native model's projections and head to weight-only int8 (drafts only).
     max_context / scratch_tokens / num_threads go to NativeModelAdapter.
+    draft_vocab (drafts only): score only these ids, or the `draft_vocab` lowest ones, plus special
+    tokens and each prompt's tokens (see `restrict_draft_vocabulary`); native models only.
     """
+    loaded = _load(spec, dtype=dtype, device=device, max_context=max_context, int8=int8,
+                   scratch_tokens=scratch_tokens, num_threads=num_threads, tokenizer=tokenizer, name=name)
+    if draft_vocab is not None:
+        restrict_draft_vocabulary(loaded, draft_vocab)
+    return loaded
+
+
+def restrict_draft_vocabulary(loaded: LoadedModel, draft_vocab: int | Sequence[int] | None) -> None:
+    """Prune a loaded DRAFT model's output vocabulary (NativeModelAdapter.restrict_vocabulary), keeping
+    its tokenizer's special tokens; ValueError for a model that is not native."""
+    restrict = getattr(loaded.adapter, "restrict_vocabulary", None)
+    if restrict is None:
+        raise ValueError(f"draft_vocab needs a native saguaro draft model (a preset, a model directory or a .gguf "
+                         f"file); {loaded.name!r} is a {type(loaded.adapter).__name__}")
+    always = loaded.tokenizer.special_token_ids() if loaded.tokenizer is not None else []
+    restrict(draft_vocab, always=always)
+
+
+def _load(spec: Any, *, dtype: torch.dtype, device: str | torch.device, max_context: int | None, int8: bool,
+          scratch_tokens: int | None, num_threads: int | None, tokenizer: Tokenizer | None,
+          name: str | None) -> LoadedModel:
     native_kw: dict[str, Any] = {"max_context": max_context, "num_threads": num_threads}
     if scratch_tokens is not None:
         native_kw["scratch_tokens"] = scratch_tokens

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -10,6 +10,7 @@ from saguaro.models._validation import check_batch, check_tree_args, context_err
 from saguaro.models import attention
 from saguaro.models.attention import AttentionGroup
 from saguaro.models.decoder import DecoderModel
+from saguaro.models.draft_vocabulary import DraftVocabulary, kept_ids
 from saguaro.models.kv_cache import KVCache, SequenceKV, TreeState
 
 DEFAULT_MAX_CONTEXT = 4096
@@ -63,6 +64,34 @@ class NativeModelAdapter:
         self._cache = KVCache(c, capacity, model.dtype, model.device)
         self._lock = threading.Lock()
         self._tree_key: tuple | None = None  # ((seq_ids, visible), (row permutation, per-sequence plan)) of the current tree
+        self._vocab: DraftVocabulary | None = None
+        self._prompts: dict[int, list[int]] = {}  # live sequences' prompts (a pruned vocabulary adds their ids)
+
+    # ------------------------------------------------------------------ draft vocabulary
+    def restrict_vocabulary(self, keep: int | Sequence[int] | None, *, always: Sequence[int] = (),
+                            with_prompts: bool = True) -> None:
+        """Score only some token ids (a DRAFT model only: every other id gets logit -inf, q = 0).
+
+        keep: a count N (ids 0..N-1: byte-level BPE assigns low ids to frequent tokens) or a list of
+        ids; None scores the whole vocabulary again. ``always`` (special tokens) and this adapter's
+        EOS ids are added; with_prompts also adds each live sequence's prompt tokens. The output
+        distribution of speculative decoding does not change, only acceptance (see
+        saguaro.models.draft_vocabulary). ValueError for ids outside the vocabulary or an int8 head.
+        """
+        with self._lock:
+            if keep is None:
+                self._vocab = None
+                return
+            base = kept_ids(self.vocab_size, keep, [*always, *self.eos_token_ids])
+            vocab = DraftVocabulary(self.model.head, base, self.device, with_prompts=with_prompts)
+            for s, prompt in self._prompts.items():
+                vocab.add_sequence(s, prompt)
+            self._vocab = vocab
+
+    @property
+    def draft_vocabulary(self) -> DraftVocabulary | None:
+        """The pruned vocabulary set by restrict_vocabulary (None: every id is scored)."""
+        return self._vocab
 
     # ------------------------------------------------------------------ protocol
     def prefill(self, seq_ids: list[int], prompts: list[list[int]]) -> torch.Tensor:
@@ -74,11 +103,15 @@ class NativeModelAdapter:
                 if len(p) > self.max_context:
                     raise context_error(s, len(p), self.max_context)
             slots = [self._cache.allocate(s) for s in seq_ids]
+            for s, p in zip(seq_ids, prompts):
+                self._prompts[s] = list(p)
+                if self._vocab is not None:
+                    self._vocab.add_sequence(s, p)
             try:
                 return self._run_extend(slots, prompts, last_only=True)
             except BaseException:
                 for s in seq_ids:
-                    self._cache.release(s)
+                    self._forget(s)
                 raise
 
     def extend(self, seq_ids: list[int], tokens: list[list[int]]) -> torch.Tensor:
@@ -132,7 +165,7 @@ class NativeModelAdapter:
             flat_tokens = torch.tensor(tokens, dtype=torch.int64)[perm_t].to(dev)
             positions = (torch.tensor(visible, dtype=torch.int64)[perm_t] + depth).to(dev)
             cos, sin = self._rotary.lookup(positions)
-            logits = self.model.forward(flat_tokens, cos, sin, groups)
+            logits = self.model.forward(flat_tokens, cos, sin, groups, head=self._head())
             for _, kv, _ in per_seq:
                 kv.tree.depth = depth + 1  # type: ignore[union-attr]
             if perm != list(range(n)):
@@ -158,9 +191,18 @@ class NativeModelAdapter:
     def release(self, seq_id: int) -> None:
         """Free the sequence's slot (kept for reuse); unknown ids are ignored."""
         with self._lock:
-            self._cache.release(seq_id)
+            self._forget(seq_id)
 
     # ------------------------------------------------------------------ internals
+    def _forget(self, seq_id: int) -> None:
+        self._cache.release(seq_id)
+        self._prompts.pop(seq_id, None)
+        if self._vocab is not None:
+            self._vocab.drop_sequence(seq_id)
+
+    def _head(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        return self._vocab.logits if self._vocab is not None else None
+
     def _set_threads(self) -> None:
         if self.num_threads is not None and torch.get_num_threads() != self.num_threads:
             torch.set_num_threads(self.num_threads)
@@ -189,7 +231,8 @@ class NativeModelAdapter:
         sel = None
         if last_only and start != len(slots):
             sel = torch.tensor(last_rows, dtype=torch.int64, device=dev)
-        logits = self.model.forward(torch.tensor(flat, dtype=torch.int64, device=dev), cos, sin, groups, sel)
+        logits = self.model.forward(torch.tensor(flat, dtype=torch.int64, device=dev), cos, sin, groups, sel,
+                                    head=self._head())
         for kv, t in zip(slots, rows):
             kv.length += len(t)
             kv.tree = None

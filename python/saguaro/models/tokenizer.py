@@ -51,6 +51,10 @@ class Tokenizer:
             ids = [self.bos_token_id] + ids
         return ids
 
+    def special_token_ids(self) -> list[int]:
+        """Ids of the added / special tokens (chat markers, EOS, ...)."""
+        return sorted({int(i) for i in self.backend.get_added_tokens_decoder()} | set(self.eos_token_ids))
+
     def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = False) -> str:
         """Text of token ids."""
         return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
