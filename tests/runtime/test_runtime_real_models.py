@@ -138,3 +138,25 @@ def test_qwen_pair_bf16_ssd_equals_ar() -> None:
     ssd, _, agg = _generate(target.adapter, draft.adapter, SpeculationConfig(mode="ssd", k=3, backup="jit"), prompts, n)
     print(f"qwen bf16 ssd: acceptance {sum(agg['accepted_per_position'])}/{sum(agg['proposed_per_position'])}")
     assert ssd == ar
+
+
+def test_smollm2_bf16_pruned_draft_vocabulary_keeps_the_output() -> None:
+    """A real draft scoring only ids < 2048 (+ special and prompt tokens): cheaper forwards, more
+    rejections (a target token outside the kept ids is never proposed), the same tokens."""
+    _bf16_kernel_or_skip()
+    try:
+        lm = M.load("smollm2-135m", dtype=torch.bfloat16, max_context=512)
+        draft = M.load("smollm2-135m", dtype=torch.bfloat16, max_context=512, draft_vocab=2048)
+    except ImportError as e:
+        pytest.skip(str(e))
+    prompts = [lm.tokenizer.encode(p) for p in CODE_PROMPTS[:3]]
+    n = 32
+    ar = [_generate(lm.adapter, None, SpeculationConfig(mode="ar"), [p], n)[0][0] for p in prompts]
+    outside = sum(1 for toks, p in zip(ar, prompts) for t in toks if t >= 2048 and t not in p)
+    assert outside > 0  # the pruning really removes tokens the target produces
+    for mode in ("sd", "ssd"):
+        out, _, agg = _generate(lm.adapter, draft.adapter, SpeculationConfig(mode=mode, k=3, backup="jit"), prompts, n)
+        accepted, proposed = sum(agg["accepted_per_position"]), sum(agg["proposed_per_position"])
+        print(f"bf16 pruned-draft {mode}: acceptance {accepted}/{proposed}, {outside} target tokens outside")
+        assert 0 < accepted < proposed
+        assert out == ar
