@@ -6,7 +6,8 @@ releases the GIL while it waits.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional
 
 from saguaro.config import RequestParams, SpeculationConfig
@@ -120,6 +121,26 @@ class Runtime:
         return RequestUpdate(new_tokens=list(d["new_tokens"]), finished=d["finished"],
                              finish_reason=d["finish_reason"], error=d["error"], messages=list(d["messages"]),
                              metrics=dict(d["metrics"]))
+
+    def result(self, request_id: int, timeout: Optional[float] = None) -> RequestUpdate:
+        """Wait until the request finishes; its final update, holding every token and message.
+
+        TimeoutError when it has not finished within ``timeout`` seconds (None: no limit); the
+        request keeps running and the tokens polled so far are lost to the caller, so cancel it then.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        tokens: list[int] = []
+        messages: list[str] = []
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            u = self.poll(request_id, left)
+            tokens += u.new_tokens
+            messages += u.messages
+            if u.finished:
+                return replace(u, new_tokens=tokens, messages=messages)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"request {request_id} did not finish within {timeout} s "
+                                   f"({len(tokens)} tokens so far)")
 
     def cancel(self, request_id: int) -> None:
         """Finish the request with "cancelled" between rounds (unknown ids are ignored)."""

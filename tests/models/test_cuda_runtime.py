@@ -27,14 +27,9 @@ def generate(mode: str, target: NativeModelAdapter, draft: NativeModelAdapter) -
     with Runtime(target, draft, cfg) as rt:
         ids = [rt.submit(p, RequestParams(max_new_tokens=24)) for p in PROMPTS]
         for i in ids:
-            toks = []
-            while True:
-                u = rt.poll(i, timeout=60)
-                toks += u.new_tokens
-                if u.finished:
-                    assert u.finish_reason == "length", u.finish_reason
-                    break
-            out.append(toks)
+            u = rt.result(i, timeout=600)
+            assert u.finish_reason == "length", u.finish_reason
+            out.append(u.new_tokens)
     return out
 
 

@@ -120,15 +120,7 @@ def test_greedy_output_with_a_pruned_draft_is_the_targets(mode):
     for m, d in (("ar", None), (mode, draft)):
         with Runtime(target, d, SpeculationConfig(mode=m, k=3, backup="jit")) as rt:
             ids = [rt.submit(p, RequestParams(max_new_tokens=24)) for p in prompts]
-            res = []
-            for rid in ids:
-                toks = []
-                while True:
-                    u = rt.poll(rid, timeout=120)
-                    toks += u.new_tokens
-                    if u.finished:
-                        break
-                res.append(toks)
+            res = [rt.result(rid, timeout=120).new_tokens for rid in ids]
             outs[m] = (res, rt.metrics())
     assert outs[mode][0] == outs["ar"][0]
     agg = outs[mode][1]

@@ -20,13 +20,8 @@ def pair(noise: float = 0.7) -> tuple[TinyAdapter, TinyAdapter]:
 
 
 def drain(rt: Runtime, rid: int):
-    toks, msgs = [], []
-    while True:
-        u = rt.poll(rid, timeout=30)
-        toks += u.new_tokens
-        msgs += u.messages
-        if u.finished:
-            return toks, u, msgs
+    u = rt.result(rid, timeout=60)
+    return u.new_tokens, u, u.messages
 
 
 def sampled(i: int, **kw) -> RequestParams:
@@ -152,6 +147,8 @@ def test_cancel_close_and_errors() -> None:
     rt = Runtime(target, draft, SpeculationConfig(mode="ssd", k=3))
     rid = rt.submit([1, 2], RequestParams(max_new_tokens=50_000))
     rt.poll(rid, timeout=30)
+    with pytest.raises(TimeoutError, match=f"request {rid} did not finish within 0.05 s"):
+        rt.result(rid, timeout=0.05)  # 50,000 tokens: still running
     rt.cancel(rid)
     toks, u, _ = drain(rt, rid)
     assert u.finish_reason == "cancelled"

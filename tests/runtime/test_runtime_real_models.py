@@ -36,14 +36,9 @@ def _generate(target, draft, config: SpeculationConfig, prompts: list[list[int]]
         ids = [rt.submit(p, RequestParams(max_new_tokens=n)) for p in prompts]
         outs, metrics = [], []
         for rid in ids:
-            toks = []
-            while True:
-                u = rt.poll(rid, timeout=600)
-                toks += u.new_tokens
-                if u.finished:
-                    break
+            u = rt.result(rid, timeout=1800)
             assert u.finish_reason in ("length", "stop"), (u.finish_reason, u.error)
-            outs.append(toks)
+            outs.append(u.new_tokens)
             metrics.append(u.metrics)
         return outs, metrics, rt.metrics()
 

@@ -94,14 +94,9 @@ def sample(config: SpeculationConfig, p: RequestParams, plant: bool = False,
                                    seed=1_000_003 * i + 17, stream=i)
                 ids.append(rt.submit(PROMPT, rp))
             for rid in ids:
-                toks: list[int] = []
-                while True:
-                    u = rt.poll(rid, timeout=60)
-                    toks += u.new_tokens
-                    if u.finished:
-                        break
+                u = rt.result(rid, timeout=600)
                 assert u.finish_reason == "length", u
-                key = tuple(toks)
+                key = tuple(u.new_tokens)
                 counts[key] = counts.get(key, 0) + 1
         metrics = rt.metrics()
     return counts, metrics

@@ -24,13 +24,8 @@ def run(rt: Runtime, prompts, params) -> list:
     ids = [rt.submit(p, params) for p in prompts]
     results = []
     for i in ids:
-        toks, u = [], None
-        while True:
-            u = rt.poll(i, timeout=30)
-            toks += u.new_tokens
-            if u.finished:
-                break
-        results.append((toks, u))
+        u = rt.result(i, timeout=60)
+        results.append((u.new_tokens, u))
     return results
 
 
