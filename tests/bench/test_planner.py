@@ -73,3 +73,23 @@ def test_target_verdicts_attribute_a_miss_to_physics_or_implementation():
     t = {x["id"]: x for x in planner.evaluate_targets(plan, _summary(4, 4, 4, 4, 4, 4, 600, 290))}
     assert t["round_vs_verify"]["verdict"].startswith("missed")
     assert {x["verdict"] for x in planner.evaluate_targets(plan, {})} == {"not measured"}
+
+
+def test_rescore_recomputes_limit_and_verdicts_from_stored_json():
+    import json
+    from dataclasses import asdict
+
+    from saguaro.benchmark.rescore import latencies, rescore
+
+    lat = _lat()
+    plan = planner.make_plan(lat, _ranks(), k_range=range(1, 7))
+    stored = json.loads(json.dumps(plan))  # int keys become strings, as in a results file
+    assert asdict(latencies(stored["latencies"])) == asdict(lat)
+    ar2 = plan["predicted"]["saguaro-ar-2t"]
+    results = {"planner": stored, "summary": _summary(ar2, ar2, 4, 4, 4, 4), "targets": []}
+    stored["ssd_limit"] = {"k": 1, "tokens_per_s": 1e9, "meaning": "stale"}
+    out = rescore(results)
+    assert out["planner"]["ssd_limit"]["tokens_per_s"] == pytest.approx(plan["ssd_limit"]["tokens_per_s"])
+    assert out["targets"] == planner.evaluate_targets(plan, results["summary"])
+    with pytest.raises(ValueError, match="no planner section"):
+        rescore({"summary": {}})

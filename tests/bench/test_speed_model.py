@@ -181,3 +181,13 @@ def test_curves_from_ranks():
     assert rej.m1 == pytest.approx(0.5, abs=0.05) and rej.r == pytest.approx(0.9, abs=0.1)
     assert acc.hit(1) == pytest.approx(a, abs=0.03)
     assert rej.hit(4) > rej.hit(1)
+
+
+def test_ssd_limit_is_bounded_by_the_draft_round_as_well_as_the_verification():
+    a, k = 0.8, 3
+    fast = _lat(tree=0.001, ext=0.002)  # the draft's round fits inside the verification
+    assert sm.ssd_limit(fast, a, k) == pytest.approx(sm.expected_tokens(a, k) / fast.verify(k + 1, "contended"))
+    slow = _lat(tree=0.3, ext=0.1)  # it does not: the round cannot end before the next speculation exists
+    least = 1.25 * (0.1 + 0.001 * (k + 1)) + k * 1.25 * (0.3 + 0.004 * 1)
+    assert least > slow.verify(k + 1, "contended")
+    assert sm.ssd_limit(slow, a, k) == pytest.approx(sm.expected_tokens(a, k) / least)

@@ -78,7 +78,7 @@ def markdown(results: dict, title: Optional[str] = None) -> str:
                   f"verify {plan['ssd']['verify_s'] * 1e3:.0f} ms, draft tree work {plan['ssd']['tree_work_s'] * 1e3:.0f} ms, "
                   f"round {plan['ssd']['round_s'] * 1e3:.0f} ms; replay on the calibration text: hit rate "
                   f"{plan['replay']['hit_rate']:.0%}, {plan['replay']['tokens_per_round']:.2f} tokens/round",
-                  f"- SSD limit (every round a hit, drafting hidden, K = {plan['ssd_limit']['k']}): "
+                  f"- SSD limit (every round a hit, a round no shorter than the verification or the draft's least round, K = {plan['ssd_limit']['k']}): "
                   f"{plan['ssd_limit']['tokens_per_s']:.2f} tok/s", "",
                   "| method | predicted tok/s | measured decode tok/s |", "|---|---|---|"]
         for name, v in plan["predicted"].items():

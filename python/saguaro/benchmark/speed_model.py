@@ -226,8 +226,16 @@ def ssd_predict(lat: Latencies, a: float, k: int, fanout: Sequence[int], rejecte
 
 
 def ssd_limit(lat: Latencies, a: float, k: int) -> float:
-    """The most SSD can do at this K: every round a hit and all drafting hidden, E(a,K) / verify(K+1)."""
-    return expected_tokens(a, k) / lat.verify(k + 1, "contended")
+    """The most SSD can do at this K: every round a cache hit, E(a,K) tokens per round, and a round
+    as short as the longer of the contended verification of K+1 tokens and the draft's least round
+    (its trunk forward plus K of its cheapest measured tree steps): a round cannot end before the
+    draft has built the next speculation."""
+    tree = lat.draft_tree_contended or lat.draft_tree
+    least_round = 0.0
+    if tree:
+        ext = lat.draft_extend_contended or lat.draft_extend
+        least_round = _interp(ext, k + 1) + k * min(tree.values())
+    return expected_tokens(a, k) / max(lat.verify(k + 1, "contended"), least_round)
 
 
 def best_sd(lat: Latencies, a: float, threads: int, k_range: Sequence[int]) -> tuple[int, float]:
