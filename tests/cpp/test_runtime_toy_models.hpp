@@ -222,9 +222,11 @@ class NanModel : public ToyModel {
   int64_t seq_, from_;
 };
 
-// Records when each call ran (steady clock), to show the draft's tree overlapping verification.
-// A target built with wait_for_tree blocks inside extend until the draft's tree_step has been
-// called (bounded): a runtime that serialises the two never lets it through in time.
+// Shows the draft's tree overlapping verification: a target built with wait_for_tree blocks inside
+// extend until the draft has called tree_step since the target's previous wait ended (bounded), then
+// consumes that sighting. A step that came before this extend began counts: the draft starts a
+// round's tree when the speculation is sent, and under sanitizers its first steps may run before the
+// target thread gets into extend. A runtime that serialises the two lets the first wait time out.
 struct CallLog {
   std::mutex mu;
   std::condition_variable cv;
@@ -250,12 +252,12 @@ class InstrumentedModel : public ToyModel {
     }
     if (target_ && w == "extend") {
       std::unique_lock<std::mutex> lock(log_->mu);
-      log_->tree_step_seen = false;
       if (log_->waits_left == 0) return;
       --log_->waits_left;
       ++log_->target_extends;
       if (log_->cv.wait_for(lock, std::chrono::seconds(3), [&] { return log_->tree_step_seen; }))
         ++log_->target_extends_overlapping_tree;
+      log_->tree_step_seen = false;
     }
   }
   std::shared_ptr<CallLog> log_;
