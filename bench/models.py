@@ -1,5 +1,5 @@
-"""Model-adapter speed: native vs transformers decode, multi-token extend, tree steps, int8 and
-pruned-vocabulary drafts.
+"""Model-adapter speed: native vs transformers decode, multi-token extend, tree steps, int8 (weight-only
+and dynamic) and pruned-vocabulary drafts.
 
 Usage: python bench/models.py [--models 0.5b,1.5b] [--rounds 7] [--threads 1]
 
@@ -160,6 +160,18 @@ def bench_model(key: str, rounds: int, steps: int, with_tree: bool, draft_vocab:
         runs["int8 decode"] = decode(q8)
         runs["int8 extend 5"] = extend5(q8)
         runs["int8 tree 8"] = tree(q8, 8)
+        # int8 weights and dynamically quantized int8 activations (integer multiply-adds): drafts only
+        dq = M.load(PRESET[key], int8="dynamic").adapter
+        dq.prefill([0], [prompt])
+        runs["int8 dynamic decode"] = decode(dq)
+        runs["int8 dynamic extend 5"] = extend5(dq)
+        runs["int8 dynamic tree 8"] = tree(dq, 8)
+        runs["int8 dynamic tree 16"] = tree(dq, 16)
+        dqp = M.load(PRESET[key], int8="dynamic", draft_vocab=draft_vocab).adapter
+        dqp.prefill([0], [prompt])
+        runs["int8 dynamic pruned decode"] = decode(dqp)
+        runs["int8 dynamic pruned tree 8"] = tree(dqp, 8)
+        runs["int8 dynamic pruned tree 16"] = tree(dqp, 16)
         # a pruned draft vocabulary (the lowest ids + specials + prompt tokens): drafts only
         pv = M.load(PRESET[key], draft_vocab=draft_vocab).adapter
         pv.prefill([0], [prompt])
@@ -197,6 +209,18 @@ def bench_model(key: str, rounds: int, steps: int, with_tree: bool, draft_vocab:
             med["native tree 8 (torch linear)"] / med["native decode (torch linear)"])
         ratios["int8 decode / native decode"] = med["int8 decode"] / d
         ratios["int8 tree 8 / int8 decode"] = med["int8 tree 8"] / med["int8 decode"]
+        dqd = med["int8 dynamic decode"]
+        ratios["int8 dynamic decode / native decode"] = dqd / d
+        ratios["int8 dynamic extend 5 / int8 dynamic decode"] = med["int8 dynamic extend 5"] / dqd
+        ratios["int8 dynamic tree 8 / int8 dynamic decode"] = med["int8 dynamic tree 8"] / dqd
+        ratios["int8 dynamic tree 16 / int8 dynamic decode"] = med["int8 dynamic tree 16"] / dqd
+        ratios["int8 dynamic tree 8 / native tree 8"] = med["int8 dynamic tree 8"] / med["native tree 8"]
+        ratios["int8 dynamic tree 8 / native decode"] = med["int8 dynamic tree 8"] / d
+        ratios["int8 dynamic pruned tree 8 / int8 dynamic pruned decode"] = (
+            med["int8 dynamic pruned tree 8"] / med["int8 dynamic pruned decode"])
+        ratios["int8 dynamic pruned tree 16 / int8 dynamic pruned decode"] = (
+            med["int8 dynamic pruned tree 16"] / med["int8 dynamic pruned decode"])
+        ratios["int8 dynamic pruned tree 8 / native tree 8"] = med["int8 dynamic pruned tree 8"] / med["native tree 8"]
         ratios["fp32 decode / native decode"] = med["fp32 decode"] / d
         ratios["fp32 extend 5 / fp32 decode"] = med["fp32 extend 5"] / med["fp32 decode"]
         ratios["fp32 tree 8 / fp32 decode"] = med["fp32 tree 8"] / med["fp32 decode"]
@@ -206,6 +230,7 @@ def bench_model(key: str, rounds: int, steps: int, with_tree: bool, draft_vocab:
         ratios["pruned tree 16 / native tree 16"] = med["pruned tree 16"] / med["native tree 16"]
         result["int8_argmax_agreement"] = argmax_agreement(nat, q8, lm.tokenizer)
         result["pruned_argmax_agreement"] = argmax_agreement(nat, pv, lm.tokenizer)
+        result["int8_dynamic_argmax_agreement"] = argmax_agreement(nat, dq, lm.tokenizer)
         result["draft_vocab"] = draft_vocab
     result["ratios"] = ratios
     return result
@@ -263,6 +288,9 @@ def write_markdown(res: dict, path: Path) -> None:
         if "int8_argmax_agreement" in r:
             lines += ["", f"int8 draft argmax agreement with the bf16 draft (teacher-forced, 47 positions): "
                           f"{r['int8_argmax_agreement']:.2f}"]
+        if "int8_dynamic_argmax_agreement" in r:
+            lines += ["", f"int8 dynamic draft argmax agreement with the bf16 draft (same positions): "
+                          f"{r['int8_dynamic_argmax_agreement']:.2f}"]
         if "pruned_argmax_agreement" in r:
             lines += ["", f"pruned draft (ids < {r['draft_vocab']} + specials + prompt tokens) argmax agreement "
                           f"with the full draft (same positions): {r['pruned_argmax_agreement']:.2f}"]

@@ -66,6 +66,9 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--draft-vocab", type=int, default=None, metavar="N",
                    help="the draft scores only the N lowest token ids, special tokens and the prompt's tokens "
                         "(cheaper draft, same output distribution)")
+    g.add_argument("--draft-int8", choices=("weight", "dynamic"), default=None,
+                   help="the draft's projections in int8: weight-only, or with int8 activations too (dynamic: "
+                        "the cheapest CPU draft); same output distribution, different acceptance")
     g.add_argument("--dtype", choices=_DTYPES, default="bfloat16")
     g.add_argument("--device", default="cpu")
     g.add_argument("--threads", type=_threads, default=None, help="torch threads per worker: N or T,D")
@@ -147,7 +150,8 @@ def _engine_from_args(args: argparse.Namespace) -> Any:
     return Engine(target=args.target, draft=args.draft, mode=args.mode, dtype=getattr(torch, args.dtype),
                   device=args.device, seed=args.engine_seed, k=args.k, fanout=args.fanout,
                   saguaro_c=args.saguaro_c, backup=args.backup, target_threads=threads[0],
-                  draft_threads=threads[1], draft_vocab=args.draft_vocab)
+                  draft_threads=threads[1], draft_vocab=args.draft_vocab,
+                  draft_int8=args.draft_int8 or False)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

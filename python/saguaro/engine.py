@@ -24,15 +24,18 @@ _PROGRESS_FROM = 8
 _POLL_SLICE = 0.02
 
 
-def _load_model(spec: Any, *, dtype: torch.dtype, device: str, role: str) -> Any:
+def _load_model(spec: Any, *, dtype: torch.dtype, device: str, role: str, int8: Union[bool, str] = False) -> Any:
     """A LoadedModel for spec (an already loaded one passes through)."""
     if hasattr(spec, "adapter") and hasattr(spec, "tokenizer"):
+        if int8:
+            raise ValueError(f"draft_int8={int8!r} applies when the engine loads the {role} itself; this one is "
+                             f"already loaded: pass int8= to saguaro.models.load instead")
         return spec
     try:
         from saguaro import models
     except ImportError as e:  # pragma: no cover - the package ships saguaro.models
         raise ImportError(f"saguaro.models cannot be imported ({e}); reinstall saguaro") from e
-    return models.load(spec, dtype=dtype, device=device)
+    return models.load(spec, dtype=dtype, device=device, int8=int8)
 
 
 def _default_pair() -> tuple[Any, Any]:
@@ -135,7 +138,9 @@ class Engine:
     come from the benchmark runs in bench/). ``seed`` seeds requests that give none. ``draft_vocab``
     (a count N or a list of ids) makes a native draft score only those ids (the N lowest), its special
     tokens and each prompt's tokens: a cheaper draft forward, the same output distribution
-    (``saguaro.models.draft_vocabulary``).
+    (``saguaro.models.draft_vocabulary``). ``draft_int8`` ("weight" or "dynamic") builds a native draft's
+    projections in int8 (``saguaro.models.linear``): a cheaper draft on the CPU, the same output
+    distribution (only acceptance changes).
 
     Thread-safe: several threads may call generate/stream at once; the runtime batches the requests.
     """
@@ -148,13 +153,17 @@ class Engine:
                  strict: Optional[bool] = None, speculation: Optional[SpeculationConfig] = None,
                  target_threads: Optional[int] = None, draft_threads: Optional[int] = None,
                  target_cores: Optional[Sequence[int]] = None, draft_cores: Optional[Sequence[int]] = None,
-                 draft_vocab: Union[int, Sequence[int], None] = None) -> None:
+                 draft_vocab: Union[int, Sequence[int], None] = None,
+                 draft_int8: Union[bool, str] = False) -> None:
         self._closed = True  # until the runtime exists, so close()/__del__ are safe
         self._runtime = None
         if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**64:
             raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
         if not isinstance(dtype, torch.dtype):
             raise ValueError(f"dtype must be a torch dtype (torch.bfloat16, torch.float32, ...), got {dtype!r}")
+        if draft_int8 not in (False, None, True, "weight", "dynamic"):
+            raise ValueError(f"draft_int8 must be 'weight' (weight-only int8), 'dynamic' (int8 weights and "
+                             f"activations) or False, got {draft_int8!r}")
         self.config = resolve_speculation(
             speculation, mode=mode, k=k, fanout=fanout, fanout_kind=fanout_kind, saguaro_c=saguaro_c,
             backup=backup, cache_policy=cache_policy, strict=strict, target_threads=target_threads,
@@ -172,7 +181,7 @@ class Engine:
         self.target = _load_model(target, dtype=dtype, device=device, role="target")
         self.draft = None
         if self.mode != "ar":
-            self.draft = _load_model(draft, dtype=dtype, device=device, role="draft")
+            self.draft = _load_model(draft, dtype=dtype, device=device, role="draft", int8=draft_int8)
             if self.draft.adapter is self.target.adapter:
                 raise ValueError("the target and the draft are the same model instance; each keeps its own KV cache, "
                                  "so load the model twice (or pass the same preset name or path twice)")

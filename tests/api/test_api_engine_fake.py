@@ -218,6 +218,8 @@ def test_draft_context_counts(fake_engine_factory):
     (dict(speculation={"k": 2}), "speculation must be a saguaro.config.SpeculationConfig"),
     (dict(draft=None), "mode 'ssd' needs a draft model"),
     (dict(draft=None, mode="sd"), "mode 'sd' needs a draft model"),
+    (dict(draft_int8="int4"), "draft_int8 must be 'weight'"),
+    (dict(draft_int8="dynamic"), "draft_int8='dynamic' applies when the engine loads the draft itself"),
 ])
 def test_bad_engine_arguments(fake_engine_factory, kw, msg):
     with pytest.raises(ValueError, match=msg):

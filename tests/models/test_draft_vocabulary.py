@@ -86,16 +86,23 @@ def test_bad_draft_vocab_is_a_clear_error(keep, match):
         kept_ids(V, keep)
 
 
-def test_int8_draft_cannot_be_pruned():
+@pytest.mark.parametrize("int8", ["weight", "dynamic"])
+def test_int8_drafts_prune_to_their_own_rows(int8):
+    """An int8 head prunes to the same int8 rows: the kept logits are the full int8 head's, bit for bit."""
     from saguaro.models.config import ModelConfig
     from saguaro.models.decoder import DecoderModel
     from saguaro.models.native_adapter import NativeModelAdapter
 
     hf = make_hf("qwen2-tied")
     config = ModelConfig.from_hf_dict(hf.config.to_dict())
-    model = DecoderModel.from_state_dict(config, dict(hf.state_dict()), dtype=torch.bfloat16, int8=True)
-    with pytest.raises(ValueError, match="int8"):
-        NativeModelAdapter(model).restrict_vocabulary(10)
+    full, pruned = (NativeModelAdapter(DecoderModel.from_state_dict(config, dict(hf.state_dict()),
+                                                                    dtype=torch.bfloat16, int8=int8)) for _ in range(2))
+    pruned.restrict_vocabulary(20, with_prompts=False)
+    keep = torch.tensor(sorted(set(range(20)) | set(pruned.eos_token_ids)))
+    prompt = _rand(12, 2)
+    _check_rows(pruned.prefill([1], [prompt]), full.prefill([1], [prompt]), keep, exact=True)
+    _check_rows(pruned.tree_step([1, 1], [12, 12], [4, 9], 0), full.tree_step([1, 1], [12, 12], [4, 9], 0),
+                keep, exact=True)
 
 
 def test_non_native_draft_is_a_clear_error():

@@ -155,3 +155,23 @@ def test_smollm2_bf16_pruned_draft_vocabulary_keeps_the_output() -> None:
         print(f"bf16 pruned-draft {mode}: acceptance {accepted}/{proposed}, {outside} target tokens outside")
         assert 0 < accepted < proposed
         assert out == ar
+
+
+def test_smollm2_int8_dynamic_draft_keeps_the_output() -> None:
+    """A real draft with int8 weights and activations (and a pruned vocabulary on top): a different q,
+    so different acceptance, and the target's tokens exactly."""
+    _bf16_kernel_or_skip()
+    try:
+        lm = M.load("smollm2-135m", dtype=torch.bfloat16, max_context=512)
+        draft = M.load("smollm2-135m", dtype=torch.bfloat16, max_context=512, int8="dynamic", draft_vocab=4096)
+    except ImportError as e:
+        pytest.skip(str(e))
+    prompts = [lm.tokenizer.encode(p) for p in CODE_PROMPTS[:3]]
+    n = 32
+    ar = [_generate(lm.adapter, None, SpeculationConfig(mode="ar"), [p], n)[0][0] for p in prompts]
+    for mode in ("sd", "ssd"):
+        out, _, agg = _generate(lm.adapter, draft.adapter, SpeculationConfig(mode=mode, k=3, backup="jit"), prompts, n)
+        accepted, proposed = sum(agg["accepted_per_position"]), sum(agg["proposed_per_position"])
+        print(f"int8-dynamic draft {mode}: acceptance {accepted}/{proposed}")
+        assert 0 < accepted < proposed
+        assert out == ar

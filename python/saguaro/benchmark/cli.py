@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--draft-vocab", type=int, metavar="N",
                    help="saguaro rows: the draft scores only the N lowest ids, special tokens and prompt tokens "
                         "(peers keep the whole vocabulary)")
+    p.add_argument("--draft-int8", choices=("weight", "dynamic"),
+                   help="saguaro rows: the draft's projections in int8, weight-only or with dynamically quantized "
+                        "activations (peers keep the dtype)")
     p.add_argument("--dtype", default="bf16", choices=("bf16", "fp32", "fp16"))
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--temperature", type=float, default=0.0)
@@ -115,7 +118,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cfg = BenchConfig(target=args.target, draft=args.draft, dtype=args.dtype, max_new_tokens=args.max_new_tokens,
                       temperature=args.temperature, seed=args.seed, batch=args.batch,
                       warmup_tokens=args.warmup_tokens, suite="custom" if args.prompts else args.suite,
-                      command=command, notes=args.notes, draft_vocab=args.draft_vocab)
+                      command=command, notes=args.notes, draft_vocab=args.draft_vocab,
+                      draft_int8=args.draft_int8)
     prompt_ids = encode_prompts(prompts, cfg.target, cfg.dtype)
     plan = None
     if not args.no_plan:
@@ -126,7 +130,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         lat, ranks = planner.measure(cfg.target, cfg.draft, cfg.dtype, prompt_ids[0],
                                      prompt_ids[:max(1, args.plan_prompts)], cores=available_cores()[:2],
                                      k_max=args.plan_k_max, reps=args.plan_reps, calibration_tokens=args.plan_tokens,
-                                     budgets=_ints(args.plan_budgets, "--plan-budgets"), draft_vocab=args.draft_vocab)
+                                     budgets=_ints(args.plan_budgets, "--plan-budgets"), draft_kw=cfg.draft_load_kwargs())
         plan = planner.make_plan(lat, ranks, temperature=args.temperature, k_range=range(1, args.plan_k_max + 1))
         print(f"planner: a = {plan['acceptance']:.3f}, K = {plan['k']}, fan-out {plan['fanout']}, "
               f"predicted SSD {plan['predicted']['saguaro-ssd']:.2f} tok/s", file=sys.stderr)

@@ -36,6 +36,17 @@ class BenchConfig:
     reference: str = "saguaro-ar-1t"
     #: saguaro rows' draft scores only this many lowest ids + specials + prompt tokens (None: all)
     draft_vocab: Optional[int] = None
+    #: saguaro rows' draft projections in int8: "weight" (weight-only) or "dynamic" (None: the dtype)
+    draft_int8: Optional[str] = None
+
+    def draft_load_kwargs(self) -> dict:
+        """What saguaro rows pass to models.load for the draft (its cheaper-draft options)."""
+        kw: dict = {}
+        if self.draft_vocab is not None:
+            kw["draft_vocab"] = self.draft_vocab
+        if self.draft_int8:
+            kw["int8"] = self.draft_int8
+        return kw
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -44,6 +55,8 @@ class BenchConfig:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if self.batch < 1:
             raise ValueError(f"batch must be >= 1, got {self.batch}")
+        if self.draft_int8 not in (None, "weight", "dynamic"):
+            raise ValueError(f"draft_int8 must be 'weight' or 'dynamic', got {self.draft_int8!r}")
 
 
 class WorkerError(RuntimeError):
@@ -61,7 +74,8 @@ class Worker:
         self.methods = methods
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(target=worker_main, name=f"bench-{name}", daemon=True,
-                                   args=(child, methods, cfg.target, cfg.draft, cfg.dtype, cfg.seed, cfg.draft_vocab))
+                                   args=(child, methods, cfg.target, cfg.draft, cfg.dtype, cfg.seed,
+                                         cfg.draft_load_kwargs()))
         self.process.start()
         child.close()
         self.info: dict = {}

@@ -32,7 +32,7 @@ TARGETS: tuple[tuple[str, str, str, float], ...] = (
 
 
 # ------------------------------------------------------------------ measurement processes
-def _model_proc(conn: Any, spec: str, dtype: str, busy: Any, draft_vocab: Optional[int] = None) -> None:
+def _model_proc(conn: Any, spec: str, dtype: str, busy: Any, load_kw: Optional[dict] = None) -> None:
     """A process holding one model's adapter; answers timing requests (see _ModelProcess)."""
     try:
         import torch
@@ -41,7 +41,7 @@ def _model_proc(conn: Any, spec: str, dtype: str, busy: Any, draft_vocab: Option
         from saguaro.benchmark.pinning import pin_process
         from saguaro.benchmark.worker import _torch_dtype
 
-        loaded = models.load(spec, dtype=_torch_dtype(dtype), device="cpu", draft_vocab=draft_vocab)
+        loaded = models.load(spec, dtype=_torch_dtype(dtype), device="cpu", **(load_kw or {}))
         ad = loaded.adapter
         conn.send(("ready", {"vocab": ad.vocab_size}))
     except BaseException:  # noqa: BLE001
@@ -139,10 +139,10 @@ def _release(ad: Any, seq: int) -> None:
 
 
 class _ModelProcess:
-    def __init__(self, spec: str, dtype: str, busy: Any, draft_vocab: Optional[int] = None) -> None:
+    def __init__(self, spec: str, dtype: str, busy: Any, load_kw: Optional[dict] = None) -> None:
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_model_proc, args=(child, spec, dtype, busy, draft_vocab), daemon=True)
+        self.proc = ctx.Process(target=_model_proc, args=(child, spec, dtype, busy, load_kw), daemon=True)
         self.proc.start()
         child.close()
         self.call_wait()
@@ -180,13 +180,13 @@ def _med(xs: Sequence[float]) -> float:
 def measure(target: str, draft: str, dtype: str, context_ids: Sequence[int], calibration_prompts: Sequence[Sequence[int]],
             *, cores: Sequence[int], k_max: int = 8, budgets: Sequence[int] = (1, 2, 4, 6, 8, 12, 16),
             reps: int = 3, calibration_tokens: int = 32,
-            draft_vocab: Optional[int] = None) -> tuple[sm.Latencies, list[int]]:
-    """Measure the latencies (alone, contended, 2 threads) and the calibration ranks (draft_vocab:
-    the draft's pruned vocabulary, as the saguaro rows run it)."""
+            draft_kw: Optional[dict] = None) -> tuple[sm.Latencies, list[int]]:
+    """Measure the latencies (alone, contended, 2 threads) and the calibration ranks (draft_kw: the
+    draft's models.load options, such as a pruned vocabulary or int8, as the saguaro rows run it)."""
     a_core, b_core = cores[0], cores[1]
     busy = mp.get_context("spawn").Event()
     tp = _ModelProcess(target, dtype, busy)
-    dp = _ModelProcess(draft, dtype, busy, draft_vocab)
+    dp = _ModelProcess(draft, dtype, busy, draft_kw)
     try:
         tp.call("pin", [a_core], 1)
         dp.call("pin", [b_core], 1)

@@ -9,9 +9,16 @@ from typing import Any, Optional
 from saguaro.benchmark.stats import ROW_FIGURES
 
 
-def _vocab_note(cfg: dict) -> str:
+def _draft_note(cfg: dict) -> str:
+    """What the saguaro rows changed in their draft (a pruned vocabulary, int8), for the table's title."""
+    parts = []
     n = cfg.get("draft_vocab")
-    return f" (saguaro rows: draft vocabulary pruned to ids < {n} + special + prompt tokens)" if n else ""
+    if n:
+        parts.append(f"draft vocabulary pruned to ids < {n} + special + prompt tokens")
+    q = cfg.get("draft_int8")
+    if q:
+        parts.append("draft in int8 weights and activations" if q == "dynamic" else "draft in weight-only int8")
+    return f" (saguaro rows: {'; '.join(parts)})" if parts else ""
 
 
 def _fmt(value: Any, fmt: str) -> str:
@@ -44,7 +51,7 @@ def markdown(results: dict, title: Optional[str] = None) -> str:
     if cfg.get("notes"):
         lines += [cfg["notes"], ""]
     lines += [f"- command: `{cfg.get('command') or '?'}`",
-              f"- target `{cfg['target']}`, draft `{cfg['draft']}`{_vocab_note(cfg)}, {cfg['dtype']}, {cfg['max_new_tokens']} new tokens "
+              f"- target `{cfg['target']}`, draft `{cfg['draft']}`{_draft_note(cfg)}, {cfg['dtype']}, {cfg['max_new_tokens']} new tokens "
               f"(EOS ignored), temperature {cfg['temperature']}, batch {cfg['batch']}, seed {cfg['seed']}",
               f"- {len(results['prompts'])} prompts ({', '.join(sorted({p['source'] for p in results['prompts']}))}), "
               f"methods alternating round-robin per prompt, medians over prompts",

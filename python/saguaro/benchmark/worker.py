@@ -101,7 +101,7 @@ class _SaguaroMethods:
     """saguaro engines for several methods over one pair of loaded models."""
 
     def __init__(self, methods: list[MethodSpec], target: str, draft: str, dtype: str, seed: int,
-                 draft_vocab: Optional[int] = None) -> None:
+                 draft_kw: Optional[dict] = None) -> None:
         import saguaro
         from saguaro import models
 
@@ -114,7 +114,7 @@ class _SaguaroMethods:
         self.target = models.load(target, dtype=self.dtype, device="cpu")
         self.draft = None
         if any(m.uses_draft for m in methods):
-            self.draft = models.load(draft, dtype=self.dtype, device="cpu", draft_vocab=draft_vocab)
+            self.draft = models.load(draft, dtype=self.dtype, device="cpu", **(draft_kw or {}))
         self.load_s = time.perf_counter() - t0
         self.methods = {m.name: m for m in methods}
         self.engines: dict[str, Any] = {}
@@ -188,13 +188,13 @@ class _TransformersMethods:
 
 
 def worker_main(conn: Any, methods: list[MethodSpec], target: str, draft: str, dtype: str, seed: int,
-                draft_vocab: Optional[int] = None) -> None:
+                draft_kw: Optional[dict] = None) -> None:
     """Entry point of a worker process (multiprocessing, spawn)."""
     families = {m.family for m in methods}
     server: Optional[Any] = None
     try:
         if families == {"saguaro"}:
-            server = _SaguaroMethods(methods, target, draft, dtype, seed, draft_vocab)
+            server = _SaguaroMethods(methods, target, draft, dtype, seed, draft_kw)
         elif families == {"transformers"}:
             server = _TransformersMethods(methods, target, draft, dtype, seed)
         else:

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from saguaro.models.attention import Attention, AttentionGroup
 from saguaro.models.config import ModelConfig
-from saguaro.models.linear import Int8Linear, Linear
+from saguaro.models.linear import Linear, linear_class
 from saguaro.models.mlp import MLP
 from saguaro.models.norm import RMSNorm
 from saguaro.models.rotary import RotaryTable
@@ -50,13 +50,14 @@ class DecoderModel:
     @classmethod
     def from_state_dict(cls, config: ModelConfig, tensors: Mapping[str, torch.Tensor],
                         *, dtype: torch.dtype = torch.bfloat16, device: str | torch.device = "cpu",
-                        int8: bool = False) -> "DecoderModel":
+                        int8: bool | str = False) -> "DecoderModel":
         """Build from transformers-named weights (`model.layers.N.self_attn.q_proj.weight`, ...).
 
         `tensors` is any mapping name -> tensor (a lazy one lets loaders stream from safetensors).
         Stacked `self_attn.qkv_proj.*` and `mlp.gate_up_proj.weight` are used as they are when present.
-        int8=True stores the layer projections and the output head as weight-only int8 (for a draft
-        model only: it changes the draft's distribution, so acceptance, never the output).
+        int8=True (or "weight") stores the layer projections and the output head as weight-only int8;
+        int8="dynamic" also quantizes their inputs at each call (saguaro.models.linear.DynamicInt8Linear).
+        Drafts only: it changes the draft's distribution, so acceptance, never the output.
         """
         device = torch.device(device)
         def has(name: str) -> bool:
@@ -71,7 +72,7 @@ class DecoderModel:
                 return t(name)
             return torch.cat([t(p) for p in parts], 0)
 
-        lin = Int8Linear if int8 else Linear
+        lin = linear_class(int8)
         c = config
         layers = []
         for i in range(c.num_layers):

@@ -53,9 +53,9 @@ class DraftVocabulary:
     """
 
     def __init__(self, head: Linear, base: torch.Tensor, device: torch.device, *, with_prompts: bool = True) -> None:
-        if type(head) is not Linear:
-            raise ValueError(f"draft_vocab needs a bf16/fp32 output head, not a {type(head).__name__} (an int8 "
-                             "draft): load the draft without int8 to prune its vocabulary")
+        if not callable(getattr(head, "select_rows", None)):
+            raise ValueError(f"draft_vocab needs an output head that can select rows (saguaro's Linear or its "
+                             f"int8 forms), not a {type(head).__name__}")
         self.vocab_size = int(head.out_features)
         self.device = torch.device(device)
         self.base = base
@@ -90,7 +90,8 @@ class DraftVocabulary:
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """float32 logits [N, vocab] of normed hidden states x [N, hidden]: the pruned head's scores
-        at the kept ids (bit-identical to the full head's with saguaro's bf16 kernel), -inf elsewhere."""
+        at the kept ids (bit-identical to the full head's with saguaro's bf16 kernel; the same int8
+        rows for an int8 head), -inf elsewhere."""
         self._build()
         assert self._head is not None and self._ids is not None
         scores = self._head.forward_float(x)
@@ -103,7 +104,5 @@ class DraftVocabulary:
             return
         parts = [self.base, *self._prompt_ids.values()]
         ids = torch.unique(torch.cat(parts)) if len(parts) > 1 else self.base
-        bias = self._full.bias
-        rows = self._full.rows(ids.to(self.device))
-        self._head = Linear(rows, bias.index_select(0, ids.to(bias.device)) if bias is not None else None)
+        self._head = self._full.select_rows(ids.to(self.device))
         self._ids = ids

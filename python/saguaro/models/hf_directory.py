@@ -42,7 +42,7 @@ class SafetensorsWeights:
 
 
 def read_directory(directory: str | Path, *, dtype: torch.dtype, device: str | torch.device,
-                   int8: bool = False) -> tuple[DecoderModel, Tokenizer | None, ModelConfig]:
+                   int8: bool | str = False) -> tuple[DecoderModel, Tokenizer | None, ModelConfig]:
     """The native model, tokenizer (None without tokenizer.json) and config of a directory."""
     d = Path(directory)
     if not (d / "config.json").is_file():

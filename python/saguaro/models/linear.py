@@ -1,7 +1,8 @@
-"""Linear projections: plain (bf16/fp32) and the optional weight-only int8 form for a draft model."""
+"""Linear projections: plain (bf16/fp32) and the optional int8 forms for a draft model."""
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -80,6 +81,12 @@ class Linear:
             return self._small(x, torch.float32)
         return self(x).float()
 
+    def select_rows(self, ids: torch.Tensor) -> "Linear":
+        """A projection computing only the output rows `ids` (a pruned draft head), with the same
+        arithmetic per row, so each kept output has the bits the full projection gives it."""
+        bias = self.bias.index_select(0, ids.to(self.bias.device)) if self.bias is not None else None
+        return Linear(self.rows(ids), bias)
+
 
 class Int8Linear(Linear):
     """Weight-only int8 (symmetric, one scale per output row) via torch._weight_int8pack_mm.
@@ -104,3 +111,110 @@ class Int8Linear(Linear):
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*shape[:-1], y.shape[-1])
+
+    def select_rows(self, ids: torch.Tensor) -> "Int8Linear":
+        """The same int8 rows and scales for the output rows `ids` only."""
+        out = Int8Linear.__new__(Int8Linear)
+        out._weight = self._weight.index_select(0, ids).contiguous()
+        out.packed = None
+        out.scales = self.scales.index_select(0, ids).contiguous()
+        out.bias = self.bias.index_select(0, ids).contiguous() if self.bias is not None else None
+        return out
+
+
+def _quantized_engine_ok() -> bool:
+    return any(e in torch.backends.quantized.supported_engines for e in ("x86", "fbgemm"))
+
+
+class DynamicInt8Linear(Linear):
+    """int8 weights (symmetric, one scale per output row) times activations quantized at each call
+    (torch's fbgemm dynamic linear: one asymmetric 7-bit scale per call, int32 accumulation).
+
+    Only for a DRAFT model: it changes the draft's distribution (so acceptance), never the output.
+    Integer multiply-adds pack 32 products per AVX2 instruction against 8 for fp32 FMA, so the
+    multi-row forwards of a draft (its trunk and tree steps) cost about half of the bf16 kernel's,
+    where that kernel is bound by the FMA rate (bench/results/models.md). Activations get 7 bits
+    (torch's reduce_range): with 8, a pair of products can saturate int16 in the AVX2 kernel (errors
+    of several units measured on random data). A call's scale depends on all its rows, so unlike
+    `Linear` a row's result depends on the other rows of the call: nothing relies on that for a draft.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
+        if weight.device.type != "cpu":
+            raise ValueError(f"int8='dynamic' runs on the CPU only (torch's fbgemm kernels); the weights are on "
+                             f"{weight.device}: load the draft with int8=False or 'weight' on this device")
+        if not _quantized_engine_ok():
+            raise RuntimeError("int8='dynamic' needs torch's x86/fbgemm quantized engine, which this torch build "
+                               f"lacks (engines: {torch.backends.quantized.supported_engines}); use int8='weight'")
+        w = weight.detach().float()
+        scales = (w.abs().amax(dim=1).clamp_min(1e-12) / 127.0).double()
+        with warnings.catch_warnings():  # torch flags quantized tensors as deprecated; the kernels are current
+            warnings.simplefilter("ignore", UserWarning)
+            qw = torch.quantize_per_channel(w, scales, torch.zeros(w.shape[0], dtype=torch.int64), 0, torch.qint8)
+        self._init_packed(qw, bias.detach().float() if bias is not None else None, weight.dtype)
+
+    def _init_packed(self, qw: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> None:
+        self.params = torch.ops.quantized.linear_prepack(qw, bias)  # the only copy of the weights
+        self.packed = None
+        self._weight = None
+        self.bias = bias
+        self.dtype = dtype
+        self._out = int(qw.shape[0])
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dequantized W [out, in] in the model's dtype (computed at each access)."""
+        return self._qweight().dequantize().to(self.dtype)
+
+    @weight.setter
+    def weight(self, weight: torch.Tensor) -> None:
+        raise AttributeError("a DynamicInt8Linear's weights are fixed at construction")
+
+    def _qweight(self) -> torch.Tensor:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.ops.quantized.linear_unpack(self.params)[0]
+
+    @property
+    def out_features(self) -> int:
+        return self._out
+
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.weight.index_select(0, ids)
+
+    def forward_float(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        y = torch.ops.quantized.linear_dynamic(x.reshape(-1, shape[-1]).float().contiguous(), self.params, True)
+        return y.reshape(*shape[:-1], self._out)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_float(x).to(x.dtype)
+
+    def select_rows(self, ids: torch.Tensor) -> "DynamicInt8Linear":
+        """The same int8 rows and scales for the output rows `ids` only (each kept row's weights are
+        unchanged; its outputs still depend on the call's activation scale, as they always do)."""
+        qw = self._qweight()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            sub = torch._make_per_channel_quantized_tensor(
+                qw.int_repr().index_select(0, ids), qw.q_per_channel_scales().index_select(0, ids),
+                qw.q_per_channel_zero_points().index_select(0, ids), 0)
+        out = DynamicInt8Linear.__new__(DynamicInt8Linear)
+        out._init_packed(sub, self.bias.index_select(0, ids) if self.bias is not None else None, self.dtype)
+        return out
+
+
+INT8_MODES = (False, True, "weight", "dynamic")
+
+
+def linear_class(int8: bool | str | None) -> type[Linear]:
+    """The projection class of an int8 setting: False/None plain, True or "weight" weight-only int8,
+    "dynamic" int8 weights and activations (drafts only); ValueError for anything else."""
+    if int8 is None or int8 is False:
+        return Linear
+    if int8 is True or int8 == "weight":
+        return Int8Linear
+    if int8 == "dynamic":
+        return DynamicInt8Linear
+    raise ValueError(f"int8 must be False, True / 'weight' (weight-only int8) or 'dynamic' (int8 weights and "
+                     f"activations), got {int8!r}")

@@ -14,6 +14,7 @@ from saguaro.models.convert import convert_gguf, converted_directory
 from saguaro.models.decoder import DecoderModel
 from saguaro.models.hf_adapter import HFModelAdapter
 from saguaro.models.hf_directory import read_directory
+from saguaro.models.linear import linear_class
 from saguaro.models.native_adapter import NativeModelAdapter
 from saguaro.models.presets import DEFAULT_DRAFT, DEFAULT_TARGET, PRESETS, preset_gguf
 from saguaro.models.tokenizer import Tokenizer
@@ -35,7 +36,7 @@ def default_pair() -> tuple[str, str]:
 
 
 def load(spec: Any, *, dtype: torch.dtype = torch.bfloat16, device: str | torch.device = "cpu",
-         max_context: int | None = None, int8: bool = False, scratch_tokens: int | None = None,
+         max_context: int | None = None, int8: bool | str = False, scratch_tokens: int | None = None,
          num_threads: int | None = None, tokenizer: Tokenizer | None = None, name: str | None = None,
          draft_vocab: int | Sequence[int] | None = None) -> LoadedModel:
     """Load `spec` as a LoadedModel.
@@ -43,11 +44,14 @@ def load(spec: Any, *, dtype: torch.dtype = torch.bfloat16, device: str | torch.
     spec: a preset name (see `PRESETS`), a Hugging Face directory, a `.gguf` file, a native
     `DecoderModel`, a transformers PreTrainedModel, a torch.jit.ScriptModule or a plain callable
     fn(tokens[B, T]) -> logits[B, T, V]. GGUF files are dequantized once into $SAGUARO_CACHE.
-    int8=True quantizes the native model's projections and head to weight-only int8 (drafts only).
+    int8=True (or "weight") quantizes the native model's projections and head to weight-only int8;
+    int8="dynamic" quantizes their inputs too, at each call (int8 multiply-adds: the cheapest multi-row
+    draft forward on AVX2 CPUs). Drafts only: it changes acceptance, never the output.
     max_context / scratch_tokens / num_threads go to NativeModelAdapter.
     draft_vocab (drafts only): score only these ids, or the `draft_vocab` lowest ones, plus special
     tokens and each prompt's tokens (see `restrict_draft_vocabulary`); native models only.
     """
+    linear_class(int8)  # a bad int8 value fails before anything loads
     loaded = _load(spec, dtype=dtype, device=device, max_context=max_context, int8=int8,
                    scratch_tokens=scratch_tokens, num_threads=num_threads, tokenizer=tokenizer, name=name)
     if draft_vocab is not None:
@@ -66,7 +70,7 @@ def restrict_draft_vocabulary(loaded: LoadedModel, draft_vocab: int | Sequence[i
     restrict(draft_vocab, always=always)
 
 
-def _load(spec: Any, *, dtype: torch.dtype, device: str | torch.device, max_context: int | None, int8: bool,
+def _load(spec: Any, *, dtype: torch.dtype, device: str | torch.device, max_context: int | None, int8: bool | str,
           scratch_tokens: int | None, num_threads: int | None, tokenizer: Tokenizer | None,
           name: str | None) -> LoadedModel:
     native_kw: dict[str, Any] = {"max_context": max_context, "num_threads": num_threads}
@@ -74,6 +78,9 @@ def _load(spec: Any, *, dtype: torch.dtype, device: str | torch.device, max_cont
         native_kw["scratch_tokens"] = scratch_tokens
     if isinstance(spec, (str, os.PathLike)):
         return _load_named(spec, dtype, device, int8, native_kw, name)
+    if int8:
+        raise ValueError(f"int8={int8!r} applies when saguaro builds the model from its files (a preset, a model "
+                         f"directory or a .gguf file), not to an already built {type(spec).__name__}")
     if isinstance(spec, DecoderModel):
         return LoadedModel(NativeModelAdapter(spec, **native_kw), tokenizer, name or "native", spec.config)
     if _is_transformers_model(spec):
@@ -95,7 +102,7 @@ def _is_transformers_model(obj: Any) -> bool:
     return isinstance(obj, PreTrainedModel)
 
 
-def _load_named(spec: str | os.PathLike, dtype: torch.dtype, device: Any, int8: bool,
+def _load_named(spec: str | os.PathLike, dtype: torch.dtype, device: Any, int8: bool | str,
                 native_kw: dict[str, Any], name: str | None) -> LoadedModel:
     s = os.fspath(spec)
     if s in PRESETS:
@@ -122,14 +129,14 @@ def _load_named(spec: str | os.PathLike, dtype: torch.dtype, device: Any, int8: 
                      "(or pass a model directory or a .gguf file path)")
 
 
-def _from_directory(d: Path, dtype: torch.dtype, device: Any, int8: bool, native_kw: dict[str, Any],
+def _from_directory(d: Path, dtype: torch.dtype, device: Any, int8: bool | str, native_kw: dict[str, Any],
                     name: str) -> LoadedModel:
     model, tok, config = read_directory(d, dtype=dtype, device=device, int8=int8)
     eos = tok.eos_token_ids if tok is not None and tok.eos_token_ids else config.eos_token_ids
     return LoadedModel(NativeModelAdapter(model, eos_token_ids=eos, **native_kw), tok, name, config)
 
 
-def _from_gguf(gguf: Path, out: Path, dtype: torch.dtype, device: Any, int8: bool, native_kw: dict[str, Any],
+def _from_gguf(gguf: Path, out: Path, dtype: torch.dtype, device: Any, int8: bool | str, native_kw: dict[str, Any],
                name: str) -> LoadedModel:
     if out.is_dir():
         return _from_directory(out, dtype, device, int8, native_kw, name)
