@@ -336,7 +336,7 @@ def evaluate_targets(plan: dict, summary: dict) -> list[dict]:
         elif (measured >= thr) if kind == "min" else (measured <= thr):
             verdict = "met"
         elif limit is not None and ((limit < thr) if kind == "min" else (limit > thr)):
-            verdict = "missed: physics (the limit is beyond the target)"
+            verdict = "missed: physics (the target is beyond the limit)"
         else:
             verdict = "missed: implementation (the limit allows it)"
         out.append({"id": tid, "target": text, "kind": kind, "threshold": thr, "measured": measured,
