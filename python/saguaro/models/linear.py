@@ -1,6 +1,7 @@
 """Linear projections: plain (bf16/fp32) and the optional int8 forms for a draft model."""
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 
@@ -122,6 +123,14 @@ class Int8Linear(Linear):
         return out
 
 
+@contextlib.contextmanager
+def _quantized_tensors():
+    """Silence torch's deprecation warnings for quantized tensors: the fbgemm kernels behind them are current."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        yield
+
+
 def _quantized_engine_ok() -> bool:
     return any(e in torch.backends.quantized.supported_engines for e in ("x86", "fbgemm"))
 
@@ -148,8 +157,7 @@ class DynamicInt8Linear(Linear):
                                f"lacks (engines: {torch.backends.quantized.supported_engines}); use int8='weight'")
         w = weight.detach().float()
         scales = (w.abs().amax(dim=1).clamp_min(1e-12) / 127.0).double()
-        with warnings.catch_warnings():  # torch flags quantized tensors as deprecated; the kernels are current
-            warnings.simplefilter("ignore", UserWarning)
+        with _quantized_tensors():
             qw = torch.quantize_per_channel(w, scales, torch.zeros(w.shape[0], dtype=torch.int64), 0, torch.qint8)
         self._init_packed(qw, bias.detach().float() if bias is not None else None, weight.dtype)
 
@@ -170,17 +178,22 @@ class DynamicInt8Linear(Linear):
     def weight(self, weight: torch.Tensor) -> None:
         raise AttributeError("a DynamicInt8Linear's weights are fixed at construction")
 
-    def _qweight(self) -> torch.Tensor:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            return torch.ops.quantized.linear_unpack(self.params)[0]
+    def _qweight(self, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """The int8 weight as a per-row quantized tensor (only the rows `ids` when given)."""
+        with _quantized_tensors():
+            qw = torch.ops.quantized.linear_unpack(self.params)[0]
+            if ids is None:
+                return qw
+            return torch._make_per_channel_quantized_tensor(
+                qw.int_repr().index_select(0, ids), qw.q_per_channel_scales().index_select(0, ids),
+                qw.q_per_channel_zero_points().index_select(0, ids), 0)
 
     @property
     def out_features(self) -> int:
         return self._out
 
     def rows(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.weight.index_select(0, ids)
+        return self._qweight(ids).dequantize().to(self.dtype)
 
     def forward_float(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
@@ -193,18 +206,10 @@ class DynamicInt8Linear(Linear):
     def select_rows(self, ids: torch.Tensor) -> "DynamicInt8Linear":
         """The same int8 rows and scales for the output rows `ids` only (each kept row's weights are
         unchanged; its outputs still depend on the call's activation scale, as they always do)."""
-        qw = self._qweight()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            sub = torch._make_per_channel_quantized_tensor(
-                qw.int_repr().index_select(0, ids), qw.q_per_channel_scales().index_select(0, ids),
-                qw.q_per_channel_zero_points().index_select(0, ids), 0)
         out = DynamicInt8Linear.__new__(DynamicInt8Linear)
-        out._init_packed(sub, self.bias.index_select(0, ids) if self.bias is not None else None, self.dtype)
+        bias = self.bias.index_select(0, ids) if self.bias is not None else None
+        out._init_packed(self._qweight(ids), bias, self.dtype)
         return out
-
-
-INT8_MODES = (False, True, "weight", "dynamic")
 
 
 def linear_class(int8: bool | str | None) -> type[Linear]:
