@@ -12,10 +12,12 @@ FanoutKind = Literal["geometric", "uniform", "manual"]
 
 @dataclass
 class SpeculationConfig:
-    """How the engine speculates. Defaults are the measured choices for the CPU pair."""
+    """How the engine speculates. K and the fan-out budget default to the planner's choice for the default
+    pair with a bf16 draft on the reference CPU (saguaro.planned_defaults; an Engine given no config
+    uses the choice for its device and draft kind)."""
 
     mode: Mode = "ssd"
-    k: int = 4
+    k: int = 1
     #: fan-out budget M (branches per sequence) for "geometric"/"uniform", ignored for "manual"
     fanout_budget: int = 6
     fanout_kind: FanoutKind = "geometric"

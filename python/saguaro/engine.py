@@ -11,6 +11,7 @@ from typing import Any, Optional, Sequence, Union
 import torch
 
 from saguaro.config import SpeculationConfig
+from saguaro.planned_defaults import planned_shape
 from saguaro.prompts import Prompt, encode_prompt, split_prompts
 from saguaro.results import RequestOutput, StreamDelta, derive_metrics
 from saguaro.sampling_params import SamplingParams
@@ -134,8 +135,9 @@ class Engine:
     callable or a TorchScript module (see ``saguaro.models.load``), or an already loaded model. Both
     None: the default pair. ``mode``: "ssd" (default), "sd" (draft then verify, in turn) or "ar"
     (target only; no draft is loaded). k, fanout, saguaro_c, backup, cache_policy, strict and the
-    thread/core settings override ``speculation`` (default: ``SpeculationConfig()``, whose values
-    come from the benchmark runs in bench/). ``seed`` seeds requests that give none. ``draft_vocab``
+    thread/core settings override ``speculation`` (default: ``SpeculationConfig`` with the K and
+    fan-out budget the planner chose for this device and draft kind in the committed benchmark runs,
+    ``saguaro.planned_defaults``). ``seed`` seeds requests that give none. ``draft_vocab``
     (a count N or a list of ids) makes a native draft score only those ids (the N lowest), its special
     tokens and each prompt's tokens: a cheaper draft forward, the same output distribution
     (``saguaro.models.draft_vocabulary``). ``draft_int8`` ("weight" or "dynamic") builds a native draft's
@@ -164,6 +166,9 @@ class Engine:
         if draft_int8 not in (False, None, True, "weight", "dynamic"):
             raise ValueError(f"draft_int8 must be 'weight' (weight-only int8), 'dynamic' (int8 weights and "
                              f"activations) or False, got {draft_int8!r}")
+        if speculation is None:
+            planned_k, planned_budget = planned_shape(device, draft_int8)
+            speculation = SpeculationConfig(k=planned_k, fanout_budget=planned_budget)
         self.config = resolve_speculation(
             speculation, mode=mode, k=k, fanout=fanout, fanout_kind=fanout_kind, saguaro_c=saguaro_c,
             backup=backup, cache_policy=cache_policy, strict=strict, target_threads=target_threads,

@@ -206,8 +206,8 @@ def test_draft_context_counts(fake_engine_factory):
     (dict(saguaro_c=1.5), r"saguaro_c must be in \[0, 1\]"),
     (dict(saguaro_c=-0.1), r"saguaro_c must be in \[0, 1\]"),
     (dict(fanout=0), "fanout budget must be an integer >= 1"),
-    (dict(fanout=[1, 2]), r"fanout must be k\+1 = 5 integers >= 0"),
-    (dict(fanout=[0, 0, 0, 0, 0]), r"fanout must be k\+1 = 5 integers >= 0"),
+    (dict(k=4, fanout=[1, 2]), r"fanout must be k\+1 = 5 integers >= 0"),
+    (dict(k=4, fanout=[0, 0, 0, 0, 0]), r"fanout must be k\+1 = 5 integers >= 0"),
     (dict(fanout="triangle"), "fanout must be a budget"),
     (dict(backup="slow"), "backup must be 'jit'"),
     (dict(cache_policy="always"), "cache_policy must be one of"),
@@ -345,3 +345,18 @@ def test_concurrent_streams_from_four_threads(fake_engine_factory, monkeypatch):
     assert not errors
     # 3..6 tokens of "hello"," wor","ld","!\n","hello",...; odd threads stop at "ld!"
     assert texts == {0: "hello world", 1: "hello wor", 2: "hello world!\nhello", 3: "hello wor"}
+
+
+def test_default_speculation_shape_is_the_planned_one_for_the_device(fake_engine_factory):
+    from saguaro.planned_defaults import PLANS, planned_shape
+
+    assert planned_shape("cpu") == PLANS[("cpu", "bf16")] == (SpeculationConfig().k, SpeculationConfig().fanout_budget)
+    assert planned_shape("cpu", "dynamic") == PLANS[("cpu", "int8")] != planned_shape("cpu")
+    assert planned_shape("cuda:1") == planned_shape("cuda", "weight") == PLANS[("cuda", "bf16")]
+    with fake_engine_factory():
+        cfg = FakeRuntime.instances[-1].config
+        assert (cfg.k, cfg.fanout_budget) == PLANS[("cpu", "bf16")]
+    # a config the caller gives is used as given
+    with fake_engine_factory(speculation=SpeculationConfig(k=3, fanout_budget=9)):
+        cfg = FakeRuntime.instances[-1].config
+        assert (cfg.k, cfg.fanout_budget) == (3, 9)

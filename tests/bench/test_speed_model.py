@@ -141,16 +141,6 @@ def test_critical_batch_moves_with_the_hit_rate():
         assert b == 1 or fast <= e / (x + (1 - h ** (b - 1)) * tb)
 
 
-def test_choose_c_picks_the_calibration_with_the_best_plan():
-    lat = _lat()
-    cands = {1.0: (0.8, sm.HitCurve(0.6, 1.0), sm.HitCurve(0.2, 1.0)),
-             0.5: (0.75, sm.HitCurve(0.2, 1.0), sm.HitCurve(0.2, 1.0))}
-    c, plan = sm.choose_c(cands, lat, 1.0, range(1, 6))
-    other = 1.0 if c == 0.5 else 0.5
-    a, rej, acc = cands[other]
-    assert plan.tokens_per_s >= sm.plan_ssd(lat, a, 1.0, rej, acc, range(1, 6)).tokens_per_s
-
-
 def test_replay_matches_hand_counted_rounds():
     # ranks: 0 = the draft's argmax is the target's token
     ranks = [0, 0, 1, 0, 0, 0, 0, 3, 0]

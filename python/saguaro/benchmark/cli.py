@@ -127,12 +127,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from saguaro.benchmark.methods import available_cores
 
         print(f"planner: measuring latencies and calibrating on {args.plan_prompts} prompt(s)...", file=sys.stderr)
-        lat, ranks = planner.measure(cfg.target, cfg.draft, cfg.dtype, prompt_ids[0],
-                                     prompt_ids[:max(1, args.plan_prompts)], cores=available_cores()[:2],
-                                     k_max=args.plan_k_max, reps=args.plan_reps, calibration_tokens=args.plan_tokens,
-                                     budgets=_ints(args.plan_budgets, "--plan-budgets"), draft_kw=cfg.draft_load_kwargs())
-        plan = planner.make_plan(lat, ranks, temperature=args.temperature, k_range=range(1, args.plan_k_max + 1))
-        print(f"planner: a = {plan['acceptance']:.3f}, K = {plan['k']}, fan-out {plan['fanout']}, "
+        lat, ranks, dists = planner.measure(
+            cfg.target, cfg.draft, cfg.dtype, prompt_ids[0], prompt_ids[:max(1, args.plan_prompts)],
+            cores=available_cores()[:2], k_max=args.plan_k_max, reps=args.plan_reps,
+            calibration_tokens=args.plan_tokens, budgets=_ints(args.plan_budgets, "--plan-budgets"),
+            draft_kw=cfg.draft_load_kwargs(), temperature=args.temperature, seed=args.seed)
+        plan = planner.make_plan(lat, ranks, temperature=args.temperature, k_range=range(1, args.plan_k_max + 1),
+                                 dists=dists)
+        print(f"planner: a = {plan['acceptance']:.3f}, K = {plan['k']}, fan-out {plan['fanout']}, C = {plan['saguaro_c']}, "
               f"predicted SSD {plan['predicted']['saguaro-ssd']:.2f} tok/s", file=sys.stderr)
         if args.plan_only:
             import json

@@ -5,9 +5,11 @@ physics (latencies, acceptance) or to the implementation.
 Latencies come from the model adapters themselves, each model in its own pinned process: target
 verification of K+1 tokens, draft single-token steps, trunk forwards and tree steps of M branches,
 alone and with the other model running on the other core (memory-bandwidth contention). Acceptance
-and the hit-rate-vs-fan-out curve come from a short greedy calibration: the target generates a few
-tokens, the draft scores the same text, and the rank of each target token among the draft's
-candidates gives both (exactly what greedy SD/SSD would see).
+and the hit-rate-vs-fan-out curve come from a short calibration: the target generates a few tokens,
+the draft scores the same text. Greedy: the rank of each target token among the draft's candidates
+gives both (exactly what greedy SD/SSD would see). Temperature > 0: the target samples the text and
+both models' distributions at each position give acceptance and hit rates for each Saguaro constant C
+(sampling_calibration), from which C is chosen.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import traceback
 from dataclasses import asdict
 from typing import Any, Optional, Sequence
 
+from saguaro.benchmark import sampling_calibration as sc
 from saguaro.benchmark import speed_model as sm
 
 #: issue #6 targets: (id, text, kind, threshold)
@@ -111,6 +114,28 @@ def _model_proc(conn: Any, spec: str, dtype: str, busy: Any, load_kw: Optional[d
                         logits = ad.extend([s], [[t]])
                     ad.release(s)
                     conn.send(("ok", toks))
+                elif op == "sample":
+                    _, prompt, n, temperature, seed = msg
+                    s = 1
+                    gen = torch.Generator().manual_seed(int(seed))
+                    logits = ad.prefill([s], [list(prompt)])
+                    toks, rows = [], []
+                    for _ in range(n):
+                        probs = torch.softmax(logits[-1].double() / temperature, dim=-1)
+                        rows.append(probs.float())
+                        t = int(torch.multinomial(probs, 1, generator=gen).item())
+                        toks.append(t)
+                        logits = ad.extend([s], [[t]])
+                    ad.release(s)
+                    conn.send(("ok", (toks, torch.stack(rows))))
+                elif op == "probs":
+                    _, prompt, cont, temperature = msg
+                    s = 2
+                    first = ad.prefill([s], [list(prompt)])
+                    rest = ad.extend([s], [list(cont[:-1])]) if len(cont) > 1 else first[:0]
+                    ad.release(s)
+                    rows = torch.cat([first[-1:], rest], 0).double()
+                    conn.send(("ok", torch.softmax(rows / temperature, dim=-1).float()))
                 elif op == "ranks":
                     _, prompt, cont = msg
                     s = 2
@@ -179,10 +204,17 @@ def _med(xs: Sequence[float]) -> float:
 
 def measure(target: str, draft: str, dtype: str, context_ids: Sequence[int], calibration_prompts: Sequence[Sequence[int]],
             *, cores: Sequence[int], k_max: int = 8, budgets: Sequence[int] = (1, 2, 4, 6, 8, 12, 16),
-            reps: int = 3, calibration_tokens: int = 32,
-            draft_kw: Optional[dict] = None) -> tuple[sm.Latencies, list[int]]:
-    """Measure the latencies (alone, contended, 2 threads) and the calibration ranks (draft_kw: the
-    draft's models.load options, such as a pruned vocabulary or int8, as the saguaro rows run it)."""
+            reps: int = 3, calibration_tokens: int = 32, draft_kw: Optional[dict] = None,
+            temperature: float = 0.0, seed: int = 0) -> tuple[sm.Latencies, list[int], Optional[sc.Distributions]]:
+    """Measure the latencies (alone, contended, 2 threads) and calibrate (draft_kw: the draft's
+    models.load options, such as a pruned vocabulary or int8, as the saguaro rows run it).
+
+    Returns (latencies, ranks, distributions): at temperature 0 the target's greedy text and the rank
+    of each of its tokens under the draft, distributions None; at temperature > 0 the target samples
+    the text (seeded) and the distributions hold both models' probabilities at each of its positions
+    (the ranks are then of the sampled tokens)."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
     a_core, b_core = cores[0], cores[1]
     busy = mp.get_context("spawn").Event()
     tp = _ModelProcess(target, dtype, busy)
@@ -217,8 +249,14 @@ def measure(target: str, draft: str, dtype: str, context_ids: Sequence[int], cal
         d_step2 = _med(dp.call("time", "extend", 1, reps * 2))
         dp.call("pin", [b_core], 1)
         ranks: list[int] = []
-        for prompt in calibration_prompts:
-            cont = tp.call("greedy", list(prompt), calibration_tokens)
+        p_rows, q_rows = [], []
+        for i, prompt in enumerate(calibration_prompts):
+            if temperature > 0:
+                cont, p = tp.call("sample", list(prompt), calibration_tokens, temperature, seed + i)
+                p_rows.append(p)
+                q_rows.append(dp.call("probs", list(prompt), cont, temperature))
+            else:
+                cont = tp.call("greedy", list(prompt), calibration_tokens)
             ranks += dp.call("ranks", list(prompt), cont)
     finally:
         busy.clear()
@@ -228,19 +266,43 @@ def measure(target: str, draft: str, dtype: str, context_ids: Sequence[int], cal
                        draft_step_2t=d_step2, draft_extend=d_ext, draft_extend_contended=d_ext_c,
                        draft_tree=d_tree, draft_tree_contended=d_tree_c,
                        extra={"context_tokens": len(context_ids), "reps": reps})
-    return lat, ranks
+    dists = None
+    if p_rows:
+        import torch
+
+        dists = sc.Distributions.from_rows(torch.cat(p_rows), torch.cat(q_rows))
+    return lat, ranks, dists
 
 
 # ------------------------------------------------------------------ the plan
 def make_plan(lat: sm.Latencies, ranks: Sequence[int], *, temperature: float = 0.0,
-              k_range: Sequence[int] = range(1, 9), budgets: Optional[Sequence[int]] = None) -> dict:
-    """Choose K, fan-out, C and the backup threshold; predict every method's speed and SSD's limit."""
-    a, rejected, accepted = sm.curves_from_ranks(ranks)
-    r = rejected.r
+              k_range: Sequence[int] = range(1, 9), budgets: Optional[Sequence[int]] = None,
+              dists: Optional[sc.Distributions] = None) -> dict:
+    """Choose K, fan-out, C and the backup threshold; predict every method's speed and SSD's limit.
+
+    At temperature > 0 with ``dists`` (planner.measure's distributions), acceptance and hit curves come
+    from the distributions and C is chosen over sampling_calibration.C_GRID; without them (or greedy)
+    they come from the ranks and C = 1.
+    """
     measured_k = [k for k in k_range if k + 1 in lat.target_verify]
     ks = measured_k or list(k_range)
-    bud = budgets or sorted(lat.draft_tree)
-    best = sm.plan_ssd(lat, a, r, rejected, accepted, ks, [m for m in bud if m >= 1])
+    bud = [m for m in (budgets or sorted(lat.draft_tree)) if m >= 1]
+    c_table: Optional[list[dict]] = None
+    if temperature > 0 and dists is not None:
+        a = float(sc.acceptance(dists, 1.0, 0).mean())
+        cal = sc.calibrate(dists, 1.0, [1, 1], a)
+        rejected, accepted = cal.rejected, cal.all_accepted
+        c, best, c_table = sc.plan_c(dists, lat, ks, bud)
+        c_note = (f"chosen over C in {list(sc.C_GRID)} by the planned speed, acceptance and hit rates from both "
+                  f"models' distributions at T = {temperature:g} (sampling_calibration)")
+    else:
+        a, rejected, accepted = sm.curves_from_ranks(ranks)
+        best = sm.plan_ssd(lat, a, rejected.r, rejected, accepted, ks, bud)
+        c = 1.0
+        c_note = ("temperature 0: the Saguaro constant C has no effect (ssd-algorithm.md §4), C = 1"
+                  if temperature == 0 else
+                  "C = 1: no distributions were calibrated at this temperature (planner.measure(temperature=...))")
+    r = rejected.r
     replay_tpr, replay_hist = sm.replay_sd(ranks, best.k)
     replay_h, replay_per = sm.replay_ssd_hits(ranks, best.k, best.fanout)
     sd1_k, sd1 = sm.best_sd(lat, a, 1, ks)
@@ -248,20 +310,19 @@ def make_plan(lat: sm.Latencies, ranks: Sequence[int], *, temperature: float = 0
     limit_k = max(ks, key=lambda k: sm.ssd_limit(lat, a, k))
     hit_round = max(best.verify_s, best.tree_work_s)
     crit = sm.critical_batch(best.hit_rate, best.tokens_per_round, 1.0, hit_round, best.backup_s)
-    c_note = ("temperature 0: the Saguaro constant C has no effect (ssd-algorithm.md §4), C = 1"
-              if temperature == 0 else
-              "C = 1: tuning C needs per-C calibration runs of the engine at this temperature (speed_model.choose_c); not run")
     return {
         "acceptance": a,
-        "calibration_positions": len(ranks),
+        "acceptance_source": "distributions" if c_table is not None else "ranks",
+        "calibration_positions": len(dists) if c_table is not None and dists is not None else len(ranks),
         "hit_curve_rejected": asdict(rejected),
         "hit_curve_all_accepted": asdict(accepted),
         "fanout_r": r,
         "k": best.k,
         "fanout_budget": best.budget,
         "fanout": best.fanout,
-        "saguaro_c": 1.0,
+        "saguaro_c": c,
         "saguaro_c_note": c_note,
+        "saguaro_c_table": c_table,
         "backup": "jit",
         "backup_critical_batch": crit,
         "sd_k_1t": sd1_k,
@@ -279,7 +340,8 @@ def make_plan(lat: sm.Latencies, ranks: Sequence[int], *, temperature: float = 0
                                  "round: trunk forward + K of its cheapest tree steps)"},
         "replay": {"k": best.k, "tokens_per_round": replay_tpr, "accepted_histogram": replay_hist,
                    "hit_rate": replay_h, "hits_lookups_per_position": replay_per,
-                   "meaning": "greedy SD/SSD replayed on the calibration text (no geometric assumption)"},
+                   "meaning": "greedy SD/SSD replayed on the calibration text (no geometric assumption; "
+                              "at temperature > 0 a greedy replay of the sampled text, for reference only)"},
         "latencies": asdict(lat),
     }
 

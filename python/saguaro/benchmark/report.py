@@ -86,8 +86,15 @@ def markdown(results: dict, title: Optional[str] = None) -> str:
                   f"round {plan['ssd']['round_s'] * 1e3:.0f} ms; replay on the calibration text: hit rate "
                   f"{plan['replay']['hit_rate']:.0%}, {plan['replay']['tokens_per_round']:.2f} tokens/round",
                   f"- SSD limit (every round a hit, a round no shorter than the verification or the draft's least round, K = {plan['ssd_limit']['k']}): "
-                  f"{plan['ssd_limit']['tokens_per_s']:.2f} tok/s", "",
-                  "| method | predicted tok/s | measured decode tok/s |", "|---|---|---|"]
+                  f"{plan['ssd_limit']['tokens_per_s']:.2f} tok/s", ""]
+        if plan.get("saguaro_c_table"):
+            lines += ["Saguaro constant C (each row planned with its own acceptance and hit curves):", "",
+                      "| C | acceptance | K | fan-out | hit rate | predicted SSD tok/s |", "|---|---|---|---|---|---|"]
+            for row in plan["saguaro_c_table"]:
+                lines.append(f"| {row['c']:g} | {row['acceptance']:.3f} | {row['k']} | {row['fanout']} | "
+                             f"{row['hit_rate']:.0%} | {row['predicted_tokens_per_s']:.2f} |")
+            lines.append("")
+        lines += ["| method | predicted tok/s | measured decode tok/s |", "|---|---|---|"]
         for name, v in plan["predicted"].items():
             lines.append(f"| {name} | {v:.2f} | {_fmt(results['summary'].get(name, {}).get('decode_tps'), '{:.2f}')} |")
     targets = results.get("targets")

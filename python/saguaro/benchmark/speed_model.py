@@ -275,15 +275,6 @@ def critical_batch(h: float, tokens_hit: float, tokens_fast: float, hit_round_s:
     return None
 
 
-def choose_c(candidates: dict[float, tuple[float, HitCurve, HitCurve]], lat: Latencies, r: float,
-             k_range: Sequence[int] = range(1, 9)) -> tuple[float, SsdPrediction]:
-    """The Saguaro constant C with the best planned speed, from per-C calibrations (a, rejected, accepted curves)."""
-    if not candidates:
-        raise ValueError("no calibration per C given")
-    scored = [(c, plan_ssd(lat, a, r, rej, acc, k_range)) for c, (a, rej, acc) in candidates.items()]
-    return max(scored, key=lambda cp: (cp[1].tokens_per_s, cp[0]))
-
-
 # ------------------------------------------------------------------ replay of a teacher-forced text
 def replay_sd(ranks: Sequence[int], k: int) -> tuple[float, list[int]]:
     """Greedy SD replayed on a text: ranks[i] = rank of the target's token i in the draft's distribution

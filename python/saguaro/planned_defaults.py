@@ -1,0 +1,27 @@
+"""The speculation shape (K, fan-out budget M) an Engine uses when the caller gives none: the planner's
+choice in the committed benchmark runs of the default pair (bench/results/), per device and draft kind.
+
+The planner (saguaro.benchmark.planner) picks K and M from measured latencies and acceptance; these are
+its picks on the project's reference CPU, so a default Engine runs the shape that was measured fastest
+there. Another machine or model pair may plan differently: run ``saguaro bench --plan-only`` and pass
+``k=`` / ``fanout=``.
+"""
+from __future__ import annotations
+
+from typing import Union
+
+#: (k, fan-out budget) per (device kind, draft kind), with the runs that chose them
+PLANS: dict[tuple[str, str], tuple[int, int]] = {
+    # quick-greedy-b1-full (16 prompts x 128 tokens), quick-greedy-b1, quick-t07-b1: K = 1, fan-out [2, 4]
+    ("cpu", "bf16"): (1, 6),
+    # quick-greedy-b1-int8dyn and its repeat: K = 2, fan-out [2, 2, 4]
+    ("cpu", "int8"): (2, 8),
+    # no SSD-loop benchmark on a GPU yet: the public reproduction's best K = 4 (ssd-algorithm.md §2.1)
+    ("cuda", "bf16"): (4, 6),
+}
+
+
+def planned_shape(device: str, draft_int8: Union[bool, str, None] = False) -> tuple[int, int]:
+    """(k, fanout budget) for a draft on ``device`` ("cpu", "cuda", "cuda:1", ...); int8 drafts are CPU-only."""
+    kind = "cuda" if str(device).startswith("cuda") else "cpu"
+    return PLANS.get((kind, "int8" if draft_int8 else "bf16")) or PLANS[(kind, "bf16")]
