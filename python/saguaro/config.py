@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional, Sequence, Union
 
+from saguaro.planned_defaults import PLANS
+
 Mode = Literal["ar", "sd", "ssd"]
 Backup = Literal["jit", "fast", "auto"]
 CachePolicy = Literal["wait", "partial", "miss"]
@@ -17,9 +19,9 @@ class SpeculationConfig:
     uses the choice for its device and draft kind)."""
 
     mode: Mode = "ssd"
-    k: int = 1
+    k: int = PLANS[("cpu", "bf16")][0]
     #: fan-out budget M (branches per sequence) for "geometric"/"uniform", ignored for "manual"
-    fanout_budget: int = 6
+    fanout_budget: int = PLANS[("cpu", "bf16")][1]
     fanout_kind: FanoutKind = "geometric"
     #: manual F_0..F_K (length k+1) when fanout_kind == "manual"; also used after a miss if given
     fanout: Optional[Sequence[int]] = None

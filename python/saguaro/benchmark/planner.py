@@ -68,6 +68,43 @@ def _model_proc(conn: Any, spec: str, dtype: str, busy: Any, load_kw: Optional[d
             out.append(time.perf_counter() - t0)
         return out
 
+    def probs_at(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+        return torch.softmax(logits.double() / temperature, dim=-1)
+
+    def continue_text(prompt: Sequence[int], n: int, temperature: float, seed: int) -> tuple[list[int], Any]:
+        """n tokens after the prompt: greedy at temperature 0, else sampled (seeded); with the sampling
+        distribution of each (None when greedy)."""
+        s = 1
+        gen = torch.Generator().manual_seed(int(seed))
+        logits = ad.prefill([s], [list(prompt)])
+        toks, rows = [], []
+        for _ in range(n):
+            if temperature > 0:
+                probs = probs_at(logits[-1], temperature)
+                rows.append(probs.float())
+                t = int(torch.multinomial(probs, 1, generator=gen).item())
+            else:
+                t = int(torch.argmax(logits[-1]).item())
+            toks.append(t)
+            logits = ad.extend([s], [[t]])
+        ad.release(s)
+        return toks, (torch.stack(rows) if rows else None)
+
+    def score_text(prompt: Sequence[int], cont: Sequence[int], temperature: float) -> tuple[list[int], Any]:
+        """One teacher-forced pass over prompt + cont: the rank of each cont token (ties: lower id first,
+        as the fan-out kernel does) and, at temperature > 0, the distribution at each position."""
+        s = 2
+        first = ad.prefill([s], [list(prompt)])
+        rest = ad.extend([s], [list(cont[:-1])]) if len(cont) > 1 else first[:0]
+        ad.release(s)
+        rows = torch.cat([first[-1:], rest], 0)
+        ranks = []
+        for i, tok in enumerate(cont):
+            row = rows[i]
+            v = row[tok]
+            ranks.append(int((row > v).sum().item()) + int((row[:tok] == v).sum().item()))
+        return ranks, (probs_at(rows, temperature).float() if temperature > 0 else None)
+
     with torch.inference_mode():
         while True:
             msg = conn.recv()
@@ -103,53 +140,12 @@ def _model_proc(conn: Any, spec: str, dtype: str, busy: Any, load_kw: Optional[d
                             tree(arg)
                         count += 1
                     conn.send(("ok", count))
-                elif op == "greedy":
-                    _, prompt, n = msg
-                    s = 1
-                    logits = ad.prefill([s], [list(prompt)])
-                    toks = []
-                    for _ in range(n):
-                        t = int(torch.argmax(logits[-1]).item())
-                        toks.append(t)
-                        logits = ad.extend([s], [[t]])
-                    ad.release(s)
-                    conn.send(("ok", toks))
-                elif op == "sample":
+                elif op == "continue":
                     _, prompt, n, temperature, seed = msg
-                    s = 1
-                    gen = torch.Generator().manual_seed(int(seed))
-                    logits = ad.prefill([s], [list(prompt)])
-                    toks, rows = [], []
-                    for _ in range(n):
-                        probs = torch.softmax(logits[-1].double() / temperature, dim=-1)
-                        rows.append(probs.float())
-                        t = int(torch.multinomial(probs, 1, generator=gen).item())
-                        toks.append(t)
-                        logits = ad.extend([s], [[t]])
-                    ad.release(s)
-                    conn.send(("ok", (toks, torch.stack(rows))))
-                elif op == "probs":
+                    conn.send(("ok", continue_text(prompt, n, temperature, seed)))
+                elif op == "score":
                     _, prompt, cont, temperature = msg
-                    s = 2
-                    first = ad.prefill([s], [list(prompt)])
-                    rest = ad.extend([s], [list(cont[:-1])]) if len(cont) > 1 else first[:0]
-                    ad.release(s)
-                    rows = torch.cat([first[-1:], rest], 0).double()
-                    conn.send(("ok", torch.softmax(rows / temperature, dim=-1).float()))
-                elif op == "ranks":
-                    _, prompt, cont = msg
-                    s = 2
-                    first = ad.prefill([s], [list(prompt)])
-                    rest = ad.extend([s], [list(cont[:-1])]) if len(cont) > 1 else first[:0]
-                    ad.release(s)
-                    rows = torch.cat([first[-1:], rest], 0)
-                    ranks = []
-                    for i, tok in enumerate(cont):
-                        row = rows[i]
-                        v = row[tok]
-                        # rank with ties broken by lower id first, as the fan-out kernel does
-                        ranks.append(int((row > v).sum().item()) + int((row[:tok] == v).sum().item()))
-                    conn.send(("ok", ranks))
+                    conn.send(("ok", score_text(prompt, cont, temperature)))
                 else:
                     conn.send(("error", f"unknown op {op!r}"))
             except BaseException:  # noqa: BLE001
@@ -251,13 +247,12 @@ def measure(target: str, draft: str, dtype: str, context_ids: Sequence[int], cal
         ranks: list[int] = []
         p_rows, q_rows = [], []
         for i, prompt in enumerate(calibration_prompts):
-            if temperature > 0:
-                cont, p = tp.call("sample", list(prompt), calibration_tokens, temperature, seed + i)
+            cont, p = tp.call("continue", list(prompt), calibration_tokens, temperature, seed + i)
+            r, q = dp.call("score", list(prompt), cont, temperature)
+            ranks += r
+            if p is not None:
                 p_rows.append(p)
-                q_rows.append(dp.call("probs", list(prompt), cont, temperature))
-            else:
-                cont = tp.call("greedy", list(prompt), calibration_tokens)
-            ranks += dp.call("ranks", list(prompt), cont)
+                q_rows.append(q)
     finally:
         busy.clear()
         tp.stop()

@@ -102,11 +102,9 @@ def accepted_hits(d: Distributions, f: int) -> float:
 class CCalibration:
     """What one C gives: per-position acceptance at the fan-out it was computed for, and the hit curves."""
 
-    c: float
     acceptance: float
     rejected: sm.HitCurve
     all_accepted: sm.HitCurve
-    rejected_points: list[tuple[int, float, float]]
 
 
 def acceptance_for_fanout(d: Distributions, c: float, a_guess: float, fanout: Sequence[int]) -> float:
@@ -129,8 +127,8 @@ def calibrate(d: Distributions, c: float, fanout: Sequence[int], a_guess: float,
     rejected = sm.fit_hit_curve(pts) if pts[0][2] > 1e-9 else sm.HitCurve(m1=0.0, r=1.0)
     n = len(d)
     acc_pts = [(f, accepted_hits(d, f) * n, float(n)) for f in range(1, max_f + 1)]
-    return CCalibration(c=c, acceptance=acceptance_for_fanout(d, c, a_guess, fanout), rejected=rejected,
-                        all_accepted=sm.fit_hit_curve(acc_pts), rejected_points=pts)
+    return CCalibration(acceptance=acceptance_for_fanout(d, c, a_guess, fanout), rejected=rejected,
+                        all_accepted=sm.fit_hit_curve(acc_pts))
 
 
 def plan_c(d: Distributions, lat: sm.Latencies, ks: Sequence[int], budgets: Sequence[int],
