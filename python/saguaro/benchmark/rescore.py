@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Optional
 
 from saguaro.benchmark import planner, report
 from saguaro.benchmark import speed_model as sm
@@ -17,12 +18,12 @@ from saguaro.benchmark import speed_model as sm
 
 def latencies(stored: dict) -> sm.Latencies:
     """A Latencies from its JSON form (JSON object keys are strings; the tables are keyed by int)."""
-    fields = {}
-    for key, value in stored.items():
-        if isinstance(value, dict) and key != "extra":
-            value = {int(n): float(t) for n, t in value.items()}
-        fields[key] = value
-    return sm.Latencies(**fields)
+    return planner._latencies(stored)
+
+
+def ssd_method(results: dict) -> Optional[dict]:
+    """The run's SSD method entry (its K and fan-out), or None."""
+    return next((m for m in results.get("methods", []) if m.get("name") == "saguaro-ssd"), None)
 
 
 def rescore(results: dict) -> dict:
@@ -38,7 +39,7 @@ def rescore(results: dict) -> dict:
                          "meaning": "every round a cache hit: E(a,K) / max(contended verify(K+1), the draft's least "
                                     "round: trunk forward + K of its cheapest tree steps)"}
     if "targets" in results:
-        results["targets"] = planner.evaluate_targets(plan, results["summary"])
+        results["targets"] = planner.evaluate_targets(plan, results["summary"], ssd_method(results))
     return results
 
 

@@ -23,6 +23,20 @@ def expected_tokens(a: float, k: int) -> float:
     return (1.0 - a ** (k + 1)) / (1.0 - a)
 
 
+def acceptance_from_tokens(tokens_per_round: float, k: int) -> float:
+    """The a with expected_tokens(a, K) = tokens_per_round (in [1, K+1]): a run's acceptance as the
+    model sees it, from the tokens per round it measured (bisection; E is increasing in a)."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if not 1.0 <= tokens_per_round <= k + 1:
+        raise ValueError(f"tokens per round must be in [1, K+1 = {k + 1}], got {tokens_per_round}")
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if expected_tokens(mid, k) < tokens_per_round else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
 def accepted_distribution(a: float, k: int) -> list[float]:
     """P(j drafts accepted), j = 0..K: a^j (1 - a) for j < K and a^K for j = K."""
     return [a ** j * (1.0 - a) for j in range(k)] + [a ** k]
@@ -213,8 +227,16 @@ def ssd_predict(lat: Latencies, a: float, k: int, fanout: Sequence[int], rejecte
     speed = [h E_hit + (1-h) E_miss] / [h max(V, T_p) + (1-h)(T_b + max(V, T_p))], E_hit = E_miss =
     E(a, K) (a jit backup drafts the same way the cache entries were drafted).
     """
+    return ssd_predict_at_hit_rate(lat, a, k, fanout, hit_rate(a, k, fanout, rejected, all_accepted))
+
+
+def ssd_predict_at_hit_rate(lat: Latencies, a: float, k: int, fanout: Sequence[int], h: float) -> SsdPrediction:
+    """ssd_predict with the hit rate given (e.g. the one a run measured) instead of modelled: what this
+    plan yields with no overhead beyond the model's round, so a run's shortfall from it is the
+    implementation's and the rest is the draft's hit rate or the hardware."""
+    if not 0.0 <= h <= 1.0:
+        raise ValueError(f"hit rate must be in [0, 1], got {h}")
     m = int(sum(fanout))
-    h = hit_rate(a, k, fanout, rejected, all_accepted)
     e = expected_tokens(a, k)
     v = lat.verify(k + 1, "contended")
     tp = lat.tree_work(k, m, contended=True)
