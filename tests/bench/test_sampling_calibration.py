@@ -4,6 +4,7 @@ many seeded rows, against a brute-force enumeration, and the planner's choice of
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -178,6 +179,10 @@ def test_make_plan_at_temperature_uses_the_distributions_and_picks_the_fastest_c
     hits = [row["hit_rate"] for row in table]
     assert hits[-1] > hits[0]
     assert plan["saguaro_c"] < 1.0
+    # the hit curves the plan reports are the chosen C's, not C = 1's
+    chosen = sc.calibrate(d, plan["saguaro_c"], plan["fanout"], plan["acceptance"])
+    assert plan["hit_curve_rejected"] == asdict(chosen.rejected)
+    assert plan["hit_curve_rejected"] != asdict(sc.calibrate(d, 1.0, plan["fanout"], plan["acceptance"]).rejected)
     # the same models with a free backup: nothing to gain from hits, C stays 1
     cheap = planner.make_plan(_lat(1e-4), [0, 1, 0, 2], temperature=T, k_range=range(1, 5), dists=d)
     assert cheap["saguaro_c"] == 1.0

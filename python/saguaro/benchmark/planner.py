@@ -284,10 +284,11 @@ def make_plan(lat: sm.Latencies, ranks: Sequence[int], *, temperature: float = 0
     bud = [m for m in (budgets or sorted(lat.draft_tree)) if m >= 1]
     c_table: Optional[list[dict]] = None
     if temperature > 0 and dists is not None:
+        # a: plain speculative sampling's acceptance (C = 1), which sync SD has whatever C SSD uses;
+        # the hit curves reported are the chosen C's
         a = float(sc.acceptance(dists, 1.0, 0).mean())
-        cal = sc.calibrate(dists, 1.0, [1, 1], a)
+        c, best, cal, c_table = sc.plan_c(dists, lat, ks, bud)
         rejected, accepted = cal.rejected, cal.all_accepted
-        c, best, c_table = sc.plan_c(dists, lat, ks, bud)
         c_note = (f"chosen over C in {list(sc.C_GRID)} by the planned speed, acceptance and hit rates from both "
                   f"models' distributions at T = {temperature:g} (sampling_calibration)")
     else:

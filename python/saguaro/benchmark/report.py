@@ -77,7 +77,7 @@ def markdown(results: dict, title: Optional[str] = None) -> str:
     if plan:
         lines += ["", "## Plan and limits (speed model of ssd-algorithm.md §5, measured latencies)", "",
                   f"- acceptance a = {plan['acceptance']:.3f} over {plan['calibration_positions']} calibration positions; "
-                  f"hit curve after a rejection miss(F) = {plan['hit_curve_rejected']['m1']:.2f}·F^-{plan['hit_curve_rejected']['r']:.2f}, "
+                  f"hit curves (C = {plan['saguaro_c']:g}) after a rejection miss(F) = {plan['hit_curve_rejected']['m1']:.2f}·F^-{plan['hit_curve_rejected']['r']:.2f}, "
                   f"after all accepted {plan['hit_curve_all_accepted']['m1']:.2f}·F^-{plan['hit_curve_all_accepted']['r']:.2f}",
                   f"- chosen: K = {plan['k']}, fan-out {plan['fanout']} (M = {plan['fanout_budget']}), C = {plan['saguaro_c']} "
                   f"({plan['saguaro_c_note']}), backup {plan['backup']}, fast backup from batch {plan['backup_critical_batch']}",

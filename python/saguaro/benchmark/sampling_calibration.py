@@ -132,10 +132,10 @@ def calibrate(d: Distributions, c: float, fanout: Sequence[int], a_guess: float,
 
 
 def plan_c(d: Distributions, lat: sm.Latencies, ks: Sequence[int], budgets: Sequence[int],
-           grid: Sequence[float] = C_GRID) -> tuple[float, sm.SsdPrediction, list[dict]]:
+           grid: Sequence[float] = C_GRID) -> tuple[float, sm.SsdPrediction, CCalibration, list[dict]]:
     """Choose C (and K, M) by the planned SSD speed. Each C's acceptance depends on the fan-out (topn =
     F_j + 1), which depends on the plan: plan once with the fan-out of the C = 1 plan, then again with
-    the fan-out that plan chose. Returns (C, its prediction, one row per C for the report)."""
+    the fan-out that plan chose. Returns (C, its prediction, its calibration, one row per C for the report)."""
     a1 = float(acceptance(d, 1.0, 0).mean())
     rows, best = [], None
     for c in grid:
@@ -151,6 +151,6 @@ def plan_c(d: Distributions, lat: sm.Latencies, ks: Sequence[int], budgets: Sequ
                      "fanout": pred.fanout, "predicted_tokens_per_s": pred.tokens_per_s})
         # ties go to the larger C (closer to plain speculative sampling)
         if best is None or pred.tokens_per_s > best[1].tokens_per_s * (1 + 1e-9):
-            best = (c, pred)
+            best = (c, pred, cal)
     assert best is not None
-    return best[0], best[1], rows
+    return best[0], best[1], best[2], rows
