@@ -94,6 +94,18 @@ void DraftWorker::handle(ToDraft& msg) {
     }
     return;
   }
+  if (msg.kind == ToDraft::Kind::kPrefill) {
+    // No reply: a failure surfaces as the error reply to the next request for work.
+    if (failed_) return;
+    try {
+      for (const auto& row : msg.rows) apply_sync(row);
+      prefill_new(msg.rows, 0);
+    } catch (const std::exception& e) {
+      failed_ = true;
+      failure_ = e.what();
+    }
+    return;
+  }
   ToTarget reply;
   try {
     for (const auto& row : msg.rows) apply_sync(row);
@@ -119,27 +131,32 @@ void DraftWorker::apply_sync(const DraftRow& row) {
   s.committed.insert(s.committed.end(), row.committed.begin(), row.committed.end());
 }
 
-Logits DraftWorker::run_from_pending(const std::vector<DraftRow>& rows, const std::vector<std::vector<int32_t>>& extra,
-                                     std::vector<int64_t>* first_row) {
-  // New sequences: the draft's KV gets everything committed except the pending token, which runs
-  // below with the others so that every row's logits come from one extend.
+void DraftWorker::prefill_new(const std::vector<DraftRow>& rows, size_t hold_back) {
   std::vector<int64_t> new_ids;
   std::vector<std::vector<int32_t>> new_prompts;
   for (const auto& row : rows) {
     auto& s = seqs_.at(row.seq);
-    if (s.committed.size() < 2) throw std::logic_error("draft worker: a sequence needs a prompt and a pending token");
     if (s.allocated) continue;
+    if (s.committed.size() < hold_back + 1)
+      throw std::logic_error("draft worker: a sequence needs a prompt" + std::string(hold_back ? " and a pending token" : ""));
     new_ids.push_back(row.seq);
-    new_prompts.emplace_back(s.committed.begin(), s.committed.end() - 1);
+    new_prompts.emplace_back(s.committed.begin(), s.committed.end() - static_cast<std::ptrdiff_t>(hold_back));
   }
-  if (!new_ids.empty()) {
-    draft_->prefill(new_ids, new_prompts);
-    for (size_t i = 0; i < new_ids.size(); ++i) {
-      auto& s = seqs_.at(new_ids[i]);
-      s.allocated = true;
-      s.kv = std::move(new_prompts[i]);
-    }
+  if (new_ids.empty()) return;
+  draft_->prefill(new_ids, new_prompts);
+  for (size_t i = 0; i < new_ids.size(); ++i) {
+    auto& s = seqs_.at(new_ids[i]);
+    s.allocated = true;
+    s.kv = std::move(new_prompts[i]);
   }
+}
+
+Logits DraftWorker::run_from_pending(const std::vector<DraftRow>& rows, const std::vector<std::vector<int32_t>>& extra,
+                                     std::vector<int64_t>* first_row) {
+  // New sequences (ones whose prompt no kPrefill brought): the draft's KV gets everything committed
+  // except the pending token, which runs below with the others so that every row's logits come from
+  // one extend.
+  prefill_new(rows, 1);
   std::vector<int64_t> ids;
   std::vector<std::vector<int32_t>> inputs;
   first_row->clear();
@@ -238,8 +255,9 @@ ToTarget DraftWorker::draft_chain(const ToDraft& msg) {
 bool DraftWorker::newer_work_arrived() {
   ToDraft msg;
   while (transport_.receive_at_draft(msg, std::chrono::microseconds(0))) stash_.push_back(std::move(msg));
+  // Releases and prefills are bookkeeping, not newer speculation work: the tree finishes first.
   for (const auto& m : stash_)
-    if (m.kind != ToDraft::Kind::kRelease) return true;
+    if (m.kind != ToDraft::Kind::kRelease && m.kind != ToDraft::Kind::kPrefill) return true;
   return false;
 }
 

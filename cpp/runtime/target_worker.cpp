@@ -145,6 +145,15 @@ void TargetWorker::admit(std::vector<Submission> subs) {
     }
   }
   if (fresh.empty()) return;
+  // ssd: the draft has its own core, so its prefill of the prompts runs during the target's instead
+  // of after it (the first round's backup would otherwise wait for it).
+  if (mode_ == Mode::kSsd && transport_ != nullptr && !draft_failed_) {
+    ToDraft msg;
+    msg.kind = ToDraft::Kind::kPrefill;
+    msg.round = round_;
+    for (auto* s : fresh) msg.rows.push_back(sync_row(*s));
+    transport_->send_to_draft(std::move(msg));
+  }
   // One batched prefill; a failure is isolated by retrying each request alone.
   const auto t0 = Clock::now();
   std::vector<const float*> rows(fresh.size(), nullptr);

@@ -33,7 +33,9 @@ struct DraftRow {
 };
 
 struct ToDraft {
-  enum class Kind { kChain, kSpeculate, kRelease, kStop };
+  // kPrefill: new sequences' prompts (rows carry only the committed prompt), sent when the target
+  // admits them so that the draft's prefill runs while the target's does; no reply.
+  enum class Kind { kChain, kSpeculate, kPrefill, kRelease, kStop };
   Kind kind = Kind::kChain;
   uint64_t round = 0;                   // kSpeculate: the round being verified (entries are for round + 1)
   std::vector<DraftRow> rows;

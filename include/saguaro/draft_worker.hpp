@@ -38,6 +38,9 @@ class DraftWorker {
   void run();
   void handle(ToDraft& msg);
   void apply_sync(const DraftRow& row);
+  // Prefills each not yet allocated row's committed tokens, less the last `hold_back` (the pending
+  // token, which run_from_pending runs with the others).
+  void prefill_new(const std::vector<DraftRow>& rows, size_t hold_back);
   // Brings each row's draft KV to the committed prefix minus the pending token and runs
   // [catch-up..., r] + extra[i]; returns the logits and each row's first row index of its
   // last 1 + extra[i].size() positions.

@@ -234,6 +234,10 @@ struct CallLog {
   int64_t target_extends_overlapping_tree = 0;
   int64_t target_extends = 0;
   int64_t waits_left = 5;  // only the first rounds wait (the last round has no tree to wait for)
+  // The same for prefills: a target prefill waits (bounded) for the draft's prefill to begin.
+  bool draft_prefill_seen = false;
+  int64_t prefill_waits_left = 0;
+  int64_t target_prefills_overlapping_draft = 0;
 };
 
 class InstrumentedModel : public ToyModel {
@@ -249,6 +253,20 @@ class InstrumentedModel : public ToyModel {
       std::lock_guard<std::mutex> lock(log_->mu);
       log_->tree_step_seen = true;
       log_->cv.notify_all();
+    }
+    if (!target_ && w == "prefill") {
+      std::lock_guard<std::mutex> lock(log_->mu);
+      log_->draft_prefill_seen = true;
+      log_->cv.notify_all();
+    }
+    if (target_ && w == "prefill") {
+      std::unique_lock<std::mutex> lock(log_->mu);
+      if (log_->prefill_waits_left > 0) {
+        --log_->prefill_waits_left;
+        if (log_->cv.wait_for(lock, std::chrono::seconds(3), [&] { return log_->draft_prefill_seen; }))
+          ++log_->target_prefills_overlapping_draft;
+        log_->draft_prefill_seen = false;
+      }
     }
     if (target_ && w == "extend") {
       std::unique_lock<std::mutex> lock(log_->mu);
