@@ -150,7 +150,6 @@ void TargetWorker::admit(std::vector<Submission> subs) {
   if (mode_ == Mode::kSsd && transport_ != nullptr && !draft_failed_) {
     ToDraft msg;
     msg.kind = ToDraft::Kind::kPrefill;
-    msg.round = round_;
     for (auto* s : fresh) msg.rows.push_back(sync_row(*s));
     transport_->send_to_draft(std::move(msg));
   }

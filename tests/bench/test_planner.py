@@ -83,7 +83,7 @@ def test_target_verdicts_attribute_a_miss_to_implementation_hit_rate_or_physics(
     t = {x["id"]: x for x in planner.evaluate_targets(slow, s)}
     assert t["ssd_vs_ar2"]["bound"] < 1.5 and t["ssd_vs_ar2"]["verdict"].startswith("missed: physics")
     # the SSD method's own K and fan-out are the ones the LIMIT models
-    other = {"k": 1, "fanout": [1, 2]}
+    other = [{"name": "saguaro-ssd", "k": 1, "fanout": [1, 2]}]
     t = {x["id"]: x for x in planner.evaluate_targets(plan, _with_run(_summary(ar2, ar2, 4, 4, 4, 4), plan, 0.5, 1.5),
                                                      other)}
     a1 = sm.acceptance_from_tokens(1.5, 1)
@@ -116,12 +116,12 @@ def test_rescore_recomputes_limit_and_verdicts_from_stored_json():
     import json
     from dataclasses import asdict
 
-    from saguaro.benchmark.rescore import latencies, rescore
+    from saguaro.benchmark.rescore import rescore
 
     lat = _lat()
     plan = planner.make_plan(lat, _ranks(), k_range=range(1, 7))
     stored = json.loads(json.dumps(plan))  # int keys become strings, as in a results file
-    assert asdict(latencies(stored["latencies"])) == asdict(lat)
+    assert asdict(sm.Latencies.from_json(stored["latencies"])) == asdict(lat)
     ar2 = plan["predicted"]["saguaro-ar-2t"]
     results = {"planner": stored, "summary": _summary(ar2, ar2, 4, 4, 4, 4), "targets": []}
     stored["ssd_limit"] = {"k": 1, "tokens_per_s": 1e9, "meaning": "stale"}
@@ -131,6 +131,6 @@ def test_rescore_recomputes_limit_and_verdicts_from_stored_json():
     # the run's SSD method (K and fan-out) is read back from the results
     results["methods"] = [{"name": "saguaro-ssd", "k": 1, "fanout": [1, 2]}]
     results["summary"]["saguaro-ssd"].update(hit_rate=0.5, tokens_per_round=1.5)
-    assert rescore(results)["targets"] == planner.evaluate_targets(plan, results["summary"], results["methods"][0])
+    assert rescore(results)["targets"] == planner.evaluate_targets(plan, results["summary"], results["methods"])
     with pytest.raises(ValueError, match="no planner section"):
         rescore({"summary": {}})

@@ -157,8 +157,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if plan is not None:
         from saguaro.benchmark import planner
 
-        results["targets"] = planner.evaluate_targets(
-            plan, results["summary"], next((m for m in results["methods"] if m.get("name") == "saguaro-ssd"), None))
+        results["targets"] = planner.evaluate_targets(plan, results["summary"], results["methods"])
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     name = args.name or f"{cfg.suite}-{date}"
     out = Path(args.out) if args.out else prompts_mod.repo_root() / "bench" / "results"

@@ -270,6 +270,14 @@ def measure(target: str, draft: str, dtype: str, context_ids: Sequence[int], cal
 
 
 # ------------------------------------------------------------------ the plan
+def ssd_limit_entry(lat: sm.Latencies, a: float, ks: Sequence[int]) -> dict:
+    """The plan's "ssd_limit": sm.ssd_limit at the best K in ks, with what it means."""
+    k = max(ks, key=lambda k: sm.ssd_limit(lat, a, k))
+    return {"k": k, "tokens_per_s": sm.ssd_limit(lat, a, k),
+            "meaning": "every round a cache hit: E(a,K) / max(contended verify(K+1), the draft's least "
+                       "round: trunk forward + K of its cheapest tree steps)"}
+
+
 def make_plan(lat: sm.Latencies, ranks: Sequence[int], *, temperature: float = 0.0,
               k_range: Sequence[int] = range(1, 9), budgets: Optional[Sequence[int]] = None,
               dists: Optional[sc.Distributions] = None) -> dict:
@@ -303,7 +311,6 @@ def make_plan(lat: sm.Latencies, ranks: Sequence[int], *, temperature: float = 0
     replay_h, replay_per = sm.replay_ssd_hits(ranks, best.k, best.fanout)
     sd1_k, sd1 = sm.best_sd(lat, a, 1, ks)
     sd2_k, sd2 = sm.best_sd(lat, a, 2, ks)
-    limit_k = max(ks, key=lambda k: sm.ssd_limit(lat, a, k))
     hit_round = max(best.verify_s, best.tree_work_s)
     crit = sm.critical_batch(best.hit_rate, best.tokens_per_round, 1.0, hit_round, best.backup_s)
     return {
@@ -331,9 +338,7 @@ def make_plan(lat: sm.Latencies, ranks: Sequence[int], *, temperature: float = 0
             "saguaro-ssd": best.tokens_per_s,
         },
         "ssd": asdict(best) | {"round_over_verify": best.round_over_verify},
-        "ssd_limit": {"k": limit_k, "tokens_per_s": sm.ssd_limit(lat, a, limit_k),
-                      "meaning": "every round a cache hit: E(a,K) / max(contended verify(K+1), the draft's least "
-                                 "round: trunk forward + K of its cheapest tree steps)"},
+        "ssd_limit": ssd_limit_entry(lat, a, ks),
         "replay": {"k": best.k, "tokens_per_round": replay_tpr, "accepted_histogram": replay_hist,
                    "hit_rate": replay_h, "hits_lookups_per_position": replay_per,
                    "meaning": "greedy SD/SSD replayed on the calibration text (no geometric assumption; "
@@ -347,11 +352,12 @@ def _measured(summary: dict, name: str) -> Optional[float]:
     return s.get("decode_tps") if s else None
 
 
-def _run_figures(plan: dict, summary: dict, ssd_method: Optional[dict]) -> tuple[int, list[int], float, float, str]:
+def _run_figures(plan: dict, summary: dict, methods: Sequence[dict]) -> tuple[int, list[int], float, float, str]:
     """(K, fan-out, acceptance, hit rate, source) of the SSD run: its own plan and, where the run recorded
     them, the acceptance its tokens per round imply and its measured hit rate (else the planner's)."""
-    k = int((ssd_method or {}).get("k") or plan["k"])
-    fanout = list((ssd_method or {}).get("fanout") or plan["fanout"])
+    ssd_method = next((m for m in methods if m.get("name") == "saguaro-ssd"), {})
+    k = int(ssd_method.get("k") or plan["k"])
+    fanout = list(ssd_method.get("fanout") or plan["fanout"])
     if len(fanout) != k + 1:  # a fan-out given for another K: fall back to the plan's
         k, fanout = plan["k"], list(plan["fanout"])
     s = summary.get("saguaro-ssd") or {}
@@ -363,13 +369,14 @@ def _run_figures(plan: dict, summary: dict, ssd_method: Optional[dict]) -> tuple
                                                  f"and hit rate ({h:.0%})")
 
 
-def evaluate_targets(plan: dict, summary: dict, ssd_method: Optional[dict] = None) -> list[dict]:
+def evaluate_targets(plan: dict, summary: dict, methods: Sequence[dict] = ()) -> list[dict]:
     """Each issue-#6 target: measured ratio, the model's predicted ratio, LIMIT, bound and the verdict.
 
     Two ceilings come from the speed model and the planner's measured latencies (so a drift of the
     machine's speed between the planner's measurements and the run cancels out; every comparison row
     is modelled from the same latencies and acceptance):
-    - LIMIT: the SSD run's own plan (``ssd_method``'s K and fan-out) at the acceptance and hit rate the
+    - LIMIT: the SSD run's own plan (the K and fan-out of the "saguaro-ssd" entry in ``methods``, the
+      results' method list; the plan's without one) at the acceptance and hit rate the
       run measured, with no overhead beyond the model's round (sm.ssd_predict_at_hit_rate). Falling
       short of it is the implementation's doing.
     - bound: every round a hit, at the best measured K (sm.ssd_limit). Between LIMIT and bound lies
@@ -377,9 +384,9 @@ def evaluate_targets(plan: dict, summary: dict, ssd_method: Optional[dict] = Non
     The peer targets divide saguaro's modelled speed by the peer's measured one (no model of the
     peers), so their LIMIT and bound are the same number.
     """
-    lat = _latencies(plan["latencies"])
+    lat = sm.Latencies.from_json(plan["latencies"])
     pred = plan["predicted"]
-    k, fanout, a, h, source = _run_figures(plan, summary, ssd_method)
+    k, fanout, a, h, source = _run_figures(plan, summary, methods)
     ks = sorted({k} | {n - 1 for n in lat.target_verify if n >= 2})
     at_hits = sm.ssd_predict_at_hit_rate(lat, a, k, fanout, h)
     all_hit = sm.ssd_predict_at_hit_rate(lat, a, k, fanout, 1.0)
@@ -440,14 +447,3 @@ def evaluate_targets(plan: dict, summary: dict, ssd_method: Optional[dict] = Non
                     "limit_source": source})
     return out
 
-
-def _latencies(stored: Any) -> sm.Latencies:
-    """A Latencies from a plan (the object itself or its JSON form, whose table keys are strings)."""
-    if isinstance(stored, sm.Latencies):
-        return stored
-    fields = {}
-    for key, value in stored.items():
-        if isinstance(value, dict) and key != "extra":
-            value = {int(n): float(t) for n, t in value.items()}
-        fields[key] = value
-    return sm.Latencies(**fields)

@@ -10,20 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Optional
 
 from saguaro.benchmark import planner, report
 from saguaro.benchmark import speed_model as sm
-
-
-def latencies(stored: dict) -> sm.Latencies:
-    """A Latencies from its JSON form (JSON object keys are strings; the tables are keyed by int)."""
-    return planner._latencies(stored)
-
-
-def ssd_method(results: dict) -> Optional[dict]:
-    """The run's SSD method entry (its K and fan-out), or None."""
-    return next((m for m in results.get("methods", []) if m.get("name") == "saguaro-ssd"), None)
 
 
 def rescore(results: dict) -> dict:
@@ -31,15 +20,11 @@ def rescore(results: dict) -> dict:
     plan = results.get("planner")
     if not plan:
         raise ValueError("this run has no planner section (run without --no-plan): nothing to rescore")
-    lat = latencies(plan["latencies"])
-    a = plan["acceptance"]
+    lat = sm.Latencies.from_json(plan["latencies"])
     ks = [n - 1 for n in sorted(lat.target_verify) if n >= 2]
-    k = max(ks, key=lambda k: sm.ssd_limit(lat, a, k))
-    plan["ssd_limit"] = {"k": k, "tokens_per_s": sm.ssd_limit(lat, a, k),
-                         "meaning": "every round a cache hit: E(a,K) / max(contended verify(K+1), the draft's least "
-                                    "round: trunk forward + K of its cheapest tree steps)"}
+    plan["ssd_limit"] = planner.ssd_limit_entry(lat, plan["acceptance"], ks)
     if "targets" in results:
-        results["targets"] = planner.evaluate_targets(plan, results["summary"], ssd_method(results))
+        results["targets"] = planner.evaluate_targets(plan, results["summary"], results.get("methods", []))
     return results
 
 

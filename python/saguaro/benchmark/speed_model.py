@@ -175,6 +175,16 @@ class Latencies:
     draft_tree_contended: dict[int, float]
     extra: dict = field(default_factory=dict)
 
+    @classmethod
+    def from_json(cls, stored: dict) -> "Latencies":
+        """A Latencies from its JSON form (asdict, then JSON: the tables' int keys became strings)."""
+        fields = {}
+        for key, value in stored.items():
+            if isinstance(value, dict) and key != "extra":
+                value = {int(n): float(t) for n, t in value.items()}
+            fields[key] = value
+        return cls(**fields)
+
     def verify(self, n: int, kind: str = "1t") -> float:
         """Target forward of n tokens: kind "1t", "2t" or "contended"."""
         table = {"1t": self.target_verify, "2t": self.target_verify_2t,
