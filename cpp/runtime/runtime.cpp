@@ -12,6 +12,19 @@
 
 namespace saguaro {
 
+namespace {
+
+// Request ids double as the models' sequence ids, so they are unique in the process, not per runtime:
+// runtimes sharing a loaded model (engines over one pair of weights) must never name the same KV
+// slot. A per-runtime counter let one runtime's asynchronous release of its sequence 5 free another
+// runtime's live sequence 5 in the shared draft.
+int64_t next_request_id() {
+  static std::atomic<int64_t> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);
+}
+
+}  // namespace
+
 struct Runtime::Impl {
   std::shared_ptr<Model> target;
   std::shared_ptr<Model> draft;
@@ -22,7 +35,6 @@ struct Runtime::Impl {
   std::unique_ptr<DraftTransport> transport;
   std::unique_ptr<DraftWorker> draft_worker;
   std::unique_ptr<TargetWorker> target_worker;
-  std::atomic<int64_t> next_id{1};
   std::mutex close_mu;
   bool closed = false;
 };
@@ -62,7 +74,7 @@ int64_t Runtime::submit(std::vector<int32_t> prompt, RequestParams params) {
       throw std::invalid_argument("prompt token " + std::to_string(prompt[i]) + " at index " + std::to_string(i) +
                                   " is outside the vocabulary [0, " + std::to_string(impl_->vocab) + ")");
   validate(params);
-  const int64_t id = impl_->next_id.fetch_add(1);
+  const int64_t id = next_request_id();
   impl_->board.open(id);  // before the target can see it, so no update is lost
   impl_->inbox.submit(id, std::move(prompt), std::move(params));
   return id;

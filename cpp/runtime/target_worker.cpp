@@ -236,7 +236,7 @@ void TargetWorker::finish_row(SequenceState& s) {
     // a request that failed before its prefill holds nothing
   }
   if (transport_ != nullptr) to_release_in_draft_.push_back(s.id());
-  // No cache invalidation: ids are never reused, so its entries are never looked up again, and they
+  // No cache invalidation: ids are never reused (in the process), so its entries are never looked up again, and they
   // become reclaimable with their generation (invalidate_sequence scans the whole cache).
   board_.push_tokens(s.id(), s.take_new_tokens());
   s.metrics.total_s = seconds(Clock::now() - s.submitted);

@@ -25,6 +25,8 @@ class Runtime {
 
   // Thread-safe; the request joins between rounds. Throws std::invalid_argument on an empty prompt,
   // token ids outside the vocabulary or bad params; std::runtime_error after close().
+  // The id is unique in the process (across runtimes): it is also the sequence id in the models, which
+  // several runtimes may share.
   int64_t submit(std::vector<int32_t> prompt, RequestParams params);
   // Waits (up to timeout; forever when empty) until the request has new tokens or finished.
   // A finished request's last update is handed out once; afterwards its id is unknown

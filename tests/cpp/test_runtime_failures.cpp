@@ -62,7 +62,7 @@ TEST(RuntimeFailures, DraftThrowingWithStrictFailsTheRequestsWithTheMessage) {
 TEST(RuntimeFailures, TargetNanFailsOnlyThatRequest) {
   for (Mode mode : {Mode::kAr, Mode::kSd, Mode::kSsd}) {
     auto prompts = mixed_prompts(3, 24);
-    // request ids are 1, 2, 3 in submission order; poison the second once it generated a few tokens
+    // poison the second request (the second sequence prefilled) once it generated a few tokens
     auto target = std::make_shared<NanModel>(target_options(), 2, static_cast<int64_t>(prompts[1].size()) + 4);
     auto draft = std::make_shared<ToyModel>(perturbed_draft_options());
     Runtime rt(target, draft, config_for(mode, 3));

@@ -202,5 +202,38 @@ TEST(RuntimeLifecycle, GenerationStopsAtTheContextLimit) {
   }
 }
 
+// Engines over one pair of loaded models (the benchmark runs AR, SD and SSD engines on the same
+// weights) share the models' sequence-id space: ids must be unique in the process. With one counter
+// per runtime both runtimes named their first request 1 in the shared models (and one runtime's
+// asynchronous draft release freed the other's live sequence).
+TEST(RuntimeLifecycle, RuntimesSharingModelsNeverShareSequenceIds) {
+  ToyOptions t = target_options();
+  t.max_context = 1 << 20;
+  ToyOptions d = perturbed_draft_options();
+  d.max_context = 1 << 20;
+  auto target = std::make_shared<ToyModel>(t);
+  auto draft = std::make_shared<ToyModel>(d);
+  auto prompts = mixed_prompts(4, target->vocab_size());
+  RequestParams p;
+  p.max_new_tokens = 30;
+  {
+    Runtime sd(target, draft, config_for(Mode::kSd, 3));
+    Runtime ssd(target, draft, config_for(Mode::kSsd, 3));
+    for (int i = 0; i < 2; ++i) {  // both running at once, then one after the other as the benchmark does
+      const int64_t a = sd.submit(prompts[2 * i], p);
+      const int64_t b = ssd.submit(prompts[2 * i + 1], p);
+      EXPECT_NE(a, b);
+      Finished fa = drain(sd, a), fb = drain(ssd, b);
+      EXPECT_EQ(fa.reason, FinishReason::kLength) << fa.error;
+      EXPECT_EQ(fb.reason, FinishReason::kLength) << fb.error;
+      EXPECT_TRUE(fa.messages.empty() && fb.messages.empty()) << "a draft failure made a request fall back";
+      EXPECT_EQ(fa.tokens, greedy_reference(*target, prompts[2 * i], 30, {}));
+      EXPECT_EQ(fb.tokens, greedy_reference(*target, prompts[2 * i + 1], 30, {}));
+    }
+  }
+  EXPECT_EQ(target->live_sequences(), 0);
+  EXPECT_EQ(draft->live_sequences(), 0);
+}
+
 }  // namespace
 }  // namespace saguaro::testing

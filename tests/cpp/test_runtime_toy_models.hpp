@@ -200,17 +200,32 @@ class ThrowingModel : public ToyModel {
 };
 
 // Produces NaN logits for one sequence once its KV holds from_length tokens; other rows are clean.
+// The sequence is named by the order of prefills (1 = the first sequence prefilled): request ids are
+// unique in the process, so a test cannot know them before it submits.
 class NanModel : public ToyModel {
  public:
-  NanModel(ToyOptions o, int64_t poisoned_seq, int64_t from_length)
-      : ToyModel(std::move(o)), seq_(poisoned_seq), from_(from_length) {}
+  NanModel(ToyOptions o, int64_t poisoned_ordinal, int64_t from_length)
+      : ToyModel(std::move(o)), ordinal_(poisoned_ordinal), from_(from_length) {}
+
+  Logits prefill(const std::vector<int64_t>& ids, const std::vector<std::vector<int32_t>>& prompts) override {
+    Logits l = ToyModel::prefill(ids, prompts);
+    std::lock_guard<std::mutex> lock(order_mu_);
+    for (int64_t id : ids)
+      if (++prefilled_ == ordinal_) seq_ = id;
+    return l;
+  }
 
   Logits extend(const std::vector<int64_t>& ids, const std::vector<std::vector<int32_t>>& tokens) override {
     Logits l = ToyModel::extend(ids, tokens);
     auto buf = std::const_pointer_cast<std::vector<float>>(std::static_pointer_cast<const std::vector<float>>(l.owner));
+    int64_t seq;
+    {
+      std::lock_guard<std::mutex> lock(order_mu_);
+      seq = seq_;
+    }
     size_t r = 0;
     for (size_t i = 0; i < ids.size(); ++i) {
-      const bool poisoned = ids[i] == seq_ && length(ids[i]) >= from_;
+      const bool poisoned = ids[i] == seq && length(ids[i]) >= from_;
       for (size_t j = 0; j < tokens[i].size(); ++j, ++r)
         if (poisoned)
           std::fill(buf->begin() + r * o_.vocab, buf->begin() + (r + 1) * o_.vocab, std::numeric_limits<float>::quiet_NaN());
@@ -219,7 +234,10 @@ class NanModel : public ToyModel {
   }
 
  private:
-  int64_t seq_, from_;
+  std::mutex order_mu_;
+  int64_t ordinal_, from_;
+  int64_t prefilled_ = 0;
+  int64_t seq_ = -1;
 };
 
 // Shows the draft's tree overlapping verification: a target built with wait_for_tree blocks inside

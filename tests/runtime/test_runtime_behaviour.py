@@ -114,9 +114,17 @@ def test_draft_failure_falls_back_or_fails(strict: bool) -> None:
 
 
 class NanTarget(TinyAdapter):
-    """NaN logits for one sequence id."""
+    """NaN logits for the second sequence prefilled (request ids are unique in the process, so a test
+    cannot know them before it submits)."""
 
-    poisoned = 2
+    poisoned = None
+
+    def prefill(self, seq_ids, prompts):
+        out = super().prefill(seq_ids, prompts)
+        self._prefilled = getattr(self, "_prefilled", []) + list(seq_ids)
+        if len(self._prefilled) >= 2:
+            self.poisoned = self._prefilled[1]
+        return out
 
     def extend(self, seq_ids, tokens):
         out = super().extend(seq_ids, tokens)
@@ -134,7 +142,7 @@ def test_target_nan_fails_only_that_request() -> None:
     with Runtime(target, draft, SpeculationConfig(mode="ssd", k=3)) as rt:
         ids = [rt.submit(p, RequestParams(max_new_tokens=15)) for p in PROMPTS[:3]]
         results = [drain(rt, i) for i in ids]
-    assert ids[1] == NanTarget.poisoned
+    assert ids[1] == target.poisoned
     assert results[1][1].finish_reason == "error" and "NaN" in results[1][1].error
     for i in (0, 2):
         assert results[i][0] == greedy(target, PROMPTS[i], 15)

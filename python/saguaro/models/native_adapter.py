@@ -15,6 +15,8 @@ from saguaro.models.kv_cache import KVCache, SequenceKV, TreeState
 
 DEFAULT_MAX_CONTEXT = 4096
 DEFAULT_SCRATCH_TOKENS = 256
+#: trees whose plans are kept: one live tree per runtime sharing the model (each steps only its newest)
+_MAX_TREES = 8
 
 
 class NativeModelAdapter:
@@ -63,7 +65,9 @@ class NativeModelAdapter:
         self._rotary = model.rotary(capacity)
         self._cache = KVCache(c, capacity, model.dtype, model.device)
         self._lock = threading.Lock()
-        self._tree_key: tuple | None = None  # ((seq_ids, visible), (row permutation, per-sequence plan)) of the current tree
+        # (seq_ids, visible) -> (row permutation, per-sequence plan) of the live trees: one per runtime
+        # sharing this model (their sequence ids differ), the oldest dropped beyond _MAX_TREES
+        self._trees: dict[tuple, tuple] = {}
         self._vocab: DraftVocabulary | None = None
         self._prompts: dict[int, list[int]] = {}  # live sequences' prompts (a pruned vocabulary adds their ids)
 
@@ -134,12 +138,15 @@ class NativeModelAdapter:
             key = (tuple(seq_ids), tuple(visible))
             if depth == 0:
                 plan = self._start_tree(seq_ids, visible)
-                self._tree_key = (key, plan)
+                self._trees.pop(key, None)
+                self._trees[key] = plan
+                while len(self._trees) > _MAX_TREES:
+                    self._trees.pop(next(iter(self._trees)))
             else:
-                if self._tree_key is None or self._tree_key[0] != key:
+                plan = self._trees.get(key)
+                if plan is None:
                     raise ValueError("tree_step with depth > 0 must repeat the rows (seq_ids, visible) of the "
                                      "depth-0 call in the same order")
-                plan = self._tree_key[1]
             perm, per_seq = plan
             groups: list[AttentionGroup] = []
             row = 0
