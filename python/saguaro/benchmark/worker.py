@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import traceback
+import warnings
 from typing import Any, Optional
 
 from saguaro.benchmark.methods import MethodSpec
@@ -141,9 +142,17 @@ class _SaguaroMethods:
                                          ignore_eos=True)
         before = _numeric(_engine_metrics(engine))
         t0 = time.perf_counter()
-        outs = engine.generate([list(ids) for ids in batch_ids], sp)
+        with warnings.catch_warnings(record=True) as notes:
+            warnings.simplefilter("always")
+            outs = engine.generate([list(ids) for ids in batch_ids], sp)
         t1 = time.perf_counter()
         after = _numeric(_engine_metrics(engine))
+        failures = after.get("draft_failures", 0.0) - before.get("draft_failures", 0.0)
+        if failures > 0:  # the engine fell back to AR: whatever was timed, it was not this method
+            raise RuntimeError(f"{name}: the draft worker failed and the engine continued autoregressively, so "
+                               f"this run would not measure {name}: " + "; ".join(str(n.message) for n in notes))
+        for n in notes:
+            warnings.warn_explicit(n.message, n.category, n.filename, n.lineno)
         metrics = batch_metrics([_jsonable(dict(o.metrics or {})) for o in outs])
         # one batch at a time per engine: the change of the engine's aggregates is this batch's
         metrics["engine_delta"] = {k: after[k] - before.get(k, 0.0) for k in after}
