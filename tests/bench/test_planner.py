@@ -89,6 +89,14 @@ def test_target_verdicts_attribute_a_miss_to_implementation_hit_rate_or_physics(
     a1 = sm.acceptance_from_tokens(1.5, 1)
     assert t["ssd_vs_ar2"]["limit"] == pytest.approx(
         sm.ssd_predict_at_hit_rate(lat, a1, 1, [1, 2], 0.5).tokens_per_s / sm.ar_speed(lat, 2))
+    # a run at K = 1 accepting a lot: even every round a hit at K = 1 stays below 1.5x, a longer K
+    # would reach it: the plan's doing, not the draft's hit rate nor physics
+    t = {x["id"]: x for x in planner.evaluate_targets(plan, _with_run(_summary(ar2, ar2, 4, 4, 4, 4), plan, 0.5, 1.95),
+                                                     other)}
+    x = t["ssd_vs_ar2"]
+    assert x["bound_at_run_k"] == pytest.approx(sm.ssd_limit(lat, sm.acceptance_from_tokens(1.95, 1), 1) / sm.ar_speed(lat, 2))
+    assert x["limit"] < x["bound_at_run_k"] < 1.5 <= x["bound"]
+    assert x["verdict"].startswith("missed: plan") and "K = 1" in x["verdict"]
     # peers: an impossible target (assisted measured 10x faster) and one the model allows
     sd2 = plan["predicted"]["saguaro-sd-2t"]
     t = {x["id"]: x for x in planner.evaluate_targets(plan, _summary(4, 4, 4, 0.5 * sd2, 4, 10 * sd2))}
