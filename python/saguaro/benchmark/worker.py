@@ -147,15 +147,15 @@ class _SaguaroMethods:
             outs = engine.generate([list(ids) for ids in batch_ids], sp)
         t1 = time.perf_counter()
         after = _numeric(_engine_metrics(engine))
-        failures = after.get("draft_failures", 0.0) - before.get("draft_failures", 0.0)
-        if failures > 0:  # the engine fell back to AR: whatever was timed, it was not this method
+        # one batch at a time per engine: the change of the engine's aggregates is this batch's
+        delta = {k: after[k] - before.get(k, 0.0) for k in after}
+        if delta.get("draft_failures", 0.0) > 0:  # the engine fell back to AR: it was not this method
             raise RuntimeError(f"{name}: the draft worker failed and the engine continued autoregressively, so "
                                f"this run would not measure {name}: " + "; ".join(str(n.message) for n in notes))
         for n in notes:
             warnings.warn_explicit(n.message, n.category, n.filename, n.lineno)
         metrics = batch_metrics([_jsonable(dict(o.metrics or {})) for o in outs])
-        # one batch at a time per engine: the change of the engine's aggregates is this batch's
-        metrics["engine_delta"] = {k: after[k] - before.get(k, 0.0) for k in after}
+        metrics["engine_delta"] = delta
         ttfts = [o.metrics.get("time_to_first_token_s", o.metrics.get("ttft_s")) for o in outs if o.metrics]
         ttfts = [t for t in ttfts if isinstance(t, (int, float))]
         per_request = [list(o.token_ids) for o in outs]
