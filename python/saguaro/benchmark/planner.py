@@ -317,6 +317,8 @@ def make_plan(lat: sm.Latencies, ranks: Sequence[int], *, temperature: float = 0
         "acceptance": a,
         "acceptance_source": "distributions" if c_table is not None else "ranks",
         "calibration_positions": len(dists) if c_table is not None and dists is not None else len(ranks),
+        # kept so that a stored plan can be refitted or replayed (bench.rescore) without the models
+        "calibration_ranks": [int(x) for x in ranks],
         "hit_curve_rejected": asdict(rejected),
         "hit_curve_all_accepted": asdict(accepted),
         "fanout_r": r,
