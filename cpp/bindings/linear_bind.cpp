@@ -119,6 +119,34 @@ void bind_linear(py::module_& m) {
       py::arg("path") = "auto",
       "out[M, n] = x[M, K] @ W[n, K]^T (+ bias[n]) with W given packed ([ceil(n / 16), K, 16] from "
       "small_gemm_pack_bf16).");
+
+  m.def(
+      "small_gemm_fma_peak",
+      [](double seconds) {
+        if (!(seconds > 0.0 && seconds <= 10.0))
+          throw py::value_error("seconds: must be in (0, 10], got " + std::to_string(seconds));
+        py::gil_scoped_release release;
+        return small_gemm_fma_peak(seconds);
+      },
+      py::arg("seconds") = 0.2,
+      "This core's fp32 multiply-add rate (per second; 8 per 256-bit FMA) with 12 independent chains: "
+      "the ceiling of the AVX2 path. 0.0 without AVX2+FMA.");
+
+  m.def(
+      "small_gemm_time_packed",
+      [](int64_t M, int64_t N, int64_t K, int reps, int threads) {
+        if (M < 1 || N < 1 || K < 1)
+          throw py::value_error("M, N and K: must be >= 1, got M=" + std::to_string(M) + " N=" + std::to_string(N) +
+                                " K=" + std::to_string(K));
+        if (reps < 1) throw py::value_error("reps: must be >= 1, got " + std::to_string(reps));
+        if (threads < 1) throw py::value_error("threads: must be >= 1, got " + std::to_string(threads));
+        py::gil_scoped_release release;
+        return small_gemm_time_packed(M, N, K, reps, threads);
+      },
+      py::arg("m"), py::arg("n"), py::arg("k"), py::arg("reps") = 20, py::arg("threads") = 1,
+      "Median seconds of one packed-kernel call of m rows on an [n, k] weight, over reps back-to-back "
+      "calls in C++ (no Python between them): in-cache weights give the compute rate, large ones the "
+      "streaming rate.");
 }
 
 }  // namespace saguaro::bindings

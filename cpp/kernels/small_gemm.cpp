@@ -46,8 +46,10 @@ inline int64_t block_rows(int64_t M) {
 }
 
 // Panels per tile for a row block: 1 row x 4 panels (8 accumulators hide the FMA latency of a decode),
-// 2 x 3, 3 x 2, 4..6 x 1.
-inline int tile_panels(int64_t rows) { return rows == 1 ? 4 : rows == 2 ? 3 : rows == 3 ? 2 : 1; }
+// 2 x 2, 3..6 x 1. Not 2 x 3 or 3 x 2: their 12 accumulators, the widened weights, the broadcast and
+// the mask need more than AVX2's 16 registers, and the spills made a 3-row call on the 1.5B's head
+// 1.35x slower than 3 x 1 (bench/results/roofline.md, session 10).
+inline int tile_panels(int64_t rows) { return rows == 1 ? 4 : rows == 2 ? 2 : 1; }
 
 // x rows are widened once per call into fp32.
 void widen_rows(const uint16_t* x, int64_t M, int64_t K, std::vector<float>& xs) {
@@ -127,9 +129,7 @@ TileFn tile_for(int64_t rows, int panels) {
     case 14: return &tile_avx2<1, 4>;
     case 21: return &tile_avx2<2, 1>;
     case 22: return &tile_avx2<2, 2>;
-    case 23: return &tile_avx2<2, 3>;
     case 31: return &tile_avx2<3, 1>;
-    case 32: return &tile_avx2<3, 2>;
     case 41: return &tile_avx2<4, 1>;
     case 51: return &tile_avx2<5, 1>;
     case 61: return &tile_avx2<6, 1>;

@@ -48,6 +48,20 @@ void small_gemm_bf16(const uint16_t* x, const uint16_t* weight, const uint16_t* 
                      int64_t K, uint16_t* y_bf16, float* y_f32, int threads,
                      SmallGemmPath path = SmallGemmPath::kAuto);
 
+// The roofline of the AVX2 path (bench/linear.py --roofline): what bounds a multi-row call is the
+// core's fp32 FMA rate, what bounds a decode is the memory stream.
+//
+// This core's fp32 multiply-add rate (lanes per second: 8 per 256-bit FMA) with 12 independent
+// chains, measured for about `seconds`; 0 when the CPU lacks AVX2+FMA. Throws std::invalid_argument
+// for seconds outside (0, 10].
+double small_gemm_fma_peak(double seconds = 0.2);
+
+// Median seconds of one small_gemm_bf16_packed call of M rows (bf16 output) on a packed [N, K]
+// weight of fixed pseudo-random bits, over `reps` calls made back to back in C++ after one warm-up
+// call. A weight that fits the core's caches gives the kernel's compute rate; one larger than the
+// last-level cache its streaming rate. Throws std::invalid_argument for bad sizes, reps < 1 or threads < 1.
+double small_gemm_time_packed(int64_t M, int64_t N, int64_t K, int reps, int threads = 1);
+
 // Round-to-nearest-even fp32 -> bf16 (NaN stays a quiet NaN with its sign) and the exact widening.
 inline uint16_t float_to_bf16(float f);
 inline float bf16_to_float(uint16_t h);

@@ -212,13 +212,10 @@ namespace {
 // be verified again (it would change the sampled tokens relative to SD).
 TEST(RuntimeSampled, SsdEqualsSdNearTheContextLimit) {
   auto run = [](Mode mode) {
-    ToyOptions t = target_options();
-    t.max_context = 22;
-    ToyOptions d = perturbed_draft_options();
-    d.max_context = 22;
     RuntimeConfig c = config_for(mode, 4);
     c.backup = BackupKind::kJit;  // a fast backup proposes other tokens: same distribution, other draws
-    Runtime rt(std::make_shared<ToyModel>(t), std::make_shared<ToyModel>(d), c);
+    ToyPair pair = toy_pair(22);
+    Runtime rt(pair.target, pair.draft, c);
     auto prompts = mixed_prompts(4, 24);
     std::vector<RequestParams> ps(4);
     for (size_t i = 0; i < ps.size(); ++i) {

@@ -90,6 +90,19 @@ inline ToyOptions unrelated_draft_options() {
   return o;
 }
 
+// The target and the perturbed draft, both with room for max_context tokens (endless requests,
+// context-limit tests).
+struct ToyPair {
+  std::shared_ptr<ToyModel> target, draft;
+};
+inline ToyPair toy_pair(int64_t max_context) {
+  ToyOptions t = target_options();
+  t.max_context = max_context;
+  ToyOptions d = perturbed_draft_options();
+  d.max_context = max_context;
+  return {std::make_shared<ToyModel>(t), std::make_shared<ToyModel>(d)};
+}
+
 inline RuntimeConfig config_for(Mode mode, int32_t k = 4) {
   RuntimeConfig c;
   c.mode = mode;

@@ -12,12 +12,7 @@ namespace {
 
 TEST(RuntimeLifecycle, RequestsJoinBetweenRoundsAndStillMatch) {
   for (Mode mode : {Mode::kAr, Mode::kSd, Mode::kSsd}) {
-    ToyOptions t = target_options();
-    t.max_context = 1 << 23;
-    ToyOptions d = perturbed_draft_options();
-    d.max_context = 1 << 23;
-    auto target = std::make_shared<ToyModel>(t);
-    auto draft = std::make_shared<ToyModel>(d);
+    auto [target, draft] = toy_pair(1 << 23);
     Runtime rt(target, draft, config_for(mode, 3));
     auto prompts = mixed_prompts(3, target->vocab_size());
     RequestParams p;
@@ -43,12 +38,7 @@ TEST(RuntimeLifecycle, RequestsJoinBetweenRoundsAndStillMatch) {
 
 TEST(RuntimeLifecycle, CancelFinishesTheRequestAndLeavesOthersRunning) {
   for (Mode mode : {Mode::kAr, Mode::kSd, Mode::kSsd}) {
-    ToyOptions big = target_options();
-    big.max_context = 1 << 20;
-    auto target = std::make_shared<ToyModel>(big);
-    ToyOptions dbig = perturbed_draft_options();
-    dbig.max_context = 1 << 20;
-    auto draft = std::make_shared<ToyModel>(dbig);
+    auto [target, draft] = toy_pair(1 << 20);
     Runtime rt(target, draft, config_for(mode, 3));
     RequestParams endless;
     endless.max_new_tokens = 1 << 19;
@@ -75,12 +65,7 @@ TEST(RuntimeLifecycle, CancelFinishesTheRequestAndLeavesOthersRunning) {
 
 TEST(RuntimeLifecycle, CloseWithRequestsInFlightCancelsThemAndJoins) {
   for (Mode mode : {Mode::kAr, Mode::kSd, Mode::kSsd}) {
-    ToyOptions big = target_options();
-    big.max_context = 1 << 20;
-    auto target = std::make_shared<ToyModel>(big);
-    ToyOptions dbig = perturbed_draft_options();
-    dbig.max_context = 1 << 20;
-    auto draft = std::make_shared<ToyModel>(dbig);
+    auto [target, draft] = toy_pair(1 << 20);
     Runtime rt(target, draft, config_for(mode, 3));
     RequestParams endless;
     endless.max_new_tokens = 1 << 19;
@@ -184,12 +169,7 @@ TEST(RuntimeLifecycle, ArNeedsNoDraft) {
 }
 
 TEST(RuntimeLifecycle, GenerationStopsAtTheContextLimit) {
-  ToyOptions small = target_options();
-  small.max_context = 20;
-  auto target = std::make_shared<ToyModel>(small);
-  ToyOptions dsmall = perturbed_draft_options();
-  dsmall.max_context = 20;
-  auto draft = std::make_shared<ToyModel>(dsmall);
+  auto [target, draft] = toy_pair(20);
   for (Mode mode : {Mode::kAr, Mode::kSd, Mode::kSsd}) {
     Runtime rt(target, draft, config_for(mode, 4));
     RequestParams p;
@@ -197,8 +177,8 @@ TEST(RuntimeLifecycle, GenerationStopsAtTheContextLimit) {
     std::vector<int32_t> prompt{1, 2, 3, 4, 5};
     Finished f = run_all(rt, {prompt}, {p})[0];
     EXPECT_EQ(f.reason, FinishReason::kLength) << mode_name(mode);
-    EXPECT_EQ(static_cast<int64_t>(prompt.size() + f.tokens.size()), small.max_context);
-    EXPECT_EQ(f.tokens, greedy_reference(*target, prompt, small.max_context - 5, {}));
+    EXPECT_EQ(static_cast<int64_t>(prompt.size() + f.tokens.size()), target->max_context());
+    EXPECT_EQ(f.tokens, greedy_reference(*target, prompt, target->max_context() - 5, {}));
   }
 }
 
@@ -207,12 +187,7 @@ TEST(RuntimeLifecycle, GenerationStopsAtTheContextLimit) {
 // per runtime both runtimes named their first request 1 in the shared models (and one runtime's
 // asynchronous draft release freed the other's live sequence).
 TEST(RuntimeLifecycle, RuntimesSharingModelsNeverShareSequenceIds) {
-  ToyOptions t = target_options();
-  t.max_context = 1 << 20;
-  ToyOptions d = perturbed_draft_options();
-  d.max_context = 1 << 20;
-  auto target = std::make_shared<ToyModel>(t);
-  auto draft = std::make_shared<ToyModel>(d);
+  auto [target, draft] = toy_pair(1 << 20);
   auto prompts = mixed_prompts(4, target->vocab_size());
   RequestParams p;
   p.max_new_tokens = 30;

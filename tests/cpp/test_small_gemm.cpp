@@ -160,6 +160,10 @@ TEST(SmallGemm, BadArgumentsThrowNamingTheArgument) {
   EXPECT_NE(msg([&] { saguaro::small_gemm_bf16(x.data(), w.data(), nullptr, 1, 1, 8, nullptr, y.data(), 0); })
                 .find("threads"),
             std::string::npos);
+  EXPECT_NE(msg([] { saguaro::small_gemm_fma_peak(0.0); }).find("seconds"), std::string::npos);
+  EXPECT_NE(msg([] { saguaro::small_gemm_time_packed(1, 0, 8, 3); }).find("N"), std::string::npos);
+  EXPECT_NE(msg([] { saguaro::small_gemm_time_packed(1, 8, 8, 0); }).find("reps"), std::string::npos);
+  EXPECT_NE(msg([] { saguaro::small_gemm_time_packed(1, 8, 8, 3, 0); }).find("threads"), std::string::npos);
 }
 
 }  // namespace

@@ -48,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--saguaro-c", type=float, help="Saguaro constant C (default: the planner's choice, else 1)")
     p.add_argument("--backup", choices=("jit", "fast", "auto"), help="SSD backup (default jit)")
     p.add_argument("--no-plan", action="store_true", help="skip the planner (latency measurement + calibration)")
-    p.add_argument("--plan-prompts", type=int, default=2, help="prompts the planner calibrates acceptance on")
+    p.add_argument("--plan-prompts", type=int, default=16,
+                   help="the run's first N prompts are the planner's calibration text (default 16: every prompt of the "
+                        "quick suite; two gave a plan's hit rate from ~14 rejections, 47%% predicted vs 72%% measured)")
     p.add_argument("--plan-tokens", type=int, default=32, help="tokens the target generates per calibration prompt")
     p.add_argument("--plan-reps", type=int, default=3, help="repetitions of each latency measurement")
     p.add_argument("--plan-k-max", type=int, default=6, help="largest K the planner measures")
@@ -126,9 +128,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from saguaro.benchmark import planner
         from saguaro.benchmark.methods import available_cores
 
-        print(f"planner: measuring latencies and calibrating on {args.plan_prompts} prompt(s)...", file=sys.stderr)
+        calibration = prompt_ids[:max(1, args.plan_prompts)]
+        print(f"planner: measuring latencies and calibrating on {len(calibration)} prompt(s)...", file=sys.stderr)
         lat, ranks, dists = planner.measure(
-            cfg.target, cfg.draft, cfg.dtype, prompt_ids[0], prompt_ids[:max(1, args.plan_prompts)],
+            cfg.target, cfg.draft, cfg.dtype, prompt_ids[0], calibration,
             cores=available_cores()[:2], k_max=args.plan_k_max, reps=args.plan_reps,
             calibration_tokens=args.plan_tokens, budgets=_ints(args.plan_budgets, "--plan-budgets"),
             draft_kw=cfg.draft_load_kwargs(), temperature=args.temperature, seed=args.seed)
