@@ -24,8 +24,8 @@ import statistics
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kernels import cpu_model  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: bench is a package
+from bench.kernels import cpu_model  # noqa: E402
 
 from saguaro.kernels.linear import available, core  # noqa: E402
 

@@ -14,15 +14,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _roofline_module():
-    spec = importlib.util.spec_from_file_location("roofline", ROOT / "bench" / "roofline.py")
+    spec = importlib.util.spec_from_file_location("bench_roofline", ROOT / "bench" / "roofline.py")
     mod = importlib.util.module_from_spec(spec)
-    import sys
-
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
+    spec.loader.exec_module(mod)
     return mod
 
 
