@@ -102,13 +102,15 @@ TEST(SmallGemm, PackedLayoutAndPackedCalls) {
 
 TEST(SmallGemm, PathsAgreeBitForBit) {
   if (!saguaro::small_gemm_has_avx2()) GTEST_SKIP() << "no AVX2+FMA on this CPU";
-  for (int64_t K : {5, 8, 24, 37, 896}) {
-    const int64_t M = 11, N = 29;
-    auto x = random_bf16(M * K, 7), w = random_bf16(N * K, 8), b = random_bf16(N, 9);
-    auto a = run_f32(x, w, b.data(), M, N, K, 1, SmallGemmPath::kAvx2);
-    auto s = run_f32(x, w, b.data(), M, N, K, 1, SmallGemmPath::kScalar);
-    for (size_t i = 0; i < a.size(); ++i) ASSERT_EQ(a[i], s[i]) << "K=" << K << " i=" << i;
-  }
+  // every tile shape (1 x 4 .. 6 x 1, the shifted and the moved-load widening, k chunks) and K = 1
+  for (int64_t K : {1, 5, 8, 24, 37, 896})
+    for (int64_t M : {1, 2, 3, 4, 5, 6, 11, 16}) {
+      const int64_t N = 29 + 16 * 4;
+      auto x = random_bf16(M * K, 7), w = random_bf16(N * K, 8), b = random_bf16(N, 9);
+      auto a = run_f32(x, w, b.data(), M, N, K, 1, SmallGemmPath::kAvx2);
+      auto s = run_f32(x, w, b.data(), M, N, K, 1, SmallGemmPath::kScalar);
+      for (size_t i = 0; i < a.size(); ++i) ASSERT_EQ(a[i], s[i]) << "K=" << K << " M=" << M << " i=" << i;
+    }
 }
 
 TEST(SmallGemm, InvarianceCheckCatchesAChangedRow) {
