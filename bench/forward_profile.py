@@ -1,17 +1,21 @@
-"""Where a native forward's time goes: one-token decode vs an N-token verification (extend), split into
-the projections (saguaro's packed bf16 kernel), attention, RMSNorm, rotary and the rest (Python glue,
+"""Where a native forward's time goes: one-token decode vs an N-token verification (extend) or, with
+--tree, a draft's tree step of N branches, split into the projections (saguaro's packed bf16 kernel,
+or fbgemm's int8 kernel with --int8 dynamic), attention, RMSNorm, rotary and the rest (Python glue,
 residual adds, SiLU), plus the output head alone.
 
 Usage: python bench/forward_profile.py [--model qwen2.5-coder-1.5b] [--rows 5] [--rounds 7]
+       python bench/forward_profile.py --model qwen2.5-coder-0.5b --tree --rows 16 [--int8 dynamic]
 
 Each component is timed by wrapping its Python entry point (the wrappers add a few microseconds per
-call, the same for both forwards); the decode and extend forwards alternate inside each round and the
-figures are medians over rounds. Writes bench/results/forward-profile-<model>.{json,md}.
+call, the same for both forwards); the decode and the multi-row forward alternate inside each round and
+the figures are medians over rounds (a tree's figures: the mean over its depths 0-3 in each round).
+Writes bench/results/forward-profile-<model>[-int8dyn][-tree<N>].{json,md}.
 """
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import statistics
 import sys
@@ -26,16 +30,18 @@ from models import PROMPT, machine  # noqa: E402  (bench/models.py: the same pro
 
 import saguaro.models as M  # noqa: E402
 from saguaro.kernels import attention as attention_kernel  # noqa: E402
-from saguaro.models import attention, linear, norm, rotary  # noqa: E402
+from saguaro.models import attention, linear, norm  # noqa: E402
 
 COMPONENTS = ("projections", "attention", "rmsnorm", "rotary")
 
 
-def _instrument(acc: dict[str, float]) -> None:
-    """Accumulate seconds per component in `acc` (module-level patches, kept for the process)."""
+@contextlib.contextmanager
+def _instrument(acc: dict[str, float]):
+    """Accumulate seconds per component in `acc` while inside (module-level patches, undone on exit)."""
+    undo: list[Callable[[], None]] = []
 
     def wrap(owner: object, name: str, label: str) -> Callable:
-        fn = getattr(owner, name)
+        fn = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
 
         def timed(*a, **k):
             t = time.perf_counter()
@@ -45,40 +51,57 @@ def _instrument(acc: dict[str, float]) -> None:
                 acc[label] += time.perf_counter() - t
 
         setattr(owner, name, timed)
+        undo.append(lambda: setattr(owner, name, fn))
         return timed
 
-    wrap(linear.Linear, "_small", "projections")
-    wrap(attention_kernel, "causal_attention", "attention")
-    wrap(norm.RMSNorm, "__call__", "rmsnorm")
-    attention.apply_rotary = wrap(rotary, "apply_rotary", "rotary")
+    try:
+        wrap(linear.Linear, "_small", "projections")
+        wrap(linear.DynamicInt8Linear, "forward_float", "projections")
+        wrap(attention_kernel, "causal_attention", "attention")
+        wrap(attention_kernel, "branch_attention", "attention")
+        wrap(norm.RMSNorm, "__call__", "rmsnorm")
+        wrap(attention, "apply_rotary", "rotary")  # attention.py's own import of rotary.apply_rotary
+        yield
+    finally:
+        for u in reversed(undo):
+            u()
 
 
-def profile(spec: str, rows: int, rounds: int) -> dict:
-    lm = M.load(spec, dtype=torch.bfloat16, device="cpu")
+def profile(spec: str, rows: int, rounds: int, int8: str = "none", tree: bool = False) -> dict:
+    lm = M.load(spec, dtype=torch.bfloat16, device="cpu", int8=False if int8 == "none" else int8)
     ad = lm.adapter
     prompt = lm.tokenizer.encode(PROMPT) if lm.tokenizer is not None else list(range(1000, 1064))
     ad.prefill([0], [prompt])
     base = ad.length(0)
     acc: dict[str, float] = collections.defaultdict(float)
+    depths = 4  # a tree of depth K = 3: the draft's steps 0..3
+
+    def run(n: int) -> None:
+        if tree and n > 1:
+            for d in range(depths):
+                ad.tree_step([0] * n, [base] * n, [400 + i + d for i in range(n)], d)
+        else:
+            ad.extend([0], [[11 + i for i in range(n)]])
 
     def forward(n: int) -> dict[str, float]:
         acc.clear()
         t = time.perf_counter()
-        ad.extend([0], [[11 + i for i in range(n)]])
+        run(n)
         total = time.perf_counter() - t
-        ad.truncate(0, base)
-        out = {c: acc.get(c, 0.0) * 1e3 for c in COMPONENTS}
-        out["other"] = total * 1e3 - sum(out.values())
-        out["total"] = total * 1e3
+        ad.truncate(0, base)  # also discards the tree
+        per = depths if tree and n > 1 else 1
+        out = {c: acc.get(c, 0.0) * 1e3 / per for c in COMPONENTS}
+        out["other"] = total * 1e3 / per - sum(out.values())
+        out["total"] = total * 1e3 / per
         return out
 
     for n in (1, rows):  # warm up before instrumenting too
         forward(n)
-    _instrument(acc)
     samples: dict[int, list[dict[str, float]]] = {1: [], rows: []}
-    for _ in range(rounds):
-        for n in (1, rows):
-            samples[n].append(forward(n))
+    with _instrument(acc):
+        for _ in range(rounds):
+            for n in (1, rows):
+                samples[n].append(forward(n))
     med = {n: {k: statistics.median(s[k] for s in ss) for k in ss[0]} for n, ss in samples.items()}
     head = ad.model.head
     head_ms = {}
@@ -90,7 +113,8 @@ def profile(spec: str, rows: int, rounds: int) -> dict:
             head.forward_float(x)
             ts.append((time.perf_counter() - t) * 1e3)
         head_ms[n] = statistics.median(ts)
-    return {"model": spec, "rows": rows, "rounds": rounds, "median_ms": {str(n): v for n, v in med.items()},
+    return {"model": spec, "rows": rows, "rounds": rounds, "int8": int8, "tree": tree,
+            "median_ms": {str(n): v for n, v in med.items()},
             "head_ms": {str(n): v for n, v in head_ms.items()},
             "qkv+o+mlp+head (multiply-adds per row)": _projection_macs(ad.model, lm.config)}
 
@@ -106,24 +130,36 @@ def _projection_macs(model, config) -> int:
     return total + model.head.out_features * h
 
 
+def stem(model: str, rows: int, int8: str, tree: bool) -> str:
+    """The results' file name: forward-profile-<model>[-int8dyn][-tree<N>]."""
+    return (f"forward-profile-{model}" + ("-int8dyn" if int8 == "dynamic" else "")
+            + (f"-tree{rows}" if tree else ""))
+
+
 def write(res: dict, out: Path) -> Path:
     rows = res["rows"]
     d, e = res["median_ms"]["1"], res["median_ms"][str(rows)]
     macs = res["qkv+o+mlp+head (multiply-adds per row)"]
-    lines = [f"# Forward profile: {res['model']} decode vs {rows}-token extend (bf16, 1 thread)", "",
+    int8, tree = res.get("int8", "none"), res.get("tree", False)
+    what = f"a tree step of {rows} branches" if tree else f"{rows}-token extend"
+    kind = "int8 dynamic weights, bf16 activations" if int8 == "dynamic" else "bf16"
+    col = f"tree {rows}" if tree else f"extend {rows}"
+    weight_bytes = 1 if int8 == "dynamic" else 2
+    lines = [f"# Forward profile: {res['model']} decode vs {what} ({kind}, 1 thread)", "",
              f"Machine: {res['machine']['cpu']} ({res['machine']['cpu_capability']}), torch {res['machine']['torch']}. "
              f"Medians over {res['rounds']} alternating rounds (bench/forward_profile.py).", "",
-             f"| component | decode ms | extend {rows} ms | ratio |", "|---|---|---|---|"]
+             f"| component | decode ms | {col} ms | ratio |", "|---|---|---|---|"]
     for k in (*COMPONENTS, "other", "total"):
         lines.append(f"| {k} | {d[k]:.1f} | {e[k]:.1f} | {e[k] / d[k]:.2f} |" if d[k] > 0 else
                      f"| {k} | {d[k]:.1f} | {e[k]:.1f} | – |")
     lines += ["", f"Output head alone: {res['head_ms']['1']:.1f} ms (1 row), {res['head_ms'][str(rows)]:.1f} ms ({rows} rows).",
-              "", f"Projections: {macs / 1e9:.2f} G multiply-adds per row, {macs * 2 / 1e9:.2f} GB of bf16 weights. "
-              f"Decode streams them at {macs * 2 / d['projections'] / 1e6:.1f} GB/s; "
+              "", f"Projections: {macs / 1e9:.2f} G multiply-adds per row, {macs * weight_bytes / 1e9:.2f} GB of "
+              f"{'int8' if weight_bytes == 1 else 'bf16'} weights. "
+              f"Decode streams them at {macs * weight_bytes / d['projections'] / 1e6:.1f} GB/s; "
               f"{rows} rows run {rows * macs / e['projections'] / 1e6:.1f} G multiply-adds/s.", ""]
     if res.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in res["notes"]] + [""]
-    path = out / f"forward-profile-{res['model']}.md"
+    path = out / (stem(res["model"], rows, int8, tree) + ".md")
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
 
@@ -131,17 +167,21 @@ def write(res: dict, out: Path) -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model", default="qwen2.5-coder-1.5b")
-    ap.add_argument("--rows", type=int, default=5, help="tokens of the extend (K + 1)")
+    ap.add_argument("--rows", type=int, default=5, help="tokens of the extend (K + 1), or branches with --tree")
+    ap.add_argument("--tree", action="store_true", help="profile a tree step of --rows branches (depths 0-3)")
+    ap.add_argument("--int8", choices=("none", "dynamic"), default="none",
+                    help="dynamic: the draft's int8 weights and activations (fbgemm), as --draft-int8 dynamic")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--note", action="append", default=[])
     args = ap.parse_args()
     torch.set_num_threads(1)
-    res = profile(args.model, args.rows, args.rounds)
+    res = profile(args.model, args.rows, args.rounds, args.int8, args.tree)
     res["machine"], res["notes"] = machine(), args.note
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"forward-profile-{args.model}.json").write_text(json.dumps(res, indent=1), encoding="utf-8")
+    (out / (stem(args.model, args.rows, args.int8, args.tree) + ".json")).write_text(json.dumps(res, indent=1),
+                                                                                  encoding="utf-8")
     print(write(res, out).read_text())
 
 

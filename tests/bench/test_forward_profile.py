@@ -1,0 +1,67 @@
+"""bench/forward_profile.py: decode vs extend and vs a tree step, on a tiny random bf16 model."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from saguaro.models.config import ModelConfig  # noqa: E402
+from saguaro.models.decoder import DecoderModel  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _module():
+    sys.path.insert(0, str(ROOT / "bench"))  # it imports bench/models.py
+    try:
+        spec = importlib.util.spec_from_file_location("bench_forward_profile", ROOT / "bench" / "forward_profile.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+
+
+def _tiny() -> DecoderModel:
+    cfg = transformers.Qwen2Config(vocab_size=1100, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    torch.manual_seed(0)
+    hf = transformers.Qwen2ForCausalLM(cfg).eval()
+    return DecoderModel.from_state_dict(ModelConfig.from_hf_dict(cfg.to_dict()), dict(hf.state_dict()),
+                                        dtype=torch.bfloat16)
+
+
+@pytest.mark.parametrize("tree", [False, True])
+def test_profile_splits_the_forward_and_writes_its_page(tree, tmp_path):
+    fp = _module()
+    res = fp.profile(_tiny(), 8, 2, tree=tree)
+    for n in ("1", "8"):
+        ms = res["median_ms"][n]
+        assert ms["total"] > 0 and ms["projections"] > 0
+        parts = sum(ms[c] for c in (*fp.COMPONENTS, "other"))
+        assert parts == pytest.approx(ms["total"])  # the components and the rest add up to the forward
+    assert res["tree"] is tree
+    res["machine"], res["notes"], res["model"] = {"cpu": "x", "cpu_capability": "y", "torch": "z"}, [], "tiny"
+    page = fp.write(res, tmp_path).read_text()
+    assert ("tree 8 ms" if tree else "extend 8 ms") in page
+    assert (tmp_path / ("forward-profile-tiny" + ("-tree8" if tree else "") + ".md")).exists()
+
+
+def test_result_names():
+    fp = _module()
+    assert fp.stem("m", 5, "none", False) == "forward-profile-m"
+    assert fp.stem("m", 16, "dynamic", True) == "forward-profile-m-int8dyn-tree16"
+
+
+def test_instrumentation_is_undone():
+    fp = _module()
+    from saguaro.models import attention, linear, norm
+
+    before = (linear.Linear.__dict__["_small"], norm.RMSNorm.__dict__["__call__"], attention.apply_rotary)
+    fp.profile(_tiny(), 3, 1)
+    assert (linear.Linear.__dict__["_small"], norm.RMSNorm.__dict__["__call__"], attention.apply_rotary) == before
