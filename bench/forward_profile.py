@@ -67,8 +67,10 @@ def _instrument(acc: dict[str, float]):
             u()
 
 
-def profile(spec: str, rows: int, rounds: int, int8: str = "none", tree: bool = False) -> dict:
-    lm = M.load(spec, dtype=torch.bfloat16, device="cpu", int8=False if int8 == "none" else int8)
+def profile(spec: str, rows: int, rounds: int, int8: str = "none", tree: bool = False,
+            draft_vocab: int | None = None) -> dict:
+    lm = M.load(spec, dtype=torch.bfloat16, device="cpu", int8=False if int8 == "none" else int8,
+                draft_vocab=draft_vocab)
     ad = lm.adapter
     prompt = lm.tokenizer.encode(PROMPT) if lm.tokenizer is not None else list(range(1000, 1064))
     ad.prefill([0], [prompt])
@@ -103,23 +105,24 @@ def profile(spec: str, rows: int, rounds: int, int8: str = "none", tree: bool = 
             for n in (1, rows):
                 samples[n].append(forward(n))
     med = {n: {k: statistics.median(s[k] for s in ss) for k in ss[0]} for n, ss in samples.items()}
-    head = ad.model.head
+    head = ad._head() or ad.model.head.forward_float  # a pruned vocabulary's own head
+    head_rows = int(ad._vocab.ids.numel()) if ad._vocab is not None else ad.model.head.out_features
     head_ms = {}
     for n in (1, rows):
         x = torch.randn(n, lm.config.hidden_size, dtype=torch.bfloat16)
         ts = []
         for _ in range(rounds):
             t = time.perf_counter()
-            head.forward_float(x)
+            head(x)
             ts.append((time.perf_counter() - t) * 1e3)
         head_ms[n] = statistics.median(ts)
-    return {"model": spec, "rows": rows, "rounds": rounds, "int8": int8, "tree": tree,
+    return {"model": spec, "rows": rows, "rounds": rounds, "int8": int8, "tree": tree, "draft_vocab": draft_vocab,
             "median_ms": {str(n): v for n, v in med.items()},
             "head_ms": {str(n): v for n, v in head_ms.items()},
-            "qkv+o+mlp+head (multiply-adds per row)": _projection_macs(ad.model, lm.config)}
+            "qkv+o+mlp+head (multiply-adds per row)": _projection_macs(ad.model, lm.config, head_rows)}
 
 
-def _projection_macs(model, config) -> int:
+def _projection_macs(model, config, head_rows: int | None = None) -> int:
     """Multiply-adds of every projection for one row (the packed kernel's work per token)."""
     h = config.hidden_size
     total = 0
@@ -127,13 +130,13 @@ def _projection_macs(model, config) -> int:
         a, m = lay.attention, lay.mlp
         total += a.qkv.out_features * h + a.out.out_features * a.h * a.d
         total += m.gate_up.out_features * h + m.down.out_features * m.intermediate
-    return total + model.head.out_features * h
+    return total + (model.head.out_features if head_rows is None else head_rows) * h
 
 
-def stem(model: str, rows: int, int8: str, tree: bool) -> str:
-    """The results' file name: forward-profile-<model>[-int8dyn][-tree<N>]."""
+def stem(model: str, rows: int, int8: str, tree: bool, draft_vocab: int | None = None) -> str:
+    """The results' file name: forward-profile-<model>[-int8dyn][-vocab<V>][-tree<N>]."""
     return (f"forward-profile-{model}" + ("-int8dyn" if int8 == "dynamic" else "")
-            + (f"-tree{rows}" if tree else ""))
+            + (f"-vocab{draft_vocab}" if draft_vocab else "") + (f"-tree{rows}" if tree else ""))
 
 
 def write(res: dict, out: Path) -> Path:
@@ -143,6 +146,8 @@ def write(res: dict, out: Path) -> Path:
     int8, tree = res.get("int8", "none"), res.get("tree", False)
     what = f"a tree step of {rows} branches" if tree else f"{rows}-token extend"
     kind = "int8 dynamic weights, bf16 activations" if int8 == "dynamic" else "bf16"
+    if res.get("draft_vocab"):
+        kind += f"; draft vocabulary pruned to the {res['draft_vocab']} lowest ids + specials + the prompt's"
     col = f"tree {rows}" if tree else f"extend {rows}"
     weight_bytes = 1 if int8 == "dynamic" else 2
     lines = [f"# Forward profile: {res['model']} decode vs {what} ({kind}, 1 thread)", "",
@@ -159,7 +164,7 @@ def write(res: dict, out: Path) -> Path:
               f"{rows} rows run {rows * macs / e['projections'] / 1e6:.1f} G multiply-adds/s.", ""]
     if res.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in res["notes"]] + [""]
-    path = out / (stem(res["model"], rows, int8, tree) + ".md")
+    path = out / (stem(res["model"], rows, int8, tree, res.get("draft_vocab")) + ".md")
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
 
@@ -171,16 +176,18 @@ def main() -> None:
     ap.add_argument("--tree", action="store_true", help="profile a tree step of --rows branches (depths 0-3)")
     ap.add_argument("--int8", choices=("none", "dynamic"), default="none",
                     help="dynamic: the draft's int8 weights and activations (fbgemm), as --draft-int8 dynamic")
+    ap.add_argument("--draft-vocab", type=int, default=None,
+                    help="score only the N lowest ids + specials + the prompt's tokens (as bench.run --draft-vocab)")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--note", action="append", default=[])
     args = ap.parse_args()
     torch.set_num_threads(1)
-    res = profile(args.model, args.rows, args.rounds, args.int8, args.tree)
+    res = profile(args.model, args.rows, args.rounds, args.int8, args.tree, args.draft_vocab)
     res["machine"], res["notes"] = machine(), args.note
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / (stem(args.model, args.rows, args.int8, args.tree) + ".json")).write_text(json.dumps(res, indent=1),
+    (out / (stem(args.model, args.rows, args.int8, args.tree, args.draft_vocab) + ".json")).write_text(json.dumps(res, indent=1),
                                                                                   encoding="utf-8")
     print(write(res, out).read_text())
 

@@ -56,6 +56,7 @@ def test_result_names():
     fp = _module()
     assert fp.stem("m", 5, "none", False) == "forward-profile-m"
     assert fp.stem("m", 16, "dynamic", True) == "forward-profile-m-int8dyn-tree16"
+    assert fp.stem("m", 16, "dynamic", True, 32768) == "forward-profile-m-int8dyn-vocab32768-tree16"
 
 
 def test_instrumentation_is_undone():
@@ -65,3 +66,12 @@ def test_instrumentation_is_undone():
     before = (linear.Linear.__dict__["_small"], norm.RMSNorm.__dict__["__call__"], attention.apply_rotary)
     fp.profile(_tiny(), 3, 1)
     assert (linear.Linear.__dict__["_small"], norm.RMSNorm.__dict__["__call__"], attention.apply_rotary) == before
+
+
+def test_pruned_vocabulary_profiles_its_own_head():
+    fp = _module()
+    full = fp.profile(_tiny(), 4, 1, tree=True)
+    pruned = fp.profile(_tiny(), 4, 1, tree=True, draft_vocab=512)
+    # 512 lowest ids + the 64 prompt tokens (ids 1000-1063) instead of 1100 rows of 64 columns
+    assert full["qkv+o+mlp+head (multiply-adds per row)"] - pruned["qkv+o+mlp+head (multiply-adds per row)"] == \
+        (1100 - 512 - 64) * 64
