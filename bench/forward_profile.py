@@ -9,7 +9,7 @@ Usage: python bench/forward_profile.py [--model qwen2.5-coder-1.5b] [--rows 5] [
 Each component is timed by wrapping its Python entry point (the wrappers add a few microseconds per
 call, the same for both forwards); the decode and the multi-row forward alternate inside each round and
 the figures are medians over rounds (a tree's figures: the mean over its depths 0-3 in each round).
-Writes bench/results/forward-profile-<model>[-int8dyn][-tree<N>].{json,md}.
+Writes bench/results/forward-profile-<model>[-int8dyn][-vocab<V>][-tree<N>].{json,md}.
 """
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ from typing import Callable
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from models import PROMPT, machine  # noqa: E402  (bench/models.py: the same prompt and machine record)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: bench is a package
+from bench.models import PROMPT, machine  # noqa: E402  (the same prompt and machine record)
 
 import saguaro.models as M  # noqa: E402
 from saguaro.kernels import attention as attention_kernel  # noqa: E402
@@ -78,20 +78,21 @@ def profile(spec: str, rows: int, rounds: int, int8: str = "none", tree: bool = 
     acc: dict[str, float] = collections.defaultdict(float)
     depths = 4  # a tree of depth K = 3: the draft's steps 0..3
 
-    def run(n: int) -> None:
+    def run(n: int) -> int:
+        """One multi-row forward of n rows (a decode when n == 1); returns how many forwards it ran."""
         if tree and n > 1:
             for d in range(depths):
                 ad.tree_step([0] * n, [base] * n, [400 + i + d for i in range(n)], d)
-        else:
-            ad.extend([0], [[11 + i for i in range(n)]])
+            return depths
+        ad.extend([0], [[11 + i for i in range(n)]])
+        return 1
 
     def forward(n: int) -> dict[str, float]:
         acc.clear()
         t = time.perf_counter()
-        run(n)
+        per = run(n)
         total = time.perf_counter() - t
         ad.truncate(0, base)  # also discards the tree
-        per = depths if tree and n > 1 else 1
         out = {c: acc.get(c, 0.0) * 1e3 / per for c in COMPONENTS}
         out["other"] = total * 1e3 / per - sum(out.values())
         out["total"] = total * 1e3 / per
@@ -105,8 +106,9 @@ def profile(spec: str, rows: int, rounds: int, int8: str = "none", tree: bool = 
             for n in (1, rows):
                 samples[n].append(forward(n))
     med = {n: {k: statistics.median(s[k] for s in ss) for k in ss[0]} for n, ss in samples.items()}
-    head = ad._head() or ad.model.head.forward_float  # a pruned vocabulary's own head
-    head_rows = int(ad._vocab.ids.numel()) if ad._vocab is not None else ad.model.head.out_features
+    vocab = ad.draft_vocabulary  # a pruned vocabulary scores with its own head
+    head = vocab.logits if vocab is not None else ad.model.head.forward_float
+    head_rows = int(vocab.ids.numel()) if vocab is not None else ad.model.head.out_features
     head_ms = {}
     for n in (1, rows):
         x = torch.randn(n, lm.config.hidden_size, dtype=torch.bfloat16)
@@ -187,9 +189,9 @@ def main() -> None:
     res["machine"], res["notes"] = machine(), args.note
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / (stem(args.model, args.rows, args.int8, args.tree, args.draft_vocab) + ".json")).write_text(json.dumps(res, indent=1),
-                                                                                  encoding="utf-8")
-    print(write(res, out).read_text())
+    page = write(res, out)
+    page.with_suffix(".json").write_text(json.dumps(res, indent=1), encoding="utf-8")
+    print(page.read_text())
 
 
 if __name__ == "__main__":
