@@ -42,8 +42,29 @@ def test_geometric_fanout_sums_to_budget_and_follows_the_formula():
     f = sm.geometric_fanout(0.9, 1.0, 4, 30)
     assert f[0] >= f[1] >= f[2] >= f[3] and f[4] > f[3]
     assert sm.geometric_fanout(0.8, 1.0, 4, 3) == [1, 1, 0, 0, 1]
+    # the case the old Python rounding got wrong (it gave [2, 1, 1, 1, 0, 1])
+    assert sm.geometric_fanout(0.5, 0.5, 5, 6) == [1, 1, 1, 1, 1, 1]
     with pytest.raises(ValueError):
         sm.geometric_fanout(0.8, 1.0, 4, 0)
+
+
+def test_planner_fanout_is_the_runtime_schedule_over_a_grid():
+    """The planner predicts with the tree the runtime builds: on 3,072 cases (a, r, K, M) the planner's
+    fan-out equals what a live runtime schedule (geometric, started at acceptance a) hands the draft,
+    and every position gets at least one branch."""
+    from saguaro import _core
+
+    cases = 0
+    for a in (0.1, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95):
+        for r in (0.25, 0.5, 1.0, 1.5):
+            for k in range(1, 7):
+                for m in range(k + 1, k + 17):
+                    planned = sm.geometric_fanout(a, r, k, m)
+                    live = _core.FanoutSchedule(k, kind="geometric", budget=m, r=r, initial_acceptance=a).fanout()
+                    assert planned == live, (a, r, k, m)
+                    assert sum(planned) == m and min(planned) >= 1, (a, r, k, m, planned)
+                    cases += 1
+    assert cases == 3072
 
 
 def test_fit_acceptance_recovers_a_from_a_capped_geometric_sample():

@@ -43,33 +43,19 @@ def accepted_distribution(a: float, k: int) -> list[float]:
 
 
 def geometric_fanout(a: float, r: float, k: int, budget: int) -> list[int]:
-    """F_0..F_K ∝ P(j)^(1/(1+r)) (§2.2), integers >= 1 summing to the budget (when budget >= K+1).
+    """F_0..F_K ∝ P(j)^(1/(1+r)) (docs/algorithm.md §2.2): the runtime's own schedule.
 
-    Rounding: floor of the real shares (at least 1), then the remaining branches go to the
-    positions with the largest remainders (ties: lower position).
+    This calls the C++ ``FanoutSchedule.geometric`` that the runtime uses every round, so the
+    planner predicts with the tree the runtime builds (one rounding rule: integers >= 1 summing to the
+    budget when budget >= K+1; below that the most likely positions get one branch each).
     """
+    from saguaro import _core
+
     if budget < 1:
         raise ValueError(f"fan-out budget must be >= 1, got {budget}")
     if r <= 0:
         raise ValueError(f"r must be > 0, got {r}")
-    a = min(max(a, 1e-6), 1.0 - 1e-6)
-    weights = [a ** (j / (1.0 + r)) for j in range(k)]
-    weights.append(a ** (k / (1.0 + r)) * (1.0 - a) ** (-1.0 / (1.0 + r)))
-    if budget < k + 1:  # not enough for one each: the most likely positions get one
-        order = sorted(range(k + 1), key=lambda j: (-weights[j], j))[:budget]
-        return [1 if j in order else 0 for j in range(k + 1)]
-    total = sum(weights)
-    shares = [budget * w / total for w in weights]
-    out = [max(1, int(math.floor(s))) for s in shares]
-    while sum(out) > budget:  # the max(1, .) floors can overshoot: take from the largest
-        j = max(range(k + 1), key=lambda i: (out[i] - shares[i], out[i]))
-        out[j] -= 1
-    rema = sorted(range(k + 1), key=lambda j: (-(shares[j] - out[j]), j))
-    i = 0
-    while sum(out) < budget:
-        out[rema[i % (k + 1)]] += 1
-        i += 1
-    return out
+    return list(_core.FanoutSchedule.geometric(float(a), float(r), int(k), int(budget)))
 
 
 @dataclass(frozen=True)
