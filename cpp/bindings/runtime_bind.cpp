@@ -98,31 +98,9 @@ py::dict update_dict(const RequestUpdate& u) {
   return d;
 }
 
-RuntimeHolder make_runtime(py::object target, py::object draft, const std::string& mode, int32_t k,
-                           const std::string& fanout_kind, int32_t fanout_budget, std::optional<std::vector<int32_t>> fanout,
-                           std::optional<std::vector<int32_t>> fanout_after_miss, double fanout_r, float saguaro_c,
-                           const std::string& backup, std::optional<int64_t> backup_critical_batch,
-                           const std::string& cache_policy, bool strict, std::optional<std::vector<int>> target_cores,
-                           std::optional<std::vector<int>> draft_cores, py::object target_thread_init,
-                           py::object draft_thread_init, bool test_plant_unadjusted_q) {
-  RuntimeConfig c;
-  c.mode = parse_mode(mode);
-  c.k = k;
-  c.fanout.kind = parse_fanout_kind(fanout_kind);
-  c.fanout.budget = fanout_budget;
-  c.fanout.r = fanout_r;
-  if (fanout) c.fanout.manual = *fanout;
-  if (fanout_after_miss) c.fanout.manual_after_miss = *fanout_after_miss;
-  c.saguaro_c = saguaro_c;
-  c.backup = parse_backup(backup);
-  if (backup_critical_batch) {
-    if (*backup_critical_batch < 1) throw py::value_error("backup_critical_batch must be >= 1 or None");
-    c.backup_critical_batch = *backup_critical_batch;
-  }
-  c.cache_policy = parse_cache_policy(cache_policy);
-  c.strict = strict;
-  if (target_cores) c.target_cores = *target_cores;
-  if (draft_cores) c.draft_cores = *draft_cores;
+RuntimeHolder make_runtime(py::object target, py::object draft, const RuntimeConfig& config,
+                           py::object target_thread_init, py::object draft_thread_init, bool test_plant_unadjusted_q) {
+  RuntimeConfig c = config;  // the runtime keeps its own copy; the hooks are not settings
   c.target_thread_init = worker_hook(target_thread_init);
   c.draft_thread_init = worker_hook(draft_thread_init);
   c.test_plant_unadjusted_q = test_plant_unadjusted_q;
@@ -137,13 +115,12 @@ RuntimeHolder make_runtime(py::object target, py::object draft, const std::strin
 
 void bind_runtime(py::module_& m) {
   py::class_<Runtime, RuntimeHolder>(m, "Runtime", "The C++ target/draft runtime; use saguaro.runtime.Runtime.")
-      .def(py::init(&make_runtime), py::arg("target"), py::arg("draft"), py::kw_only(), py::arg("mode") = "ssd",
-           py::arg("k") = 4, py::arg("fanout_kind") = "geometric", py::arg("fanout_budget") = 6,
-           py::arg("fanout") = py::none(), py::arg("fanout_after_miss") = py::none(), py::arg("fanout_r") = 1.0,
-           py::arg("saguaro_c") = 1.0f, py::arg("backup") = "auto", py::arg("backup_critical_batch") = py::none(),
-           py::arg("cache_policy") = "wait", py::arg("strict") = false, py::arg("target_cores") = py::none(),
-           py::arg("draft_cores") = py::none(), py::arg("target_thread_init") = py::none(),
-           py::arg("draft_thread_init") = py::none(), py::arg("_test_plant_unadjusted_q") = false)
+      .def(py::init(&make_runtime), py::arg("target"), py::arg("draft"), py::arg("config"), py::kw_only(),
+           py::arg("target_thread_init") = py::none(), py::arg("draft_thread_init") = py::none(),
+           py::arg("_test_plant_unadjusted_q") = false)
+      .def_property_readonly(
+          "config", [](const Runtime& rt) { return RuntimeConfig(rt.config()); },
+          "A copy of the RuntimeConfig the runtime runs with.")
       .def(
           "submit",
           [](Runtime& rt, std::vector<int32_t> prompt, float temperature, int32_t top_k, float top_p,
@@ -173,6 +150,33 @@ void bind_runtime(py::module_& m) {
             return update_dict(u);
           },
           py::arg("request_id"), py::arg("timeout") = py::none())
+      .def(
+          "set_update_callback",
+          [](Runtime& rt, py::object fn) {
+            // fn(list of request ids) runs on the target worker with the GIL taken for the call only;
+            // an exception it raises is reported as unraisable and the worker goes on.
+            if (fn.is_none()) {
+              py::gil_scoped_release release;
+              rt.set_update_callback({});
+              return;
+            }
+            auto held = std::shared_ptr<py::object>(new py::object(std::move(fn)), [](py::object* o) {
+              py::gil_scoped_acquire gil;
+              delete o;
+            });
+            UpdateListener listener = [held](const std::vector<int64_t>& ids) {
+              py::gil_scoped_acquire gil;
+              try {
+                (*held)(py::cast(ids));
+              } catch (py::error_already_set& e) {
+                e.discard_as_unraisable("saguaro runtime update callback");
+              }
+            };
+            py::gil_scoped_release release;
+            rt.set_update_callback(std::move(listener));
+          },
+          py::arg("callback"),
+          "Call callback(request_ids) from the target worker whenever requests have news (None removes it).")
       .def("cancel", &Runtime::cancel, py::arg("request_id"), py::call_guard<py::gil_scoped_release>())
       .def("metrics", [](const Runtime& rt) { return runtime_metrics(rt.metrics()); })
       .def("close", &Runtime::close, py::call_guard<py::gil_scoped_release>());

@@ -24,18 +24,6 @@ FanoutKind kind_from_name(const std::string& name) {
   }
 }
 
-const char* kind_name(FanoutKind kind) {
-  switch (kind) {
-    case FanoutKind::kUniform:
-      return "uniform";
-    case FanoutKind::kManual:
-      return "manual";
-    case FanoutKind::kGeometric:
-    default:
-      return "geometric";
-  }
-}
-
 FanoutSchedule make_schedule(int32_t k, const std::string& kind, int32_t budget, double r,
                              const std::optional<std::vector<int32_t>>& manual,
                              const std::optional<std::vector<int32_t>>& manual_after_miss,
@@ -60,9 +48,10 @@ void bind_schedule(py::module_& m) {
   py::class_<FanoutSchedule>(m, "FanoutSchedule",
                              "How the branch budget M is spread over positions 0..K (ssd-algorithm.md §2.2), "
                              "from live acceptance and miss-rate estimates. Thread-safe.")
-      .def(py::init(&make_schedule), py::arg("k"), py::arg("kind") = "geometric", py::arg("budget") = 6,
-           py::arg("r") = 1.0, py::arg("manual") = py::none(), py::arg("manual_after_miss") = py::none(),
-           py::arg("initial_acceptance") = 0.7)
+      // Defaults are FanoutConfig's (the one place they are written).
+      .def(py::init(&make_schedule), py::arg("k"), py::arg("kind") = fanout_kind_name(FanoutConfig{}.kind),
+           py::arg("budget") = FanoutConfig{}.budget, py::arg("r") = FanoutConfig{}.r, py::arg("manual") = py::none(),
+           py::arg("manual_after_miss") = py::none(), py::arg("initial_acceptance") = FanoutConfig{}.initial_acceptance)
       .def("fanout", &FanoutSchedule::fanout, py::arg("after_miss") = false,
            "F_0..F_K for the next round (a list of k + 1 ints).")
       .def("observe_acceptance", &FanoutSchedule::observe_acceptance, py::arg("accepted"), py::arg("num_draft"),
@@ -74,14 +63,14 @@ void bind_schedule(py::module_& m) {
       .def("r", &FanoutSchedule::r, "Live miss-rate exponent (1 - hit(F) ~ F^-r).")
       .def_property_readonly("k", &FanoutSchedule::k)
       .def_property_readonly("budget", &FanoutSchedule::budget)
-      .def_property_readonly("kind", [](const FanoutSchedule& s) { return kind_name(s.kind()); })
+      .def_property_readonly("kind", [](const FanoutSchedule& s) { return fanout_kind_name(s.kind()); })
       .def_property_readonly("hit_observations", &FanoutSchedule::hit_observations)
       .def_static("geometric", &FanoutSchedule::geometric, py::arg("a"), py::arg("r"), py::arg("k"), py::arg("budget"),
                   "Closed-form geometric fan-out: integers >= 1 summing to budget (budget >= k + 1).")
       .def_static("uniform", &FanoutSchedule::uniform, py::arg("k"), py::arg("budget"),
                   "Budget split evenly over k + 1 positions, remainder to the lowest positions.")
       .def("__repr__", [](const FanoutSchedule& s) {
-        return "FanoutSchedule(k=" + std::to_string(s.k()) + ", kind='" + kind_name(s.kind()) +
+        return "FanoutSchedule(k=" + std::to_string(s.k()) + ", kind='" + fanout_kind_name(s.kind()) +
                "', budget=" + std::to_string(s.budget()) + ")";
       });
 

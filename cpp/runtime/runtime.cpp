@@ -91,7 +91,11 @@ RequestUpdate Runtime::poll(int64_t request_id, std::optional<double> timeout_s)
 
 void Runtime::cancel(int64_t request_id) { impl_->inbox.cancel(request_id); }
 
+const RuntimeConfig& Runtime::config() const { return impl_->config; }
+
 RuntimeMetrics Runtime::metrics() const { return impl_->target_worker->metrics(); }
+
+void Runtime::set_update_callback(UpdateListener listener) { impl_->board.set_listener(std::move(listener)); }
 
 void Runtime::close() {
   std::lock_guard<std::mutex> lock(impl_->close_mu);

@@ -105,6 +105,8 @@ void TargetWorker::round() {
     if (s.finished()) finish_row(s);
   }
 
+  board_.notify();  // wake the pollers now, not after the cache look-up (which may wait for the draft)
+
   // This round's speculation is spent; the next one comes from the cache (below) or a backup.
   for (auto* s : rows) s->speculation = Speculation{};
   if (mode_ == Mode::kSsd && tree_pending_) look_up(in_tree);

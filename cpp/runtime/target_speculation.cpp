@@ -57,7 +57,7 @@ void TargetWorker::chain_from_draft(const Rows& rows, const std::vector<int32_t>
   ToDraft msg;
   msg.kind = ToDraft::Kind::kChain;
   msg.round = round_;
-  msg.saguaro_c = config_.saguaro_c;
+  msg.saguaro_c = static_cast<float>(config_.saguaro_c);
   msg.test_plant_unadjusted_q = config_.test_plant_unadjusted_q;
   // A backup speculation is verified next round and forked with the after-miss schedule.
   const std::vector<int32_t> fanout = schedule_.fanout(true);
@@ -112,7 +112,7 @@ bool TargetWorker::send_tree_request(const Rows& rows, Rows* in_tree) {
   ToDraft msg;
   msg.kind = ToDraft::Kind::kSpeculate;
   msg.round = round_;
-  msg.saguaro_c = config_.saguaro_c;
+  msg.saguaro_c = static_cast<float>(config_.saguaro_c);
   msg.test_plant_unadjusted_q = config_.test_plant_unadjusted_q;
   const std::vector<int32_t> next_fanout = schedule_.fanout(false);  // a hit is verified with the normal schedule
   int64_t entries = 0, q_entries = 0;

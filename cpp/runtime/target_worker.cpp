@@ -36,7 +36,7 @@ TargetWorker::TargetWorker(std::shared_ptr<Model> target, const RuntimeConfig& c
       transport_(transport),
       schedule_(config.k, effective_fanout(config)),
       backup_(config.backup, config.backup_critical_batch, config.k) {
-  if (mode_ == Mode::kSd) config_.saguaro_c = 1.f;  // no cache to aim the residual at
+  if (mode_ == Mode::kSd) config_.saguaro_c = 1.0;  // no cache to aim the residual at
   metrics_.totals = RequestMetrics(config.k);
   metrics_.mode = mode_name(mode_);
   snapshot_ = metrics_;
@@ -84,6 +84,7 @@ void TargetWorker::run() {
         fail(*active_.back(), start_error);
       }
       release_finished();
+      board_.notify();
       inbox_.wait(kIdleWait);
       continue;
     }
@@ -91,6 +92,7 @@ void TargetWorker::run() {
       admit(std::move(subs));
       apply_cancels(cancels);
       release_finished();
+      board_.notify();  // first tokens and cancellations, before a round that may take a while
       if (active_.empty()) {
         publish_metrics();
         inbox_.wait(kIdleWait);
@@ -104,6 +106,7 @@ void TargetWorker::run() {
     }
     release_finished();
     publish_metrics();
+    board_.notify();  // failures and finishes of this turn (a round notifies its commits itself)
   }
   shutdown();
   target_->detach_thread();
@@ -125,6 +128,7 @@ void TargetWorker::shutdown() {
     transport_->send_to_draft(std::move(stop));
   }
   publish_metrics();
+  board_.notify();
 }
 
 void TargetWorker::admit(std::vector<Submission> subs) {

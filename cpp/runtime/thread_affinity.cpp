@@ -30,10 +30,14 @@ void check_cores(const std::vector<int>& cores, const char* what) {
   cpu_set_t allowed;
   CPU_ZERO(&allowed);
   if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0) return;  // cannot tell: pinning will say
-  for (int c : cores)
-    if (c < 0 || c >= CPU_SETSIZE || !CPU_ISSET(c, &allowed))
-      throw std::invalid_argument(std::string(what) + ": core " + std::to_string(c) +
-                                  " does not exist or is not allowed for this process");
+  for (int c : cores) {
+    if (c >= 0 && c < CPU_SETSIZE && CPU_ISSET(c, &allowed)) continue;
+    std::string names;
+    for (int i = 0; i < CPU_SETSIZE; ++i)
+      if (CPU_ISSET(i, &allowed)) names += (names.empty() ? "" : ", ") + std::to_string(i);
+    throw std::invalid_argument(std::string(what) + " must list CPU cores this process may use [" + names + "], got " +
+                                std::to_string(c));
+  }
 }
 
 }  // namespace saguaro

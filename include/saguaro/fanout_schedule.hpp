@@ -34,7 +34,7 @@ enum class FanoutKind { kGeometric, kUniform, kManual };
 
 struct FanoutConfig {
   FanoutKind kind = FanoutKind::kGeometric;
-  int32_t budget = 6;                      // M
+  int32_t budget = 4;                      // M (default: see RuntimeConfig::k)
   double r = 1.0;                          // initial miss-rate exponent
   std::vector<int32_t> manual;             // F_0..F_K for kManual
   std::vector<int32_t> manual_after_miss;  // optional, for rounds whose speculation came from a backup

@@ -12,6 +12,7 @@
 #include "saguaro/model.hpp"
 #include "saguaro/request.hpp"
 #include "saguaro/runtime_config.hpp"
+#include "saguaro/update_board.hpp"
 
 namespace saguaro {
 
@@ -34,6 +35,12 @@ class Runtime {
   RequestUpdate poll(int64_t request_id, std::optional<double> timeout_s);
   void cancel(int64_t request_id);   // finishes it with "cancelled" between rounds; unknown ids ignored
   RuntimeMetrics metrics() const;
+  const RuntimeConfig& config() const;  // as validated at construction
+  // Calls `listener` on the target worker with the ids of requests that have news (new tokens or
+  // finished), once per round for all of them, after the round commits; poll() then returns at once
+  // for those ids. For event loops that wait on many requests without a thread each. An empty
+  // function removes it. Thread-safe; the listener must be cheap and must not wait on the runtime.
+  void set_update_callback(UpdateListener listener);
   // Finishes requests in flight with "cancelled", joins both workers. Idempotent.
   void close();
 

@@ -1,5 +1,7 @@
 #pragma once
-// How the runtime speculates: the C++ form of saguaro.config.SpeculationConfig.
+// How the runtime speculates: the one definition of the speculation settings and their defaults.
+// Python binds this struct once (saguaro._core.RuntimeConfig); saguaro.SpeculationConfig takes its
+// defaults from it and converts to it, and validate() below is the one validator.
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -16,15 +18,24 @@ enum class CachePolicy { kWait, kPartial, kMiss };
 
 struct RuntimeConfig {
   Mode mode = Mode::kSsd;
-  int32_t k = 4;
+  // K = 2 with the fan-out budget M = 4 (FanoutConfig): the planner's choice for the default pair with a
+  // bf16 draft on the reference CPU (bench/results/quick-greedy-b1-tiles-full-2026-11-24); other
+  // devices and draft kinds get their planned shape from saguaro.planned_defaults.
+  int32_t k = 2;
   FanoutConfig fanout;
-  float saguaro_c = 1.f;               // forced to 1 in sd (no cache to aim at)
+  // Saguaro constant C in [0, 1], forced to 1 in sd (no cache to aim at). A double so the value a user
+  // sets round-trips through Python unchanged; the kernels take it as float.
+  double saguaro_c = 1.0;
   BackupKind backup = BackupKind::kAuto;
   int64_t backup_critical_batch = 0;   // 0: computed from measured hit rate and latencies
   CachePolicy cache_policy = CachePolicy::kWait;
   bool strict = false;                 // draft failure → requests fail instead of finishing autoregressively
   std::vector<int> target_cores;       // pin the target worker (empty: not pinned)
   std::vector<int> draft_cores;
+  // Intra-op threads of each worker's model library; applied by the worker's thread_init hook (the
+  // Python binding sets torch's threads), recorded here so the config carries every setting.
+  int32_t target_threads = 1;
+  int32_t draft_threads = 1;
   std::function<void()> target_thread_init;  // run first on the target worker (e.g. set torch threads)
   std::function<void()> draft_thread_init;
   // ONLY FOR TESTS: the draft hands the verifier q (before the Saguaro adjustment) instead of the q~
@@ -37,6 +48,10 @@ BackupKind parse_backup(const std::string& s);
 CachePolicy parse_cache_policy(const std::string& s);
 FanoutKind parse_fanout_kind(const std::string& s);
 const char* mode_name(Mode m);
-void validate(const RuntimeConfig& config);  // std::invalid_argument naming the field
+const char* backup_name(BackupKind b);
+const char* cache_policy_name(CachePolicy p);
+const char* fanout_kind_name(FanoutKind k);
+// std::invalid_argument naming the field, the allowed values and the value given.
+void validate(const RuntimeConfig& config);
 
 }  // namespace saguaro

@@ -12,7 +12,8 @@ if "torch" not in _sys.modules:
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from saguaro._build_info import build_info  # noqa: E402
-from saguaro.config import RequestParams, SpeculationConfig  # noqa: E402
+from saguaro.runtime import RequestParams  # noqa: E402
+from saguaro.speculation_config import SpeculationConfig  # noqa: E402
 from saguaro.engine import Engine, Stream  # noqa: E402
 from saguaro.results import RequestOutput, StreamDelta  # noqa: E402
 from saguaro.sampling_params import SamplingParams  # noqa: E402

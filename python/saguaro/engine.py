@@ -10,12 +10,12 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 
-from saguaro.config import SpeculationConfig
+from saguaro.speculation_config import SpeculationConfig
 from saguaro.planned_defaults import planned_shape
 from saguaro.prompts import Prompt, encode_prompt, split_prompts
 from saguaro.results import RequestOutput, StreamDelta, derive_metrics
 from saguaro.sampling_params import SamplingParams
-from saguaro.speculation_settings import resolve_speculation
+from saguaro.speculation_config import resolve_speculation
 from saguaro.stop import OutputText
 from saguaro.stream import Stream
 

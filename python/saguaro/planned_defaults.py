@@ -10,12 +10,16 @@ from __future__ import annotations
 
 from typing import Union
 
+from saguaro import _core
+
+_RUNTIME_DEFAULTS = _core.RuntimeConfig()
+
 #: (k, fan-out budget) per (device kind, draft kind), with the runs that chose them
 PLANS: dict[tuple[str, str], tuple[int, int]] = {
+    # The runtime's own defaults (include/saguaro/runtime_config.hpp): the planner's choice in
     # quick-greedy-b1-tiles-full-2026-11-24 (16 prompts x 128 tokens, calibrated on all 16): K = 2,
-    # fan-out [1, 1, 2]. Earlier runs chose K = 1, fan-out [2, 4], while 3-row calls of the bf16 kernel
-    # spilled registers (a K = 2 verification cost 1.58x a decode; 1.16x since session 10)
-    ("cpu", "bf16"): (2, 4),
+    # fan-out [1, 1, 2].
+    ("cpu", "bf16"): (_RUNTIME_DEFAULTS.k, _RUNTIME_DEFAULTS.fanout_budget),
     # quick-greedy-b1-int8dyn and its repeat: K = 2, fan-out [2, 2, 4]
     ("cpu", "int8"): (2, 8),
     # no SSD-loop benchmark on a GPU yet: the public reproduction's best K = 4 (ssd-algorithm.md §2.1)

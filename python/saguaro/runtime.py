@@ -8,11 +8,25 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
-from saguaro.config import RequestParams, SpeculationConfig
+from saguaro.speculation_config import SpeculationConfig
 
-__all__ = ["Runtime", "RequestUpdate"]
+__all__ = ["Runtime", "RequestParams", "RequestUpdate"]
+
+
+@dataclass
+class RequestParams:
+    """One request's limits and sampling, in the runtime's plain terms (the API's SamplingParams
+    resolves to this: seeds derived, EOS ids added to stop_token_ids)."""
+
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    max_new_tokens: int = 128
+    stop_token_ids: Sequence[int] = field(default_factory=list)
+    seed: int = 0
+    stream: int = 0
 
 
 @dataclass
@@ -66,34 +80,19 @@ class Runtime:
 
         self._closed = True
         config = config or SpeculationConfig()
+        runtime_config = config.to_runtime()  # validated: ValueError names the field
         if config.mode != "ar" and draft is None:
             raise ValueError(f'mode "{config.mode}" needs a draft model (or use mode="ar")')
         if draft is not None and _adapter(draft) is _adapter(target) and config.mode != "ar":
             raise ValueError("target and draft must be two adapter objects (each holds its own sequences and "
                              "runs on its own worker); for a self-draft, wrap the same model in a second adapter")
-        if config.target_threads < 1 or config.draft_threads < 1:
-            raise ValueError("target_threads and draft_threads must be >= 1")
-        fanout_kind = config.fanout_kind
         self.config = config
         self._rt = _core.Runtime(
             _adapter(target),
             _adapter(draft) if config.mode != "ar" else None,
-            mode=config.mode,
-            k=int(config.k),
-            fanout_kind=fanout_kind,
-            fanout_budget=int(config.fanout_budget),
-            fanout=[int(f) for f in config.fanout] if config.fanout is not None else None,
-            fanout_after_miss=[int(f) for f in config.fanout_after_miss] if config.fanout_after_miss is not None else None,
-            fanout_r=float(config.fanout_r),
-            saguaro_c=float(config.saguaro_c),
-            backup=config.backup,
-            backup_critical_batch=config.backup_critical_batch,
-            cache_policy=config.cache_policy,
-            strict=bool(config.strict),
-            target_cores=list(config.target_cores) if config.target_cores is not None else None,
-            draft_cores=list(config.draft_cores) if config.draft_cores is not None else None,
-            target_thread_init=_thread_init(int(config.target_threads)),
-            draft_thread_init=_thread_init(int(config.draft_threads)),
+            runtime_config,
+            target_thread_init=_thread_init(runtime_config.target_threads),
+            draft_thread_init=_thread_init(runtime_config.draft_threads),
             _test_plant_unadjusted_q=_test_plant_unadjusted_q,
         )
         self._closed = False
@@ -145,6 +144,12 @@ class Runtime:
     def cancel(self, request_id: int) -> None:
         """Finish the request with "cancelled" between rounds (unknown ids are ignored)."""
         self._rt.cancel(int(request_id))
+
+    def set_update_callback(self, callback: Optional[Callable[[list[int]], None]]) -> None:
+        """Call ``callback(request_ids)`` whenever requests have news (new tokens or finished): once
+        per round for all of them, from the target worker, GIL held for the call; ``poll`` then has
+        their updates. For waiters on many requests (an event loop). None removes it."""
+        self._rt.set_update_callback(callback)
 
     def metrics(self) -> dict:
         """Aggregate counters and timings (sums over finished requests plus runtime-wide figures)."""

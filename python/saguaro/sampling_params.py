@@ -6,7 +6,7 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Optional, Sequence, Union
 
-from saguaro.config import RequestParams
+from saguaro.runtime import RequestParams
 
 _MASK64 = (1 << 64) - 1
 

@@ -76,7 +76,8 @@ def test_runtimes_sharing_one_pair_of_models_at_once_match_ar():
     """AR, SD and SSD runtimes over the same two loaded models, serving at the same time (an engine per
     mode over one copy of the weights, as the benchmark does): every output is the target's greedy
     output and no draft failure makes a runtime fall back."""
-    from saguaro.config import RequestParams, SpeculationConfig
+    from saguaro.runtime import RequestParams
+    from saguaro.speculation_config import SpeculationConfig
     from saguaro.runtime import Runtime
 
     target = native_from_hf(make_hf("qwen2-untied", seed=1))

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from conftest import make_hf
-from saguaro.config import RequestParams, SpeculationConfig
+from saguaro.speculation_config import SpeculationConfig
 from saguaro.models import DecoderModel, ModelConfig, NativeModelAdapter
-from saguaro.runtime import Runtime
+from saguaro.runtime import RequestParams, Runtime
 
 pytestmark = pytest.mark.gpu
 

@@ -118,7 +118,8 @@ def test_non_native_draft_is_a_clear_error():
 @pytest.mark.parametrize("mode", ["sd", "ssd"])
 def test_greedy_output_with_a_pruned_draft_is_the_targets(mode):
     """The draft scores a third of the vocabulary, so it is often rejected; the output must not change."""
-    from saguaro.config import RequestParams, SpeculationConfig
+    from saguaro.runtime import RequestParams
+    from saguaro.speculation_config import SpeculationConfig
     from saguaro.runtime import Runtime
 
     hf = make_hf("qwen2-untied")

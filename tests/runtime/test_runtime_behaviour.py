@@ -6,8 +6,8 @@ import threading
 import pytest
 import torch
 
-from saguaro.config import RequestParams, SpeculationConfig
-from saguaro.runtime import Runtime
+from saguaro.speculation_config import SpeculationConfig
+from saguaro.runtime import RequestParams, Runtime
 
 from tiny_adapter import TinyAdapter
 

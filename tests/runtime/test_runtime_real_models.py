@@ -11,8 +11,8 @@ import dataclasses
 import pytest
 import torch
 
-from saguaro.config import RequestParams, SpeculationConfig
-from saguaro.runtime import Runtime
+from saguaro.speculation_config import SpeculationConfig
+from saguaro.runtime import RequestParams, Runtime
 
 M = pytest.importorskip("saguaro.models")
 

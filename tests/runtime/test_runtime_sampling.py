@@ -16,9 +16,9 @@ import math
 import pytest
 import torch
 
-from saguaro.config import RequestParams, SpeculationConfig
+from saguaro.speculation_config import SpeculationConfig
 from saguaro.kernels import reference
-from saguaro.runtime import Runtime
+from saguaro.runtime import RequestParams, Runtime
 
 from tiny_adapter import TinyAdapter
 

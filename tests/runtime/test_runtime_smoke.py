@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from saguaro.config import RequestParams, SpeculationConfig
-from saguaro.runtime import Runtime
+from saguaro.speculation_config import SpeculationConfig
+from saguaro.runtime import RequestParams, Runtime
 
 from tiny_adapter import TinyAdapter
 

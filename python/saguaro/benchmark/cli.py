@@ -12,6 +12,7 @@ from saguaro.benchmark import methods as methods_mod
 from saguaro.benchmark import prompts as prompts_mod
 from saguaro.benchmark.harness import BenchConfig, encode_prompts, run_benchmark
 from saguaro.benchmark.report import markdown, write_all
+from saguaro.speculation_config import SpeculationConfig
 
 DEFAULT_TARGET = "qwen2.5-coder-1.5b"
 DEFAULT_DRAFT = "qwen2.5-coder-0.5b"
@@ -42,9 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--methods", help="comma-separated subset: ar-1t,ar-2t,sd-1t,sd-2t,ssd,hf-ar,hf-assisted (default all)")
-    p.add_argument("--k", type=int, help="draft tokens per round (default: the planner's choice, else 4)")
+    p.add_argument("--k", type=int, help="draft tokens per round (default: the planner's choice, else SpeculationConfig's)")
     p.add_argument("--sd-k", type=int, help="draft tokens per round of the SD rows (default: --k, or the planner's best K per row)")
-    p.add_argument("--fanout", help="SSD fan-out budget M or a list F_0,...,F_K (default: the planner's choice, else 6)")
+    p.add_argument("--fanout", help="SSD fan-out budget M or a list F_0,...,F_K (default: the planner's choice, else SpeculationConfig's)")
     p.add_argument("--saguaro-c", type=float, help="Saguaro constant C (default: the planner's choice, else 1)")
     p.add_argument("--backup", choices=("jit", "fast", "auto"), help="SSD backup (default jit)")
     p.add_argument("--no-plan", action="store_true", help="skip the planner (latency measurement + calibration)")
@@ -109,13 +110,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     command = prog + " " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     prompts = _prompts(args)
     fan = _fanout(args.fanout)
-    ms = methods_mod.standard_methods(k=args.k or 4, fanout=fan if fan is not None else 6,
-                                      saguaro_c=1.0 if args.saguaro_c is None else args.saguaro_c,
-                                      backup=args.backup or "jit")
+    ms = methods_mod.standard_methods(k=args.k, fanout=fan, saguaro_c=args.saguaro_c, backup=args.backup or "jit")
     ms = methods_mod.select(ms, args.methods.split(",") if args.methods else None)
     if args.sd_k is not None:
-        ms = methods_mod.with_ssd_plan(ms, k=args.k or 4, fanout=fan if fan is not None else 6,
-                                       saguaro_c=1.0 if args.saguaro_c is None else args.saguaro_c,
+        defaults = SpeculationConfig()
+        ms = methods_mod.with_ssd_plan(ms, k=args.k or defaults.k,
+                                       fanout=fan if fan is not None else defaults.fanout_budget,
+                                       saguaro_c=defaults.saguaro_c if args.saguaro_c is None else args.saguaro_c,
                                        backup=args.backup or "jit", sd_k=args.sd_k)
     cfg = BenchConfig(target=args.target, draft=args.draft, dtype=args.dtype, max_new_tokens=args.max_new_tokens,
                       temperature=args.temperature, seed=args.seed, batch=args.batch,

@@ -5,6 +5,8 @@ import os
 from dataclasses import asdict, dataclass, field, replace
 from typing import Literal, Optional, Sequence, Union
 
+from saguaro.speculation_config import SpeculationConfig
+
 Family = Literal["saguaro", "transformers"]
 
 
@@ -72,10 +74,18 @@ def _pair(cores: Optional[Sequence[int]]) -> tuple[int, int]:
     return cs[0], cs[1]
 
 
-def standard_methods(*, k: int = 4, fanout: Union[int, Sequence[int]] = 6, saguaro_c: float = 1.0,
-                     backup: str = "jit", fanout_r: Optional[float] = None,
+def standard_methods(*, k: Optional[int] = None, fanout: Union[int, Sequence[int], None] = None,
+                     saguaro_c: Optional[float] = None, backup: str = "jit", fanout_r: Optional[float] = None,
                      cores: Optional[Sequence[int]] = None) -> list[MethodSpec]:
-    """Every row of the standard CPU comparison (benchmarks.md), in table order."""
+    """Every row of the standard CPU comparison (docs/measuring-speed.md), in table order.
+
+    K, the fan-out and C left out are SpeculationConfig's defaults; the backup is jit unless given (a
+    hit or a neural backup every round: the rows measure the draft, not the n-gram fallback).
+    """
+    defaults = SpeculationConfig()
+    k = defaults.k if k is None else k
+    fanout = defaults.fanout_budget if fanout is None else fanout
+    saguaro_c = defaults.saguaro_c if saguaro_c is None else saguaro_c
     a, b = _pair(cores)
     both = (a, b)
     fan = tuple(fanout) if isinstance(fanout, (list, tuple)) else int(fanout)
