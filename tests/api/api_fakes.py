@@ -80,7 +80,11 @@ class FakeRuntime:
         self.next_id = 100
         self.closed = False
         self.submitted = []
+        self.callback = None
         FakeRuntime.instances.append(self)
+
+    def set_update_callback(self, callback) -> None:
+        self.callback = callback
 
     def submit(self, prompt_ids, params) -> int:
         with self.lock:
@@ -93,6 +97,14 @@ class FakeRuntime:
             return rid
 
     def poll(self, rid, timeout=None) -> FakeUpdate:
+        """Makes the next round's tokens now; like the real runtime, it notifies the update callback
+        (here: at once, since the next round is always ready)."""
+        update = self._round(rid)
+        if not update.finished and self.callback is not None:
+            self.callback([rid])
+        return update
+
+    def _round(self, rid) -> FakeUpdate:
         time.sleep(0.0005)  # let other threads interleave
         with self.lock:
             r = self.requests[rid]

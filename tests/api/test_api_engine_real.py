@@ -177,6 +177,6 @@ def test_stream_closed_early_is_cancelled_in_the_runtime(engine, greedy):
     s.close()                                   # cancels and collects the runtime's final update
     assert first.token_ids == greedy[: len(first.token_ids)]
     with pytest.raises(ValueError):             # the runtime has forgotten the request
-        engine._runtime.poll(s._req.runtime_id, 0.0)
+        engine._runtime.poll(s._req.runtime_id, 0.0)  # noqa: SLF001 - the runtime has forgotten it
     [o] = engine.generate(PROMPT, SamplingParams(max_new_tokens=N))
     assert o.token_ids == greedy and engine.metrics()["requests_finished"] >= before + 1
