@@ -15,6 +15,7 @@ from saguaro._build_info import build_info  # noqa: E402
 from saguaro.runtime import RequestParams  # noqa: E402
 from saguaro.speculation_config import SpeculationConfig  # noqa: E402
 from saguaro.engine import Engine, Stream  # noqa: E402
+from saguaro.async_engine import AsyncEngine, AsyncStream  # noqa: E402
 from saguaro.results import RequestOutput, StreamDelta  # noqa: E402
 from saguaro.sampling_params import SamplingParams  # noqa: E402
 
@@ -25,6 +26,8 @@ __all__ = [
     "build_info",
     "Engine",
     "Stream",
+    "AsyncEngine",
+    "AsyncStream",
     "SamplingParams",
     "SpeculationConfig",
     "RequestParams",
