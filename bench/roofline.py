@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: bench is a package
 from bench.kernels import cpu_model  # noqa: E402
 
-from saguaro.kernels.linear import available, core  # noqa: E402
+from saguaro.kernels.small_gemm import available, core  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "roofline"
 

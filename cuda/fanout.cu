@@ -3,7 +3,7 @@
 #include <sstream>
 #include <vector>
 
-#include "row_ops.cuh"
+#include "row_primitives.cuh"
 #include "saguaro/fanout.hpp"
 
 namespace saguaro {

@@ -1,7 +1,7 @@
 // CUDA twin of sample_rows_cpu: one block per row processes it (Saguaro included) and samples it.
 #include <vector>
 
-#include "row_ops.cuh"
+#include "row_primitives.cuh"
 #include "saguaro/sample.hpp"
 
 namespace saguaro {

@@ -4,7 +4,7 @@
 #include <sstream>
 #include <vector>
 
-#include "row_ops.cuh"
+#include "row_primitives.cuh"
 #include "saguaro/verify.hpp"
 
 namespace saguaro {

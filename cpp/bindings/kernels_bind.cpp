@@ -12,7 +12,7 @@
 #include "dlpack_tensor.hpp"
 #include "saguaro/fanout.hpp"
 #include "saguaro/philox.hpp"
-#include "saguaro/process.hpp"
+#include "saguaro/logits_processing.hpp"
 #include "saguaro/sample.hpp"
 #include "saguaro/verify.hpp"
 

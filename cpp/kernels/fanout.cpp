@@ -4,7 +4,7 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "row_ops.hpp"
+#include "row_primitives.hpp"
 
 namespace saguaro {
 

@@ -2,7 +2,7 @@
 
 #include <stdexcept>
 
-#include "row_ops.hpp"
+#include "row_primitives.hpp"
 
 namespace saguaro {
 

@@ -3,7 +3,7 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "row_ops.hpp"
+#include "row_primitives.hpp"
 #include "saguaro/philox.hpp"
 #include "saguaro/sample.hpp"
 

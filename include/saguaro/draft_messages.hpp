@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "saguaro/process.hpp"
+#include "saguaro/logits_processing.hpp"
 #include "saguaro/speculation_cache.hpp"
 #include "saguaro/verify.hpp"  // RowKey
 

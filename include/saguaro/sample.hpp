@@ -3,7 +3,7 @@
 #include <cstdint>
 
 #include "saguaro/philox.hpp"
-#include "saguaro/process.hpp"
+#include "saguaro/logits_processing.hpp"
 #include "saguaro/verify.hpp"
 
 namespace saguaro {

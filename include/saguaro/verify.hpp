@@ -2,7 +2,7 @@
 // Chain verification of a speculation (docs/contracts.md §2, ssd-algorithm.md §1, §3).
 #include <cstdint>
 
-#include "saguaro/process.hpp"
+#include "saguaro/logits_processing.hpp"
 
 namespace saguaro {
 

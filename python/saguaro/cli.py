@@ -193,7 +193,7 @@ def _info() -> dict[str, Any]:
         pass
     info["torch_cuda_devices"] = torch.cuda.device_count() if torch.cuda.is_available() else 0
     try:
-        from saguaro.models.cache import cache_root
+        from saguaro.models.model_store import cache_root
 
         info["model_cache"] = str(cache_root())
         info["model_cache_contents"] = _cache_contents(cache_root())
@@ -286,7 +286,7 @@ def _preset_state(preset: Any) -> dict[str, str]:
 def cmd_models_list(args: argparse.Namespace) -> int:
     """Presets and their state: installed (packages), assembled, converted."""
     from saguaro import models
-    from saguaro.models.cache import cache_root
+    from saguaro.models.model_store import cache_root
 
     target, draft = models.default_pair()
     print(f"model cache: {cache_root()}")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from saguaro.kernels.linear import available, core
+from saguaro.kernels.small_gemm import available, core
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -127,7 +127,7 @@ def test_batch_metrics_sum_counters_and_recompute_rates():
 
 def test_make_batches_keeps_order_and_the_short_last_batch():
     from saguaro.benchmark.harness import make_batches
-    from saguaro.benchmark.prompts import Prompt
+    from saguaro.benchmark.prompt_suites import Prompt
 
     ps = [Prompt(id=f"p{i}", source="t", category="c", text=str(i), chat=False) for i in range(5)]
     out = make_batches(ps, [[i] for i in range(5)], 2)

@@ -27,7 +27,7 @@ inline std::vector<int32_t> sorted_ids(const float* v, int64_t n) {
 
 }  // namespace saguaro::testing_util
 
-#include "saguaro/process.hpp"
+#include "saguaro/logits_processing.hpp"
 
 namespace saguaro::testing_util {
 

@@ -2,7 +2,7 @@
 skipped with the reason otherwise).
 
 Bit-identical: greedy rows, top-k sets, fan-out lists, keyed uniforms. Probabilities agree to 1e-6
-relative (block reductions and CUDA's exp round differently, see cuda/row_ops.cuh), and sampled
+relative (block reductions and CUDA's exp round differently, see cuda/row_primitives.cuh), and sampled
 tokens agree except when u * total falls within a few ulps of a CDF step, which the random inputs
 here essentially never hit (a mismatch rate above 1e-3 fails).
 """

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from saguaro.kernels.linear import available, bf16_linear, pack_bf16
+from saguaro.kernels.small_gemm import available, bf16_linear, pack_bf16
 from saguaro.models.linear import Linear
 
 PATHS = ["scalar"] + (["avx2"] if available() else [])

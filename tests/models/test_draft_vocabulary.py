@@ -7,7 +7,7 @@ import torch
 
 from conftest import make_hf, native_from_hf
 
-from saguaro.kernels.linear import available as bf16_kernel_available
+from saguaro.kernels.small_gemm import available as bf16_kernel_available
 from saguaro.models.draft_vocabulary import kept_ids
 
 V = 97

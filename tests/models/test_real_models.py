@@ -6,7 +6,7 @@ import torch
 
 import saguaro.models as M
 from saguaro.models import presets
-from saguaro.models.cache import cache_root
+from saguaro.models.model_store import cache_root
 
 pytestmark = pytest.mark.slow
 

@@ -92,7 +92,7 @@ def test_qwen_pair_ssd_equals_ar_on_code_prompts() -> None:
 
 
 def _bf16_kernel_or_skip() -> None:
-    from saguaro.kernels.linear import available
+    from saguaro.kernels.small_gemm import available
 
     if not available():
         pytest.skip("bf16 exactness needs the batch-invariant bf16 kernel (AVX2+FMA CPUs)")

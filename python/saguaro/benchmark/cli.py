@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from saguaro.benchmark import methods as methods_mod
-from saguaro.benchmark import prompts as prompts_mod
+from saguaro.benchmark import prompt_suites as prompts_mod
 from saguaro.benchmark.harness import BenchConfig, encode_prompts, run_benchmark
 from saguaro.benchmark.report import markdown, write_all
 from saguaro.speculation_config import SpeculationConfig

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Optional, Sequence
 
 from saguaro.benchmark.methods import MethodSpec
-from saguaro.benchmark.prompts import Prompt, repo_root
+from saguaro.benchmark.prompt_suites import Prompt, repo_root
 from saguaro.benchmark.stats import ratios, summarize
 
 #: how long a worker may take to load its models (the 1.5B from GGUF takes about a minute)

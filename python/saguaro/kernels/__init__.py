@@ -13,7 +13,7 @@ from typing import Sequence, Union
 import torch
 
 from saguaro.kernels._args import Purpose, RowParam, as_fanout, as_rows, as_seed_rows, check_logits
-from saguaro.kernels.linear import bf16_linear
+from saguaro.kernels.small_gemm import bf16_linear
 
 __all__ = [
     "Purpose",

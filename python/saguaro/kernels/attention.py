@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from saguaro.kernels.linear import available, core
+from saguaro.kernels.small_gemm import available, core
 
 __all__ = ["available", "branch_attention", "causal_attention"]
 

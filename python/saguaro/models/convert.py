@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from saguaro.models.cache import cache_root, dtype_name, publish_directory
+from saguaro.models.model_store import cache_root, dtype_name, publish_directory
 from saguaro.models.gguf_file import GGUFFile
 from saguaro.models.tokenizer import Tokenizer
 

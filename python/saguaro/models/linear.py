@@ -8,7 +8,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from saguaro.kernels import linear as small_linear
+from saguaro.kernels import small_gemm as small_linear
 
 
 def _kernel_enabled() -> bool:
@@ -19,7 +19,7 @@ class Linear:
     """y = x W^T + b with W [out, in] in the model's dtype.
 
     bf16 weights on the CPU (when the AVX2 kernel runs) are packed once into saguaro's panel layout
-    and run its batch-invariant small-M kernel (saguaro.kernels.linear) at every row count: each
+    and run its batch-invariant small-M kernel (saguaro.kernels.small_gemm) at every row count: each
     row's bits do not depend on the other rows, so a K+1-token verification gives exactly the logits
     of one-token decodes (and a prefill of several prompts together gives each the KV of its prefill
     alone). Only the packed copy is kept; ``weight`` unpacks on first use. It beats torch's bf16

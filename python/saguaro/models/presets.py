@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from saguaro.models.cache import cache_root
+from saguaro.models.model_store import cache_root
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,4 @@
-#include "row_ops.hpp"
+#include "row_primitives.hpp"
 
 #include <algorithm>
 #include <cmath>

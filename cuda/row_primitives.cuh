@@ -1,7 +1,7 @@
 #pragma once
 // Device building blocks of the CUDA kernels: one thread block processes one logits row.
 //
-// Same semantics as the CPU twins (cpp/kernels/row_ops.*); where float reduction order differs:
+// Same semantics as the CPU twins (cpp/kernels/row_primitives.*); where float reduction order differs:
 //  - sums of weights are block reductions (fixed order per launch configuration, so deterministic)
 //    instead of the CPU's id-ordered sequential sums: totals may differ in the last bits;
 //  - top-p mass is accumulated in 2^-60 fixed point (deterministic integer atomics) instead of the
@@ -22,7 +22,7 @@
 #include <string>
 
 #include "saguaro/philox.hpp"
-#include "saguaro/process.hpp"
+#include "saguaro/logits_processing.hpp"
 
 namespace saguaro::cuda_detail {
 

@@ -1,6 +1,6 @@
 """bf16 small-M linear speed: saguaro's batch-invariant kernel vs torch's F.linear, on 1 thread.
 
-Usage: python bench/linear.py [--reps 7] [--threads 1] [--out bench/results/linear]
+Usage: python bench/small_gemm_speed.py [--reps 7] [--threads 1] [--out bench/results/linear]
 
 Shapes (K, N) are the Qwen2.5 0.5B / 1.5B projections (qkv, o, gate_up, down, head); M is the number
 of rows: 1 = a decode step, 5 = a K=4 verify, 8-32 = tree steps. For every (shape, M) the kernel and
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kernels import cpu_model  # noqa: E402
 
-from saguaro.kernels.linear import available, bf16_linear, pack_bf16  # noqa: E402
+from saguaro.kernels.small_gemm import available, bf16_linear, pack_bf16  # noqa: E402
 
 SHAPES = [(896, 1152), (896, 896), (896, 9728), (4864, 896), (896, 151936),
           (1536, 2048), (1536, 17920), (8960, 1536)]

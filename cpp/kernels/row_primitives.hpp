@@ -6,7 +6,7 @@
 #include <utility>
 #include <vector>
 
-#include "saguaro/process.hpp"
+#include "saguaro/logits_processing.hpp"
 
 namespace saguaro::detail {
 

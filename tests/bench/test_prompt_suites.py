@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from saguaro.benchmark import prompts as P
+from saguaro.benchmark import prompt_suites as P
 
 
 def _write(tmp_path, rows, name="p.jsonl"):

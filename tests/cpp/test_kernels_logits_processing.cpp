@@ -5,7 +5,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "saguaro/process.hpp"
+#include "saguaro/logits_processing.hpp"
 #include "test_kernels_util.hpp"
 
 using namespace saguaro;

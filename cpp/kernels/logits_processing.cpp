@@ -1,10 +1,10 @@
-#include "saguaro/process.hpp"
+#include "saguaro/logits_processing.hpp"
 
 #include <cmath>
 #include <sstream>
 #include <stdexcept>
 
-#include "row_ops.hpp"
+#include "row_primitives.hpp"
 
 namespace saguaro {
 

@@ -1,8 +1,8 @@
 // CUDA twin of process_probs_cpu: one block per row.
 #include <vector>
 
-#include "row_ops.cuh"
-#include "saguaro/process.hpp"
+#include "row_primitives.cuh"
+#include "saguaro/logits_processing.hpp"
 
 namespace saguaro {
 
