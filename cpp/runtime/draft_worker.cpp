@@ -6,7 +6,7 @@
 #include <string>
 
 #include "saguaro/fanout.hpp"
-#include "saguaro/process.hpp"
+#include "saguaro/logits_processing.hpp"
 #include "saguaro/sample.hpp"
 #include "saguaro/thread_affinity.hpp"
 
