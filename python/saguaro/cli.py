@@ -119,10 +119,50 @@ def _parser() -> argparse.ArgumentParser:
     mp.add_argument("--dtype", choices=_DTYPES, default="bfloat16", help="weight dtype to convert to")
     mp.set_defaults(func=cmd_models_prepare)
 
+    sv = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (needs the serve extra: pip install "
+                        "'saguaro[serve]')")
+    _add_engine_args(sv)
+    _add_serve_args(sv)
+    sv.set_defaults(func=cmd_serve)
+
     b = sub.add_parser("bench", help="run the benchmark driver (arguments are passed on)", add_help=False)
     b.add_argument("args", nargs=argparse.REMAINDER)
     b.set_defaults(func=cmd_bench)
     return p
+
+
+def _add_serve_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("server")
+    g.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    g.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    g.add_argument("--served-model-name", default=None, help="the model name clients use (default: the target's)")
+    g.add_argument("--max-batch", type=int, default=64, help="requests in the runtime at once; more wait (default 64)")
+    g.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024, help="largest request body (default 4 MiB)")
+    g.add_argument("--shutdown-timeout", type=float, default=30.0,
+                   help="seconds in-flight requests get to finish after SIGTERM before they are cancelled")
+    g.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the engine over HTTP until SIGTERM/Ctrl-C; exit 0 after a graceful shutdown."""
+    try:
+        from saguaro.serve.server import serve
+    except ModuleNotFoundError as e:
+        raise CliError(f"saguaro serve needs {e.name}: pip install 'saguaro[serve]'")
+    from saguaro.async_engine import AsyncEngine
+
+    if args.max_batch < 1:
+        raise CliError(f"--max-batch must be >= 1, got {args.max_batch}")
+    engine = AsyncEngine(**_engine_kwargs(args))
+
+    def ready(port: int) -> None:
+        print(f"saguaro: serving {args.served_model_name or engine.target.name} ({engine.mode}) on "
+              f"http://{args.host}:{port}/v1", file=sys.stderr, flush=True)
+
+    serve(engine, host=args.host, port=args.port, served_model_name=args.served_model_name,
+          max_batch=args.max_batch, max_body_bytes=args.max_body_bytes, shutdown_timeout=args.shutdown_timeout,
+          log_level=args.log_level, ready=ready)
+    return 0
 
 
 def _read_prompt(args: argparse.Namespace) -> str:
@@ -141,17 +181,22 @@ def _read_prompt(args: argparse.Namespace) -> str:
     return args.prompt
 
 
-def _engine_from_args(args: argparse.Namespace) -> Any:
+def _engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The Engine/AsyncEngine arguments the engine options give."""
     import torch
 
+    threads = args.threads or (None, None)
+    return dict(target=args.target, draft=args.draft, mode=args.mode, dtype=getattr(torch, args.dtype),
+                device=args.device, seed=args.engine_seed, k=args.k, fanout=args.fanout,
+                saguaro_c=args.saguaro_c, backup=args.backup, target_threads=threads[0],
+                draft_threads=threads[1], draft_vocab=args.draft_vocab,
+                draft_int8=args.draft_int8 or False)
+
+
+def _engine_from_args(args: argparse.Namespace) -> Any:
     from saguaro.engine import Engine
 
-    threads = args.threads or (None, None)
-    return Engine(target=args.target, draft=args.draft, mode=args.mode, dtype=getattr(torch, args.dtype),
-                  device=args.device, seed=args.engine_seed, k=args.k, fanout=args.fanout,
-                  saguaro_c=args.saguaro_c, backup=args.backup, target_threads=threads[0],
-                  draft_threads=threads[1], draft_vocab=args.draft_vocab,
-                  draft_int8=args.draft_int8 or False)
+    return Engine(**_engine_kwargs(args))
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -193,7 +238,7 @@ def _info() -> dict[str, Any]:
         pass
     info["torch_cuda_devices"] = torch.cuda.device_count() if torch.cuda.is_available() else 0
     try:
-        from saguaro.models.model_store import cache_root
+        from saguaro.models.cache import cache_root
 
         info["model_cache"] = str(cache_root())
         info["model_cache_contents"] = _cache_contents(cache_root())
@@ -286,7 +331,7 @@ def _preset_state(preset: Any) -> dict[str, str]:
 def cmd_models_list(args: argparse.Namespace) -> int:
     """Presets and their state: installed (packages), assembled, converted."""
     from saguaro import models
-    from saguaro.models.model_store import cache_root
+    from saguaro.models.cache import cache_root
 
     target, draft = models.default_pair()
     print(f"model cache: {cache_root()}")
