@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import statistics
-import time
 import traceback
 from dataclasses import asdict
 from typing import Any, Optional, Sequence
 
 from saguaro.benchmark import sampling_calibration as sc
+from saguaro.benchmark.adapter_probe import AdapterProbe
 from saguaro.benchmark import speed_model as sm
 
 #: issue #6 targets: (id, text, kind, threshold)
@@ -45,66 +45,11 @@ def _model_proc(conn: Any, spec: str, dtype: str, busy: Any, load_kw: Optional[d
         from saguaro.benchmark.worker import _torch_dtype
 
         loaded = models.load(spec, dtype=_torch_dtype(dtype), device="cpu", **(load_kw or {}))
-        ad = loaded.adapter
-        conn.send(("ready", {"vocab": ad.vocab_size}))
+        probe = AdapterProbe(loaded.adapter)
+        conn.send(("ready", {"vocab": loaded.adapter.vocab_size}))
     except BaseException:  # noqa: BLE001
         conn.send(("error", traceback.format_exc()))
         return
-    seq = 0
-    ctx_len = 0
-
-    def extend(n: int) -> float:
-        t0 = time.perf_counter()
-        ad.extend([seq], [[11] * n])
-        t = time.perf_counter() - t0
-        ad.truncate(seq, ctx_len)
-        return t
-
-    def tree(m: int, depth: int = 4) -> list[float]:
-        out = []
-        for d in range(depth):
-            t0 = time.perf_counter()
-            ad.tree_step([seq] * m, [ctx_len] * m, [13 + i for i in range(m)], d)
-            out.append(time.perf_counter() - t0)
-        return out
-
-    def probs_at(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-        return torch.softmax(logits.double() / temperature, dim=-1)
-
-    def continue_text(prompt: Sequence[int], n: int, temperature: float, seed: int) -> tuple[list[int], Any]:
-        """n tokens after the prompt: greedy at temperature 0, else sampled (seeded); with the sampling
-        distribution of each (None when greedy)."""
-        s = 1
-        gen = torch.Generator().manual_seed(int(seed))
-        logits = ad.prefill([s], [list(prompt)])
-        toks, rows = [], []
-        for _ in range(n):
-            if temperature > 0:
-                probs = probs_at(logits[-1], temperature)
-                rows.append(probs.float())
-                t = int(torch.multinomial(probs, 1, generator=gen).item())
-            else:
-                t = int(torch.argmax(logits[-1]).item())
-            toks.append(t)
-            logits = ad.extend([s], [[t]])
-        ad.release(s)
-        return toks, (torch.stack(rows) if rows else None)
-
-    def score_text(prompt: Sequence[int], cont: Sequence[int], temperature: float) -> tuple[list[int], Any]:
-        """One teacher-forced pass over prompt + cont: the rank of each cont token (ties: lower id first,
-        as the fan-out kernel does) and, at temperature > 0, the distribution at each position."""
-        s = 2
-        first = ad.prefill([s], [list(prompt)])
-        rest = ad.extend([s], [list(cont[:-1])]) if len(cont) > 1 else first[:0]
-        ad.release(s)
-        rows = torch.cat([first[-1:], rest], 0)
-        ranks = []
-        for i, tok in enumerate(cont):
-            row = rows[i]
-            v = row[tok]
-            ranks.append(int((row > v).sum().item()) + int((row[:tok] == v).sum().item()))
-        return ranks, (probs_at(rows, temperature).float() if temperature > 0 else None)
-
     with torch.inference_mode():
         while True:
             msg = conn.recv()
@@ -116,47 +61,23 @@ def _model_proc(conn: Any, spec: str, dtype: str, busy: Any, load_kw: Optional[d
                     pin_process(msg[1], msg[2])
                     conn.send(("ok", None))
                 elif op == "context":
-                    _release(ad, seq)
-                    ad.prefill([seq], [list(msg[1])])
-                    ctx_len = ad.length(seq)
-                    conn.send(("ok", ctx_len))
+                    conn.send(("ok", probe.set_context(msg[1])))
                 elif op == "time":
                     _, what, arg, reps = msg
-                    if what == "extend":
-                        extend(arg)  # warm-up
-                        conn.send(("ok", [extend(arg) for _ in range(reps)]))
-                    else:
-                        tree(arg, 1)
-                        conn.send(("ok", [t for _ in range(reps) for t in tree(arg)]))
+                    conn.send(("ok", probe.time(what, arg, reps)))
                 elif op == "loop":
                     _, what, arg = msg
-                    count = 0
-                    while busy.is_set():
-                        if what == "extend":
-                            extend(arg)
-                        else:
-                            ad.extend([seq], [[11] * 5])
-                            ad.truncate(seq, ctx_len)
-                            tree(arg)
-                        count += 1
-                    conn.send(("ok", count))
+                    conn.send(("ok", probe.loop(what, arg, busy)))
                 elif op == "continue":
                     _, prompt, n, temperature, seed = msg
-                    conn.send(("ok", continue_text(prompt, n, temperature, seed)))
+                    conn.send(("ok", probe.continue_text(prompt, n, temperature, seed)))
                 elif op == "score":
                     _, prompt, cont, temperature = msg
-                    conn.send(("ok", score_text(prompt, cont, temperature)))
+                    conn.send(("ok", probe.score_text(prompt, cont, temperature)))
                 else:
                     conn.send(("error", f"unknown op {op!r}"))
             except BaseException:  # noqa: BLE001
                 conn.send(("error", traceback.format_exc()))
-
-
-def _release(ad: Any, seq: int) -> None:
-    try:
-        ad.release(seq)
-    except (KeyError, ValueError, IndexError):  # not allocated yet
-        pass
 
 
 class _ModelProcess:
