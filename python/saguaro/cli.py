@@ -58,7 +58,9 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("models and speculation")
     g.add_argument("--target", help="target model: preset name, HF directory or .gguf file (default: the default pair)")
     g.add_argument("--draft", help="draft model (default: the default pair's draft when --target is not given)")
-    g.add_argument("--mode", choices=("ssd", "sd", "ar"), default=None, help="ssd (default), sd or ar (target only)")
+    g.add_argument("--mode", choices=("auto", "ssd", "sd", "ar"), default=None,
+                   help="auto (generate's default on the CPU: a short calibration, cached per machine and pair, "
+                        "picks the fastest of ar/sd/ssd with its K and threads), ssd, sd or ar (target only)")
     g.add_argument("--k", type=int, default=None, help="draft tokens per round")
     g.add_argument("--fanout", type=_fanout, default=None, help="fan-out budget M, or F_0,...,F_k, or geometric/uniform")
     g.add_argument("--saguaro-c", type=float, default=None, help="Saguaro constant C in [0, 1] (1 = off)")
@@ -193,12 +195,6 @@ def _engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
                 draft_int8=args.draft_int8 or False)
 
 
-def _engine_from_args(args: argparse.Namespace) -> Any:
-    from saguaro.engine import Engine
-
-    return Engine(**_engine_kwargs(args))
-
-
 def cmd_generate(args: argparse.Namespace) -> int:
     """Stream the completion of one prompt to stdout; the speed summary goes to stderr."""
     from saguaro.results import speed_summary
@@ -208,7 +204,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     sampling = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                               max_new_tokens=args.max_new_tokens, seed=args.seed, stop=args.stop,
                               ignore_eos=args.ignore_eos)
-    with _engine_from_args(args) as engine:
+    kwargs = _engine_kwargs(args)
+    if kwargs["mode"] is None and args.device == "cpu":
+        kwargs["mode"] = "auto"  # the user should not need to know which mode is fastest here
+    from saguaro.engine import Engine
+
+    with Engine(**kwargs) as engine:
         stream = engine.stream(prompt, sampling, chat=args.chat)
         last = None
         with stream:
@@ -220,7 +221,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         if not args.no_summary and last is not None:
             metrics = dict(last.metrics)
-            print(f"[{engine.mode}] {speed_summary(metrics)} (finish: {last.finish_reason})", file=sys.stderr)
+            mode = engine.mode
+            if engine.auto_choice is not None:  # say what auto chose and why
+                mode = f"auto: {engine.auto_choice.method.removeprefix('saguaro-')}"
+                print(f"[auto] {engine.auto_choice.reason}", file=sys.stderr)
+            print(f"[{mode}] {speed_summary(metrics)} (finish: {last.finish_reason})", file=sys.stderr)
     return 0
 
 
@@ -238,7 +243,7 @@ def _info() -> dict[str, Any]:
         pass
     info["torch_cuda_devices"] = torch.cuda.device_count() if torch.cuda.is_available() else 0
     try:
-        from saguaro.models.cache import cache_root
+        from saguaro.models.model_store import cache_root
 
         info["model_cache"] = str(cache_root())
         info["model_cache_contents"] = _cache_contents(cache_root())
@@ -331,7 +336,7 @@ def _preset_state(preset: Any) -> dict[str, str]:
 def cmd_models_list(args: argparse.Namespace) -> int:
     """Presets and their state: installed (packages), assembled, converted."""
     from saguaro import models
-    from saguaro.models.cache import cache_root
+    from saguaro.models.model_store import cache_root
 
     target, draft = models.default_pair()
     print(f"model cache: {cache_root()}")

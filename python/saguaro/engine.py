@@ -47,6 +47,18 @@ def _make_runtime(target_adapter: Any, draft_adapter: Any, config: SpeculationCo
     return Runtime(target_adapter, draft_adapter, config)
 
 
+def _fixed_fields(speculation: Optional[SpeculationConfig], given: dict[str, Any]) -> list[str]:
+    """The SpeculationConfig fields the caller set (mode="auto" keeps them): keywords given, and the
+    fields of a given ``speculation`` that differ from the defaults."""
+    names = {name for name, value in given.items() if value is not None}
+    if "fanout" in names:  # a budget or a list: the whole fan-out is the caller's
+        names |= {"fanout_budget", "fanout_kind"}
+    if isinstance(speculation, SpeculationConfig):  # anything else is refused by resolve_speculation
+        default = SpeculationConfig()
+        names |= {f for f in vars(default) if f != "mode" and getattr(speculation, f) != getattr(default, f)}
+    return sorted(names)
+
+
 def _close_runtime(runtime: Any) -> None:
     """Close the runtime and drop its update callback (which refers back to the engine's book)."""
     runtime.close()
@@ -62,8 +74,10 @@ class Engine:
     ``target``/``draft``: a preset name ("qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b",
     "smollm2-135m"), a Hugging Face directory, a .gguf file, a native model, a transformers model, a
     callable or a TorchScript module (see ``saguaro.models.load``), or an already loaded model. Both
-    None: the default pair. ``mode``: "ssd" (default), "sd" (draft then verify, in turn) or "ar"
-    (target only; no draft is loaded). k, fanout, saguaro_c, backup, cache_policy, strict and the
+    None: the default pair. ``mode``: "ssd" (default), "sd" (draft then verify, in turn), "ar"
+    (target only; no draft is loaded) or "auto" (a short calibration on this machine picks the
+    fastest of them with its K, fan-out and threads, cached per machine and pair; what it chose and
+    why is ``engine.auto_choice`` and ``engine.metrics()["auto"]``; ``saguaro.auto_mode``). k, fanout, saguaro_c, backup, cache_policy, strict and the
     thread/core settings override ``speculation`` (default: ``SpeculationConfig`` with the K and
     fan-out budget the planner chose for this device and draft kind in the committed benchmark runs,
     ``saguaro.planned_defaults``). ``seed`` seeds requests that give none. ``draft_vocab``
@@ -95,19 +109,33 @@ class Engine:
         if draft_int8 not in (False, None, True, "weight", "dynamic"):
             raise ValueError(f"draft_int8 must be 'weight' (weight-only int8), 'dynamic' (int8 weights and "
                              f"activations) or False, got {draft_int8!r}")
+        auto = mode == "auto"
+        if auto and str(device) != "cpu":
+            raise NotImplementedError(f"mode='auto' calibrates CPU threads and cores; on device {device!r} "
+                                      f"pass mode='ssd', 'sd' or 'ar'")
+        given = dict(k=k, fanout=fanout, fanout_kind=fanout_kind, saguaro_c=saguaro_c, backup=backup,
+                     cache_policy=cache_policy, strict=strict, target_threads=target_threads,
+                     draft_threads=draft_threads, target_cores=target_cores, draft_cores=draft_cores)
+        fixed = _fixed_fields(speculation, given)
         if speculation is None:
             planned_k, planned_budget = planned_shape(device, draft_int8)
             speculation = SpeculationConfig(k=planned_k, fanout_budget=planned_budget)
-        self.config = resolve_speculation(
-            speculation, mode=mode, k=k, fanout=fanout, fanout_kind=fanout_kind, saguaro_c=saguaro_c,
-            backup=backup, cache_policy=cache_policy, strict=strict, target_threads=target_threads,
-            draft_threads=draft_threads, target_cores=target_cores, draft_cores=draft_cores)
-        self.mode = self.config.mode
+        self.config = resolve_speculation(speculation, mode=None if auto else mode, **given)
         self.seed = seed
-        pair = load_pair(target, draft, mode=self.mode, dtype=dtype, device=device, draft_int8=draft_int8,
-                         draft_vocab=draft_vocab)
+        # auto: load the draft (the choice may need it) and decide after loading
+        pair = load_pair(target, draft, mode="ssd" if auto else self.config.mode, dtype=dtype, device=device,
+                         draft_int8=draft_int8, draft_vocab=draft_vocab)
+        #: what mode="auto" chose and why (None when the mode was given)
+        self.auto_choice = None
+        if auto:
+            from saguaro import auto_mode
+
+            self.auto_choice = auto_mode.choose(pair.target, pair.draft, pair.tokenizer, self.config, fixed=fixed,
+                                                options={"draft_int8": str(draft_int8), "draft_vocab": str(draft_vocab)})
+            self.config = self.auto_choice.config
+        self.mode = self.config.mode
         self.target = pair.target
-        self.draft = pair.draft
+        self.draft = pair.draft if self.mode != "ar" else None
         self.tokenizer = pair.tokenizer
         self.max_context = pair.max_context
         self._runtime = _make_runtime(_EosPerRequest(self.target.adapter),
@@ -216,4 +244,6 @@ class Engine:
         m.update(self._book.counts())
         # the runtime's "mode" wins: it reads "ar" once a failed draft made it fall back
         m.setdefault("mode", self.mode)
+        if self.auto_choice is not None:
+            m["auto"] = self.auto_choice.as_dict()
         return derive_metrics(m)

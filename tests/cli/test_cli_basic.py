@@ -41,7 +41,7 @@ def test_info_prints_build_devices_and_cache():
     (("generate", "--file", "/nonexistent/prompt.txt"), "error: cannot read the prompt file"),
     (("generate", "x", "--file", "y"), "error: give the prompt either as an argument or with --file"),
     (("generate", "x", "--k", "0", "--target", "smollm2-135m", "--draft", "smollm2-135m"),
-     "error: k (draft tokens per round) must be an integer >= 1"),
+     "error: k (draft tokens per round) must be an integer in 1..64, got 0"),
     (("generate", "x", "--saguaro-c", "2", "--target", "smollm2-135m", "--draft", "smollm2-135m"),
      "error: saguaro_c must be in [0, 1]"),
 ])

@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--methods", help="comma-separated subset: ar-1t,ar-2t,sd-1t,sd-2t,ssd,hf-ar,hf-assisted (default all)")
+    p.add_argument("--methods", help="comma-separated subset: ar-1t,ar-2t,sd-1t,sd-2t,ssd,auto,hf-ar,hf-assisted (default all)")
     p.add_argument("--k", type=int, help="draft tokens per round (default: the planner's choice, else SpeculationConfig's)")
     p.add_argument("--sd-k", type=int, help="draft tokens per round of the SD rows (default: --k, or the planner's best K per row)")
     p.add_argument("--fanout", help="SSD fan-out budget M or a list F_0,...,F_K (default: the planner's choice, else SpeculationConfig's)")

@@ -24,7 +24,8 @@ class MethodSpec:
 
     name: str
     family: Family
-    mode: Literal["ar", "sd", "ssd"]
+    #: "auto": the engine chooses mode, K, fan-out and threads itself (saguaro.auto_mode)
+    mode: Literal["ar", "sd", "ssd", "auto"]
     target_threads: int = 1
     draft_threads: int = 1
     target_cores: tuple[int, ...] = (0,)
@@ -96,6 +97,8 @@ def standard_methods(*, k: Optional[int] = None, fanout: Union[int, Sequence[int
         MethodSpec("saguaro-sd-2t", "saguaro", "sd", 2, 2, both, both, k=k, worker="saguaro"),
         MethodSpec("saguaro-ssd", "saguaro", "ssd", 1, 1, (a,), (b,), k=k, fanout=fan, fanout_r=fanout_r,
                    saguaro_c=saguaro_c, backup=backup, worker="saguaro"),
+        # what a user gets from Engine(mode="auto") / the CLI's default: must match the fastest row above
+        MethodSpec("saguaro-auto", "saguaro", "auto", 2, 2, both, both, worker="saguaro"),
         MethodSpec("transformers-ar-2t", "transformers", "ar", 2, 2, both, both, worker="transformers"),
         MethodSpec("transformers-assisted-2t", "transformers", "sd", 2, 2, both, both, worker="transformers"),
     ]
@@ -112,7 +115,7 @@ def select(methods: Sequence[MethodSpec], names: Optional[Sequence[str]]) -> lis
         full = aliases.get(n, n if n.startswith(("saguaro-", "transformers-")) else f"saguaro-{n}")
         if full not in {m.name for m in methods}:
             raise ValueError(f"unknown method {n!r}; choose from {[m.name for m in methods]} "
-                             f"(short forms: ar-1t, ar-2t, sd-1t, sd-2t, ssd, hf-ar, hf-assisted)")
+                             f"(short forms: ar-1t, ar-2t, sd-1t, sd-2t, ssd, auto, hf-ar, hf-assisted)")
         wanted.append(full)
     return [m for m in methods if m.name in wanted]
 

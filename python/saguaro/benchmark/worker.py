@@ -121,6 +121,10 @@ class _SaguaroMethods:
         self.engines: dict[str, Any] = {}
 
     def _engine(self, m: MethodSpec) -> Any:
+        if m.name not in self.engines and m.mode == "auto":
+            # the engine chooses mode, K, fan-out, threads and cores itself: give it nothing else
+            self.engines[m.name] = self.saguaro.Engine(target=self.target, draft=self.draft, mode="auto",
+                                                       dtype=self.dtype, seed=self.seed)
         if m.name not in self.engines:
             kwargs: dict = dict(mode=m.mode, dtype=self.dtype, seed=self.seed, target_threads=m.target_threads,
                                 target_cores=list(m.target_cores))
@@ -156,6 +160,8 @@ class _SaguaroMethods:
             warnings.warn_explicit(n.message, n.category, n.filename, n.lineno)
         metrics = batch_metrics([_jsonable(dict(o.metrics or {})) for o in outs])
         metrics["engine_delta"] = delta
+        if getattr(engine, "auto_choice", None) is not None:  # what mode="auto" chose and why
+            metrics["auto"] = engine.auto_choice.as_dict()
         ttfts = [o.metrics.get("time_to_first_token_s", o.metrics.get("ttft_s")) for o in outs if o.metrics]
         ttfts = [t for t in ttfts if isinstance(t, (int, float))]
         per_request = [list(o.token_ids) for o in outs]
