@@ -66,7 +66,7 @@ class PyModel final : public Model {
   }
 
   // One interpreter thread state per worker thread for its whole life (creating one per call
-  // costs microseconds; design.md).
+  // costs microseconds; docs/architecture.md).
   void attach_thread() override {
     py::gil_scoped_acquire gil;
     gil.inc_ref();

@@ -46,7 +46,7 @@ FanoutSchedule make_schedule(int32_t k, const std::string& kind, int32_t budget,
 
 void bind_schedule(py::module_& m) {
   py::class_<FanoutSchedule>(m, "FanoutSchedule",
-                             "How the branch budget M is spread over positions 0..K (ssd-algorithm.md §2.2), "
+                             "How the branch budget M is spread over positions 0..K (docs/algorithm.md §2.2), "
                              "from live acceptance and miss-rate estimates. Thread-safe.")
       // Defaults are FanoutConfig's (the one place they are written).
       .def(py::init(&make_schedule), py::arg("k"), py::arg("kind") = fanout_kind_name(FanoutConfig{}.kind),

@@ -1,5 +1,5 @@
 #pragma once
-// Which backup speculator covers a cache miss (ssd-algorithm.md §3): the neural "jit" backup below
+// Which backup speculator covers a cache miss (docs/algorithm.md §3): the neural "jit" backup below
 // a critical batch size, the fast (n-gram) backup from it on. With hit rate h per sequence a batch
 // of B waits for a jit backup with probability 1 - h^B, so per sequence and unit of time
 //   jit : (h·E_hit + (1-h)·E_jit) / (V + (1 - h^B)·T_jit)

@@ -1,5 +1,5 @@
 #pragma once
-// Fan-out candidate selection (ssd-algorithm.md §2.1 "Fork"): the likely bonus tokens per position.
+// Fan-out candidate selection (docs/algorithm.md §2.1 "Fork"): the likely bonus tokens per position.
 #include <cstdint>
 
 namespace saguaro {

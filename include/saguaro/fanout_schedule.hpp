@@ -1,6 +1,6 @@
 #pragma once
 // Fan-out: how the budget of M branches per sequence is spread over the K+1 positions where the bonus
-// token can land (ssd-algorithm.md §2.2).
+// token can land (docs/algorithm.md §2.2).
 //
 // Geometric (ours: computed from LIVE estimates): with per-position acceptance a and miss-rate exponent
 // r (1 - hit(F) ≈ c·F^(-r)), maximising the expected hit rate under sum F_j = M gives

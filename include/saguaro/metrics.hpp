@@ -1,5 +1,5 @@
 #pragma once
-// What the runtime measures, per request and in aggregate (ssd-algorithm.md §5 terms).
+// What the runtime measures, per request and in aggregate (docs/algorithm.md §5 terms).
 #include <cstdint>
 #include <string>
 #include <vector>

@@ -1,5 +1,5 @@
 #pragma once
-// Fast backup speculator (ssd-algorithm.md §3, ours): prompt lookup. Near-zero latency, deterministic
+// Fast backup speculator (docs/algorithm.md §3, ours): prompt lookup. Near-zero latency, deterministic
 // proposals (q = one-hot, verified with the deterministic rule, so exactness is kept).
 
 #include <cstdint>

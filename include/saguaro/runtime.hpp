@@ -1,5 +1,5 @@
 #pragma once
-// The asynchronous target/draft runtime (ssd-algorithm.md §1-§5, design.md "One SSD round").
+// The asynchronous target/draft runtime (docs/algorithm.md §1-§5, docs/architecture.md "One SSD round, step by step").
 // A target worker thread runs the rounds; in ssd a draft worker thread builds the speculation cache
 // while the target verifies, and serves chain drafting (sd and jit backups). The draft model is
 // only ever called from the draft worker, the target model only from the target worker.

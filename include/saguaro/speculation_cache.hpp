@@ -1,5 +1,5 @@
 #pragma once
-// The speculation cache (ssd-algorithm.md §2): the draft publishes, for each predicted verification
+// The speculation cache (docs/algorithm.md §2): the draft publishes, for each predicted verification
 // outcome (sequence, accepted k, bonus t), the next speculation (K tokens + the exact q rows they were
 // sampled from); the target looks the actual outcome up when verification ends.
 //

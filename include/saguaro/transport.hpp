@@ -1,5 +1,5 @@
 #pragma once
-// How the target and the draft exchange messages (design.md: in-process now, NCCL/processes later).
+// How the target and the draft exchange messages (docs/architecture.md: in-process now, NCCL/processes later).
 //
 // Contract of every Transport:
 // * send_to_draft / receive_at_draft / send_to_target / receive_at_target: one direction each.

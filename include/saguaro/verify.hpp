@@ -1,5 +1,5 @@
 #pragma once
-// Chain verification of a speculation (docs/contracts.md §2, ssd-algorithm.md §1, §3).
+// Chain verification of a speculation (docs/contracts.md §2, docs/algorithm.md §1, §3).
 #include <cstdint>
 
 #include "saguaro/logits_processing.hpp"

@@ -22,7 +22,7 @@ PLANS: dict[tuple[str, str], tuple[int, int]] = {
     ("cpu", "bf16"): (_RUNTIME_DEFAULTS.k, _RUNTIME_DEFAULTS.fanout_budget),
     # quick-greedy-b1-int8dyn and its repeat: K = 2, fan-out [2, 2, 4]
     ("cpu", "int8"): (2, 8),
-    # no SSD-loop benchmark on a GPU yet: the public reproduction's best K = 4 (ssd-algorithm.md §2.1)
+    # no SSD-loop benchmark on a GPU yet: the public reproduction's best K = 4 (docs/algorithm.md §2.1)
     ("cuda", "bf16"): (4, 6),
 }
 

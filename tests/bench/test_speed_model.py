@@ -1,4 +1,4 @@
-"""The planner's math (ssd-algorithm.md §5) on synthetic numbers."""
+"""The planner's math (docs/algorithm.md §5) on synthetic numbers."""
 from __future__ import annotations
 
 import math

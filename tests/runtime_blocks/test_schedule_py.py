@@ -11,7 +11,7 @@ from saguaro import _core
 
 
 def _closed_form(a: float, r: float, k: int, budget: int) -> list[int]:
-    """Independent re-derivation of ssd-algorithm.md §2.2 (raise shares < 1 to 1, then largest remainder)."""
+    """Independent re-derivation of docs/algorithm.md §2.2 (raise shares < 1 to 1, then largest remainder)."""
     a = min(max(a, 1e-3), 0.999)
     e = 1.0 / (1.0 + r)
     w = [a ** (j * e) for j in range(k)] + [a ** (k * e) * (1.0 - a) ** (-e)]

@@ -224,7 +224,7 @@ def make_plan(lat: sm.Latencies, ranks: Sequence[int], *, temperature: float = 0
         a, rejected, accepted = sm.curves_from_ranks(ranks)
         best = sm.plan_ssd(lat, a, rejected.r, rejected, accepted, ks, bud)
         c = 1.0
-        c_note = ("temperature 0: the Saguaro constant C has no effect (ssd-algorithm.md §4), C = 1"
+        c_note = ("temperature 0: the Saguaro constant C has no effect (docs/algorithm.md §4), C = 1"
                   if temperature == 0 else
                   "C = 1: no distributions were calibrated at this temperature (planner.measure(temperature=...))")
     r = rejected.r

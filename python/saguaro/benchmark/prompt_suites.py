@@ -161,7 +161,7 @@ def load_jsonl(path: os.PathLike | str, *, source: Optional[str] = None,
 
 def suite_prompts(suite: str, *, humaneval_n: Optional[int] = None, mtbench_per_category: Optional[int] = None,
                   mtbench_n: Optional[int] = None, specbench_per_category: Optional[int] = None) -> list[Prompt]:
-    """The prompts of a standard suite (benchmarks.md): ``quick`` = HumanEval 0-7 + MT-Bench one per
+    """The prompts of a standard suite (docs/measuring-speed.md): ``quick`` = HumanEval 0-7 + MT-Bench one per
     category; ``full`` adds Spec-Bench, two per category. The counts can be reduced for short runs."""
     if suite not in ("quick", "full"):
         raise ValueError(f"suite must be 'quick' or 'full', got {suite!r}")

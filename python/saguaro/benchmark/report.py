@@ -75,7 +75,7 @@ def markdown(results: dict, title: Optional[str] = None) -> str:
                      f"{r['numerator'] or '–'} / {r['denominator'] or '–'} |")
     plan = results.get("planner")
     if plan:
-        lines += ["", "## Plan and limits (speed model of ssd-algorithm.md §5, measured latencies)", "",
+        lines += ["", "## Plan and limits (speed model of docs/algorithm.md §5, measured latencies)", "",
                   f"- acceptance a = {plan['acceptance']:.3f} over {plan['calibration_positions']} calibration positions; "
                   f"hit curves (C = {plan['saguaro_c']:g}) after a rejection miss(F) = {plan['hit_curve_rejected']['m1']:.2f}·F^-{plan['hit_curve_rejected']['r']:.2f}, "
                   f"after all accepted {plan['hit_curve_all_accepted']['m1']:.2f}·F^-{plan['hit_curve_all_accepted']['r']:.2f}",

@@ -1,5 +1,5 @@
 """Calibration at temperature > 0: acceptance and speculation-cache hit rates, for each Saguaro constant C,
-from the two models' distributions on a text the target sampled (ssd-algorithm.md §2.2, §4).
+from the two models' distributions on a text the target sampled (docs/algorithm.md §2.2, §4).
 
 Greedy calibration only needs ranks (planner.curves_from_ranks). With sampling, what matters is the
 distributions themselves: at a speculation position the draft samples x from q~ (q with its top-(F+1)

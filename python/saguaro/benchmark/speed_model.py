@@ -1,4 +1,4 @@
-"""The expected-speed model of ssd-algorithm.md §5, in seconds and tokens (pure math, no models).
+"""The expected-speed model of docs/algorithm.md §5, in seconds and tokens (pure math, no models).
 
 Acceptance is capped-geometric with per-token acceptance a; the speculation-cache miss rate at a
 position with fan-out F is m1 * F^(-r) (m1 = miss rate with one candidate). Latencies are measured
