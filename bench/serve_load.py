@@ -1,0 +1,236 @@
+"""Load benchmark of ``saguaro serve``: requests/s, time to first token and inter-token latency
+(p50/p99) at several client concurrencies, for AR, SD and SSD.
+
+For each mode it starts a server on a free loopback port, warms it up, then at each concurrency runs
+a fixed number of streaming completions (greedy, ``ignore_eos`` so every request has the same
+length) from that many concurrent clients. Results go to bench/results/serve-load-<name>.json and
+.md. Example (SmolLM2 as target and draft, a reduced run):
+
+    python -m bench.serve_load --target smollm2-135m --draft smollm2-135m --name smollm2 --requests 16
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PROMPTS = ["def quicksort(arr):", "import numpy as np\n\ndef normalize(x):", "class LinkedList:\n",
+           "# read a CSV file and print the mean of each column\n", "def is_prime(n):",
+           "async def fetch(url):", "SELECT name, COUNT(*) FROM", "def binary_search(a, x):"]
+_READY = re.compile(r"saguaro: serving .* on http://127\.0\.0\.1:(\d+)/v1")
+SERVED = "bench"
+
+
+def percentile(values: list[float], q: float) -> Optional[float]:
+    """The q-quantile (0..1) by linear interpolation; None for no values."""
+    if not values:
+        return None
+    v = sorted(values)
+    pos = q * (len(v) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(v) - 1)
+    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
+
+
+class ServerProcess:
+    """``python -m saguaro serve`` for one mode, on port 0 (the ready line names the port)."""
+
+    def __init__(self, args: argparse.Namespace, mode: str) -> None:
+        cmd = [sys.executable, "-m", "saguaro", "serve", "--mode", mode, "--port", "0", "--served-model-name",
+               SERVED, "--log-level", "warning", "--dtype", args.dtype, "--max-batch", str(max(args.concurrency))]
+        if args.target:
+            cmd += ["--target", args.target]
+        if args.draft and mode != "ar":
+            cmd += ["--draft", args.draft]
+        cmd += args.engine_args
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.log: list[str] = []
+        found: list[int] = []
+        ready = threading.Event()
+
+        def pump() -> None:
+            for line in self.proc.stderr:  # type: ignore[union-attr]
+                self.log.append(line)
+                m = _READY.search(line)
+                if m and not found:
+                    found.append(int(m.group(1)))
+                    ready.set()
+            ready.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        ready.wait(args.startup_timeout)
+        if not found:
+            self.proc.kill()
+            raise RuntimeError(f"the {mode} server did not start:\n" + "".join(self.log[-20:]))
+        self.url = f"http://127.0.0.1:{found[0]}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(120)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+async def _one(http: Any, prompt: str, max_tokens: int) -> dict[str, Any]:
+    """One streaming completion: its TTFT, per-token gaps, tokens and SSD figures."""
+    body = {"model": SERVED, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True,
+            "stream": True, "return_token_ids": True}
+    start = time.perf_counter()
+    first: Optional[float] = None
+    last = start
+    gaps: list[float] = []
+    tokens = 0
+    figures: dict[str, Any] = {}
+    async with http.stream("POST", "/v1/completions", json=body) as r:
+        if r.status_code != 200:
+            raise RuntimeError(f"HTTP {r.status_code}: {await r.aread()!r}")
+        async for line in r.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if "error" in chunk:
+                raise RuntimeError(chunk["error"]["message"])
+            figures = chunk.get("saguaro", figures)
+            n = len(chunk["choices"][0].get("token_ids") or []) if chunk["choices"] else 0
+            if n == 0:
+                continue
+            now = time.perf_counter()
+            if first is None:
+                first = now
+                n -= 1
+            elif n:
+                gaps += [(now - last) / n] * n
+            tokens += len(chunk["choices"][0]["token_ids"])
+            last = now
+    return {"ttft_s": (first or last) - start, "gaps_s": gaps, "tokens": tokens, "total_s": last - start,
+            "saguaro": figures}
+
+
+async def _level(url: str, concurrency: int, requests: int, max_tokens: int) -> dict[str, Any]:
+    import httpx
+
+    sem = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=1800,
+                                 limits=httpx.Limits(max_connections=concurrency + 2)) as http:
+        async def guarded(i: int) -> dict[str, Any]:
+            async with sem:
+                return await _one(http, PROMPTS[i % len(PROMPTS)], max_tokens)
+
+        t0 = time.perf_counter()
+        runs = await asyncio.gather(*(guarded(i) for i in range(requests)))
+        wall = time.perf_counter() - t0
+    ttft = [r["ttft_s"] for r in runs]
+    gaps = [g for r in runs for g in r["gaps_s"]]
+    tokens = sum(r["tokens"] for r in runs)
+    proposed = sum(r["saguaro"].get("proposed_tokens", 0) for r in runs)
+    accepted = sum(r["saguaro"].get("accepted_tokens", 0) for r in runs)
+    rounds = sum(r["saguaro"].get("rounds", 0) for r in runs)
+    return {"concurrency": concurrency, "requests": requests, "wall_s": wall, "requests_per_s": requests / wall,
+            "tokens_per_s": tokens / wall, "ttft_p50_s": percentile(ttft, 0.5), "ttft_p99_s": percentile(ttft, 0.99),
+            "itl_p50_s": percentile(gaps, 0.5), "itl_p99_s": percentile(gaps, 0.99),
+            "tokens_per_round": tokens / rounds if rounds else None,
+            "acceptance_rate": accepted / proposed if proposed else None}
+
+
+def _runtime_figures(url: str) -> dict[str, float]:
+    import httpx
+
+    out = {}
+    for line in httpx.get(url + "/metrics", timeout=60).text.splitlines():
+        if line.startswith(("saguaro_runtime_", "saguaro_draft_hidden_fraction", 'saguaro_backups_total')):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every mode at every concurrency; the result record."""
+    record: dict[str, Any] = {
+        "name": args.name, "target": args.target or "default pair", "draft": args.draft or "default pair",
+        "dtype": args.dtype, "max_tokens": args.max_tokens, "requests_per_level": args.requests,
+        "engine_args": args.engine_args, "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "modes": {}}
+    for mode in args.modes:
+        server = ServerProcess(args, mode)
+        try:
+            asyncio.run(_level(server.url, 2, 2, 4))  # warm-up
+            levels = []
+            for c in args.concurrency:
+                n = max(args.requests, c)
+                levels.append(asyncio.run(_level(server.url, c, n, args.max_tokens)))
+                lv = levels[-1]
+                print(f"{mode} c={c}: {lv['requests_per_s']:.2f} req/s, {lv['tokens_per_s']:.1f} tok/s, "
+                      f"TTFT p50 {lv['ttft_p50_s'] * 1e3:.0f} ms, ITL p50 {lv['itl_p50_s'] * 1e3:.1f} ms",
+                      file=sys.stderr, flush=True)
+            record["modes"][mode] = {"levels": levels, "runtime": _runtime_figures(server.url)}
+        finally:
+            server.stop()
+    return record
+
+
+def markdown(record: dict[str, Any]) -> str:
+    """The result as a Markdown page."""
+    def ms(x: Optional[float]) -> str:
+        return "n/a" if x is None else f"{x * 1e3:.1f}"
+
+    lines = [f"# saguaro serve load: {record['name']}", "",
+             f"Target {record['target']}, draft {record['draft']} ({record['dtype']}); {record['requests_per_level']} "
+             f"streaming greedy completions of {record['max_tokens']} tokens per level (at least one per client); "
+             f"{record['machine']['cpus']} CPUs, {record['date']}. Extra engine options: "
+             f"{' '.join(record['engine_args']) or 'none'}.", "",
+             "| mode | clients | req/s | tok/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | tokens/round |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for mode, data in record["modes"].items():
+        for lv in data["levels"]:
+            tpr = "n/a" if lv["tokens_per_round"] is None else f"{lv['tokens_per_round']:.2f}"
+            lines.append(f"| {mode} | {lv['concurrency']} | {lv['requests_per_s']:.2f} | {lv['tokens_per_s']:.1f} | "
+                         f"{ms(lv['ttft_p50_s'])} | {ms(lv['ttft_p99_s'])} | {ms(lv['itl_p50_s'])} | "
+                         f"{ms(lv['itl_p99_s'])} | {tpr} |")
+    lines += ["", "Runtime figures after each mode's run (rounds, rows, backups, draft time hidden):", ""]
+    for mode, data in record["modes"].items():
+        rt = data["runtime"]
+        rounds = rt.get("saguaro_runtime_rounds_total", 0)
+        rows = rt.get("saguaro_runtime_round_rows_total", 0)
+        lines.append(f"- {mode}: {int(rounds)} rounds, mean batch {rows / rounds if rounds else 0:.2f} rows, "
+                     f"backups jit {int(rt.get('saguaro_backups_total{kind=\"jit\"}', 0))} / fast "
+                     f"{int(rt.get('saguaro_backups_total{kind=\"fast\"}', 0))}, draft hidden fraction "
+                     f"{rt.get('saguaro_draft_hidden_fraction', 0):.2f}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--target", default=None, help="target model (default: the default pair)")
+    p.add_argument("--draft", default=None, help="draft model (default: the default pair)")
+    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--modes", nargs="+", default=["ar", "sd", "ssd"], choices=["ar", "sd", "ssd"])
+    p.add_argument("--concurrency", nargs="+", type=int, default=[1, 4, 16])
+    p.add_argument("--requests", type=int, default=32, help="requests per level (at least one per client)")
+    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--name", default="default-pair", help="the result files' name: serve-load-NAME.{json,md}")
+    p.add_argument("--startup-timeout", type=float, default=900.0)
+    p.add_argument("engine_args", nargs="*", help="more `saguaro serve` options after --, e.g. -- --k 3")
+    args = p.parse_args(argv)
+    record = run(args)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    base = RESULTS / f"serve-load-{args.name}"
+    base.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    base.with_suffix(".md").write_text(markdown(record))
+    print(markdown(record))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
