@@ -136,9 +136,9 @@ void bind_runtime(py::module_& m) {
             py::gil_scoped_release release;
             return rt.submit(std::move(prompt), std::move(p));
           },
-          py::arg("prompt"), py::kw_only(), py::arg("temperature") = 0.f, py::arg("top_k") = 0, py::arg("top_p") = 1.f,
-          py::arg("max_new_tokens") = 128, py::arg("stop_token_ids") = std::vector<int32_t>{}, py::arg("seed") = 0,
-          py::arg("stream") = 0)
+          // No defaults here: saguaro.runtime.RequestParams holds them and always passes every field.
+          py::arg("prompt"), py::kw_only(), py::arg("temperature"), py::arg("top_k"), py::arg("top_p"),
+          py::arg("max_new_tokens"), py::arg("stop_token_ids"), py::arg("seed"), py::arg("stream"))
       .def(
           "poll",
           [](Runtime& rt, int64_t id, std::optional<double> timeout) {

@@ -20,14 +20,6 @@ from saguaro.stop import OutputText
 from saguaro.update_signal import UpdateSignal
 
 
-def _update_tokens(update: Any) -> list[int]:
-    for name in ("new_tokens", "tokens", "token_ids"):
-        v = getattr(update, name, None)
-        if v is not None:
-            return [int(t) for t in v]
-    return []
-
-
 def _no_text(ids: Sequence[int]) -> str:
     # a model loaded without a tokenizer (a callable, a bare module) produces token ids only
     return ""
@@ -185,7 +177,7 @@ class RequestBook:
         """
         for note in getattr(update, "messages", None) or ():
             warnings.warn(f"saguaro request {req.index}: {note}", RuntimeWarning, stacklevel=4)
-        tokens = _update_tokens(update)
+        tokens = [int(t) for t in update.new_tokens]
         finished = bool(getattr(update, "finished", False))
         if tokens and req.first_token is None:
             req.first_token = time.perf_counter()

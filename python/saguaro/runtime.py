@@ -45,11 +45,6 @@ class RequestUpdate:
     #: the request's counters and timings once finished (empty before)
     metrics: dict = field(default_factory=dict)
 
-    @property
-    def tokens(self) -> list[int]:
-        """Alias of new_tokens."""
-        return self.new_tokens
-
 
 def _adapter(model: Any) -> Any:
     """Accept an adapter or anything that carries one (e.g. saguaro.models.LoadedModel)."""
