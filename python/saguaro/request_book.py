@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional, Sequence
 from saguaro.prompts import Prompt, encode_prompt, split_prompts
 from saguaro.results import RequestOutput, StreamDelta, derive_metrics
 from saguaro.sampling_params import SamplingParams
-from saguaro.stop import OutputText
+from saguaro.output_text import OutputText
 from saguaro.update_signal import UpdateSignal
 
 

@@ -1,6 +1,6 @@
 from hypothesis import given, settings, strategies as st
 
-from saguaro.stop import OutputText, find_stop, held_back
+from saguaro.output_text import OutputText, find_stop, held_back
 
 PIECES = {1: "ab", 2: "c", 3: "<", 4: "/s", 5: "><", 6: "x", 7: "\u00e9", 0: ""}
 
