@@ -203,10 +203,11 @@ def markdown(record: dict[str, Any]) -> str:
         rt = data["runtime"]
         rounds = rt.get("saguaro_runtime_rounds_total", 0)
         rows = rt.get("saguaro_runtime_round_rows_total", 0)
+        jit = int(rt.get('saguaro_backups_total{kind="jit"}', 0))
+        fast = int(rt.get('saguaro_backups_total{kind="fast"}', 0))
+        hidden = rt.get("saguaro_draft_hidden_fraction", 0)
         lines.append(f"- {mode}: {int(rounds)} rounds, mean batch {rows / rounds if rounds else 0:.2f} rows, "
-                     f"backups jit {int(rt.get('saguaro_backups_total{kind=\"jit\"}', 0))} / fast "
-                     f"{int(rt.get('saguaro_backups_total{kind=\"fast\"}', 0))}, draft hidden fraction "
-                     f"{rt.get('saguaro_draft_hidden_fraction', 0):.2f}")
+                     f"backups jit {jit} / fast {fast}, draft hidden fraction {hidden:.2f}")
     return "\n".join(lines) + "\n"
 
 
@@ -221,11 +222,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--name", default="default-pair", help="the result files' name: serve-load-NAME.{json,md}")
     p.add_argument("--startup-timeout", type=float, default=900.0)
+    p.add_argument("--append", action="store_true",
+                   help="add these modes to an existing serve-load-NAME.json (run the modes one at a time)")
     p.add_argument("engine_args", nargs="*", help="more `saguaro serve` options after --, e.g. -- --k 3")
     args = p.parse_args(argv)
     record = run(args)
     RESULTS.mkdir(parents=True, exist_ok=True)
     base = RESULTS / f"serve-load-{args.name}"
+    if args.append and base.with_suffix(".json").is_file():
+        earlier = json.loads(base.with_suffix(".json").read_text())
+        record["modes"] = {**earlier.get("modes", {}), **record["modes"]}
     base.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     base.with_suffix(".md").write_text(markdown(record))
     print(markdown(record))

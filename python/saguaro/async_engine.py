@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, AsyncIterator, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 from saguaro.engine import Engine
 from saguaro.request_book import RequestBook, TrackedRequest

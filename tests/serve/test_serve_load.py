@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 
 import pytest
@@ -117,7 +118,7 @@ def test_sigterm_during_load_finishes_in_flight_requests_and_exits_0():
                 started = [asyncio.Event() for _ in range(n)]
                 tasks = [asyncio.create_task(one(i, started[i], http)) for i in range(n)]
                 await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started)), 300)
-                srv.proc.send_signal(15)  # SIGTERM with every request mid-stream
+                srv.proc.send_signal(signal.SIGTERM)  # with every request mid-stream
                 await asyncio.gather(*tasks)
             return 0
 
@@ -131,5 +132,34 @@ def test_sigterm_during_load_finishes_in_flight_requests_and_exits_0():
             assert final["saguaro"]["generated_tokens"] == 40
         with pytest.raises(httpx.ConnectError):  # no longer admitting
             httpx.get(srv.url + "/health", timeout=10)
+    finally:
+        srv.stop()
+
+
+def test_sigterm_cancels_requests_that_outlast_the_shutdown_timeout_and_exits_0():
+    import httpx
+
+    srv = start_server("--shutdown-timeout", "1")
+    try:
+        got: list = []
+
+        async def main() -> None:
+            body = {"model": SERVED_NAME, "prompt": "Once upon a time", "max_tokens": 3000, "temperature": 0,
+                    "ignore_eos": True, "stream": True}
+            async with httpx.AsyncClient(timeout=300) as http:
+                try:
+                    async with http.stream("POST", srv.url + "/v1/completions", json=body) as r:
+                        async for line in r.aiter_lines():
+                            if line.startswith("data: "):
+                                got.append(line)
+                                if len(got) == 2:
+                                    srv.proc.send_signal(signal.SIGTERM)
+                except httpx.HTTPError:
+                    pass  # the server cut the stream after its shutdown timeout
+
+        asyncio.run(main())
+        assert srv.proc.wait(120) == 0, "".join(srv.log[-20:])
+        # cut short (a round commits about 4 tokens: 3000 tokens would be ~750 events)
+        assert 2 <= len(got) < 700
     finally:
         srv.stop()
