@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--methods", help="comma-separated subset: ar-1t,ar-2t,sd-1t,sd-2t,ssd,auto,hf-ar,hf-assisted (default all)")
+    p.add_argument("--llamacpp", action="store_true",
+                   help="add llama.cpp's rows (plain and speculative decoding, draft-max 4 and 8) on the same GGUF "
+                        "files; builds llama.cpp once from the llama-cpp-python sdist (about 10 minutes on 2 cores)")
     p.add_argument("--k", type=int, help="draft tokens per round (default: the planner's choice, else SpeculationConfig's)")
     p.add_argument("--sd-k", type=int, help="draft tokens per round of the SD rows (default: --k, or the planner's best K per row)")
     p.add_argument("--fanout", help="SSD fan-out budget M or a list F_0,...,F_K (default: the planner's choice, else SpeculationConfig's)")
@@ -111,6 +114,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     prompts = _prompts(args)
     fan = _fanout(args.fanout)
     ms = methods_mod.standard_methods(k=args.k, fanout=fan, saguaro_c=args.saguaro_c, backup=args.backup or "jit")
+    if args.llamacpp:
+        from saguaro.benchmark import llamacpp_peer
+
+        llamacpp_peer.build()
+        ms = ms + methods_mod.llamacpp_methods()
     ms = methods_mod.select(ms, args.methods.split(",") if args.methods else None)
     if args.sd_k is not None:
         defaults = SpeculationConfig()

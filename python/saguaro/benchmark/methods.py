@@ -7,7 +7,7 @@ from typing import Literal, Optional, Sequence, Union
 
 from saguaro.speculation_config import SpeculationConfig
 
-Family = Literal["saguaro", "transformers"]
+Family = Literal["saguaro", "transformers", "llama.cpp"]
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,16 @@ def standard_methods(*, k: Optional[int] = None, fanout: Union[int, Sequence[int
     ]
 
 
+def llamacpp_methods(*, draft_max: Sequence[int] = (4, 8), cores: Optional[Sequence[int]] = None) -> list[MethodSpec]:
+    """llama.cpp's rows on the same two cores: plain decoding and its speculative decoding with the same
+    draft at each draft-max (saguaro.benchmark.llamacpp_peer; k holds the draft-max)."""
+    a, b = _pair(cores)
+    both = (a, b)
+    return [MethodSpec("llamacpp-ar-2t", "llama.cpp", "ar", 2, 2, both, both, worker="llama.cpp")] + [
+        MethodSpec(f"llamacpp-sd-2t-d{d}", "llama.cpp", "sd", 2, 2, both, both, k=d, worker="llama.cpp")
+        for d in draft_max]
+
+
 def select(methods: Sequence[MethodSpec], names: Optional[Sequence[str]]) -> list[MethodSpec]:
     """The methods named (short names like ``ar-1t``/``ssd``/``hf-ar`` accepted), in table order."""
     if not names:
@@ -112,7 +122,7 @@ def select(methods: Sequence[MethodSpec], names: Optional[Sequence[str]]) -> lis
                "assisted": "transformers-assisted-2t", "ssd": "saguaro-ssd"}
     wanted = []
     for n in names:
-        full = aliases.get(n, n if n.startswith(("saguaro-", "transformers-")) else f"saguaro-{n}")
+        full = aliases.get(n, n if n.startswith(("saguaro-", "transformers-", "llamacpp-")) else f"saguaro-{n}")
         if full not in {m.name for m in methods}:
             raise ValueError(f"unknown method {n!r}; choose from {[m.name for m in methods]} "
                              f"(short forms: ar-1t, ar-2t, sd-1t, sd-2t, ssd, auto, hf-ar, hf-assisted)")

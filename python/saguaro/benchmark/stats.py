@@ -155,6 +155,9 @@ def summarize(samples: list[dict], method_names: Sequence[str], reference: Optio
     return out
 
 
+_SAGUARO_MODES = ("saguaro-ar-1t", "saguaro-ar-2t", "saguaro-sd-1t", "saguaro-sd-2t", "saguaro-ssd")
+_LLAMACPP_MODES = ("llamacpp-ar-2t", "llamacpp-sd-2t-d4", "llamacpp-sd-2t-d8")
+
 #: (label, numerator methods, denominator methods); the best (highest median decode tok/s) of each side
 RATIO_SPECS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("SSD / best SD", ("saguaro-ssd",), ("saguaro-sd-1t", "saguaro-sd-2t")),
@@ -165,6 +168,10 @@ RATIO_SPECS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("saguaro AR / transformers AR", ("saguaro-ar-2t",), ("transformers-ar-2t",)),
     ("saguaro SD / assisted", ("saguaro-sd-2t",), ("transformers-assisted-2t",)),
     ("SD 1-thread / AR 1-thread", ("saguaro-sd-1t",), ("saguaro-ar-1t",)),
+    # mode="auto" against the fastest row it chooses among (it should be that row, within noise)
+    ("auto / best saguaro mode", ("saguaro-auto",), _SAGUARO_MODES),
+    ("saguaro AR / llama.cpp AR", ("saguaro-ar-2t",), ("llamacpp-ar-2t",)),
+    ("best saguaro mode / best llama.cpp mode", _SAGUARO_MODES, _LLAMACPP_MODES),
 )
 
 

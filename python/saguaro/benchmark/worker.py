@@ -202,6 +202,31 @@ class _TransformersMethods:
         pass
 
 
+class _LlamaCppMethods:
+    """llama.cpp peers: one subprocess per request, on the row's cores (saguaro.benchmark.llamacpp_peer)."""
+
+    def __init__(self, methods: list[MethodSpec], target: str, draft: str) -> None:
+        from saguaro.benchmark.llamacpp_peer import LlamaCppRunner, gguf_path
+        from saguaro.benchmark.peers import load_tokenizer
+
+        t0 = time.perf_counter()
+        tokenizer = load_tokenizer(target)
+        target_gguf = gguf_path(target)
+        draft_gguf = gguf_path(draft) if any(m.uses_draft for m in methods) else None
+        self.methods = {m.name: m for m in methods}
+        self.runners = {m.name: LlamaCppRunner(target_gguf, draft_gguf if m.uses_draft else None, tokenizer,
+                                               threads=m.threads, draft_max=m.k or 4) for m in methods}
+        self.load_s = time.perf_counter() - t0
+
+    def run(self, name: str, batch_ids: list[list[int]], max_new_tokens: int, temperature: float, seed: int) -> dict:
+        m = self.methods[name]
+        pin_process(m.cores, m.threads)  # the peer's process inherits the row's cores
+        return self.runners[name].generate(batch_ids, max_new_tokens, temperature, seed)
+
+    def close(self) -> None:
+        pass
+
+
 def worker_main(conn: Any, methods: list[MethodSpec], target: str, draft: str, dtype: str, seed: int,
                 draft_kw: Optional[dict] = None) -> None:
     """Entry point of a worker process (multiprocessing, spawn)."""
@@ -212,6 +237,8 @@ def worker_main(conn: Any, methods: list[MethodSpec], target: str, draft: str, d
             server = _SaguaroMethods(methods, target, draft, dtype, seed, draft_kw)
         elif families == {"transformers"}:
             server = _TransformersMethods(methods, target, draft, dtype, seed)
+        elif families == {"llama.cpp"}:
+            server = _LlamaCppMethods(methods, target, draft)
         else:
             raise ValueError(f"one worker serves one family of methods, got {sorted(families)}")
         conn.send(("ready", {"load_s": server.load_s, "rss_mib": current_rss_mib()}))

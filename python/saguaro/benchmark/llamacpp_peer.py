@@ -1,0 +1,198 @@
+"""llama.cpp as a benchmark peer (never a runtime dependency): built once from the source vendored in the
+``llama-cpp-python`` sdist on the package index, run on the same GGUF files and prompts as saguaro.
+
+Rows: ``llamacpp-ar-2t`` (plain decoding, ``llama-completion``) and ``llamacpp-sd-2t-d4`` /
+``llamacpp-sd-2t-d8`` (its speculative decoding with the same draft, ``llama-speculative-simple``,
+draft-max 4 and 8), greedy, ignoring EOS like every row of the comparison. Times are llama.cpp's own
+(prompt evaluation = time to first token, plus decoding), so process start and model loading do not
+count against it. Its output text is re-encoded with saguaro's tokenizer for the agreement column.
+
+The build: CMake, Release, ``GGML_NATIVE=ON`` (the machine's own vector extensions, as a user building
+llama.cpp would), cached under ``$SAGUARO_CACHE/llama.cpp/<version>`` (about 10 minutes on 2 cores,
+once). ``python -m saguaro.benchmark.llamacpp_peer --build`` builds it ahead of a run.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+#: the llama-cpp-python release whose vendored llama.cpp is built
+VERSION = "0.3.36"
+_TARGETS = ("llama-completion", "llama-speculative-simple")
+#: a bound on one generation (seconds): a hung peer fails the row instead of the run
+_TIMEOUT_S = 900
+
+
+def build_dir(version: str = VERSION) -> Path:
+    """Where the peer's build lives (binaries in ``build/bin``)."""
+    from saguaro.models.model_store import cache_root
+
+    return cache_root() / "llama.cpp" / version
+
+
+def binaries(version: str = VERSION) -> dict[str, Path]:
+    """The built tools by name (FileNotFoundError naming the build command when missing)."""
+    bin_dir = build_dir(version) / "build" / "bin"
+    out = {name: bin_dir / name for name in _TARGETS}
+    missing = [n for n, p in out.items() if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"llama.cpp peer not built ({', '.join(missing)} missing in {bin_dir}); build it with "
+                                f"`python -m saguaro.benchmark.llamacpp_peer --build` (about 10 minutes on 2 cores)")
+    return out
+
+
+def build(version: str = VERSION, *, jobs: Optional[int] = None, log: Any = sys.stderr) -> dict[str, Path]:
+    """Download the sdist, build the peer's tools (once) and return them."""
+    try:
+        return binaries(version)
+    except FileNotFoundError:
+        pass
+    root = build_dir(version)
+    src = root / "src"
+    if not (src / "CMakeLists.txt").is_file():
+        with tempfile.TemporaryDirectory() as tmp:
+            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
+                            f"llama-cpp-python=={version}", "-d", tmp], check=True)
+            [sdist] = list(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
+            with tarfile.open(sdist) as tar:
+                prefix = f"{sdist.name[:-len('.tar.gz')]}/vendor/llama.cpp/"
+                members = [m for m in tar.getmembers() if m.name.startswith(prefix)]
+                for m in members:
+                    m.name = m.name[len(prefix):]
+                tar.extractall(src, members=[m for m in members if m.name], filter="data")
+    generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+    subprocess.run(["cmake", "-S", str(src), "-B", str(root / "build"), *generator, "-DCMAKE_BUILD_TYPE=Release",
+                    "-DGGML_NATIVE=ON", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
+                    "-DLLAMA_BUILD_SERVER=OFF"], check=True, stdout=log, stderr=log)
+    subprocess.run(["cmake", "--build", str(root / "build"), "-j", str(jobs or os.cpu_count() or 2),
+                    "--target", *_TARGETS], check=True, stdout=log, stderr=log)
+    return binaries(version)
+
+
+# ------------------------------------------------------------------------------------ parsing
+_PERF = re.compile(r"(prompt eval|\s+eval) time =\s*([\d.]+) ms /\s*(\d+) (?:tokens|runs)")
+_SPEC = re.compile(r"(encoded|decoded)\s+(\d+) tokens in\s+([\d.]+) seconds")
+_SPEC_COUNT = re.compile(r"n_(drafted|accept)\s*=\s*(\d+)")
+
+
+def parse_completion_log(log: str) -> dict:
+    """Prompt and decode times (seconds) and token counts from llama-completion's perf lines."""
+    out: dict = {}
+    for kind, ms, n in _PERF.findall(log):
+        key = "prompt" if kind.strip() == "prompt eval" else "decode"
+        out.setdefault(f"{key}_s", float(ms) / 1e3)  # the first block is the target context's
+        out.setdefault(f"{key}_tokens", int(n))
+    if "prompt_s" not in out or "decode_s" not in out:
+        raise RuntimeError(f"llama-completion printed no perf lines; its log ends with:\n{log[-2000:]}")
+    return out
+
+
+def parse_speculative_log(log: str) -> dict:
+    """Encode and decode times (seconds), tokens, drafted and accepted counts from llama-speculative-simple."""
+    out: dict = {}
+    for kind, n, s in _SPEC.findall(log):
+        key = "prompt" if kind == "encoded" else "decode"
+        out[f"{key}_s"], out[f"{key}_tokens"] = float(s), int(n)
+    for kind, n in _SPEC_COUNT.findall(log):
+        out[kind] = int(n)
+    if "prompt_s" not in out or "decode_s" not in out:
+        raise RuntimeError(f"llama-speculative-simple printed no timing lines; its log ends with:\n{log[-2000:]}")
+    return out
+
+
+# ------------------------------------------------------------------------------------ running
+class LlamaCppRunner:
+    """One llama.cpp row: plain decoding (draft None) or speculative decoding with draft-max ``draft_max``."""
+
+    def __init__(self, target_gguf: Path, draft_gguf: Optional[Path], tokenizer: Any, *, threads: int,
+                 draft_max: int = 4, context: int = 4096) -> None:
+        self.bins = binaries()
+        self.target, self.draft, self.tokenizer = Path(target_gguf), draft_gguf, tokenizer
+        self.threads, self.draft_max, self.context = threads, draft_max, context
+
+    def command(self, prompt_file: str, max_new_tokens: int, seed: int) -> list[str]:
+        """The peer's command line for one prompt (greedy, EOS ignored)."""
+        common = ["-m", str(self.target), "-f", prompt_file, "-n", str(max_new_tokens), "-t", str(self.threads),
+                  "-c", str(self.context), "--temp", "0", "--seed", str(seed), "--ignore-eos"]
+        if self.draft is None:
+            return [str(self.bins["llama-completion"]), *common, "-no-cnv", "--no-display-prompt"]
+        return [str(self.bins["llama-speculative-simple"]), *common, "-md", str(self.draft), "-td", str(self.threads),
+                "--draft-max", str(self.draft_max), "--draft-min", "0"]
+
+    def generate(self, batch_ids: list[list[int]], max_new_tokens: int, temperature: float, seed: int) -> dict:
+        """Generate for each request in turn (llama.cpp's tools take one prompt); the harness's result dict."""
+        if temperature > 0:
+            raise NotImplementedError("the llama.cpp peer rows are greedy only (their sampled output is not "
+                                      "comparable token for token)")
+        per_request, elapsed, ttft, figures = [], 0.0, None, []
+        for ids in batch_ids:
+            with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+                f.write(self.tokenizer.decode(ids))
+                path = f.name
+            try:
+                r = subprocess.run(self.command(path, max_new_tokens, seed), capture_output=True, text=True,
+                                   timeout=_TIMEOUT_S)
+            finally:
+                os.unlink(path)
+            if r.returncode != 0:
+                raise RuntimeError(f"llama.cpp peer failed (exit {r.returncode}):\n{r.stderr[-3000:]}")
+            log = r.stderr + r.stdout
+            fig = parse_completion_log(log) if self.draft is None else parse_speculative_log(log)
+            text = r.stdout if self.draft is None else _generated_text(r.stdout)
+            per_request.append(self.tokenizer.encode(text, add_bos=False)[:max_new_tokens])
+            elapsed += fig["prompt_s"] + fig["decode_s"]
+            ttft = fig["prompt_s"] if ttft is None else ttft
+            figures.append(fig)
+        metrics: dict = {"peer": "llama.cpp", "version": VERSION, "threads": self.threads,
+                         "decode_tokens": sum(f["decode_tokens"] for f in figures),
+                         "decode_s": sum(f["decode_s"] for f in figures)}
+        if self.draft is not None:
+            metrics.update(draft_max=self.draft_max, drafted=sum(f.get("drafted", 0) for f in figures),
+                           accepted=sum(f.get("accept", 0) for f in figures))
+            if metrics["drafted"]:
+                metrics["acceptance_rate"] = metrics["accepted"] / metrics["drafted"]
+        return {"token_ids": [t for r in per_request for t in r], "batch_token_ids": per_request,
+                "elapsed_s": elapsed, "ttft_s": ttft, "first_tokens": None, "metrics": metrics}
+
+
+def _generated_text(stdout: str) -> str:
+    """llama-speculative-simple prints the prompt and then the generated text on stdout."""
+    return stdout  # the prompt is on stderr's log in current versions; stdout holds the pieces only
+
+
+def gguf_path(spec: str) -> Path:
+    """The GGUF file of a preset name or a .gguf path (the file saguaro's own rows load)."""
+    from saguaro.models.presets import PRESETS, preset_gguf
+
+    if spec in PRESETS:
+        return preset_gguf(PRESETS[spec])
+    p = Path(spec)
+    if p.suffix == ".gguf" and p.is_file():
+        return p
+    raise ValueError(f"the llama.cpp peer needs a preset name or a .gguf file, got {spec!r}")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m saguaro.benchmark.llamacpp_peer --build``: build the peer's tools ahead of a run."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m saguaro.benchmark.llamacpp_peer", description=__doc__.split("\n")[0])
+    p.add_argument("--build", action="store_true", help="download the sdist and build the tools (cached)")
+    args = p.parse_args(argv)
+    if args.build:
+        for name, path in build().items():
+            print(f"{name}: {path}")
+        return 0
+    p.print_help()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,73 @@
+"""The llama.cpp peer: its command lines, the parsing of its timing lines, its rows in the comparison."""
+from __future__ import annotations
+
+import pytest
+
+from saguaro.benchmark import llamacpp_peer as lp
+from saguaro.benchmark.methods import llamacpp_methods, select
+
+COMPLETION_LOG = """
+llama_perf_sampler_print:    sampling time =       4.10 ms /   138 runs   (    0.03 ms per token, 33658.54 tokens per second)
+llama_perf_context_print:        load time =     812.33 ms
+llama_perf_context_print: prompt eval time =     402.51 ms /    10 tokens (   40.25 ms per token,    24.84 tokens per second)
+llama_perf_context_print:        eval time =    5289.97 ms /   127 runs   (   41.65 ms per token,    24.01 tokens per second)
+llama_perf_context_print:       total time =    5712.20 ms /   137 tokens
+"""
+
+SPECULATIVE_LOG = """
+encoded   10 tokens in    0.412 seconds, speed:   24.272 t/s
+decoded  131 tokens in    9.105 seconds, speed:   14.388 t/s
+
+n_draft   = 4
+n_predict = 131
+n_drafted = 152
+n_accept  = 93
+accept    = 61.184%
+"""
+
+
+def test_completion_timing_lines_are_parsed():
+    f = lp.parse_completion_log(COMPLETION_LOG)
+    assert f == {"prompt_s": pytest.approx(0.40251), "prompt_tokens": 10, "decode_s": pytest.approx(5.28997),
+                 "decode_tokens": 127}
+
+
+def test_speculative_timing_and_acceptance_lines_are_parsed():
+    f = lp.parse_speculative_log(SPECULATIVE_LOG)
+    assert f["prompt_s"] == pytest.approx(0.412) and f["decode_s"] == pytest.approx(9.105)
+    assert (f["decode_tokens"], f["drafted"], f["accept"]) == (131, 152, 93)
+
+
+def test_a_log_without_timing_lines_is_an_error_that_shows_the_log():
+    with pytest.raises(RuntimeError, match="(?s)printed no perf lines.*model not found"):
+        lp.parse_completion_log("error: model not found")
+    with pytest.raises(RuntimeError, match="printed no timing lines"):
+        lp.parse_speculative_log("")
+
+
+def test_command_lines_are_greedy_ignore_eos_and_use_the_rows_threads(tmp_path, monkeypatch):
+    monkeypatch.setattr(lp, "binaries", lambda version=lp.VERSION: {n: tmp_path / n for n in lp._TARGETS})
+    plain = lp.LlamaCppRunner(tmp_path / "t.gguf", None, tokenizer=None, threads=2)
+    cmd = plain.command("p.txt", 128, 0)
+    assert cmd[0].endswith("llama-completion") and "--ignore-eos" in cmd and cmd[cmd.index("--temp") + 1] == "0"
+    assert cmd[cmd.index("-t") + 1] == "2" and "-md" not in cmd
+    spec = lp.LlamaCppRunner(tmp_path / "t.gguf", tmp_path / "d.gguf", tokenizer=None, threads=2, draft_max=8)
+    cmd = spec.command("p.txt", 128, 0)
+    assert cmd[0].endswith("llama-speculative-simple") and cmd[cmd.index("--draft-max") + 1] == "8"
+    assert cmd[cmd.index("-md") + 1].endswith("d.gguf") and cmd[cmd.index("-td") + 1] == "2"
+    with pytest.raises(NotImplementedError, match="greedy only"):
+        spec.generate([[1, 2]], 4, 0.7, 0)
+
+
+def test_missing_build_names_the_build_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAGUARO_CACHE", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="python -m saguaro.benchmark.llamacpp_peer --build"):
+        lp.binaries()
+
+
+def test_rows_run_on_the_same_two_cores_and_select_by_name():
+    ms = llamacpp_methods(cores=[0, 1])
+    assert [m.name for m in ms] == ["llamacpp-ar-2t", "llamacpp-sd-2t-d4", "llamacpp-sd-2t-d8"]
+    assert all(m.family == "llama.cpp" and m.cores == (0, 1) and m.threads == 2 for m in ms)
+    assert [m.k for m in ms[1:]] == [4, 8] and not ms[0].uses_draft
+    assert [m.name for m in select(ms, ["llamacpp-sd-2t-d8"])] == ["llamacpp-sd-2t-d8"]
