@@ -21,12 +21,13 @@ K = 3
 _READY = re.compile(r"saguaro: serving .* on http://127\.0\.0\.1:(\d+)/v1")
 
 
-def need_model() -> None:
+def need_model(name: str = MODEL) -> None:
+    """Skip (with the install command) when the preset's packages are not installed."""
     from saguaro.models import presets
 
-    preset = presets.PRESETS[MODEL]
+    preset = presets.PRESETS[name]
     if not all(presets._package_dir(m) is not None for m in preset.module_names()):
-        pytest.skip(f"{MODEL} is not installed: {preset.install_hint}")
+        pytest.skip(f"{name} is not installed: {preset.install_hint}")
 
 
 @dataclass
@@ -62,10 +63,15 @@ class Server:
         return self.proc.returncode
 
 
-def start_server(*extra: str, startup_s: float = 300.0) -> Server:
-    """Start ``python -m saguaro serve`` on port 0 and wait for its ready line (bounded)."""
-    need_model()
-    cmd = [sys.executable, "-m", "saguaro", "serve", "--target", MODEL, "--draft", MODEL, "--dtype", "float32",
+def start_server(*extra: str, startup_s: float = 300.0, pair: Optional[tuple[str, str]] = (MODEL, MODEL),
+                 dtype: str = "float32") -> Server:
+    """Start ``python -m saguaro serve`` on port 0 and wait for its ready line (bounded).
+
+    ``pair``: target and draft (None: the default pair); SmolLM2 twice unless told."""
+    models = ["--target", pair[0], "--draft", pair[1]] if pair is not None else []
+    if pair == (MODEL, MODEL):
+        need_model()
+    cmd = [sys.executable, "-m", "saguaro", "serve", *models, "--dtype", dtype,
            "--k", str(K), "--port", "0", "--served-model-name", SERVED_NAME, "--log-level", "warning", *extra]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)

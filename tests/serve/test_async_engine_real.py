@@ -25,9 +25,11 @@ class CountingRuntime:
     def __init__(self, runtime):
         self._rt = runtime
         self.polls: dict = {}
+        self.timeouts: set = set()
 
     def poll(self, rid, timeout=None):
         self.polls[rid] = self.polls.get(rid, 0) + 1
+        self.timeouts.add(timeout)
         return self._rt.poll(rid, timeout)
 
     def __getattr__(self, name):
@@ -71,6 +73,7 @@ def test_concurrent_coroutines_equal_outputs_alone_batched_and_woken_by_notifica
     assert rows / rounds > 1.0, "the coroutines' requests shared rounds"
     # each request is polled about once per notification (a round), never in a loop
     assert len(counting.polls) == len(PROMPTS) and max(counting.polls.values()) <= 2 * (rounds + 2)
+    assert counting.timeouts == {0.0}, "coroutines never wait inside the runtime's poll"
 
 
 def test_async_generate_equals_engine_generate(async_engine, reference):
@@ -132,3 +135,21 @@ def test_runtime_update_callback_names_the_requests_and_survives_a_failing_callb
         n = len(notified)
         rt.result(rt.submit(ids), timeout=300)
         assert len(notified) == n
+
+
+def test_engine_generate_over_many_requests_waits_on_notifications(reference):
+    """The blocking Engine.generate sleeps until the runtime's notification: about one poll per
+    request per round, and never a poll that waits a time slice."""
+    book = reference._book
+    counting = CountingRuntime(book.runtime)
+    before = reference.metrics()["batched_rounds"]
+    book.runtime = counting
+    try:
+        outs = reference.generate(PROMPTS[:4], SamplingParams(max_new_tokens=24))
+    finally:
+        book.runtime = counting._rt
+    rounds = reference.metrics()["batched_rounds"] - before
+    assert all(len(o.token_ids) == 24 for o in outs)
+    assert len(counting.polls) == 4 and max(counting.polls.values()) <= 2 * (rounds + 2)
+    # no time slices: a look without waiting while several are open, a plain wait for the last one
+    assert counting.timeouts <= {0.0, None}
