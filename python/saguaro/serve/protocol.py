@@ -153,6 +153,13 @@ class ChatCompletionRequest(_SamplingRequest):
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
 
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
+
+
+def _is_type_tag(loc: Any) -> bool:
+    return isinstance(loc, str) and (loc in _TYPE_TAGS or "[" in loc or "-" in loc)
+
+
 def parse_body(raw: bytes, model: type[BaseModel]) -> Any:
     """The validated request, or a 400 APIError naming the first bad field."""
     try:
@@ -165,7 +172,8 @@ def parse_body(raw: bytes, model: type[BaseModel]) -> Any:
         req = model.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
-        param = ".".join(str(x) for x in err.get("loc", ()))
+        # the location without the union branches pydantic names ("prompt.str", "stop.list[str]")
+        param = ".".join(str(x) for x in err.get("loc", ()) if not _is_type_tag(x))
         raise bad_request(f"invalid value for {param or 'the body'}: {err.get('msg')}"
                           f" (got {json.dumps(err.get('input'), default=str)[:80]})", param or None) from None
     req.check_supported()
