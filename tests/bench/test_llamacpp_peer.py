@@ -53,7 +53,7 @@ def test_command_lines_are_greedy_ignore_eos_and_use_the_rows_threads(tmp_path, 
     assert cmd[cmd.index("-t") + 1] == "2" and "-md" not in cmd
     spec = lp.LlamaCppRunner(tmp_path / "t.gguf", tmp_path / "d.gguf", tokenizer=None, threads=2, draft_max=8)
     cmd = spec.command("p.txt", 128, 0)
-    assert cmd[0].endswith("llama-speculative-simple") and cmd[cmd.index("--draft-max") + 1] == "8"
+    assert cmd[0].endswith("llama-speculative-simple") and cmd[cmd.index("--spec-draft-n-max") + 1] == "8"
     assert cmd[cmd.index("-md") + 1].endswith("d.gguf") and cmd[cmd.index("-td") + 1] == "2"
     with pytest.raises(NotImplementedError, match="greedy only"):
         spec.generate([[1, 2]], 4, 0.7, 0)
@@ -71,3 +71,8 @@ def test_rows_run_on_the_same_two_cores_and_select_by_name():
     assert all(m.family == "llama.cpp" and m.cores == (0, 1) and m.threads == 2 for m in ms)
     assert [m.k for m in ms[1:]] == [4, 8] and not ms[0].uses_draft
     assert [m.name for m in select(ms, ["llamacpp-sd-2t-d8"])] == ["llamacpp-sd-2t-d8"]
+
+
+def test_the_speculative_tools_echo_of_the_prompt_is_cut_from_its_output():
+    assert lp.generated_text("\n\ndef f(x):\n    return x\n\n", "def f(x):") == "\n    return x"
+    assert lp.generated_text("\n\nabc", "zzz") == "abc"  # a prompt echoed otherwise is kept, not guessed at

@@ -124,7 +124,7 @@ class LlamaCppRunner:
         if self.draft is None:
             return [str(self.bins["llama-completion"]), *common, "-no-cnv", "--no-display-prompt"]
         return [str(self.bins["llama-speculative-simple"]), *common, "-md", str(self.draft), "-td", str(self.threads),
-                "--draft-max", str(self.draft_max), "--draft-min", "0"]
+                "--spec-type", "draft-simple", "--spec-draft-n-max", str(self.draft_max), "--spec-draft-n-min", "0"]
 
     def generate(self, batch_ids: list[list[int]], max_new_tokens: int, temperature: float, seed: int) -> dict:
         """Generate for each request in turn (llama.cpp's tools take one prompt); the harness's result dict."""
@@ -133,8 +133,9 @@ class LlamaCppRunner:
                                       "comparable token for token)")
         per_request, elapsed, ttft, figures = [], 0.0, None, []
         for ids in batch_ids:
+            prompt = self.tokenizer.decode(ids)
             with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
-                f.write(self.tokenizer.decode(ids))
+                f.write(prompt)
                 path = f.name
             try:
                 r = subprocess.run(self.command(path, max_new_tokens, seed), capture_output=True, text=True,
@@ -145,7 +146,7 @@ class LlamaCppRunner:
                 raise RuntimeError(f"llama.cpp peer failed (exit {r.returncode}):\n{r.stderr[-3000:]}")
             log = r.stderr + r.stdout
             fig = parse_completion_log(log) if self.draft is None else parse_speculative_log(log)
-            text = r.stdout if self.draft is None else _generated_text(r.stdout)
+            text = r.stdout if self.draft is None else generated_text(r.stdout, prompt)
             per_request.append(self.tokenizer.encode(text, add_bos=False)[:max_new_tokens])
             elapsed += fig["prompt_s"] + fig["decode_s"]
             ttft = fig["prompt_s"] if ttft is None else ttft
@@ -162,9 +163,13 @@ class LlamaCppRunner:
                 "elapsed_s": elapsed, "ttft_s": ttft, "first_tokens": None, "metrics": metrics}
 
 
-def _generated_text(stdout: str) -> str:
-    """llama-speculative-simple prints the prompt and then the generated text on stdout."""
-    return stdout  # the prompt is on stderr's log in current versions; stdout holds the pieces only
+def generated_text(stdout: str, prompt: str) -> str:
+    """The generated text of llama-speculative-simple's stdout: it prints a blank line, the prompt's
+    pieces, the generated pieces and a blank line."""
+    text = stdout[2:] if stdout.startswith("\n\n") else stdout
+    if text.startswith(prompt):
+        text = text[len(prompt):]
+    return text[:-2] if text.endswith("\n\n") else text
 
 
 def gguf_path(spec: str) -> Path:
