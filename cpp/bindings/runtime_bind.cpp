@@ -81,6 +81,7 @@ py::dict runtime_metrics(const RuntimeMetrics& m) {
   d["draft_failures"] = m.draft_failures;
   d["target_failures"] = m.target_failures;
   d["backup_critical_batch"] = m.backup_critical_batch;
+  d["plain_rounds"] = m.plain_rounds;
   d["fanout"] = m.fanout;
   d["fanout_acceptance"] = m.fanout_acceptance;
   d["mode"] = m.mode;

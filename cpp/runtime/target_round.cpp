@@ -19,9 +19,12 @@ void TargetWorker::round() {
   for (auto& s : active_)
     if (!s->finished()) rows.push_back(s.get());
 
+  // A plain round (no speculation: every row verifies its pending token only) when the governor has
+  // measured that plain batched decoding commits more tokens per second at this batch size.
+  const bool speculate = mode_ != Mode::kAr && governor_.speculate(static_cast<int64_t>(rows.size()));
   std::vector<int32_t> budget(rows.size(), 0);
   for (size_t b = 0; b < rows.size(); ++b)
-    budget[b] = mode_ == Mode::kAr ? 0 : rows[b]->draft_budget(config_.k, max_context_);
+    budget[b] = speculate ? rows[b]->draft_budget(config_.k, max_context_) : 0;
   supply_speculations(rows, budget);  // may fall back to ar (draft failure) or fail rows (strict)
 
   Rows live;
@@ -36,7 +39,7 @@ void TargetWorker::round() {
   if (rows.empty()) return;
 
   Rows in_tree;
-  if (mode_ == Mode::kSsd) send_tree_request(rows, &in_tree);
+  if (mode_ == Mode::kSsd && speculate) send_tree_request(rows, &in_tree);
 
   // Verify [r, x1..xn] for every row in one target forward.
   const int parity = static_cast<int>(round_ & 1);
@@ -79,6 +82,7 @@ void TargetWorker::round() {
   logits = RowLogits{};
 
   // Commit k + 1 tokens per row; the target KV keeps r, x1..xk.
+  int64_t committed_total = 0;
   for (size_t b = 0; b < rows.size(); ++b) {
     SequenceState& s = *rows[b];
     if (s.finished()) continue;
@@ -98,7 +102,7 @@ void TargetWorker::round() {
     backup_.observe_committed(spec.source, k + 1);
     std::vector<int32_t> committed(spec.tokens.begin(), spec.tokens.begin() + k);
     committed.push_back(bonus[b]);
-    s.commit(committed, eos_, max_context_);
+    committed_total += s.commit(committed, eos_, max_context_);
     s.outcome_accepted = k;
     s.outcome_bonus = bonus[b];
     board_.push_tokens(s.id(), s.take_new_tokens());
@@ -113,7 +117,9 @@ void TargetWorker::round() {
 
   ++metrics_.rounds;
   metrics_.round_rows += static_cast<int64_t>(rows.size());
-  metrics_.round_s += seconds(Clock::now() - t0);
+  const double round_s = seconds(Clock::now() - t0);
+  metrics_.round_s += round_s;
+  if (mode_ != Mode::kAr) governor_.observe(static_cast<int64_t>(rows.size()), speculate, committed_total, round_s);
 }
 
 }  // namespace saguaro

@@ -35,7 +35,8 @@ TargetWorker::TargetWorker(std::shared_ptr<Model> target, const RuntimeConfig& c
       board_(board),
       transport_(transport),
       schedule_(config.k, effective_fanout(config)),
-      backup_(config.backup, config.backup_critical_batch, config.k) {
+      backup_(config.backup, config.backup_critical_batch, config.k),
+      governor_(config.backup == BackupKind::kAuto && config.mode != Mode::kAr) {
   if (mode_ == Mode::kSd) config_.saguaro_c = 1.0;  // no cache to aim the residual at
   metrics_.totals = RequestMetrics(config.k);
   metrics_.mode = mode_name(mode_);
@@ -60,6 +61,7 @@ void TargetWorker::publish_metrics() {
   metrics_.fanout = schedule_.fanout(false);
   metrics_.fanout_acceptance = schedule_.acceptance(false);
   metrics_.backup_critical_batch = backup_.critical_batch();
+  metrics_.plain_rounds = governor_.plain_rounds();
   std::lock_guard<std::mutex> lock(snapshot_mu_);
   snapshot_ = metrics_;
 }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "saguaro/backup_policy.hpp"
+#include "saguaro/speculation_governor.hpp"
 #include "saguaro/draft_worker.hpp"
 #include "saguaro/fanout_schedule.hpp"
 #include "saguaro/metrics.hpp"
@@ -80,6 +81,7 @@ class TargetWorker {
   DraftTransport* transport_;
   FanoutSchedule schedule_;
   BackupPolicy backup_;
+  SpeculationGovernor governor_;   // whether a round of a batch speculates at all (backup "auto")
   std::shared_ptr<SpeculationCache> cache_, q_cache_;
   std::thread thread_;
   std::vector<std::unique_ptr<SequenceState>> active_;

@@ -71,6 +71,11 @@ class _RuntimeCollector:
                                    "Rows (requests) verified over all rounds; / rounds = mean batch size")
         rows.add_metric([], float(_total(m, "round_rows")))
         yield rows
+        plain = CounterMetricFamily("saguaro_runtime_plain_rounds",
+                                    "Rounds that did not speculate: the runtime measured plain batched decoding "
+                                    "faster at that batch size (backup auto)")
+        plain.add_metric([], float(_total(m, "plain_rounds")))
+        yield plain
         hidden = GaugeMetricFamily("saguaro_draft_hidden_fraction",
                                    "Fraction of the draft's tree time hidden behind target verification")
         hidden.add_metric([], float(m.get("draft_hidden_fraction") or 0.0))

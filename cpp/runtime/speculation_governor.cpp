@@ -1,0 +1,45 @@
+#include "saguaro/speculation_governor.hpp"
+
+namespace saguaro {
+
+int64_t SpeculationGovernor::bucket_of(int64_t batch) {
+  int64_t b = 2;
+  while (b < batch) b *= 2;
+  return b;
+}
+
+bool SpeculationGovernor::speculate(int64_t batch) {
+  if (!enabled_ || batch < 2) return true;
+  Bucket& k = buckets_[bucket_of(batch)];
+  // Measure both arms first: speculation, then plain rounds.
+  if (k.speculating.rounds < kWarmRounds) return true;
+  if (k.plain.rounds < kWarmRounds) return false;
+  const bool faster_is_speculating = k.speculating.rate() >= k.plain.rate();
+  if (k.probing > 0) {
+    --k.probing;
+    return !faster_is_speculating;
+  }
+  if (++k.since_probe >= kProbeEvery) {  // the slower arm's rate may have changed: measure it again
+    k.since_probe = 0;
+    k.probing = kWarmRounds - 1;
+    return !faster_is_speculating;
+  }
+  return faster_is_speculating;
+}
+
+void SpeculationGovernor::observe(int64_t batch, bool speculated, int64_t tokens, double seconds) {
+  if (!speculated) ++plain_rounds_;
+  if (!enabled_ || batch < 2 || !(seconds > 0)) return;
+  Arm& a = speculated ? buckets_[bucket_of(batch)].speculating : buckets_[bucket_of(batch)].plain;
+  a.tokens = kDecay * a.tokens + static_cast<double>(tokens);
+  a.seconds = kDecay * a.seconds + seconds;
+  ++a.rounds;
+}
+
+double SpeculationGovernor::rate(int64_t batch, bool speculated) const {
+  auto it = buckets_.find(bucket_of(batch));
+  if (it == buckets_.end()) return 0.0;
+  return speculated ? it->second.speculating.rate() : it->second.plain.rate();
+}
+
+}  // namespace saguaro

@@ -1,0 +1,49 @@
+#pragma once
+// Whether a round speculates at all (docs/algorithm.md §3, "backing off"). On a compute-bound target a
+// K+1-token verification of every row of a large batch can cost more than the tokens it adds, so
+// plain batched decoding (every row verifies only its pending token) is faster. With backup "auto",
+// from a batch of two on, the governor measures the committed tokens per second of speculating and of
+// plain rounds for each batch size and runs the faster, re-measuring the slower one now and then, so
+// a change of load or acceptance is followed. Batch 1 always speculates (the mode was chosen for it).
+// Exactness is untouched: a plain round is an exact AR step. Not thread-safe: the target worker owns it.
+#include <cstdint>
+#include <map>
+
+namespace saguaro {
+
+class SpeculationGovernor {
+ public:
+  explicit SpeculationGovernor(bool enabled) : enabled_(enabled) {}
+
+  // Speculate in the next round of a batch of `batch` rows?
+  bool speculate(int64_t batch);
+  // A round of `batch` rows that speculated (or not) committed `tokens` in `seconds`.
+  void observe(int64_t batch, bool speculated, int64_t tokens, double seconds);
+
+  int64_t plain_rounds() const { return plain_rounds_; }
+  // The measured committed tokens/s of speculating and plain rounds at this batch size (0: not yet).
+  double rate(int64_t batch, bool speculated) const;
+
+  static constexpr int kWarmRounds = 3;     // rounds measured per arm before choosing
+  static constexpr int kProbeEvery = 24;    // rounds of the faster arm between probes of the slower
+  static constexpr double kDecay = 0.8;     // weight of the past in each arm's rate
+
+ private:
+  struct Arm {
+    double tokens = 0, seconds = 0;  // decayed sums
+    int rounds = 0;
+    double rate() const { return seconds > 0 ? tokens / seconds : 0.0; }
+  };
+  struct Bucket {
+    Arm speculating, plain;
+    int since_probe = 0;
+    int probing = 0;  // rounds left of a probe of the slower arm
+  };
+  static int64_t bucket_of(int64_t batch);  // 2, 3-4, 5-8, ... (powers of two)
+
+  bool enabled_;
+  std::map<int64_t, Bucket> buckets_;
+  int64_t plain_rounds_ = 0;
+};
+
+}  // namespace saguaro

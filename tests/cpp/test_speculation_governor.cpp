@@ -1,0 +1,122 @@
+// The speculation governor: batch 1 and a disabled governor always speculate; otherwise both arms are
+// measured, the faster one runs, the slower one is probed again and a change of rates is followed.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <thread>
+
+#include "saguaro/speculation_governor.hpp"
+#include "test_runtime_helpers.hpp"
+
+namespace saguaro {
+namespace {
+
+using testing::ToyModel;
+using testing::ToyOptions;
+
+// A toy model whose forwards take time: a fixed cost per call plus a cost per logits row, so a
+// K+1-token verification of a large batch costs about K+1 times a plain step (a compute-bound target).
+class TimedToy : public ToyModel {
+ public:
+  TimedToy(ToyOptions o, double per_call_s, double per_row_s)
+      : ToyModel(std::move(o)), per_call_s_(per_call_s), per_row_s_(per_row_s) {}
+  void after_call(const char* what, const std::vector<int64_t>& ids, std::vector<float>* logits) override {
+    ToyModel::after_call(what, ids, logits);
+    const double rows = static_cast<double>(logits->size()) / static_cast<double>(vocab_size());
+    std::this_thread::sleep_for(std::chrono::duration<double>(per_call_s_ + rows * per_row_s_));
+  }
+
+ private:
+  double per_call_s_, per_row_s_;
+};
+
+// Greedy batch of 8 on a timed pair: every output is the target's greedy one; returns the metrics.
+RuntimeMetrics run_timed_batch(Mode mode, BackupKind backup, double target_per_call, double target_per_row,
+                               ToyOptions draft_options, double draft_per_call = 0.0005, double draft_per_row = 0.0005) {
+  auto target = std::make_shared<TimedToy>(testing::target_options(), target_per_call, target_per_row);
+  auto draft = std::make_shared<TimedToy>(std::move(draft_options), draft_per_call, draft_per_row);
+  RuntimeConfig c = testing::config_for(mode, 3);
+  c.backup = backup;
+  const auto prompts = testing::mixed_prompts(8, target->vocab_size());
+  RequestParams p;
+  p.max_new_tokens = 60;
+  Runtime rt(target, draft, c);
+  const auto got = testing::run_all(rt, prompts, std::vector<RequestParams>(prompts.size(), p));
+  for (size_t i = 0; i < prompts.size(); ++i)
+    EXPECT_EQ(got[i].tokens, testing::greedy_reference(*target, prompts[i], p.max_new_tokens, {})) << "request " << i;
+  return rt.metrics();
+}
+
+// Runs `rounds` rounds at `batch`, feeding each arm its rate (tokens per second); returns how many speculated.
+int run(SpeculationGovernor& g, int64_t batch, int rounds, double spec_rate, double plain_rate) {
+  int speculated = 0;
+  for (int i = 0; i < rounds; ++i) {
+    const bool s = g.speculate(batch);
+    speculated += s ? 1 : 0;
+    g.observe(batch, s, s ? static_cast<int64_t>(spec_rate) : static_cast<int64_t>(plain_rate), 1.0);
+  }
+  return speculated;
+}
+
+TEST(SpeculationGovernor, DisabledOrBatchOneAlwaysSpeculates) {
+  SpeculationGovernor off(false);
+  EXPECT_EQ(run(off, 8, 100, 1, 100), 100);
+  EXPECT_EQ(off.plain_rounds(), 0);
+  SpeculationGovernor on(true);
+  EXPECT_EQ(run(on, 1, 100, 1, 100), 100);
+}
+
+TEST(SpeculationGovernor, MeasuresBothArmsThenRunsTheFasterAndProbesTheSlower) {
+  SpeculationGovernor g(true);
+  constexpr int warm = SpeculationGovernor::kWarmRounds;
+  // warm-up: speculating rounds first, then plain ones
+  for (int i = 0; i < warm; ++i) {
+    ASSERT_TRUE(g.speculate(8));
+    g.observe(8, true, 10, 1.0);
+  }
+  for (int i = 0; i < warm; ++i) {
+    ASSERT_FALSE(g.speculate(8));
+    g.observe(8, false, 30, 1.0);
+  }
+  EXPECT_DOUBLE_EQ(g.rate(8, true), 10.0);
+  EXPECT_DOUBLE_EQ(g.rate(8, false), 30.0);
+  // plain is 3x faster: mostly plain rounds, with a probe of speculation every kProbeEvery rounds
+  const int n = 10 * SpeculationGovernor::kProbeEvery;
+  const int speculated = run(g, 8, n, 10, 30);
+  EXPECT_GT(speculated, 0);
+  EXPECT_LT(speculated, n / 5);
+  // the batch sizes of one bucket share the measurement; another bucket is measured on its own
+  EXPECT_FALSE(g.speculate(7));
+  EXPECT_TRUE(g.speculate(2));
+}
+
+TEST(SpeculationGovernor, FollowsAChangeOfRates) {
+  SpeculationGovernor g(true);
+  run(g, 4, 200, 10, 30);  // plain wins
+  const int n = 10 * SpeculationGovernor::kProbeEvery;
+  // now speculation pays (e.g. the batch's prompts became predictable): the probes find it
+  run(g, 4, n, 60, 30);
+  EXPECT_GT(run(g, 4, n, 60, 30), n * 4 / 5);
+}
+
+TEST(SpeculationGovernor, RuntimeBacksOffWhereSpeculationCostsMoreThanItGains) {
+  // A compute-bound target (the cost is per row) with a poor draft: K+1 rows per sequence buy little.
+  for (Mode mode : {Mode::kSd, Mode::kSsd}) {
+    const RuntimeMetrics m = run_timed_batch(mode, BackupKind::kAuto, 0.0005, 0.002, testing::unrelated_draft_options());
+    EXPECT_GT(m.plain_rounds, m.rounds / 2) << mode_name(mode) << ": rounds " << m.rounds;
+    // backup "jit" keeps every round speculating (the same tokens for a seed in any batch)
+    const RuntimeMetrics jit = run_timed_batch(mode, BackupKind::kJit, 0.0005, 0.002, testing::unrelated_draft_options());
+    EXPECT_EQ(jit.plain_rounds, 0) << mode_name(mode);
+  }
+}
+
+TEST(SpeculationGovernor, RuntimeKeepsSpeculatingWhereItPays) {
+  // A latency-bound target (20 ms a call whatever its rows) and a cheap draft identical to it: every
+  // draft is accepted, so a speculating round commits 4 tokens per row for about the price of one.
+  const RuntimeMetrics m = run_timed_batch(Mode::kSd, BackupKind::kAuto, 0.02, 0.0, testing::target_options(),
+                                           0.0002, 0.0);
+  EXPECT_LT(m.plain_rounds, m.rounds / 3) << "rounds " << m.rounds;
+}
+
+}  // namespace
+}  // namespace saguaro
