@@ -1,5 +1,7 @@
 #include "saguaro/speculation_governor.hpp"
 
+#include <algorithm>
+
 namespace saguaro {
 
 int64_t SpeculationGovernor::bucket_of(int64_t batch) {
@@ -19,7 +21,12 @@ bool SpeculationGovernor::speculate(int64_t batch) {
     --k.probing;
     return !faster_is_speculating;
   }
-  if (++k.since_probe >= kProbeEvery) {  // the slower arm's rate may have changed: measure it again
+  // The slower arm's rate may have changed: measure it again, the less often the further behind it is
+  // (a probe of a much slower arm costs more, and a small change would not make it the faster).
+  const double fast = std::max(k.speculating.rate(), k.plain.rate());
+  const double slow = std::max(1e-12, std::min(k.speculating.rate(), k.plain.rate()));
+  const int interval = static_cast<int>(kProbeEvery * std::clamp(fast / slow, 1.0, 4.0));
+  if (++k.since_probe >= interval) {
     k.since_probe = 0;
     k.probing = kWarmRounds - 1;
     return !faster_is_speculating;

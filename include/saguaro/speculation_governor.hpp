@@ -25,7 +25,8 @@ class SpeculationGovernor {
   double rate(int64_t batch, bool speculated) const;
 
   static constexpr int kWarmRounds = 3;     // rounds measured per arm before choosing
-  static constexpr int kProbeEvery = 24;    // rounds of the faster arm between probes of the slower
+  static constexpr int kProbeEvery = 24;    // rounds of the faster arm between probes of the slower, times
+                                            // how many times faster it is (at most 4)
   static constexpr double kDecay = 0.8;     // weight of the past in each arm's rate
 
  private:
