@@ -1,0 +1,82 @@
+"""Models on GGUF blocks (load(..., quantized=True)): a tiny Q8_0 / Q5_0 GGUF model's logits against the
+same GGUF dequantized to fp32, its weights memory-mapped rather than copied, and greedy SD / SSD equal to
+AR token for token on the quantized target and draft."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import make_hf
+from gguf_writer import write_gguf
+
+import saguaro.models as M
+from saguaro.kernels import quant
+from saguaro.models.quant_linear import QuantLinear, QuantWeight
+
+pytestmark = pytest.mark.skipif(not quant.available(), reason="the extension lacks the quantized kernels")
+
+# q / k in Q5_0 and v in Q8_0 (as the real 0.5B draft): a fused qkv projection of two formats
+MIXED = {"attn_v": "Q8_0", "*": "Q5_0"}
+
+
+@pytest.fixture(scope="module")
+def tiny_gguf(tmp_path_factory):
+    d = tmp_path_factory.mktemp("quant")
+    return write_gguf(make_hf("qwen2-untied"), d / "tiny-q.gguf", quant=MIXED)
+
+
+def test_quantized_model_keeps_blocks_and_matches_the_dequantized_model(tiny_gguf):
+    q = M.load(tiny_gguf, quantized=True, dtype=torch.float32)
+    f = M.load(tiny_gguf, dtype=torch.float32)  # the same GGUF dequantized to fp32
+    qkv = q.adapter.model.layers[0].attention.qkv
+    assert isinstance(qkv, QuantLinear) and [s.ggml_type for s in qkv.qweight.segments] == [6, 6, 8]
+    assert isinstance(q.adapter.model.head, QuantLinear)
+    assert isinstance(q.adapter.model._embed, QuantWeight)
+    tokens = [3, 17, 42, 5, 88, 60, 21, 9, 1]
+    a, b = q.adapter.prefill([0], [tokens]), f.adapter.prefill([0], [tokens])
+    err = (a - b).abs().max().item()
+    # int8 activation blocks (error <= 1/254 of each block's max per value) through two layers
+    assert 0 < err < 0.03 * b.abs().max().item(), err
+    assert int(a.argmax()) == int(b.argmax())
+    ta = q.adapter.tree_step([0, 0], [9, 9], [4, 7], 0)
+    tb = f.adapter.tree_step([0, 0], [9, 9], [4, 7], 0)
+    assert (ta - tb).abs().max().item() < 0.03 * tb.abs().max().item()
+
+
+def test_rows_of_a_verification_equal_one_row_decodes(tiny_gguf):
+    """Batch invariance, the basis of exact speculation: a 4-token extend gives the bits of 4 decodes."""
+    q1 = M.load(tiny_gguf, quantized=True, dtype=torch.float32).adapter
+    q2 = M.load(tiny_gguf, quantized=True, dtype=torch.float32).adapter
+    prompt, more = [3, 17, 42, 5], [88, 60, 21, 9]
+    q1.prefill([0], [prompt])
+    q2.prefill([0], [prompt])
+    many = q1.extend([0], [more]).reshape(-1, q1.model.config.vocab_size)
+    ones = torch.cat([q2.extend([0], [[t]]).reshape(-1, q2.model.config.vocab_size)[-1:] for t in more])
+    assert torch.equal(many[-len(more):], ones)
+
+
+@pytest.mark.parametrize("mode", ["sd", "ssd"])
+def test_greedy_speculation_equals_ar_on_the_quantized_path(tiny_gguf, mode):
+    from saguaro.config import RequestParams, SpeculationConfig
+    from saguaro.runtime import Runtime
+
+    target = M.load(tiny_gguf, quantized=True, dtype=torch.float32).adapter
+    draft = M.load(tiny_gguf, quantized=True, dtype=torch.float32).adapter
+    g = torch.Generator().manual_seed(5)
+    prompts = [torch.randint(0, 95, (n,), generator=g).tolist() for n in (9, 6)]
+    outs = {}
+    for m, d in (("ar", None), (mode, draft)):
+        with Runtime(target, d, SpeculationConfig(mode=m, k=3, backup="jit")) as rt:
+            ids = [rt.submit(p, RequestParams(max_new_tokens=20)) for p in prompts]
+            outs[m] = ([rt.result(rid, timeout=120).new_tokens for rid in ids], rt.metrics())
+    assert outs[mode][0] == outs["ar"][0]
+    assert sum(outs[mode][1]["accepted_per_position"]) > 0  # the draft (the same model) was used
+
+
+def test_quantized_load_errors(tiny_gguf, tmp_path):
+    with pytest.raises(ValueError, match="or a .gguf file"):
+        M.load(tmp_path, quantized=True)
+    with pytest.raises(ValueError, match="CPU only"):
+        M.load(tiny_gguf, quantized=True, device="meta")
+    with pytest.raises(ValueError, match="quantized=True loads"):
+        M.load(lambda t: t, quantized=True)
