@@ -6,8 +6,8 @@ Usage: python -m bench.quant_speed [--model qwen2.5-coder-1.5b] [--rounds 5] [--
 
 Both models are loaded in one process and the methods alternate round by round; inside a round each
 step times a 5-token and a 16-token extend from the current position (both rolled back with truncate)
-and then a one-token decode; the figures are medians over rounds of each round's median. Resident memory is measured in a fresh subprocess per method (load,
-8 decodes, VmRSS and VmHWM). Writes bench/results/quant-speed-<model>.{json,md} with the CPU flags and
+and then a one-token decode; the figures are medians over rounds of each round's median. Resident
+memory is measured in a fresh subprocess per method (load, 8 decodes, VmRSS and VmHWM). Writes bench/results/quant-speed-<model>.{json,md} with the CPU flags and
 the kernel path used.
 """
 from __future__ import annotations

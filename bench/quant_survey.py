@@ -3,7 +3,7 @@
 Measures (2 threads, medians): torch bf16 F.linear, saguaro's bf16 small-M kernel, torch's int4 weight-only
 kernel (_weight_int4pack_mm_for_cpu, group 32), torch's int8 weight-only kernel (_weight_int8pack_mm), fbgemm's
 dynamic int8 linear (torch.ops.quantized.linear_dynamic), and — when the extension has it — saguaro's own
-quantized GEMM on GGUF blocks (saguaro.kernels.quant). Also lists the quant types of the default pair's GGUF
+quantized GEMM on the default target's GGUF tensors of the same shape (saguaro.kernels.quant). Also lists the quant types of the default pair's GGUF
 tensors. Writes bench/results/quant-kernels-survey.{md,json}.
 
     python -m bench.quant_survey [--reps 15] [--threads 2]
@@ -108,12 +108,25 @@ def methods(k: int, n: int):
     except ImportError:
         return
     if quant.available():
-        import gguf
-        wn = w.numpy()
-        for t in ("Q4_K", "Q6_K", "Q8_0", "Q5_0"):
-            blocks = torch.from_numpy(gguf.quants.quantize(wn, gguf.GGMLQuantizationType[t]))
-            yield (f"saguaro {t} ({quant.isa()})", blocks.numel(),
-                   lambda x, b=blocks, t=t: (lambda: quant.gemm(x.float(), b, t, n, k)))
+        for tname, kind, blocks in gguf_tensors(k, n):
+            yield (f"saguaro {kind} ({quant.isa()}; the GGUF's {tname})", blocks.numel(),
+                   lambda x, b=blocks, t=kind: (lambda: quant.gemm(x.float(), b, t, n)))
+
+
+def gguf_tensors(k: int, n: int):
+    """(name, type, blocks) of the default target's GGUF tensors of shape [n, k], one per quant type."""
+    import gguf
+    from saguaro.models.presets import DEFAULT_TARGET, PRESETS, preset_gguf
+
+    try:
+        r = gguf.GGUFReader(str(preset_gguf(PRESETS[DEFAULT_TARGET])))
+    except Exception:  # the model is not installed here
+        return
+    seen = set()
+    for t in r.tensors:
+        if len(t.shape) == 2 and (int(t.shape[0]), int(t.shape[1])) == (k, n) and t.tensor_type.name not in seen:
+            seen.add(t.tensor_type.name)
+            yield t.name, t.tensor_type.name, torch.from_numpy(t.data.reshape(n, -1).copy())
 
 
 def main() -> None:
