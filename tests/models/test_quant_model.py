@@ -25,13 +25,23 @@ def tiny_gguf(tmp_path_factory):
     return write_gguf(make_hf("qwen2-untied"), d / "tiny-q.gguf", quant=MIXED)
 
 
-def test_quantized_model_keeps_blocks_and_matches_the_dequantized_model(tiny_gguf):
-    q = M.load(tiny_gguf, quantized=True, dtype=torch.float32)
-    f = M.load(tiny_gguf, dtype=torch.float32)  # the same GGUF dequantized to fp32
+@pytest.fixture(scope="module")
+def tiny_tied_gguf(tmp_path_factory):
+    d = tmp_path_factory.mktemp("quant-tied")
+    return write_gguf(make_hf("qwen2-tied"), d / "tiny-tied-q.gguf", quant="Q8_0")
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_quantized_model_keeps_blocks_and_matches_the_dequantized_model(tiny_gguf, tiny_tied_gguf, tied):
+    path = tiny_tied_gguf if tied else tiny_gguf
+    q = M.load(path, quantized=True, dtype=torch.float32)
+    f = M.load(path, dtype=torch.float32)  # the same GGUF dequantized to fp32
     qkv = q.adapter.model.layers[0].attention.qkv
-    assert isinstance(qkv, QuantLinear) and [s.ggml_type for s in qkv.qweight.segments] == [6, 6, 8]
+    assert isinstance(qkv, QuantLinear)
+    assert [s.ggml_type for s in qkv.qweight.segments] == ([8, 8, 8] if tied else [6, 6, 8])
     assert isinstance(q.adapter.model.head, QuantLinear)
-    assert isinstance(q.adapter.model._embed, QuantWeight)
+    # tied: the embedding is looked up from the head's blocks (one copy); untied: its own blocks
+    assert (q.adapter.model._embed is None) if tied else isinstance(q.adapter.model._embed, QuantWeight)
     tokens = [3, 17, 42, 5, 88, 60, 21, 9, 1]
     a, b = q.adapter.prefill([0], [tokens]), f.adapter.prefill([0], [tokens])
     err = (a - b).abs().max().item()
@@ -71,6 +81,29 @@ def test_greedy_speculation_equals_ar_on_the_quantized_path(tiny_gguf, mode):
             outs[m] = ([rt.result(rid, timeout=120).new_tokens for rid in ids], rt.metrics())
     assert outs[mode][0] == outs["ar"][0]
     assert sum(outs[mode][1]["accepted_per_position"]) > 0  # the draft (the same model) was used
+
+
+@pytest.mark.slow
+def test_real_draft_quantized_agrees_with_its_bf16_conversion():
+    """The 0.5B draft (Q5_0, Q8_0, Q4_K, Q6_K blocks) on the quantized path: same greedy tokens as the
+    bf16 conversion of the same file on a short code prompt."""
+    from saguaro.models.presets import DEFAULT_DRAFT
+
+    try:
+        q = M.load(DEFAULT_DRAFT, quantized=True)
+        b = M.load(DEFAULT_DRAFT)
+    except ImportError as e:
+        pytest.skip(str(e))
+    ids = q.tokenizer.encode("def fibonacci(n):\n    ")
+    outs = []
+    for lm in (q, b):
+        a = lm.adapter
+        toks = [int(a.prefill([0], [ids])[-1].argmax())]
+        for _ in range(11):
+            toks.append(int(a.extend([0], [[toks[-1]]])[-1].argmax()))
+        outs.append(toks)
+    assert outs[0] == outs[1]
+    assert [s.ggml_type for s in q.adapter.model.head.qweight.segments] == [8]  # the GGUF's Q8_0 head, as it is
 
 
 def test_quantized_load_errors(tiny_gguf, tmp_path):
