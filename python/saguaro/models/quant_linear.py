@@ -130,9 +130,12 @@ class QuantLinear:
         x2 = x.reshape(-1, x.shape[-1]).float().contiguous()
         out = torch.empty((x2.shape[0], self.out_features), dtype=torch.float32)
         if x2.shape[0] > 0:
-            threads, start = torch.get_num_threads(), 0
+            # straight to the extension (the segments were checked at construction): a decode makes ~200
+            # of these calls per token, so the wrapper's per-call checks would cost several percent
+            gemm, threads, start = quant.core().quant_gemm, torch.get_num_threads(), 0
             for s in self.qweight.segments:
-                quant.gemm(x2, s.blocks, s.ggml_type, s.rows, out=out[:, start:start + s.rows], threads=threads)
+                gemm(x2, s.blocks, s.ggml_type, s.rows, out[:, start:start + s.rows] if len(self.qweight.segments) > 1
+                     else out, threads, "auto")
                 start += s.rows
             if self.bias is not None:
                 out += self.bias
