@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -31,6 +32,9 @@ from saguaro.kernels import quant  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = {"bf16": {}, "quantized": {"quantized": True}}
+# the quantized model again with the AVX2 path forced (SAGUARO_CPU_ISA, read at each call): what an
+# AVX2-only CPU (Zen 3) runs; it shares the quantized model object
+FORCED = {"quantized-avx2": ("quantized", "avx2")}
 
 
 def load(model: str, method: str, threads: int) -> M.LoadedModel:
@@ -109,18 +113,25 @@ def main() -> None:
     ids = models["bf16"].tokenizer.encode(PROMPT)
     for lm in models.values():
         lm.adapter.prefill([0], [ids])
-    rounds = {m: [] for m in METHODS}
+    names = list(METHODS) + ([m for m, (_, isa) in FORCED.items() if isa != quant.supported_isa()]
+                             if quant.supported_isa() != "scalar" else [])
+    rounds = {m: [] for m in names}
     for r in range(args.rounds):
-        order = list(METHODS) if r % 2 == 0 else list(reversed(METHODS))
-        for m in order:
-            rounds[m].append(round_of(models[m], ids, args.decodes))
+        for m in (names if r % 2 == 0 else list(reversed(names))):
+            base, isa = FORCED.get(m, (m, None))
+            if isa is not None:
+                os.environ["SAGUARO_CPU_ISA"] = isa
+            try:
+                rounds[m].append(round_of(models[base], ids, args.decodes))
+            finally:
+                os.environ.pop("SAGUARO_CPU_ISA", None)
     rows = {}
     for m, rs in rounds.items():
         med = {k: statistics.median(x[k] for x in rs) for k in ("decode", "rows5", "rows16")}
         rows[m] = {"decode_ms": 1e3 * med["decode"], "tokens_per_s": 1 / med["decode"],
                    "rows5_ms": 1e3 * med["rows5"], "rows5_over_decode": med["rows5"] / med["decode"],
                    "rows16_ms": 1e3 * med["rows16"], "rows16_over_decode": med["rows16"] / med["decode"],
-                   **memory[m]}
+                   **memory[FORCED.get(m, (m, None))[0]]}
     for lm in models.values():
         lm.adapter.release(0)
     g = {m: greedy(models[m], ids, args.greedy_tokens) for m in METHODS}
@@ -135,6 +146,7 @@ def main() -> None:
     stem = f"quant-speed-{args.model}"
     (RESULTS / f"{stem}.json").write_text(json.dumps(info, indent=1))
     q, b = rows["quantized"], rows["bf16"]
+    avx2 = rows.get("quantized-avx2")
     lines = [f"# Quantized (GGUF blocks) vs bf16: {args.model}, {args.threads} threads", "",
              f"Command: `python -m bench.quant_speed --model {args.model} --rounds {args.rounds} --decodes "
              f"{args.decodes} --threads {args.threads}` (medians over rounds; methods alternate in each round).",
@@ -146,7 +158,9 @@ def main() -> None:
         lines.append(f"| {m} | {r['decode_ms']:.1f} | {r['tokens_per_s']:.2f} | {r['rows5_ms']:.1f} | "
                      f"{r['rows5_over_decode']:.2f} | {r['rows16_ms']:.1f} | {r['rows16_over_decode']:.2f} | "
                      f"{r['rss_MB']:.0f} | {r['hwm_MB']:.0f} |")
-    lines += ["", f"Quantized / bf16 decode speed: **{q['tokens_per_s'] / b['tokens_per_s']:.2f}x**.",
+    lines += ["", f"Quantized / bf16 decode speed: **{q['tokens_per_s'] / b['tokens_per_s']:.2f}x**"
+              + (f" ({avx2['tokens_per_s'] / b['tokens_per_s']:.2f}x with the AVX2 path forced; its memory figures are "
+                 "the quantized model's)." if avx2 else "."),
               f"Greedy decoding of {args.greedy_tokens} tokens from the prompt: the two paths agree on the first "
               f"{agree} tokens (the quantized path is the GGUF model with int8 activation blocks, as llama.cpp "
               "computes it; the bf16 path rounds the dequantized weights and the activations to bf16)."]

@@ -8,6 +8,10 @@
 
 #include "quant_simd.hpp"
 
+// GCC 12 reports the undefined upper half inside _mm512_inserti64x4 as "may be used uninitialized";
+// every insert here fills the half it reads.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 namespace saguaro::quant {
 
 #ifdef SAGUARO_QUANT_X86
@@ -18,56 +22,18 @@ namespace {
 #define SAGUARO_TARGET_AVX512 \
   __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"), always_inline)) inline
 
-// The scales of a K-quant super-block: sc and mn per 16 values (int16 [16]) and d, dmin. Built in
-// registers (no store-to-load round trip); the same integers as unpack_scales_a.
-struct ScalesA {
-  __m256i sc, mn;
-  float d, dmin;
-};
-
-SAGUARO_TARGET_AVX512 ScalesA scales_a(QuantType t, const uint8_t* blk) {
-  ScalesA s;
-  if (t == QuantType::kQ4_K) {
-    const auto* b = reinterpret_cast<const BlockQ4_K*>(blk);
-    s.d = _cvtsh_ss(load_u16(&b->d));
-    s.dmin = _cvtsh_ss(load_u16(&b->dmin));
-    uint32_t u0, u1, u2;
-    std::memcpy(&u0, b->scales, 4);
-    std::memcpy(&u1, b->scales + 4, 4);
-    std::memcpy(&u2, b->scales + 8, 4);
-    constexpr uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
-    // ggml's 6-bit unpacking: sc0..7 in s0, s1 and m0..7 in s2, s3
-    const uint32_t s3 = ((u2 >> 4) & k2) | (((u1 >> 6) & k3) << 4);
-    const uint32_t s2 = u1 & k1;
-    const uint32_t s1 = (u2 & k2) | (((u0 >> 6) & k3) << 4);
-    const uint32_t s0 = u0 & k1;
-    const __m128i sm = _mm_set_epi32(static_cast<int>(s3), static_cast<int>(s2), static_cast<int>(s1),
-                                     static_cast<int>(s0));
-    // each byte twice (a scale per 16 values), widened to int16
-    const __m128i dup = _mm_unpacklo_epi8(sm, sm), dupm = _mm_unpackhi_epi8(sm, sm);
-    s.sc = _mm256_cvtepu8_epi16(dup);
-    s.mn = _mm256_cvtepu8_epi16(dupm);
-  } else {
-    const auto* b = reinterpret_cast<const BlockQ6_K*>(blk);
-    s.d = s.dmin = _cvtsh_ss(load_u16(&b->d));
-    s.sc = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b->scales)));
-    s.mn = _mm256_slli_epi16(s.sc, 5);
-  }
-  return s;
-}
-
 // Values 64c .. 64c + 63 of a K-quant super-block as u8 (q in 0..63).
 SAGUARO_TARGET_AVX512 __m512i quants_a(QuantType t, const uint8_t* blk, int c) {
   const __m512i lo4 = _mm512_set1_epi8(0x0f);
   if (t == QuantType::kQ4_K) {
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16 + 32 * c));
-    const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1);
+    const __m512i both = _mm512_inserti64x4(_mm512_zextsi256_si512(v), _mm256_srli_epi16(v, 4), 1);
     return _mm512_and_si512(both, lo4);
   }
   const int h = c / 2;
   const __m512i ql = _mm512_loadu_si512(blk + 64 * h);
   const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 128 + 32 * h));
-  __m512i hi = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
+  __m512i hi = _mm512_inserti64x4(_mm512_zextsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
   __m512i low = ql;
   if (c % 2) {
     hi = _mm512_srli_epi16(hi, 4);
@@ -92,8 +58,8 @@ SAGUARO_AVX512 void tile_a(QuantType t, const uint8_t* row, int64_t bb, const Qu
     _mm_prefetch(reinterpret_cast<const char*>(blk + 2 * bb), _MM_HINT_T0);
     _mm_prefetch(reinterpret_cast<const char*>(blk + 2 * bb + 64), _MM_HINT_T0);
     _mm_prefetch(reinterpret_cast<const char*>(blk + 2 * bb + 128), _MM_HINT_T0);
-    const ScalesA s = scales_a(t, blk);
-    const __m512i scz = _mm512_castsi256_si512(s.sc);
+    const simd::ScalesA s = simd::scales_a(t, blk);
+    const __m512i scz = _mm512_zextsi256_si512(s.sc);
     __m512i q[4], scv[4];
 #pragma GCC unroll 4
     for (int c = 0; c < 4; ++c) {
@@ -189,7 +155,7 @@ SAGUARO_TARGET_AVX512 __m512i quants_b(QuantType t, const uint8_t* blk, int64_t 
                               _mm256_set1_epi8(static_cast<char>(0x80)));
     }
   }
-  return _mm512_inserti64x4(_mm512_castsi256_si512(v[0]), v[1], 1);
+  return _mm512_inserti64x4(_mm512_zextsi256_si512(v[0]), v[1], 1);
 }
 
 SAGUARO_AVX512 void columns_b(QuantType t, const uint8_t* w, int64_t row_bytes, const QuantActivations& a,

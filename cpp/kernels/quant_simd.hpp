@@ -1,5 +1,5 @@
 // AVX2-level helpers of the quantized GEMM shared by its AVX2 and AVX-512 paths: unpacking GGUF blocks
-// into the canonical forms of quant_formats.hpp and exact integer horizontal sums. Compiled with a
+// (the same integers as the scalar unpackers of quant_formats.hpp) and exact integer horizontal sums. Compiled with a
 // function target attribute (no -mavx2 for the build); only called from code that checked the CPU.
 #pragma once
 
@@ -52,58 +52,42 @@ SAGUARO_TARGET_AVX2 __m256i q6_high(__m256i qh, int shift, __m256i three) {
   return _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, shift), three), 4);
 }
 
-// A K-quant super-block into the kind A form (q, sc, mn, scv, d, dmin); the same integers as
-// unpack_scales_a + unpack_q_a_scalar.
-SAGUARO_TARGET_AVX2 void unpack_a(QuantType t, const uint8_t* blk, UnpackedA& u) {
-  const __m256i lo4 = _mm256_set1_epi8(0x0f);
+// The scales of a K-quant super-block: sc and mn per 16 values (int16 [16]) and d, dmin. Built in
+// registers (no store-to-load round trip); the same integers as unpack_scales_a.
+struct ScalesA {
+  __m256i sc, mn;
+  float d, dmin;
+};
+
+SAGUARO_TARGET_AVX2 ScalesA scales_a(QuantType t, const uint8_t* blk) {
+  ScalesA s;
   if (t == QuantType::kQ4_K) {
     const auto* b = reinterpret_cast<const BlockQ4_K*>(blk);
-    u.d = _cvtsh_ss(load_u16(&b->d));
-    u.dmin = _cvtsh_ss(load_u16(&b->dmin));
-    // ggml's 6-bit unpacking: bytes 0..7 the scales, 8..15 the mins of the eight 32-value sub-blocks
-    uint32_t s[4];
-    std::memcpy(s, b->scales, 12);
+    s.d = _cvtsh_ss(load_u16(&b->d));
+    s.dmin = _cvtsh_ss(load_u16(&b->dmin));
+    uint32_t u0, u1, u2;
+    std::memcpy(&u0, b->scales, 4);
+    std::memcpy(&u1, b->scales + 4, 4);
+    std::memcpy(&u2, b->scales + 8, 4);
     constexpr uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
-    s[3] = ((s[2] >> 4) & k2) | (((s[1] >> 6) & k3) << 4);
-    const uint32_t aux = s[1] & k1;
-    s[1] = (s[2] & k2) | (((s[0] >> 6) & k3) << 4);
-    s[2] = aux;
-    s[0] &= k1;
-    const __m128i sm = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s));
-    const __m128i sc8 = _mm_cvtepu8_epi16(sm), mn8 = _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8));
-    const __m256i sc16 = _mm256_set_m128i(_mm_unpackhi_epi16(sc8, sc8), _mm_unpacklo_epi16(sc8, sc8));
-    const __m256i mn16 = _mm256_set_m128i(_mm_unpackhi_epi16(mn8, mn8), _mm_unpacklo_epi16(mn8, mn8));
-    _mm256_store_si256(reinterpret_cast<__m256i*>(u.sc), sc16);
-    _mm256_store_si256(reinterpret_cast<__m256i*>(u.mn), mn16);
-    for (int g = 0; g < 4; ++g) {
-      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b->qs + 32 * g));
-      _mm256_store_si256(reinterpret_cast<__m256i*>(u.q + 64 * g), _mm256_and_si256(v, lo4));
-      _mm256_store_si256(reinterpret_cast<__m256i*>(u.q + 64 * g + 32), _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4));
-    }
+    // ggml's 6-bit unpacking: sc0..7 in s0, s1 and m0..7 in s2, s3
+    const uint32_t s3 = ((u2 >> 4) & k2) | (((u1 >> 6) & k3) << 4);
+    const uint32_t s2 = u1 & k1;
+    const uint32_t s1 = (u2 & k2) | (((u0 >> 6) & k3) << 4);
+    const uint32_t s0 = u0 & k1;
+    const __m128i sm = _mm_set_epi32(static_cast<int>(s3), static_cast<int>(s2), static_cast<int>(s1),
+                                     static_cast<int>(s0));
+    // each byte twice (a scale per 16 values), widened to int16
+    const __m128i dup = _mm_unpacklo_epi8(sm, sm), dupm = _mm_unpackhi_epi8(sm, sm);
+    s.sc = _mm256_cvtepu8_epi16(dup);
+    s.mn = _mm256_cvtepu8_epi16(dupm);
   } else {
     const auto* b = reinterpret_cast<const BlockQ6_K*>(blk);
-    u.d = u.dmin = _cvtsh_ss(load_u16(&b->d));
-    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b->scales)));
-    _mm256_store_si256(reinterpret_cast<__m256i*>(u.sc), sc16);
-    _mm256_store_si256(reinterpret_cast<__m256i*>(u.mn), _mm256_slli_epi16(sc16, 5));
-    const __m256i three = _mm256_set1_epi8(3);
-    for (int h = 0; h < 2; ++h) {
-      const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b->ql + 64 * h));
-      const __m256i ql1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b->ql + 64 * h + 32));
-      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b->qh + 32 * h));
-      uint8_t* o = u.q + 128 * h;
-      _mm256_store_si256(reinterpret_cast<__m256i*>(o), _mm256_or_si256(_mm256_and_si256(ql0, lo4), q6_high(qh, 0, three)));
-      _mm256_store_si256(reinterpret_cast<__m256i*>(o + 32), _mm256_or_si256(_mm256_and_si256(ql1, lo4), q6_high(qh, 2, three)));
-      _mm256_store_si256(reinterpret_cast<__m256i*>(o + 64),
-                         _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), lo4), q6_high(qh, 4, three)));
-      _mm256_store_si256(reinterpret_cast<__m256i*>(o + 96),
-                         _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), lo4), q6_high(qh, 6, three)));
-    }
+    s.d = s.dmin = _cvtsh_ss(load_u16(&b->d));
+    s.sc = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b->scales)));
+    s.mn = _mm256_slli_epi16(s.sc, 5);
   }
-  // scv: for each 32 values, the scale of values 0..15 in lanes 0..7 and of 16..31 in lanes 8..15
-  for (int s = 0; s < 8; ++s)
-    _mm256_store_si256(reinterpret_cast<__m256i*>(u.scv + 16 * s),
-                       _mm256_set_m128i(_mm_set1_epi16(u.sc[2 * s + 1]), _mm_set1_epi16(u.sc[2 * s])));
+  return s;
 }
 
 // Block j of a kind B group: Q5_0 as q in 0..31; Q8_0 as the signed value (plus128 false: the AVX2 sign
