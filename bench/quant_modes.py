@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -65,7 +66,8 @@ def main() -> None:
             print(f"round {r} {m}: {tps:.2f} tokens/s", flush=True)
     rows = {m: {"tokens_per_s": statistics.median(v), "rounds": v, "equals_ar": outs[m] == outs["ar"],
                 "acceptance": accept.get(m)} for m, v in speeds.items()}
-    info = {"machine": machine(), "flags": cpu_flags(), "kernel_path": quant.isa(), "k": args.k,
+    info = {"machine": machine(), "load_average_at_end": os.getloadavg(), "flags": cpu_flags(),
+            "kernel_path": quant.isa(), "k": args.k,
             "tokens": args.tokens, "rounds": args.rounds, "modes": rows, "ar_text": target.tokenizer.decode(outs["ar"])}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "quant-modes.json").write_text(json.dumps(info, indent=1))
@@ -73,7 +75,8 @@ def main() -> None:
              f"Command: `python -m bench.quant_modes --tokens {args.tokens} --rounds {args.rounds} --k {args.k}` "
              "(medians over rounds; modes alternate).", "",
              f"CPU: {info['machine']['cpu']}; flags: {' '.join(info['flags'])}; kernel path: **{info['kernel_path']}**. "
-             "AR and SD: 2 torch threads per worker; SSD: target and draft on 1 thread each, concurrently.", "",
+             "AR and SD: 2 torch threads per worker; SSD: target and draft on 1 thread each, concurrently. "
+             f"Load average at the end (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in os.getloadavg())}.", "",
              "| mode | tokens/s | / AR | acceptance (accepted / proposed) | tokens == AR |", "|---|---|---|---|---|"]
     ar = rows["ar"]["tokens_per_s"]
     for m, r in rows.items():

@@ -7,8 +7,8 @@ Usage: python -m bench.quant_speed [--model qwen2.5-coder-1.5b] [--rounds 5] [--
 Both models are loaded in one process and the methods alternate round by round; inside a round each
 step times a 5-token and a 16-token extend from the current position (both rolled back with truncate)
 and then a one-token decode; the figures are medians over rounds of each round's median. Resident
-memory is measured in a fresh subprocess per method (load, 8 decodes, VmRSS and VmHWM). Writes bench/results/quant-speed-<model>.{json,md} with the CPU flags and
-the kernel path used.
+memory is measured in a fresh subprocess per method (load, 8 decodes, VmRSS and VmHWM). Writes
+bench/results/quant-speed-<model>.{json,md} with the CPU flags, the kernel path used and the load average.
 """
 from __future__ import annotations
 
@@ -138,7 +138,8 @@ def main() -> None:
     agree = next((i for i, (x, y) in enumerate(zip(g["bf16"], g["quantized"])) if x != y), len(g["bf16"]))
     from saguaro.models.presets import PRESETS, preset_gguf
     gguf_mb = preset_gguf(PRESETS[args.model]).stat().st_size / 1e6 if args.model in PRESETS else None
-    info = {"model": args.model, "machine": machine(), "flags": cpu_flags(), "kernel_path": quant.isa(),
+    info = {"model": args.model, "machine": machine(), "load_average_at_end": os.getloadavg(),
+            "flags": cpu_flags(), "kernel_path": quant.isa(),
             "threads": args.threads, "rounds": args.rounds, "decodes_per_round": args.decodes, "gguf_MB": gguf_mb,
             "methods": rows, "greedy_tokens": args.greedy_tokens, "greedy_agreeing_prefix": agree,
             "greedy": g}
@@ -151,7 +152,9 @@ def main() -> None:
              f"Command: `python -m bench.quant_speed --model {args.model} --rounds {args.rounds} --decodes "
              f"{args.decodes} --threads {args.threads}` (medians over rounds; methods alternate in each round).",
              "", f"CPU: {info['machine']['cpu']}; flags: {' '.join(info['flags'])}; quantized kernel path: "
-             f"**{info['kernel_path']}**; GGUF file {gguf_mb:.0f} MB." if gguf_mb else "", "",
+             f"**{info['kernel_path']}**; GGUF file {gguf_mb:.0f} MB." if gguf_mb else "",
+             f"Load average at the end (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in os.getloadavg())} "
+             "(above ~2.2 on these 2 cores, another process competed for them).", "",
              "| path | decode ms | tokens/s | 5-row ms | 5-row / decode | 16-row ms | 16-row / decode | RSS MB | peak RSS MB |",
              "|---|---|---|---|---|---|---|---|---|"]
     for m, r in rows.items():

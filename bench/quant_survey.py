@@ -3,8 +3,8 @@
 Measures (2 threads, medians): torch bf16 F.linear, saguaro's bf16 small-M kernel, torch's int4 weight-only
 kernel (_weight_int4pack_mm_for_cpu, group 32), torch's int8 weight-only kernel (_weight_int8pack_mm), fbgemm's
 dynamic int8 linear (torch.ops.quantized.linear_dynamic), and — when the extension has it — saguaro's own
-quantized GEMM on the default target's GGUF tensors of the same shape (saguaro.kernels.quant). Also lists the quant types of the default pair's GGUF
-tensors. Writes bench/results/quant-kernels-survey.{md,json}.
+quantized GEMM on the default target's GGUF tensors of the same shape (saguaro.kernels.quant). Also lists
+the quant types of the default pair's GGUF tensors. Writes bench/results/quant-kernels-survey.{md,json}.
 
     python -m bench.quant_survey [--reps 15] [--threads 2]
 """

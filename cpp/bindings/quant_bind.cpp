@@ -80,7 +80,8 @@ void bind_quant(py::module_& m) {
       py::arg("x"), py::arg("blocks"), py::arg("ggml_type"), py::arg("n"), py::arg("out"), py::arg("threads") = 1,
       py::arg("path") = "auto",
       "out[M, n] = x[M, K] @ W[n, K]^T with W given as GGUF blocks (uint8, n rows of K values), x and out "
-      "float32 (out may be a column slice: rows at any stride). path 'auto' (the CPU's best, lowered by $SAGUARO_CPU_ISA), 'avx512', 'avx2' or 'scalar': "
+      "float32 (out may be a column slice: rows at any stride). path 'auto' (the CPU's best, lowered by "
+      "$SAGUARO_CPU_ISA), 'avx512', 'avx2' or 'scalar': "
       "all give the same bits, and each row's bits depend only on its own input row.");
 
   m.def(
