@@ -160,6 +160,7 @@ struct QuantActivations {
   std::vector<int8_t> q;        // [M, K]
   std::vector<float> d;         // [M, K / block]
   std::vector<int16_t> bsum16;  // [M, K / 16]: sums of 16 consecutive q (K-quants)
+  std::vector<int16_t> bsum32k;  // [M, K / 32]: sums of 32 consecutive q (K-quants, the repacked Q4_K)
   std::vector<int32_t> bsum32;  // [M, K / 32]: sums of 32 consecutive q (Q8_0 / Q5_0)
 
   const int8_t* row_q(int64_t m) const { return q.data() + m * K; }
@@ -174,7 +175,10 @@ inline void quantize_activations(const float* x, int64_t M, int64_t K, int64_t b
   a.block = block;
   a.q.resize(static_cast<size_t>(M * K));
   a.d.resize(static_cast<size_t>(M * (K / block)));
-  if (block == kSuper) a.bsum16.resize(static_cast<size_t>(M * (K / 16)));
+  if (block == kSuper) {
+    a.bsum16.resize(static_cast<size_t>(M * (K / 16)));
+    a.bsum32k.resize(static_cast<size_t>(M * (K / 32)));
+  }
   else a.bsum32.resize(static_cast<size_t>(M * (K / 32)));
   for (int64_t m = 0; m < M; ++m) {
     for (int64_t b = 0; b < K / block; ++b) {
@@ -196,6 +200,9 @@ inline void quantize_activations(const float* x, int64_t M, int64_t K, int64_t b
         for (int i = 0; i < 16; ++i) s += qr[g * 16 + i];
         a.bsum16[m * (K / 16) + g] = static_cast<int16_t>(s);
       }
+      for (int64_t g = 0; g < K / 32; ++g)  // |sum| <= 32 * 127: fits int16
+        a.bsum32k[m * (K / 32) + g] =
+            static_cast<int16_t>(a.bsum16[m * (K / 16) + 2 * g] + a.bsum16[m * (K / 16) + 2 * g + 1]);
     } else {
       for (int64_t g = 0; g < K / 32; ++g) {
         int s = 0;

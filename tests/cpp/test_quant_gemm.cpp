@@ -206,3 +206,29 @@ TEST(QuantGemmArgs, TheEnvironmentLowersThePath) {
 }
 
 }  // namespace
+
+#include "saguaro/quant_q4k16.hpp"
+
+namespace {
+
+TEST(QuantQ4k16, RepackedProductHasTheGgufBlocksBits) {
+  std::mt19937 rng(2024);
+  const int64_t N = 48, K = 512;
+  const auto w = random_weights(QuantType::kQ4_K, N, K, rng);
+  std::vector<uint8_t> packed(static_cast<size_t>(saguaro::q4k16_packed_bytes(N, K)));
+  saguaro::q4k16_repack(w.data(), N, K, packed.data(), 2);
+  for (int64_t M : {1, 3, 5, 16}) {
+    const auto x = random_x(M, K, rng);
+    const auto ref = run(QuantType::kQ4_K, w, N, K, x, M, 1, CpuIsa::kScalar);
+    for (CpuIsa isa : paths()) {
+      std::vector<float> y(static_cast<size_t>(M * N), -1.f);
+      saguaro::q4k16_gemm(packed.data(), N, K, x.data(), M, y.data(), N, 2, isa);
+      for (int64_t i = 0; i < M * N; ++i)
+        ASSERT_EQ(y[i], ref[i]) << "path " << saguaro::cpu_isa_name(isa) << " M=" << M << " at " << i;
+    }
+  }
+  EXPECT_THROW(saguaro::q4k16_packed_bytes(40, 256), std::invalid_argument);
+  EXPECT_THROW(saguaro::q4k16_packed_bytes(48, 200), std::invalid_argument);
+}
+
+}  // namespace

@@ -105,3 +105,18 @@ def test_output_slices_and_errors():
         quant.gemm(x, b, "Q4_K", 64, out=torch.zeros(3, 64, dtype=torch.float64))
     with pytest.raises(ValueError, match="'sse'"):
         quant.gemm(x, b, "Q4_K", 64, path="sse")
+
+
+@pytest.mark.skipif(not quant.q4k16_supported(16, 256), reason="the interleaved Q4_K kernel needs AVX-512 VNNI")
+@pytest.mark.parametrize("m", [1, 5, 16])
+def test_interleaved_q4k_gives_the_gguf_blocks_bits(m):
+    n, k = 96, 768
+    b = torch.from_numpy(random_blocks("Q4_K", n, k, seed=11))
+    packed = quant.q4k16_repack(b, n, k, threads=2)
+    assert packed.numel() == n // 16 * (k // 256) * 2560
+    x = torch.randn(m, k, generator=torch.Generator().manual_seed(m))
+    ref = quant.gemm(x, b, "Q4_K", n, path="scalar")
+    for path in PATHS:
+        assert torch.equal(quant.q4k16_gemm(x, packed, n, path=path), ref), path
+    with pytest.raises(ValueError, match="contiguous uint8"):
+        quant.q4k16_gemm(x, packed[:-1], n)

@@ -83,6 +83,33 @@ def test_greedy_speculation_equals_ar_on_the_quantized_path(tiny_gguf, mode):
     assert sum(outs[mode][1]["accepted_per_position"]) > 0  # the draft (the same model) was used
 
 
+def test_repacked_q4k_projection_has_the_gguf_blocks_bits(monkeypatch):
+    """QuantLinear's interleaved Q4_K copy (where AVX-512 runs it) gives the GGUF blocks' bits, also with a
+    lowered path (SAGUARO_CPU_ISA) and for a pruned selection of rows."""
+    import numpy as np
+
+    rng = np.random.default_rng(4)
+    k, rows = 512, [32, 16]
+    segs = []
+    for n in rows:
+        b = rng.integers(0, 256, size=(n, quant.row_bytes("Q4_K", k)), dtype=np.uint8)
+        blk = b.reshape(n, -1, 144)
+        blk[..., 0:4] = rng.uniform(0.001, 0.02, size=(*blk.shape[:2], 2)).astype(np.float16).view(np.uint8)
+        segs.append(QuantWeight.from_blocks(torch.from_numpy(b), "Q4_K", n, k))
+    w = QuantWeight.cat(segs)
+    fast, plain = QuantLinear(w, repack=True), QuantLinear(w, repack=False)
+    assert all(p is None for p in plain.repacked)
+    assert all(p is not None for p in fast.repacked) == quant.q4k16_supported(16, k)
+    x = torch.randn(5, k)
+    want = plain.forward_float(x)
+    assert torch.equal(fast.forward_float(x), want)
+    monkeypatch.setenv("SAGUARO_CPU_ISA", "avx2")
+    assert torch.equal(fast.forward_float(x), want)
+    monkeypatch.delenv("SAGUARO_CPU_ISA")
+    ids = torch.tensor([0, 5, 31, 32, 40])
+    assert torch.equal(fast.select_rows(ids).forward_float(x), want[:, ids])
+
+
 @pytest.mark.slow
 def test_real_draft_quantized_agrees_with_its_bf16_conversion():
     """The 0.5B draft (Q5_0, Q8_0, Q4_K, Q6_K blocks) on the quantized path: same greedy tokens as the

@@ -13,7 +13,8 @@ import functools
 
 import torch
 
-__all__ = ["GGML_TYPES", "available", "dequantize", "gemm", "isa", "row_bytes", "supported_isa"]
+__all__ = ["GGML_TYPES", "available", "dequantize", "gemm", "isa", "q4k16_gemm", "q4k16_repack", "q4k16_supported",
+           "row_bytes", "supported_isa"]
 
 # GGML type ids of the formats the kernels run
 GGML_TYPES = {"Q5_0": 6, "Q8_0": 8, "Q4_K": 12, "Q6_K": 14}
@@ -76,6 +77,31 @@ def gemm(x: torch.Tensor, blocks: torch.Tensor, ggml_type: int | str, n: int, k:
     if out is None:
         out = torch.empty((x2.shape[0], int(n)), dtype=torch.float32)
     core().quant_gemm(x2, blocks, type_id(ggml_type), int(n), out, int(threads or torch.get_num_threads()), path)
+    return out
+
+
+def q4k16_supported(n: int, k: int) -> bool:
+    """True when an [n, k] Q4_K matrix can be repacked (n % 16 == 0, k % 256 == 0) and the interleaved
+    kernel is this CPU's fast path (AVX-512 VNNI); elsewhere the GGUF blocks run faster."""
+    return available() and hasattr(core(), "q4k16_gemm") and n % 16 == 0 and k % 256 == 0 and n > 0 \
+        and supported_isa() == "avx512"
+
+
+def q4k16_repack(blocks: torch.Tensor, n: int, k: int, threads: int | None = None) -> torch.Tensor:
+    """n rows of GGUF Q4_K blocks repacked into the 16-column interleaved layout (a new uint8 tensor)."""
+    out = torch.empty(int(core().q4k16_packed_bytes(int(n), int(k))), dtype=torch.uint8)
+    core().q4k16_repack(blocks, int(n), int(k), out, int(threads or torch.get_num_threads()))
+    return out
+
+
+def q4k16_gemm(x: torch.Tensor, packed: torch.Tensor, n: int, *, out: torch.Tensor | None = None,
+               threads: int | None = None, path: str = "auto") -> torch.Tensor:
+    """``x @ W.T`` (float32 [M, n]) with W repacked by :func:`q4k16_repack`: the bits :func:`gemm` gives on
+    the GGUF blocks."""
+    x2 = x.reshape(-1, x.shape[-1]).float().contiguous()
+    if out is None:
+        out = torch.empty((x2.shape[0], int(n)), dtype=torch.float32)
+    core().q4k16_gemm(x2, packed, int(n), out, int(threads or torch.get_num_threads()), path)
     return out
 
 

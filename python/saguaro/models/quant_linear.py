@@ -10,6 +10,7 @@ exact). The model it computes is the GGUF model, as llama.cpp computes it (int8 
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import torch
 
@@ -104,13 +105,23 @@ class QuantLinear:
 
     packed = None  # no bf16 panel copy (DecoderModel checks this for a tied head)
 
-    def __init__(self, weight: QuantWeight, bias: torch.Tensor | None = None) -> None:
+    def __init__(self, weight: QuantWeight, bias: torch.Tensor | None = None, *, repack: bool | None = None) -> None:
+        """repack: Q4_K segments get a 16-column interleaved copy (saguaro.kernels.quant.q4k16_repack) where
+        the CPU runs its AVX-512 kernel; same bits, about 3x faster per row. None: on unless the environment
+        sets SAGUARO_QUANT_REPACK=0 (read here, at construction)."""
         if not isinstance(weight, QuantWeight):
             raise TypeError(f"QuantLinear needs a QuantWeight, got {type(weight).__name__}")
         if bias is not None and bias.numel() != weight.out_features:
             raise ValueError(f"bias: expected {weight.out_features} values, got {bias.numel()}")
         self.qweight = weight
         self.bias = bias.detach().float().contiguous() if bias is not None else None
+        if repack is None:
+            repack = os.environ.get("SAGUARO_QUANT_REPACK", "1").strip() != "0"
+        k = weight.in_features
+        # the GGUF views stay for the other paths (SAGUARO_CPU_ISA lowered) and row lookups
+        self.repacked = [quant.q4k16_repack(s.blocks, s.rows, k)
+                         if repack and s.ggml_type == quant.GGML_TYPES["Q4_K"] and quant.q4k16_supported(s.rows, k)
+                         else None for s in weight.segments]
 
     @property
     def out_features(self) -> int:
@@ -132,10 +143,14 @@ class QuantLinear:
         if x2.shape[0] > 0:
             # straight to the extension (the segments were checked at construction): a decode makes ~200
             # of these calls per token, so the wrapper's per-call checks would cost several percent
-            gemm, threads, start = quant.core().quant_gemm, torch.get_num_threads(), 0
-            for s in self.qweight.segments:
-                gemm(x2, s.blocks, s.ggml_type, s.rows, out[:, start:start + s.rows] if len(self.qweight.segments) > 1
-                     else out, threads, "auto")
+            core, threads, start = quant.core(), torch.get_num_threads(), 0
+            interleaved = any(p is not None for p in self.repacked) and core.cpu_isa_selected() == "avx512"
+            for s, p in zip(self.qweight.segments, self.repacked):
+                o = out[:, start:start + s.rows] if len(self.qweight.segments) > 1 else out
+                if interleaved and p is not None:
+                    core.q4k16_gemm(x2, p, s.rows, o, threads, "avx512")
+                else:
+                    core.quant_gemm(x2, s.blocks, s.ggml_type, s.rows, o, threads, "auto")
                 start += s.rows
             if self.bias is not None:
                 out += self.bias
