@@ -111,6 +111,10 @@ def methods(k: int, n: int):
         for tname, kind, blocks in gguf_tensors(k, n):
             yield (f"saguaro {kind} ({quant.isa()}; the GGUF's {tname})", blocks.numel(),
                    lambda x, b=blocks, t=kind: (lambda: quant.gemm(x.float(), b, t, n)))
+            if kind == "Q4_K" and quant.q4k16_supported(n, k):
+                packed = quant.q4k16_repack(blocks, n, k)
+                yield (f"saguaro Q4_K repacked x16 (avx512; {tname})", packed.numel(),
+                       lambda x, p=packed: (lambda: quant.q4k16_gemm(x.float(), p, n)))
 
 
 def gguf_tensors(k: int, n: int):
