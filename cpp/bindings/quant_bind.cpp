@@ -10,6 +10,7 @@
 #include "dlpack_tensor.hpp"
 #include "saguaro/cpu_features.hpp"
 #include "saguaro/quant_gemm.hpp"
+#include "saguaro/quant_b16.hpp"
 #include "saguaro/quant_q4k16.hpp"
 
 namespace py = pybind11;
@@ -41,9 +42,11 @@ TensorView borrow_blocks(py::handle blocks, QuantType t, int64_t rows, int64_t k
 }  // namespace
 
 void bind_q4k16(py::module_& m);
+void bind_b16(py::module_& m);
 
 void bind_quant(py::module_& m) {
   bind_q4k16(m);
+  bind_b16(m);
   m.def("cpu_isa_supported", [] { return std::string(cpu_isa_name(cpu_isa_supported())); },
         "The best SIMD path of this CPU for the quantized kernels: 'avx512', 'avx2' or 'scalar'.");
   m.def("cpu_isa_selected", [] { return std::string(cpu_isa_name(cpu_isa_selected())); },
@@ -102,6 +105,61 @@ void bind_quant(py::module_& m) {
       },
       py::arg("blocks"), py::arg("ggml_type"), py::arg("rows"), py::arg("k"), py::arg("out"),
       "out[rows, k] = the fp32 weights of `rows` rows of GGUF blocks (as llama.cpp dequantizes them).");
+}
+
+void bind_b16(py::module_& m) {
+  m.def("quant_b16_packed_bytes",
+        [](int ggml_type, int64_t n, int64_t k) { return quant_b16_packed_bytes(parse_type(ggml_type), n, k); },
+        py::arg("ggml_type"), py::arg("n"), py::arg("k"),
+        "Bytes of the 16-column interleaved form of an [n, k] Q5_0 / Q8_0 matrix (n % 16 == 0).");
+  m.def(
+      "quant_b16_repack",
+      [](py::handle blocks, int ggml_type, int64_t n, int64_t k, py::handle out) {
+        const QuantType t = parse_type(ggml_type);
+        auto wv = borrow_blocks(blocks, t, n, k);
+        auto ov = borrow_tensor(out, "out");
+        ov.require_cpu();
+        const int64_t want = quant_b16_packed_bytes(t, n, k);
+        if (ov.dtype != DType::kUInt8 || !ov.contiguous() || ov.numel() != want)
+          ov.fail("expected " + std::to_string(want) + " contiguous uint8 bytes");
+        py::gil_scoped_release release;
+        quant_b16_repack(t, wv.data<uint8_t>(), n, k, ov.data<uint8_t>());
+      },
+      py::arg("blocks"), py::arg("ggml_type"), py::arg("n"), py::arg("k"), py::arg("out"),
+      "Repacks n rows of GGUF Q5_0 / Q8_0 blocks into the 16-column interleaved layout (quant_b16.hpp).");
+  m.def(
+      "quant_b16_gemm",
+      [](py::handle x, py::handle packed, int ggml_type, int64_t n, py::handle out, int threads,
+         const std::string& path) {
+        const QuantType t = parse_type(ggml_type);
+        auto xv = borrow_tensor(x, "x");
+        xv.require_cpu();
+        xv.require(DType::kFloat32, {-1, -1});
+        const int64_t M = xv.shape[0], K = xv.shape[1];
+        if (M < 1) xv.fail("needs at least one row");
+        auto pv = borrow_tensor(packed, "packed");
+        pv.require_cpu();
+        const int64_t want = quant_b16_packed_bytes(t, n, K);
+        if (pv.dtype != DType::kUInt8 || !pv.contiguous() || pv.numel() != want)
+          pv.fail("expected " + std::to_string(want) + " contiguous uint8 bytes");
+        auto ov = borrow_tensor(out, "out");
+        ov.require_cpu();
+        if (ov.dtype != DType::kFloat32) ov.fail("expected dtype float32");
+        if (ov.ndim() != 2 || ov.shape[0] != M || ov.shape[1] != n)
+          ov.fail("expected shape [" + std::to_string(M) + ", " + std::to_string(n) + "], got " + ov.shape_str());
+        const int64_t ldy = M == 1 ? n : ov.strides[0];
+        if (ov.strides[1] != 1 || ldy < n) ov.fail("rows must be contiguous and must not overlap (strides [>= n, 1])");
+        if (threads < 1) throw py::value_error("threads: must be >= 1, got " + std::to_string(threads));
+        const CpuIsa isa = path == "auto" ? cpu_isa_selected() : parse_cpu_isa(path);
+        if (isa > cpu_isa_supported())
+          throw py::value_error("path: '" + path + "' was asked for but this CPU supports only '" +
+                                cpu_isa_name(cpu_isa_supported()) + "'");
+        py::gil_scoped_release release;
+        quant_b16_gemm(t, pv.data<uint8_t>(), n, K, xv.data<float>(), M, ov.data<float>(), ldy, threads, isa);
+      },
+      py::arg("x"), py::arg("packed"), py::arg("ggml_type"), py::arg("n"), py::arg("out"), py::arg("threads") = 1,
+      py::arg("path") = "auto",
+      "out[M, n] = x[M, K] @ W[n, K]^T with W repacked by quant_b16_repack: the GGUF blocks' bits.");
 }
 
 void bind_q4k16(py::module_& m) {

@@ -14,6 +14,10 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+// GCC 12 reports the undefined source inside some AVX-512 conversion intrinsics as "may be used
+// uninitialized"; every lane of their results is written.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 #define SAGUARO_Q4K16_X86 1
 #endif
 

@@ -232,3 +232,33 @@ TEST(QuantQ4k16, RepackedProductHasTheGgufBlocksBits) {
 }
 
 }  // namespace
+
+#include "saguaro/quant_b16.hpp"
+
+namespace {
+
+TEST(QuantB16, RepackedProductHasTheGgufBlocksBits) {
+  for (QuantType t : {QuantType::kQ5_0, QuantType::kQ8_0})
+    for (int64_t K : {896, 256, 64}) {  // 896: three groups of 8 blocks and a partial one
+      std::mt19937 rng(static_cast<unsigned>(K) + static_cast<unsigned>(t));
+      const int64_t N = 32;
+      const auto w = random_weights(t, N, K, rng);
+      std::vector<uint8_t> packed(static_cast<size_t>(saguaro::quant_b16_packed_bytes(t, N, K)));
+      saguaro::quant_b16_repack(t, w.data(), N, K, packed.data());
+      for (int64_t M : {1, 5, 16}) {
+        const auto x = random_x(M, K, rng);
+        const auto ref = run(t, w, N, K, x, M, 1, CpuIsa::kScalar);
+        for (CpuIsa isa : paths()) {
+          std::vector<float> y(static_cast<size_t>(M * N), -1.f);
+          saguaro::quant_b16_gemm(t, packed.data(), N, K, x.data(), M, y.data(), N, 2, isa);
+          for (int64_t i = 0; i < M * N; ++i)
+            ASSERT_EQ(y[i], ref[i]) << saguaro::quant_type_name(t) << " K=" << K << " path "
+                                    << saguaro::cpu_isa_name(isa) << " M=" << M << " at " << i;
+        }
+      }
+    }
+  EXPECT_THROW(saguaro::quant_b16_packed_bytes(QuantType::kQ4_K, 32, 256), std::invalid_argument);
+  EXPECT_THROW(saguaro::quant_b16_packed_bytes(QuantType::kQ8_0, 40, 256), std::invalid_argument);
+}
+
+}  // namespace

@@ -120,3 +120,16 @@ def test_interleaved_q4k_gives_the_gguf_blocks_bits(m):
         assert torch.equal(quant.q4k16_gemm(x, packed, n, path=path), ref), path
     with pytest.raises(ValueError, match="contiguous uint8"):
         quant.q4k16_gemm(x, packed[:-1], n)
+
+
+@pytest.mark.skipif(not quant.b16_supported("Q5_0", 16, 32), reason="the interleaved kernel needs AVX-512 VNNI")
+@pytest.mark.parametrize("kind", ["Q5_0", "Q8_0"])
+@pytest.mark.parametrize("m", [1, 5, 16])
+def test_interleaved_q5_q8_give_the_gguf_blocks_bits(kind, m):
+    n, k = 48, 896  # 28 blocks: three groups of eight and a partial one
+    b = torch.from_numpy(random_blocks(kind, n, k, seed=12))
+    packed = quant.b16_repack(b, kind, n, k)
+    x = torch.randn(m, k, generator=torch.Generator().manual_seed(m))
+    ref = quant.gemm(x, b, kind, n, path="scalar")
+    for path in PATHS:
+        assert torch.equal(quant.b16_gemm(x, packed, kind, n, path=path), ref), path

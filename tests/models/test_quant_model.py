@@ -110,6 +110,21 @@ def test_repacked_q4k_projection_has_the_gguf_blocks_bits(monkeypatch):
     assert torch.equal(fast.select_rows(ids).forward_float(x), want[:, ids])
 
 
+def test_repacked_q5_model_has_the_gguf_blocks_bits(tmp_path, monkeypatch):
+    """A Q5_0 model (hidden 64, intermediate 96: every matrix has a multiple of 16 rows) gives the same
+    logits with and without the interleaved copies."""
+    path = write_gguf(make_hf("qwen2-untied"), tmp_path / "q5.gguf", quant="Q5_0")
+    fast = M.load(path, quantized=True, dtype=torch.float32)
+    lin = fast.adapter.model.layers[0].mlp
+    assert any(p is not None for v in vars(lin).values() if isinstance(v, QuantLinear) for p in v.repacked) \
+        == quant.b16_supported("Q5_0", 16, 64)
+    monkeypatch.setenv("SAGUARO_QUANT_REPACK", "0")
+    plain = M.load(path, quantized=True, dtype=torch.float32)
+    assert all(p is None for p in plain.adapter.model.layers[0].mlp.gate_up.repacked)
+    tokens = [3, 17, 42, 5, 88]
+    assert torch.equal(fast.adapter.prefill([0], [tokens]), plain.adapter.prefill([0], [tokens]))
+
+
 @pytest.mark.slow
 def test_real_draft_quantized_agrees_with_its_bf16_conversion():
     """The 0.5B draft (Q5_0, Q8_0, Q4_K, Q6_K blocks) on the quantized path: same greedy tokens as the

@@ -13,7 +13,7 @@ import functools
 
 import torch
 
-__all__ = ["GGML_TYPES", "available", "dequantize", "gemm", "isa", "q4k16_gemm", "q4k16_repack", "q4k16_supported",
+__all__ = ["GGML_TYPES", "available", "b16_gemm", "b16_repack", "b16_supported", "dequantize", "gemm", "isa", "q4k16_gemm", "q4k16_repack", "q4k16_supported",
            "row_bytes", "supported_isa"]
 
 # GGML type ids of the formats the kernels run
@@ -102,6 +102,31 @@ def q4k16_gemm(x: torch.Tensor, packed: torch.Tensor, n: int, *, out: torch.Tens
     if out is None:
         out = torch.empty((x2.shape[0], int(n)), dtype=torch.float32)
     core().q4k16_gemm(x2, packed, int(n), out, int(threads or torch.get_num_threads()), path)
+    return out
+
+
+def b16_supported(ggml_type: int | str, n: int, k: int) -> bool:
+    """True when an [n, k] Q5_0 / Q8_0 matrix can be repacked (n % 16 == 0) and the interleaved kernel is
+    this CPU's fast path (AVX-512 VNNI)."""
+    return (available() and hasattr(core(), "quant_b16_gemm") and type_id(ggml_type) in (6, 8) and n > 0
+            and n % 16 == 0 and k % 32 == 0 and supported_isa() == "avx512")
+
+
+def b16_repack(blocks: torch.Tensor, ggml_type: int | str, n: int, k: int) -> torch.Tensor:
+    """n rows of GGUF Q5_0 / Q8_0 blocks repacked into the 16-column interleaved layout (a new uint8 tensor)."""
+    tid = type_id(ggml_type)
+    out = torch.empty(int(core().quant_b16_packed_bytes(tid, int(n), int(k))), dtype=torch.uint8)
+    core().quant_b16_repack(blocks, tid, int(n), int(k), out)
+    return out
+
+
+def b16_gemm(x: torch.Tensor, packed: torch.Tensor, ggml_type: int | str, n: int, *,
+             out: torch.Tensor | None = None, threads: int | None = None, path: str = "auto") -> torch.Tensor:
+    """``x @ W.T`` (float32 [M, n]) with W repacked by :func:`b16_repack`: the GGUF blocks' bits."""
+    x2 = x.reshape(-1, x.shape[-1]).float().contiguous()
+    if out is None:
+        out = torch.empty((x2.shape[0], int(n)), dtype=torch.float32)
+    core().quant_b16_gemm(x2, packed, type_id(ggml_type), int(n), out, int(threads or torch.get_num_threads()), path)
     return out
 
 

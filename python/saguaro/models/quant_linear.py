@@ -106,8 +106,9 @@ class QuantLinear:
     packed = None  # no bf16 panel copy (DecoderModel checks this for a tied head)
 
     def __init__(self, weight: QuantWeight, bias: torch.Tensor | None = None, *, repack: bool | None = None) -> None:
-        """repack: Q4_K segments get a 16-column interleaved copy (saguaro.kernels.quant.q4k16_repack) where
-        the CPU runs its AVX-512 kernel; same bits, about 3x faster per row. None: on unless the environment
+        """repack: Q4_K and Q5_0 segments of a multiple of 16 rows get a 16-column interleaved copy
+        (saguaro.kernels.quant.q4k16_repack / b16_repack) where the CPU runs its AVX-512 kernel; same bits,
+        about 2-3x faster per row. None: on unless the environment
         sets SAGUARO_QUANT_REPACK=0 (read here, at construction)."""
         if not isinstance(weight, QuantWeight):
             raise TypeError(f"QuantLinear needs a QuantWeight, got {type(weight).__name__}")
@@ -119,9 +120,17 @@ class QuantLinear:
             repack = os.environ.get("SAGUARO_QUANT_REPACK", "1").strip() != "0"
         k = weight.in_features
         # the GGUF views stay for the other paths (SAGUARO_CPU_ISA lowered) and row lookups
-        self.repacked = [quant.q4k16_repack(s.blocks, s.rows, k)
-                         if repack and s.ggml_type == quant.GGML_TYPES["Q4_K"] and quant.q4k16_supported(s.rows, k)
-                         else None for s in weight.segments]
+        self.repacked = [self._repack(s, k) if repack else None for s in weight.segments]
+
+    @staticmethod
+    def _repack(s: QuantSegment, k: int) -> torch.Tensor | None:
+        if s.ggml_type == quant.GGML_TYPES["Q4_K"] and quant.q4k16_supported(s.rows, k):
+            return quant.q4k16_repack(s.blocks, s.rows, k)
+        # Q8_0 stays on its GGUF blocks: its interleaved copy measured faster from 5 rows on but slower for
+        # a decode (the 0.5B's head: 13.4 vs 7.2 ms, bench/results/quant-kernels.md)
+        if s.ggml_type == quant.GGML_TYPES["Q5_0"] and quant.b16_supported(s.ggml_type, s.rows, k):
+            return quant.b16_repack(s.blocks, s.ggml_type, s.rows, k)
+        return None
 
     @property
     def out_features(self) -> int:
@@ -147,8 +156,10 @@ class QuantLinear:
             interleaved = any(p is not None for p in self.repacked) and core.cpu_isa_selected() == "avx512"
             for s, p in zip(self.qweight.segments, self.repacked):
                 o = out[:, start:start + s.rows] if len(self.qweight.segments) > 1 else out
-                if interleaved and p is not None:
+                if interleaved and p is not None and s.ggml_type == 12:
                     core.q4k16_gemm(x2, p, s.rows, o, threads, "avx512")
+                elif interleaved and p is not None:
+                    core.quant_b16_gemm(x2, p, s.ggml_type, s.rows, o, threads, "avx512")
                 else:
                     core.quant_gemm(x2, s.blocks, s.ggml_type, s.rows, o, threads, "auto")
                 start += s.rows
