@@ -66,7 +66,10 @@ int64_t panels(int64_t n) { return (n + 15) / 16; }
 
 }  // namespace
 
+void bind_quant(py::module_& m);  // quant_bind.cpp: the quantized linear's kernels, registered with this one
+
 void bind_linear(py::module_& m) {
+  bind_quant(m);
   m.def("small_gemm_has_avx2", &small_gemm_has_avx2, "True when this CPU can run the AVX2+FMA small-M linear path.");
 
   m.def(

@@ -27,11 +27,25 @@ def tiny_tokens(n: int) -> list[str]:
     return alphabet[: n - 2] + ["<|im_start|>", "<|im_end|>"]
 
 
-def write_gguf(model, path: Path, arch: str | None = None, rope_freqs: np.ndarray | None = None) -> Path:
+def _quant_type(quant: str | dict[str, str] | None, name: str) -> str | None:
+    """The GGML type name for tensor `name`: quant itself, or the first dict entry whose key is in the
+    name ("*" matches all)."""
+    if quant is None or isinstance(quant, str):
+        return quant
+    for key, kind in quant.items():
+        if key == "*" or key in name:
+            return kind
+    return None
+
+
+def write_gguf(model, path: Path, arch: str | None = None, rope_freqs: np.ndarray | None = None,
+               quant: str | dict[str, str] | None = None) -> Path:
     """Write model (a tiny transformers Llama/Qwen2/Qwen3) as an F32 GGUF file.
 
     rope_freqs, when given, is written as the rope_freqs.weight tensor (per-frequency divisors) as it is,
-    instead of the one a llama3-scaled config implies.
+    instead of the one a llama3-scaled config implies. quant: write the matrices (not norms or biases) in
+    this GGML type ("Q8_0", "Q5_0": the types gguf-py can quantize), or per tensor: {"attn_v": "Q8_0",
+    "*": "Q5_0"} (the first key found in the GGUF name).
     """
     import gguf
 
@@ -87,7 +101,12 @@ def write_gguf(model, path: Path, arch: str | None = None, rope_freqs: np.ndarra
                 a = _llama_cpp_permute(a, heads)
             elif arch == "llama" and rest == "self_attn.k_proj.weight":
                 a = _llama_cpp_permute(a, kv_heads)
-        w.add_tensor(out, a)
+        kind = _quant_type(quant, out) if a.ndim == 2 else None
+        if kind is not None:
+            qtype = gguf.GGMLQuantizationType[kind]
+            w.add_tensor(out, gguf.quants.quantize(a.astype(np.float32), qtype), raw_dtype=qtype)
+        else:
+            w.add_tensor(out, a)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

@@ -11,6 +11,7 @@ from saguaro.models.config import ModelConfig
 from saguaro.models.linear import Linear, linear_class
 from saguaro.models.mlp import MLP
 from saguaro.models.norm import RMSNorm
+from saguaro.models.quant_linear import QuantLinear, QuantWeight
 from saguaro.models.rotary import RotaryTable
 
 
@@ -36,9 +37,10 @@ class DecoderModel:
     state: the KV slots belong to the adapter that runs it.
     """
 
-    def __init__(self, config: ModelConfig, embed: torch.Tensor | None, layers: list[DecoderLayer],
+    def __init__(self, config: ModelConfig, embed: torch.Tensor | QuantWeight | None, layers: list[DecoderLayer],
                  final_norm: RMSNorm, head: Linear, dtype: torch.dtype, device: torch.device) -> None:
-        """embed None: the input embedding is the head's weight (tied), looked up from its packed rows."""
+        """embed None: the input embedding is the head's weight (tied), looked up from its packed rows;
+        a QuantWeight: GGUF blocks, dequantized row by row at lookup."""
         self.config = config
         self._embed = embed
         self.layers = layers
@@ -58,21 +60,38 @@ class DecoderModel:
         int8=True (or "weight") stores the layer projections and the output head as weight-only int8;
         int8="dynamic" also quantizes their inputs at each call (saguaro.models.linear.DynamicInt8Linear).
         Drafts only: it changes the draft's distribution, so acceptance, never the output.
+        Values that are QuantWeight (GGUF blocks, GGUFFile.quantized_tensors) become QuantLinear
+        projections on those blocks (int8 does not apply to them); the embedding, when quantized, is
+        dequantized row by row at lookup.
         """
         device = torch.device(device)
         def has(name: str) -> bool:
             return name in tensors
 
-        def t(name: str) -> torch.Tensor:
-            return tensors[name].to(device=device, dtype=dtype)
+        def t(name: str) -> torch.Tensor | QuantWeight:
+            v = tensors[name]
+            if isinstance(v, QuantWeight):
+                if device.type != "cpu":
+                    raise ValueError(f"quantized GGUF weights run on the CPU only, not on {device}: load with "
+                                     "quantized=False for this device")
+                return v
+            return v.to(device=device, dtype=dtype)
 
-        def fused(name: str, parts: list[str]) -> torch.Tensor:
+        def fused(name: str, parts: list[str]) -> torch.Tensor | QuantWeight:
             # a conversion cache stores [q; k; v] and [gate; up] already stacked: no copy at load time
             if has(name):
                 return t(name)
-            return torch.cat([t(p) for p in parts], 0)
+            ws = [t(p) for p in parts]
+            if any(isinstance(w, QuantWeight) for w in ws):
+                if not all(isinstance(w, QuantWeight) for w in ws):
+                    raise ValueError(f"{name}: cannot fuse quantized and plain weights {parts}")
+                return QuantWeight.cat(ws)
+            return torch.cat(ws, 0)
 
-        lin = linear_class(int8)
+        plain = linear_class(int8)
+
+        def lin(w: torch.Tensor | QuantWeight, b: torch.Tensor | None = None) -> Linear | QuantLinear:
+            return QuantLinear(w, b) if isinstance(w, QuantWeight) else plain(w, b)
         c = config
         layers = []
         for i in range(c.num_layers):
@@ -94,19 +113,31 @@ class DecoderModel:
             mlp = MLP(lin(gate_up), lin(t(m + "down_proj.weight")))
             layers.append(DecoderLayer(RMSNorm(t(p + "input_layernorm.weight"), c.rms_norm_eps), attention,
                                        RMSNorm(t(p + "post_attention_layernorm.weight"), c.rms_norm_eps), mlp))
-        embed = t("model.embed_tokens.weight").contiguous()
+        embed = t("model.embed_tokens.weight")
+        if isinstance(embed, torch.Tensor):
+            embed = embed.contiguous()
         tied = not (has("lm_head.weight") and not c.tie_word_embeddings)
         # int8 drafts quantize the head too (a separate copy when tied): it is the largest single matmul
         # of a Qwen draft, and the draft's q may be any distribution as long as it is the one reported.
         head = lin(embed if tied else t("lm_head.weight"))
-        if tied and head.packed is not None:
-            embed = None  # lookups read the packed head's rows: one copy of the largest matrix
+        if tied and (head.packed is not None or isinstance(head, QuantLinear)):
+            embed = None  # lookups read the packed (or quantized) head's rows: one copy of the largest matrix
         return cls(c, embed, layers, RMSNorm(t("model.norm.weight"), c.rms_norm_eps), head, dtype, device)
 
     @property
     def embed(self) -> torch.Tensor:
-        """The input embedding [vocab, hidden] (for a tied packed head: unpacked on first use)."""
+        """The input embedding [vocab, hidden] (for a tied packed head: unpacked on first use; a quantized
+        one: dequantized at each access)."""
+        if isinstance(self._embed, QuantWeight):
+            return self._embed.dequantize().to(self.dtype)
         return self._embed if self._embed is not None else self.head.weight
+
+    def _lookup(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self._embed is None:
+            return self.head.rows(tokens).to(self.dtype)
+        if isinstance(self._embed, QuantWeight):
+            return self._embed.rows(tokens).to(device=self.device, dtype=self.dtype)
+        return F.embedding(tokens, self._embed)
 
     def rotary(self, capacity: int) -> RotaryTable:
         """A cos/sin table for positions below `capacity`."""
@@ -119,7 +150,7 @@ class DecoderModel:
 
         head: computes the logits from the final-normed hidden states instead of the output head
         (a pruned draft vocabulary, see saguaro.models.draft_vocabulary)."""
-        x = F.embedding(tokens, self._embed) if self._embed is not None else self.head.rows(tokens)
+        x = self._lookup(tokens)
         for layer in self.layers:
             x = layer(x, cos, sin, groups)
         if logit_rows is not None:

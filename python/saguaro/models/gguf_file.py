@@ -144,6 +144,40 @@ class GGUFFile:
             yield name, torch.from_numpy(np.array(w, dtype=np.float32, order="C"))
 
 
+    def quantized_tensors(self, config: ModelConfig) -> Iterator[tuple[str, Any]]:
+        """(transformers name, weight) for every weight, keeping matrices in a format the quantized kernels
+        run (Q4_K, Q6_K, Q5_0, Q8_0) as a QuantWeight over the memory-mapped file's bytes (no copy); other
+        tensors (norms, biases, F32/F16 matrices) come dequantized as float32 tensors."""
+        import warnings
+
+        from saguaro.kernels import quant
+        from saguaro.models.quant_linear import QuantWeight
+
+        for t in self.reader.tensors:
+            if t.name == "rope_freqs.weight":
+                continue
+            name = _hf_name(t.name)
+            kind = t.tensor_type.name
+            if kind in quant.GGML_TYPES and len(t.shape) == 2:
+                rows, k = int(t.shape[1]), int(t.shape[0])
+                data = t.data.reshape(rows, -1)
+                if self.architecture == "llama" and name.endswith(("q_proj.weight", "k_proj.weight")):
+                    heads = config.num_heads if name.endswith("q_proj.weight") else config.num_kv_heads
+                    data = np.ascontiguousarray(_unpermute(data, heads))  # a row permutation: blocks stay whole
+                with warnings.catch_warnings():  # the map is read-only and is never written through
+                    warnings.simplefilter("ignore", UserWarning)
+                    blocks = torch.from_numpy(data)
+                yield name, QuantWeight.from_blocks(blocks, kind, rows, k)
+                continue
+            w = self._dequantized(t.name)
+            if self.architecture == "llama":
+                if name.endswith("q_proj.weight"):
+                    w = _unpermute(w, config.num_heads)
+                elif name.endswith("k_proj.weight"):
+                    w = _unpermute(w, config.num_kv_heads)
+            yield name, torch.from_numpy(np.array(w, dtype=np.float32, order="C"))
+
+
 def _hf_name(name: str) -> str:
     if name in _TOP_NAMES:
         return _TOP_NAMES[name]

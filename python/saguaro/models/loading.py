@@ -38,7 +38,7 @@ def default_pair() -> tuple[str, str]:
 def load(spec: Any, *, dtype: torch.dtype = torch.bfloat16, device: str | torch.device = "cpu",
          max_context: int | None = None, int8: bool | str = False, scratch_tokens: int | None = None,
          num_threads: int | None = None, tokenizer: Tokenizer | None = None, name: str | None = None,
-         draft_vocab: int | Sequence[int] | None = None) -> LoadedModel:
+         draft_vocab: int | Sequence[int] | None = None, quantized: bool = False) -> LoadedModel:
     """Load `spec` as a LoadedModel.
 
     spec: a preset name (see `PRESETS`), a Hugging Face directory, a `.gguf` file, a native
@@ -50,8 +50,23 @@ def load(spec: Any, *, dtype: torch.dtype = torch.bfloat16, device: str | torch.
     max_context / scratch_tokens / num_threads go to NativeModelAdapter.
     draft_vocab (drafts only): score only these ids, or the `draft_vocab` lowest ones, plus special
     tokens and each prompt's tokens (see `restrict_draft_vocabulary`); native models only.
+    quantized=True (a preset or a .gguf file, CPU only): keep the GGUF's Q4_K / Q6_K / Q5_0 / Q8_0
+    matrices in their own formats, memory-mapped from the file (no conversion, no copy), and run them with
+    saguaro's quantized kernels (saguaro.models.quant_linear); norms and biases are dequantized, the
+    embedding row by row at lookup. The model is then the GGUF model with int8 activation blocks, as
+    llama.cpp computes it; `dtype` is the activations' dtype between the projections.
     """
     linear_class(int8)  # a bad int8 value fails before anything loads
+    if quantized:
+        if not isinstance(spec, (str, os.PathLike)):
+            raise ValueError(f"quantized=True loads a preset or a .gguf file, not a {type(spec).__name__}")
+        if torch.device(device).type != "cpu":
+            raise ValueError(f"quantized=True runs on the CPU only, not on {device}")
+        loaded = _load_quantized(spec, dtype=dtype, int8=int8, max_context=max_context,
+                                 scratch_tokens=scratch_tokens, num_threads=num_threads, name=name)
+        if draft_vocab is not None:
+            restrict_draft_vocabulary(loaded, draft_vocab)
+        return loaded
     loaded = _load(spec, dtype=dtype, device=device, max_context=max_context, int8=int8,
                    scratch_tokens=scratch_tokens, num_threads=num_threads, tokenizer=tokenizer, name=name)
     if draft_vocab is not None:
@@ -92,6 +107,49 @@ def _load(spec: Any, *, dtype: torch.dtype, device: str | torch.device, max_cont
     raise TypeError(f"cannot load a {type(spec).__name__}: pass a preset name ({', '.join(PRESETS)}), a model "
                     "directory, a .gguf file, a native DecoderModel, a transformers model, a TorchScript module "
                     "or a callable")
+
+
+def _load_quantized(spec: str | os.PathLike, *, dtype: torch.dtype, int8: bool | str, max_context: int | None,
+                    scratch_tokens: int | None, num_threads: int | None, name: str | None) -> LoadedModel:
+    """A preset or .gguf file with its quantized matrices kept as GGUF blocks (load(quantized=True))."""
+    from saguaro.models.gguf_file import GGUFFile
+
+    s = os.fspath(spec)
+    if s in PRESETS:
+        path, name = preset_gguf(PRESETS[s]), name or s
+    else:
+        path = Path(s).expanduser()
+        if path.is_dir() or path.suffix.lower() != ".gguf":
+            raise ValueError(f"quantized=True needs a preset ({', '.join(PRESETS)}) or a .gguf file, got {s!r}")
+        if not path.is_file():
+            raise FileNotFoundError(f"model path not found: {s}")
+        name = name or path.stem
+    g = GGUFFile(path)
+    config = g.config()
+    tok = Tokenizer.from_gguf_metadata(g.metadata)
+    weights = dict(g.quantized_tensors(config))
+    model = DecoderModel.from_state_dict(config, weights, dtype=dtype, device="cpu", int8=int8)
+    del weights
+    _release_mapped_pages(g)
+    native_kw: dict[str, Any] = {"max_context": max_context, "num_threads": num_threads}
+    if scratch_tokens is not None:
+        native_kw["scratch_tokens"] = scratch_tokens
+    eos = tok.eos_token_ids if tok is not None and tok.eos_token_ids else config.eos_token_ids
+    return LoadedModel(NativeModelAdapter(model, eos_token_ids=eos, **native_kw), tok, name, config)
+
+
+def _release_mapped_pages(g: Any) -> None:
+    """Drop the file pages that building the model touched (repacking reads whole matrices) from this
+    process's resident set; they stay in the page cache and come back on the next access (row lookups,
+    the GGUF-block path). Best effort: without madvise the pages stay resident until evicted."""
+    import mmap
+
+    raw = getattr(getattr(g.reader, "data", None), "_mmap", None)
+    if raw is not None and hasattr(raw, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        try:
+            raw.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError):
+            pass
 
 
 def _is_transformers_model(obj: Any) -> bool:

@@ -1,0 +1,214 @@
+// saguaro._core entry points of the quantized GEMM on GGUF blocks (quant_gemm.hpp) and the CPU path
+// choice (cpu_features.hpp). Arguments are validated here (dtype, shape, device, contiguity) so a direct
+// call raises ValueError but never crashes; the GIL is released while the kernel runs (the SSD target and
+// draft workers call it from two Python threads).
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <string>
+
+#include "dlpack_tensor.hpp"
+#include "saguaro/cpu_features.hpp"
+#include "saguaro/quant_gemm.hpp"
+#include "saguaro/quant_b16.hpp"
+#include "saguaro/quant_q4k16.hpp"
+
+namespace py = pybind11;
+
+namespace saguaro::bindings {
+
+namespace {
+
+QuantType parse_type(int ggml_type) {
+  if (!quant_type_supported(ggml_type))
+    throw py::value_error("ggml_type: " + std::to_string(ggml_type) +
+                          " is not supported by the quantized kernels (Q4_K=12, Q6_K=14, Q5_0=6, Q8_0=8)");
+  return static_cast<QuantType>(ggml_type);
+}
+
+// The weight blocks: a contiguous uint8 CPU tensor of exactly rows * quant_row_bytes(t, k) bytes.
+TensorView borrow_blocks(py::handle blocks, QuantType t, int64_t rows, int64_t k) {
+  auto v = borrow_tensor(blocks, "blocks");
+  v.require_cpu();
+  if (v.dtype != DType::kUInt8) v.fail("expected dtype uint8 (the GGUF tensor's raw bytes)");
+  if (!v.contiguous()) v.fail("must be C-contiguous");
+  const int64_t want = rows * quant_row_bytes(t, k);
+  if (v.numel() != want)
+    v.fail("expected " + std::to_string(want) + " bytes (" + std::to_string(rows) + " rows of " +
+           std::to_string(k) + " " + quant_type_name(t) + " values), got " + std::to_string(v.numel()));
+  return v;
+}
+
+}  // namespace
+
+void bind_q4k16(py::module_& m);
+void bind_b16(py::module_& m);
+
+void bind_quant(py::module_& m) {
+  bind_q4k16(m);
+  bind_b16(m);
+  m.def("cpu_isa_supported", [] { return std::string(cpu_isa_name(cpu_isa_supported())); },
+        "The best SIMD path of this CPU for the quantized kernels: 'avx512', 'avx2' or 'scalar'.");
+  m.def("cpu_isa_selected", [] { return std::string(cpu_isa_name(cpu_isa_selected())); },
+        "The path a call runs now: the CPU's best, lowered by $SAGUARO_CPU_ISA when set.");
+  m.def("quant_row_bytes", [](int ggml_type, int64_t k) { return quant_row_bytes(parse_type(ggml_type), k); },
+        py::arg("ggml_type"), py::arg("k"), "Bytes of one weight row of k values in this GGUF block format.");
+
+  m.def(
+      "quant_gemm",
+      [](py::handle x, py::handle blocks, int ggml_type, int64_t n, py::handle out, int threads,
+         const std::string& path) {
+        const QuantType t = parse_type(ggml_type);
+        auto xv = borrow_tensor(x, "x");
+        xv.require_cpu();
+        xv.require(DType::kFloat32, {-1, -1});
+        const int64_t M = xv.shape[0], K = xv.shape[1];
+        if (M < 1) xv.fail("needs at least one row");
+        if (n < 1) throw py::value_error("n: out_features must be >= 1, got " + std::to_string(n));
+        auto wv = borrow_blocks(blocks, t, n, K);
+        // out may be a column slice of a wider matrix (the parts of a fused projection): rows at any
+        // stride >= n, unit stride along a row
+        auto ov = borrow_tensor(out, "out");
+        ov.require_cpu();
+        if (ov.dtype != DType::kFloat32) ov.fail("expected dtype float32");
+        if (ov.ndim() != 2 || ov.shape[0] != M || ov.shape[1] != n)
+          ov.fail("expected shape [" + std::to_string(M) + ", " + std::to_string(n) + "], got " + ov.shape_str());
+        const int64_t ldy = M == 1 ? n : ov.strides[0];
+        if ((n > 1 && ov.strides[1] != 1) || ldy < n)
+          ov.fail("rows must be contiguous and must not overlap (strides [>= n, 1])");
+        if (threads < 1) throw py::value_error("threads: must be >= 1, got " + std::to_string(threads));
+        const CpuIsa isa = path == "auto" ? cpu_isa_selected() : parse_cpu_isa(path);
+        if (isa > cpu_isa_supported())
+          throw py::value_error("path: '" + path + "' was asked for but this CPU supports only '" +
+                                cpu_isa_name(cpu_isa_supported()) + "'");
+        py::gil_scoped_release release;
+        quant_gemm(t, wv.data<uint8_t>(), n, K, xv.data<float>(), M, ov.data<float>(), ldy, threads, isa);
+      },
+      py::arg("x"), py::arg("blocks"), py::arg("ggml_type"), py::arg("n"), py::arg("out"), py::arg("threads") = 1,
+      py::arg("path") = "auto",
+      "out[M, n] = x[M, K] @ W[n, K]^T with W given as GGUF blocks (uint8, n rows of K values), x and out "
+      "float32 (out may be a column slice: rows at any stride). path 'auto' (the CPU's best, lowered by "
+      "$SAGUARO_CPU_ISA), 'avx512', 'avx2' or 'scalar': "
+      "all give the same bits, and each row's bits depend only on its own input row.");
+
+  m.def(
+      "quant_dequantize",
+      [](py::handle blocks, int ggml_type, int64_t rows, int64_t k, py::handle out) {
+        const QuantType t = parse_type(ggml_type);
+        if (rows < 0) throw py::value_error("rows: must be >= 0, got " + std::to_string(rows));
+        auto wv = borrow_blocks(blocks, t, rows, k);
+        auto ov = borrow_tensor(out, "out");
+        ov.require_cpu();
+        ov.require(DType::kFloat32, {rows, k});
+        py::gil_scoped_release release;
+        quant_dequantize_rows(t, wv.data<uint8_t>(), rows, k, ov.data<float>());
+      },
+      py::arg("blocks"), py::arg("ggml_type"), py::arg("rows"), py::arg("k"), py::arg("out"),
+      "out[rows, k] = the fp32 weights of `rows` rows of GGUF blocks (as llama.cpp dequantizes them).");
+}
+
+void bind_b16(py::module_& m) {
+  m.def("quant_b16_packed_bytes",
+        [](int ggml_type, int64_t n, int64_t k) { return quant_b16_packed_bytes(parse_type(ggml_type), n, k); },
+        py::arg("ggml_type"), py::arg("n"), py::arg("k"),
+        "Bytes of the 16-column interleaved form of an [n, k] Q5_0 / Q8_0 matrix (n % 16 == 0).");
+  m.def(
+      "quant_b16_repack",
+      [](py::handle blocks, int ggml_type, int64_t n, int64_t k, py::handle out) {
+        const QuantType t = parse_type(ggml_type);
+        auto wv = borrow_blocks(blocks, t, n, k);
+        auto ov = borrow_tensor(out, "out");
+        ov.require_cpu();
+        const int64_t want = quant_b16_packed_bytes(t, n, k);
+        if (ov.dtype != DType::kUInt8 || !ov.contiguous() || ov.numel() != want)
+          ov.fail("expected " + std::to_string(want) + " contiguous uint8 bytes");
+        py::gil_scoped_release release;
+        quant_b16_repack(t, wv.data<uint8_t>(), n, k, ov.data<uint8_t>());
+      },
+      py::arg("blocks"), py::arg("ggml_type"), py::arg("n"), py::arg("k"), py::arg("out"),
+      "Repacks n rows of GGUF Q5_0 / Q8_0 blocks into the 16-column interleaved layout (quant_b16.hpp).");
+  m.def(
+      "quant_b16_gemm",
+      [](py::handle x, py::handle packed, int ggml_type, int64_t n, py::handle out, int threads,
+         const std::string& path) {
+        const QuantType t = parse_type(ggml_type);
+        auto xv = borrow_tensor(x, "x");
+        xv.require_cpu();
+        xv.require(DType::kFloat32, {-1, -1});
+        const int64_t M = xv.shape[0], K = xv.shape[1];
+        if (M < 1) xv.fail("needs at least one row");
+        auto pv = borrow_tensor(packed, "packed");
+        pv.require_cpu();
+        const int64_t want = quant_b16_packed_bytes(t, n, K);
+        if (pv.dtype != DType::kUInt8 || !pv.contiguous() || pv.numel() != want)
+          pv.fail("expected " + std::to_string(want) + " contiguous uint8 bytes");
+        auto ov = borrow_tensor(out, "out");
+        ov.require_cpu();
+        if (ov.dtype != DType::kFloat32) ov.fail("expected dtype float32");
+        if (ov.ndim() != 2 || ov.shape[0] != M || ov.shape[1] != n)
+          ov.fail("expected shape [" + std::to_string(M) + ", " + std::to_string(n) + "], got " + ov.shape_str());
+        const int64_t ldy = M == 1 ? n : ov.strides[0];
+        if (ov.strides[1] != 1 || ldy < n) ov.fail("rows must be contiguous and must not overlap (strides [>= n, 1])");
+        if (threads < 1) throw py::value_error("threads: must be >= 1, got " + std::to_string(threads));
+        const CpuIsa isa = path == "auto" ? cpu_isa_selected() : parse_cpu_isa(path);
+        if (isa > cpu_isa_supported())
+          throw py::value_error("path: '" + path + "' was asked for but this CPU supports only '" +
+                                cpu_isa_name(cpu_isa_supported()) + "'");
+        py::gil_scoped_release release;
+        quant_b16_gemm(t, pv.data<uint8_t>(), n, K, xv.data<float>(), M, ov.data<float>(), ldy, threads, isa);
+      },
+      py::arg("x"), py::arg("packed"), py::arg("ggml_type"), py::arg("n"), py::arg("out"), py::arg("threads") = 1,
+      py::arg("path") = "auto",
+      "out[M, n] = x[M, K] @ W[n, K]^T with W repacked by quant_b16_repack: the GGUF blocks' bits.");
+}
+
+void bind_q4k16(py::module_& m) {
+  m.def("q4k16_packed_bytes", &q4k16_packed_bytes, py::arg("n"), py::arg("k"),
+        "Bytes of the 16-column interleaved form of an [n, k] Q4_K matrix (n % 16 == 0, k % 256 == 0).");
+  m.def(
+      "q4k16_repack",
+      [](py::handle blocks, int64_t n, int64_t k, py::handle out, int threads) {
+        auto wv = borrow_blocks(blocks, QuantType::kQ4_K, n, k);
+        auto ov = borrow_tensor(out, "out");
+        ov.require_cpu();
+        if (ov.dtype != DType::kUInt8 || !ov.contiguous() || ov.numel() != q4k16_packed_bytes(n, k))
+          ov.fail("expected " + std::to_string(q4k16_packed_bytes(n, k)) + " contiguous uint8 bytes");
+        if (threads < 1) throw py::value_error("threads: must be >= 1, got " + std::to_string(threads));
+        py::gil_scoped_release release;
+        q4k16_repack(wv.data<uint8_t>(), n, k, ov.data<uint8_t>(), threads);
+      },
+      py::arg("blocks"), py::arg("n"), py::arg("k"), py::arg("out"), py::arg("threads") = 1,
+      "Repacks n rows of GGUF Q4_K blocks into the 16-column interleaved layout (quant_q4k16.hpp).");
+  m.def(
+      "q4k16_gemm",
+      [](py::handle x, py::handle packed, int64_t n, py::handle out, int threads, const std::string& path) {
+        auto xv = borrow_tensor(x, "x");
+        xv.require_cpu();
+        xv.require(DType::kFloat32, {-1, -1});
+        const int64_t M = xv.shape[0], K = xv.shape[1];
+        if (M < 1) xv.fail("needs at least one row");
+        auto pv = borrow_tensor(packed, "packed");
+        pv.require_cpu();
+        if (pv.dtype != DType::kUInt8 || !pv.contiguous() || pv.numel() != q4k16_packed_bytes(n, K))
+          pv.fail("expected " + std::to_string(q4k16_packed_bytes(n, K)) + " contiguous uint8 bytes");
+        auto ov = borrow_tensor(out, "out");
+        ov.require_cpu();
+        if (ov.dtype != DType::kFloat32) ov.fail("expected dtype float32");
+        if (ov.ndim() != 2 || ov.shape[0] != M || ov.shape[1] != n)
+          ov.fail("expected shape [" + std::to_string(M) + ", " + std::to_string(n) + "], got " + ov.shape_str());
+        const int64_t ldy = M == 1 ? n : ov.strides[0];
+        if (ov.strides[1] != 1 || ldy < n) ov.fail("rows must be contiguous and must not overlap (strides [>= n, 1])");
+        if (threads < 1) throw py::value_error("threads: must be >= 1, got " + std::to_string(threads));
+        const CpuIsa isa = path == "auto" ? cpu_isa_selected() : parse_cpu_isa(path);
+        if (isa > cpu_isa_supported())
+          throw py::value_error("path: '" + path + "' was asked for but this CPU supports only '" +
+                                cpu_isa_name(cpu_isa_supported()) + "'");
+        py::gil_scoped_release release;
+        q4k16_gemm(pv.data<uint8_t>(), n, K, xv.data<float>(), M, ov.data<float>(), ldy, threads, isa);
+      },
+      py::arg("x"), py::arg("packed"), py::arg("n"), py::arg("out"), py::arg("threads") = 1, py::arg("path") = "auto",
+      "out[M, n] = x[M, K] @ W[n, K]^T with W repacked by q4k16_repack: the bits quant_gemm gives on the GGUF "
+      "blocks.");
+}
+
+}  // namespace saguaro::bindings

@@ -1,0 +1,48 @@
+// Run-time choice of the SIMD path (include/saguaro/cpu_features.hpp).
+#include "saguaro/cpu_features.hpp"
+
+#include <algorithm>
+#include <cstdlib>
+#include <stdexcept>
+
+namespace saguaro {
+
+CpuIsa cpu_isa_supported() {
+#if defined(__x86_64__) || defined(__i386__)
+  static const CpuIsa isa = [] {
+    __builtin_cpu_init();
+    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                      __builtin_cpu_supports("f16c");
+    const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+    return avx512 ? CpuIsa::kAvx512 : avx2 ? CpuIsa::kAvx2 : CpuIsa::kScalar;
+  }();
+  return isa;
+#else
+  return CpuIsa::kScalar;
+#endif
+}
+
+CpuIsa cpu_isa_selected() {
+  const CpuIsa have = cpu_isa_supported();
+  const char* env = std::getenv("SAGUARO_CPU_ISA");
+  if (env == nullptr || *env == '\0') return have;
+  return std::min(have, parse_cpu_isa(env));
+}
+
+const char* cpu_isa_name(CpuIsa isa) {
+  switch (isa) {
+    case CpuIsa::kAvx512: return "avx512";
+    case CpuIsa::kAvx2: return "avx2";
+    default: return "scalar";
+  }
+}
+
+CpuIsa parse_cpu_isa(const std::string& name) {
+  if (name == "avx512") return CpuIsa::kAvx512;
+  if (name == "avx2") return CpuIsa::kAvx2;
+  if (name == "scalar") return CpuIsa::kScalar;
+  throw std::invalid_argument("CPU ISA: expected 'avx512', 'avx2' or 'scalar' (SAGUARO_CPU_ISA), got '" + name + "'");
+}
+
+}  // namespace saguaro

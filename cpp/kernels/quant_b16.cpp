@@ -1,0 +1,241 @@
+// Q5_0 / Q8_0 repacked into 16-column interleaved records and their GEMM (include/saguaro/quant_b16.hpp).
+#include "saguaro/quant_b16.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "column_pool.hpp"
+#include "quant_formats.hpp"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+// GCC 12 reports the undefined source inside some AVX-512 conversion intrinsics as "may be used
+// uninitialized"; every lane of their results is written.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#define SAGUARO_B16_X86 1
+#endif
+
+namespace saguaro {
+
+namespace {
+
+using quant::kGroup;
+using quant::kSmall;
+using quant::QuantActivations;
+
+[[noreturn]] void bad(const std::string& what) { throw std::invalid_argument("quant_b16: " + what); }
+
+// Record layout: quads, then (Q5_0) the fifth-bit masks, then d.
+struct Layout {
+  bool q5;
+  int64_t quads, bits, d, record;
+};
+
+Layout layout(QuantType t) {
+  if (t == QuantType::kQ5_0) return {true, 0, 2048, 2560, 3072};
+  if (t == QuantType::kQ8_0) return {false, 0, 4096, 4096, 4608};
+  bad(std::string("type ") + quant_type_name(t) + " is not Q5_0 or Q8_0");
+}
+
+void check(QuantType t, int64_t N, int64_t K) {
+  layout(t);
+  if (N < 16 || N % 16 != 0) bad("N (out_features) must be a positive multiple of 16, got " + std::to_string(N));
+  if (K < kSmall || K % kSmall != 0) bad("K (in_features) must be a positive multiple of 32, got " + std::to_string(K));
+}
+
+int64_t groups8(int64_t K) { return (K / kSmall + kGroup - 1) / kGroup; }
+
+// Value v (0..255) of column i in a record, as u8 with its offset (Q5_0: 0..31, Q8_0: value + 128).
+uint8_t value_at(const Layout& L, const uint8_t* rec, int i, int v) {
+  const int p = v / 4, j = v % 4;
+  if (!L.q5) return rec[L.quads + 64 * p + 4 * i + j];
+  const uint8_t byte = rec[L.quads + 64 * (p % 32) + 4 * i + j];
+  uint64_t mask;
+  std::memcpy(&mask, rec + L.bits + 8 * p, 8);
+  return static_cast<uint8_t>(((p < 32 ? byte : byte >> 4) & 0x0f) | (((mask >> (4 * i + j)) & 1u) << 4));
+}
+
+void groups_reference(QuantType t, const uint8_t* packed, const QuantActivations& a, int64_t g0, int64_t g1, float* y,
+                      int64_t ldy) {
+  const Layout L = layout(t);
+  const int64_t M = a.M, K = a.K, nblocks = K / kSmall, n8 = groups8(K);
+  const int off = quant::offset_b(t);
+  std::vector<float> lanes(static_cast<size_t>(M * kGroup));
+  for (int64_t g = g0; g < g1; ++g)
+    for (int i = 0; i < 16; ++i) {
+      std::fill(lanes.begin(), lanes.end(), 0.f);
+      for (int64_t b = 0; b < nblocks; ++b) {
+        const uint8_t* rec = packed + (g * n8 + b / kGroup) * L.record;
+        const int jb = static_cast<int>(b % kGroup);
+        float d;
+        std::memcpy(&d, rec + L.d + (jb * 16 + i) * 4, 4);
+        for (int64_t m = 0; m < M; ++m) {
+          const int8_t* aq = a.row_q(m) + b * kSmall;
+          int32_t isum = 0;
+          for (int e = 0; e < kSmall; ++e) isum += value_at(L, rec, i, jb * kSmall + e) * aq[e];
+          isum -= off * a.bsum32[m * nblocks + b];
+          float& lane = lanes[m * kGroup + jb];
+          lane = quant::kind_b_lane_step(lane, d, a.row_d(m)[b], isum);
+        }
+      }
+      for (int64_t m = 0; m < M; ++m) y[m * ldy + 16 * g + i] = quant::kind_b_reduce(lanes.data() + m * kGroup);
+    }
+}
+
+#ifdef SAGUARO_B16_X86
+
+#define SAGUARO_B16_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+
+// R rows x 16 columns of group g: per 32-value block, 8 quads x R vpdpbusd; the block's exact sum minus
+// offset * bsum, then lane[b % 8] = fma(d * da, isum, lane) per column; the 8 lanes reduced at the end as
+// kind_b_reduce does.
+template <int R, bool kQ5>
+SAGUARO_B16_AVX512 void tile(const Layout& L, const uint8_t* packed, const QuantActivations& a, int64_t g, int64_t m0,
+                             int off, float* y, int64_t ldy) {
+  const int64_t K = a.K, nblocks = K / kSmall, n8 = groups8(K);
+  const __m512i lo4 = _mm512_set1_epi8(0x0f), five = _mm512_set1_epi8(0x10);
+  __m512 lane[R][kGroup];
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < kGroup; ++j) lane[r][j] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nblocks; ++b) {
+    const uint8_t* rec = packed + (g * n8 + b / kGroup) * L.record;
+    const int jb = static_cast<int>(b % kGroup);
+    __m512i s[R];
+    for (int r = 0; r < R; ++r) s[r] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) {
+      const int p = 8 * jb + j;
+      __m512i q;
+      if constexpr (kQ5) {
+        const __m512i v = _mm512_loadu_si512(rec + L.quads + 64 * (p % 32));
+        uint64_t mask;
+        std::memcpy(&mask, rec + L.bits + 8 * p, 8);
+        const __m512i nib = _mm512_and_si512(p < 32 ? v : _mm512_srli_epi16(v, 4), lo4);
+        q = _mm512_or_si512(nib, _mm512_maskz_mov_epi8(_cvtu64_mask64(mask), five));
+      } else {
+        q = _mm512_loadu_si512(rec + L.quads + 64 * p);
+      }
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        int32_t quad;
+        std::memcpy(&quad, a.row_q(m0 + r) + b * kSmall + 4 * j, 4);
+        s[r] = _mm512_dpbusd_epi32(s[r], q, _mm512_set1_epi32(quad));
+      }
+    }
+    const __m512 d = _mm512_loadu_ps(rec + L.d + jb * 64);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const int64_t m = m0 + r;
+      const __m512i isum = _mm512_sub_epi32(s[r], _mm512_set1_epi32(off * a.bsum32[m * nblocks + b]));
+      lane[r][jb] = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(a.row_d(m)[b])), _mm512_cvtepi32_ps(isum),
+                                    lane[r][jb]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    const __m512 s0 = _mm512_add_ps(lane[r][0], lane[r][4]), s1 = _mm512_add_ps(lane[r][1], lane[r][5]);
+    const __m512 s2 = _mm512_add_ps(lane[r][2], lane[r][6]), s3 = _mm512_add_ps(lane[r][3], lane[r][7]);
+    _mm512_storeu_ps(y + (m0 + r) * ldy + 16 * g, _mm512_add_ps(_mm512_add_ps(s0, s2), _mm512_add_ps(s1, s3)));
+  }
+}
+
+template <bool kQ5>
+SAGUARO_B16_AVX512 void groups_avx512(const Layout& L, const uint8_t* packed, const QuantActivations& a, int64_t g0,
+                                      int64_t g1, int off, float* y, int64_t ldy) {
+  const int64_t M = a.M;
+  const int64_t tiles = (M + 3) / 4, per = (M + tiles - 1) / tiles;
+  for (int64_t g = g0; g < g1; ++g)
+    for (int64_t m0 = 0; m0 < M; m0 += per) {
+      switch (std::min<int64_t>(per, M - m0)) {
+        case 1: tile<1, kQ5>(L, packed, a, g, m0, off, y, ldy); break;
+        case 2: tile<2, kQ5>(L, packed, a, g, m0, off, y, ldy); break;
+        case 3: tile<3, kQ5>(L, packed, a, g, m0, off, y, ldy); break;
+        default: tile<4, kQ5>(L, packed, a, g, m0, off, y, ldy); break;
+      }
+    }
+}
+
+#endif  // SAGUARO_B16_X86
+
+}  // namespace
+
+int64_t quant_b16_packed_bytes(QuantType t, int64_t N, int64_t K) {
+  check(t, N, K);
+  return N / 16 * groups8(K) * layout(t).record;
+}
+
+void quant_b16_repack(QuantType t, const uint8_t* w, int64_t N, int64_t K, uint8_t* out) {
+  check(t, N, K);
+  if (w == nullptr || out == nullptr) bad("w and out must not be null");
+  const Layout L = layout(t);
+  const int64_t nblocks = K / kSmall, n8 = groups8(K), row_bytes = quant_row_bytes(t, K), bb = quant_block_bytes(t);
+  std::memset(out, 0, static_cast<size_t>(quant_b16_packed_bytes(t, N, K)));
+  for (int64_t g = 0; g < N / 16; ++g)
+    for (int i = 0; i < 16; ++i)
+      for (int64_t b = 0; b < nblocks; ++b) {
+        uint8_t* rec = out + (g * n8 + b / kGroup) * L.record;
+        const int jb = static_cast<int>(b % kGroup);
+        uint8_t q[kSmall];
+        float d;
+        quant::unpack_block_b_scalar(t, w + (16 * g + i) * row_bytes + b * bb, q, d);
+        std::memcpy(rec + L.d + (jb * 16 + i) * 4, &d, 4);
+        for (int e = 0; e < kSmall; ++e) {
+          const int v = jb * kSmall + e, p = v / 4, j = v % 4;
+          if (!L.q5) {
+            rec[L.quads + 64 * p + 4 * i + j] = q[e];
+            continue;
+          }
+          rec[L.quads + 64 * (p % 32) + 4 * i + j] |= static_cast<uint8_t>((q[e] & 0x0f) << (p < 32 ? 0 : 4));
+          if (q[e] & 0x10) {
+            uint64_t mask;
+            std::memcpy(&mask, rec + L.bits + 8 * p, 8);
+            mask |= uint64_t{1} << (4 * i + j);
+            std::memcpy(rec + L.bits + 8 * p, &mask, 8);
+          }
+        }
+      }
+}
+
+void quant_b16_gemm(QuantType t, const uint8_t* packed, int64_t N, int64_t K, const float* x, int64_t M, float* y,
+                    int64_t ldy, int threads, CpuIsa isa) {
+  check(t, N, K);
+  if (M < 1) bad("M (rows of x) must be >= 1, got " + std::to_string(M));
+  if (ldy < N) bad("ldy must be >= N (" + std::to_string(N) + "), got " + std::to_string(ldy));
+  if (packed == nullptr || x == nullptr || y == nullptr) bad("packed, x and y must not be null");
+  if (threads < 1) bad("threads must be >= 1, got " + std::to_string(threads));
+  if (isa > cpu_isa_supported())
+    bad(std::string("path '") + cpu_isa_name(isa) + "' was asked for but this CPU supports only '" +
+        cpu_isa_name(cpu_isa_supported()) + "'");
+  thread_local QuantActivations acts;
+  quant::quantize_activations(x, M, K, kSmall, acts);
+  const QuantActivations& a = acts;  // the workers read this thread's activations
+  const Layout L = layout(t);
+  const int off = quant::offset_b(t);
+  const int64_t groups = N / 16;
+  auto run = [&](int64_t g0, int64_t g1) {
+#ifdef SAGUARO_B16_X86
+    if (isa == CpuIsa::kAvx512) {
+      if (L.q5) return groups_avx512<true>(L, packed, a, g0, g1, off, y, ldy);
+      return groups_avx512<false>(L, packed, a, g0, g1, off, y, ldy);
+    }
+#endif
+    groups_reference(t, packed, a, g0, g1, y, ldy);
+  };
+  constexpr int64_t kMinGroups = 4;
+  const int parts = static_cast<int>(std::min<int64_t>(threads, std::max<int64_t>(1, groups / kMinGroups)));
+  if (parts > 1) {
+    const int64_t per = (groups + parts - 1) / parts;
+    const std::function<void(int)> part = [&](int i) {
+      const int64_t g0 = std::min<int64_t>(groups, i * per), g1 = std::min<int64_t>(groups, g0 + per);
+      if (g0 < g1) run(g0, g1);
+    };
+    if (detail::ColumnPool::instance().try_run(parts, part)) return;
+  }
+  run(0, groups);
+}
+
+}  // namespace saguaro

@@ -1,0 +1,243 @@
+// Q4_K repacked into 16-column interleaved super-blocks and its GEMM (include/saguaro/quant_q4k16.hpp).
+#include "saguaro/quant_q4k16.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "column_pool.hpp"
+#include "quant_formats.hpp"
+#include "saguaro/quant_gemm.hpp"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+// GCC 12 reports the undefined source inside some AVX-512 conversion intrinsics as "may be used
+// uninitialized"; every lane of their results is written.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#define SAGUARO_Q4K16_X86 1
+#endif
+
+namespace saguaro {
+
+namespace {
+
+using quant::kSuper;
+using quant::QuantActivations;
+using quant::UnpackedA;
+
+// Offsets inside one (16-column group, super-block) record.
+constexpr int64_t kQs = 0, kSc = 2048, kMn = 2176, kD = 2432, kDmin = 2496, kRecord = 2560;
+
+[[noreturn]] void bad(const std::string& what) { throw std::invalid_argument("q4k16: " + what); }
+
+void check(int64_t N, int64_t K) {
+  if (N < 16 || N % 16 != 0) bad("N (out_features) must be a positive multiple of 16, got " + std::to_string(N));
+  if (K < kSuper || K % kSuper != 0) bad("K (in_features) must be a positive multiple of 256, got " + std::to_string(K));
+}
+
+// Column i of record `rec` back into the kind A form (the scalar and AVX2 paths).
+void unpack_column(const uint8_t* rec, int i, UnpackedA& u) {
+  for (int p = 0; p < 32; ++p)
+    for (int j = 0; j < 4; ++j) {
+      const uint8_t v = rec[kQs + 64 * p + 4 * i + j];
+      u.q[4 * p + j] = v & 0x0f;
+      u.q[128 + 4 * p + j] = v >> 4;
+    }
+  for (int s = 0; s < 8; ++s) {
+    int16_t mn;
+    std::memcpy(&mn, rec + kMn + ((s / 2) * 16 + i) * 4 + 2 * (s % 2), 2);
+    u.sc[2 * s] = u.sc[2 * s + 1] = rec[kSc + 16 * s + i];
+    u.mn[2 * s] = u.mn[2 * s + 1] = mn;
+  }
+  std::memcpy(&u.d, rec + kD + 4 * i, 4);
+  std::memcpy(&u.dmin, rec + kDmin + 4 * i, 4);
+}
+
+// The reference arithmetic on the repacked layout (scalar and AVX2 paths).
+void groups_reference(const uint8_t* packed, int64_t nb, const QuantActivations& a, int64_t g0, int64_t g1, float* y,
+                      int64_t ldy) {
+  const int64_t M = a.M, K = a.K;
+  UnpackedA u;
+  std::vector<float> acc(static_cast<size_t>(M));
+  for (int64_t g = g0; g < g1; ++g)
+    for (int i = 0; i < 16; ++i) {
+      std::fill(acc.begin(), acc.end(), 0.f);
+      for (int64_t b = 0; b < nb; ++b) {
+        unpack_column(packed + (g * nb + b) * kRecord, i, u);
+        for (int64_t m = 0; m < M; ++m) {
+          const int8_t* aq = a.row_q(m) + b * kSuper;
+          int32_t isum = 0;
+          for (int j = 0; j < 16; ++j) {
+            int32_t s = 0;
+            for (int e = 0; e < 16; ++e) s += u.q[16 * j + e] * aq[16 * j + e];
+            isum += u.sc[j] * s;
+          }
+          const int32_t imin = quant::kind_a_min_sum(u, a.bsum16.data() + m * (K / 16) + b * 16);
+          acc[m] = quant::kind_a_step(acc[m], u.d, u.dmin, a.row_d(m)[b], isum, imin);
+        }
+      }
+      for (int64_t m = 0; m < M; ++m) y[m * ldy + 16 * g + i] = acc[m];
+    }
+}
+
+#ifdef SAGUARO_Q4K16_X86
+
+#define SAGUARO_Q4K16_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+
+// R rows x 16 columns (group g) over all super-blocks: broadcast activation quads times 16 columns per
+// vpdpbusd; per sub-block the exact sums are scaled (vpmulld), the mins go through vpdpwssd, and each
+// column lane runs kind_a_step's float sequence.
+template <int R>
+SAGUARO_Q4K16_AVX512 void tile(const uint8_t* packed, int64_t nb, const QuantActivations& a, int64_t g, int64_t m0,
+                               float* y, int64_t ldy) {
+  const int64_t K = a.K;
+  const __m512i lo4 = _mm512_set1_epi8(0x0f);
+  __m512 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* rec = packed + (g * nb + b) * kRecord;
+    __m512i isum[R], imin[R];
+    for (int r = 0; r < R; ++r) isum[r] = imin[r] = _mm512_setzero_si512();
+    for (int s = 0; s < 4; ++s) {
+      __m512i slo[R], shi[R];
+      for (int r = 0; r < R; ++r) slo[r] = shi[r] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+      for (int j = 0; j < 8; ++j) {
+        const int p = 8 * s + j;
+        const __m512i v = _mm512_loadu_si512(rec + kQs + 64 * p);
+        const __m512i lo = _mm512_and_si512(v, lo4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r) {
+          const int8_t* aq = a.row_q(m0 + r) + b * kSuper;
+          int32_t qlo, qhi;
+          std::memcpy(&qlo, aq + 4 * p, 4);
+          std::memcpy(&qhi, aq + 128 + 4 * p, 4);
+          slo[r] = _mm512_dpbusd_epi32(slo[r], lo, _mm512_set1_epi32(qlo));
+          shi[r] = _mm512_dpbusd_epi32(shi[r], hi, _mm512_set1_epi32(qhi));
+        }
+      }
+      const __m512i sclo = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rec + kSc + 16 * s)));
+      const __m512i schi =
+          _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rec + kSc + 16 * (s + 4))));
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r)
+        isum[r] = _mm512_add_epi32(isum[r], _mm512_add_epi32(_mm512_mullo_epi32(slo[r], sclo),
+                                                             _mm512_mullo_epi32(shi[r], schi)));
+    }
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; ++q) {
+      const __m512i mn = _mm512_loadu_si512(rec + kMn + 64 * q);
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        int32_t pair;
+        std::memcpy(&pair, a.bsum32k.data() + (m0 + r) * (K / 32) + b * 8 + 2 * q, 4);
+        imin[r] = _mm512_dpwssd_epi32(imin[r], mn, _mm512_set1_epi32(pair));
+      }
+    }
+    const __m512 d = _mm512_loadu_ps(rec + kD), dmin = _mm512_loadu_ps(rec + kDmin);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const __m512 da = _mm512_set1_ps(a.row_d(m0 + r)[b]);
+      acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(d, da), _mm512_cvtepi32_ps(isum[r]), acc[r]);
+      const __m512 negmin = _mm512_castsi512_ps(
+          _mm512_xor_si512(_mm512_castps_si512(_mm512_mul_ps(dmin, da)), _mm512_set1_epi32(INT32_MIN)));
+      acc[r] = _mm512_fmadd_ps(negmin, _mm512_cvtepi32_ps(imin[r]), acc[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) _mm512_storeu_ps(y + (m0 + r) * ldy + 16 * g, acc[r]);
+}
+
+SAGUARO_Q4K16_AVX512 void groups_avx512(const uint8_t* packed, int64_t nb, const QuantActivations& a, int64_t g0,
+                                        int64_t g1, float* y, int64_t ldy) {
+  const int64_t M = a.M;
+  const int64_t tiles = (M + 3) / 4, per = (M + tiles - 1) / tiles;  // row tiles of <= 4, as even as possible
+  for (int64_t g = g0; g < g1; ++g)
+    for (int64_t m0 = 0; m0 < M; m0 += per) {
+      switch (std::min<int64_t>(per, M - m0)) {
+        case 1: tile<1>(packed, nb, a, g, m0, y, ldy); break;
+        case 2: tile<2>(packed, nb, a, g, m0, y, ldy); break;
+        case 3: tile<3>(packed, nb, a, g, m0, y, ldy); break;
+        default: tile<4>(packed, nb, a, g, m0, y, ldy); break;
+      }
+    }
+}
+
+#endif  // SAGUARO_Q4K16_X86
+
+}  // namespace
+
+int64_t q4k16_packed_bytes(int64_t N, int64_t K) {
+  check(N, K);
+  return N / 16 * (K / kSuper) * kRecord;
+}
+
+void q4k16_repack(const uint8_t* w, int64_t N, int64_t K, uint8_t* out, int threads) {
+  check(N, K);
+  if (w == nullptr || out == nullptr) bad("w and out must not be null");
+  if (threads < 1) bad("threads must be >= 1, got " + std::to_string(threads));
+  const int64_t nb = K / kSuper, row_bytes = quant_row_bytes(QuantType::kQ4_K, K), groups = N / 16;
+  const std::function<void(int)> part = [&](int t) {
+    const int64_t per = (groups + threads - 1) / threads;
+    UnpackedA u;
+    for (int64_t g = t * per; g < std::min(groups, (t + 1) * per); ++g)
+      for (int64_t b = 0; b < nb; ++b) {
+        uint8_t* rec = out + (g * nb + b) * kRecord;
+        for (int i = 0; i < 16; ++i) {
+          const uint8_t* blk = w + (16 * g + i) * row_bytes + b * 144;
+          quant::unpack_scales_a(QuantType::kQ4_K, blk, u);
+          quant::unpack_q_a_scalar(QuantType::kQ4_K, blk, u.q);
+          for (int p = 0; p < 32; ++p)
+            for (int j = 0; j < 4; ++j)
+              rec[kQs + 64 * p + 4 * i + j] = static_cast<uint8_t>(u.q[4 * p + j] | (u.q[128 + 4 * p + j] << 4));
+          for (int s = 0; s < 8; ++s) {
+            rec[kSc + 16 * s + i] = static_cast<uint8_t>(u.sc[2 * s]);
+            const int16_t mn = u.mn[2 * s];
+            std::memcpy(rec + kMn + ((s / 2) * 16 + i) * 4 + 2 * (s % 2), &mn, 2);
+          }
+          std::memcpy(rec + kD + 4 * i, &u.d, 4);
+          std::memcpy(rec + kDmin + 4 * i, &u.dmin, 4);
+        }
+      }
+  };
+  if (threads == 1 || !detail::ColumnPool::instance().try_run(threads, part))
+    for (int t = 0; t < threads; ++t) part(t);
+}
+
+void q4k16_gemm(const uint8_t* packed, int64_t N, int64_t K, const float* x, int64_t M, float* y, int64_t ldy,
+                int threads, CpuIsa isa) {
+  check(N, K);
+  if (M < 1) bad("M (rows of x) must be >= 1, got " + std::to_string(M));
+  if (ldy < N) bad("ldy must be >= N (" + std::to_string(N) + "), got " + std::to_string(ldy));
+  if (packed == nullptr || x == nullptr || y == nullptr) bad("packed, x and y must not be null");
+  if (threads < 1) bad("threads must be >= 1, got " + std::to_string(threads));
+  if (isa > cpu_isa_supported())
+    bad(std::string("path '") + cpu_isa_name(isa) + "' was asked for but this CPU supports only '" +
+        cpu_isa_name(cpu_isa_supported()) + "'");
+  thread_local QuantActivations acts;
+  quant::quantize_activations(x, M, K, kSuper, acts);
+  const QuantActivations& a = acts;  // the workers read this thread's activations
+  const int64_t nb = K / kSuper, groups = N / 16;
+  auto run = [&](int64_t g0, int64_t g1) {
+#ifdef SAGUARO_Q4K16_X86
+    if (isa == CpuIsa::kAvx512) return groups_avx512(packed, nb, a, g0, g1, y, ldy);
+#endif
+    groups_reference(packed, nb, a, g0, g1, y, ldy);
+  };
+  constexpr int64_t kMinGroups = 4;  // >= 64 columns a part
+  const int parts = static_cast<int>(std::min<int64_t>(threads, std::max<int64_t>(1, groups / kMinGroups)));
+  if (parts > 1) {
+    const int64_t per = (groups + parts - 1) / parts;
+    const std::function<void(int)> part = [&](int i) {
+      const int64_t g0 = std::min<int64_t>(groups, i * per), g1 = std::min<int64_t>(groups, g0 + per);
+      if (g0 < g1) run(g0, g1);
+    };
+    if (detail::ColumnPool::instance().try_run(parts, part)) return;
+  }
+  run(0, groups);
+}
+
+}  // namespace saguaro

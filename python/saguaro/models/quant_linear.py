@@ -1,0 +1,177 @@
+"""Projections on GGUF-quantized weights kept in their own block formats (no dequantized copy).
+
+A `QuantWeight` is a weight matrix [out, in] made of one or more row segments, each the raw blocks of a
+GGUF tensor (Q4_K, Q6_K, Q5_0 or Q8_0; usually a view of the memory-mapped file) — several when q/k/v or
+gate/up are fused and their GGUF tensors use different formats. `QuantLinear` runs it with
+saguaro.kernels.quant: int8 activation blocks, integer dot products, every weight block read once for
+all rows of a call, and each row's bits independent of the other rows (so speculative verification stays
+exact). The model it computes is the GGUF model, as llama.cpp computes it (int8 activation blocks).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import torch
+
+from saguaro.kernels import quant
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantSegment:
+    """Rows of a weight as GGUF blocks: `blocks` uint8 [rows, row_bytes] of one GGML type."""
+
+    blocks: torch.Tensor
+    ggml_type: int
+    rows: int
+
+
+class QuantWeight:
+    """A quantized weight [out, in]: row segments of GGUF blocks, stacked in order."""
+
+    def __init__(self, segments: list[QuantSegment], in_features: int) -> None:
+        if not segments:
+            raise ValueError("QuantWeight needs at least one segment")
+        self.segments = list(segments)
+        self.in_features = int(in_features)
+        for s in self.segments:
+            want = s.rows * quant.row_bytes(s.ggml_type, self.in_features)
+            if s.blocks.dtype != torch.uint8 or s.blocks.numel() != want or not s.blocks.is_contiguous():
+                raise ValueError(f"segment of {s.rows} rows of type {s.ggml_type}: expected {want} contiguous uint8 "
+                                 f"bytes, got {s.blocks.numel()} {s.blocks.dtype}")
+
+    @classmethod
+    def from_blocks(cls, blocks: torch.Tensor, ggml_type: int | str, rows: int, in_features: int) -> "QuantWeight":
+        """One segment: `rows` rows of `in_features` values of `ggml_type` in `blocks` (uint8)."""
+        return cls([QuantSegment(blocks.reshape(int(rows), -1), quant.type_id(ggml_type), int(rows))], in_features)
+
+    @classmethod
+    def cat(cls, parts: list["QuantWeight"]) -> "QuantWeight":
+        """The rows of `parts` stacked (q/k/v, gate/up): their segments, no copy."""
+        k = {p.in_features for p in parts}
+        if len(k) != 1:
+            raise ValueError(f"cannot stack quantized weights with different in_features {sorted(k)}")
+        return cls([s for p in parts for s in p.segments], k.pop())
+
+    @property
+    def out_features(self) -> int:
+        return sum(s.rows for s in self.segments)
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size([self.out_features, self.in_features])
+
+    @property
+    def nbytes(self) -> int:
+        return sum(s.blocks.numel() for s in self.segments)
+
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """The fp32 weights of rows `ids` (an embedding lookup), shape [*ids.shape, in]."""
+        flat = ids.reshape(-1).long().cpu()
+        out = torch.empty((flat.numel(), self.in_features), dtype=torch.float32)
+        start = 0
+        for s in self.segments:
+            hit = ((flat >= start) & (flat < start + s.rows)).nonzero().flatten()
+            if hit.numel():
+                picked = s.blocks.index_select(0, flat[hit] - start).contiguous()
+                out[hit] = quant.dequantize(picked, s.ggml_type, hit.numel(), self.in_features)
+            start += s.rows
+        return out.reshape(*ids.shape, self.in_features)
+
+    def dequantize(self) -> torch.Tensor:
+        """All of W as fp32 [out, in]."""
+        return torch.cat([quant.dequantize(s.blocks, s.ggml_type, s.rows, self.in_features) for s in self.segments])
+
+    def select_rows(self, ids: torch.Tensor) -> "QuantWeight":
+        """A weight of the rows `ids` only (copies of their blocks), each row's blocks unchanged."""
+        flat = ids.reshape(-1).long().cpu()
+        segs, start = [], 0
+        for s in self.segments:
+            hit = flat[(flat >= start) & (flat < start + s.rows)]
+            if hit.numel():
+                segs.append(QuantSegment(s.blocks.index_select(0, hit - start).contiguous(), s.ggml_type, hit.numel()))
+            start += s.rows
+        if sum(s.rows for s in segs) != flat.numel() or (len(segs) > 1 and not bool((flat[1:] > flat[:-1]).all())):
+            raise ValueError("select_rows: ids must be distinct, in range and increasing")
+        return QuantWeight(segs, self.in_features)
+
+
+class QuantLinear:
+    """y = x W^T + b with W a `QuantWeight` (GGUF blocks) and b fp32 (or None).
+
+    Outputs come in x's dtype (``__call__``) or fp32 (``forward_float``: the logits). Same interface as
+    saguaro.models.linear.Linear, so the decoder, the MLP and the pruned draft head use it unchanged.
+    """
+
+    packed = None  # no bf16 panel copy (DecoderModel checks this for a tied head)
+
+    def __init__(self, weight: QuantWeight, bias: torch.Tensor | None = None, *, repack: bool | None = None) -> None:
+        """repack: Q4_K and Q5_0 segments of a multiple of 16 rows get a 16-column interleaved copy
+        (saguaro.kernels.quant.q4k16_repack / b16_repack) where the CPU runs its AVX-512 kernel; same bits,
+        about 2-3x faster per row. None: on unless the environment
+        sets SAGUARO_QUANT_REPACK=0 (read here, at construction)."""
+        if not isinstance(weight, QuantWeight):
+            raise TypeError(f"QuantLinear needs a QuantWeight, got {type(weight).__name__}")
+        if bias is not None and bias.numel() != weight.out_features:
+            raise ValueError(f"bias: expected {weight.out_features} values, got {bias.numel()}")
+        self.qweight = weight
+        self.bias = bias.detach().float().contiguous() if bias is not None else None
+        if repack is None:
+            repack = os.environ.get("SAGUARO_QUANT_REPACK", "1").strip() != "0"
+        k = weight.in_features
+        # the GGUF views stay for the other paths (SAGUARO_CPU_ISA lowered) and row lookups
+        self.repacked = [self._repack(s, k) if repack else None for s in weight.segments]
+
+    @staticmethod
+    def _repack(s: QuantSegment, k: int) -> torch.Tensor | None:
+        if s.ggml_type == quant.GGML_TYPES["Q4_K"] and quant.q4k16_supported(s.rows, k):
+            return quant.q4k16_repack(s.blocks, s.rows, k)
+        # Q8_0 stays on its GGUF blocks: its interleaved copy measured faster from 5 rows on but slower for
+        # a decode (the 0.5B's head: 13.4 vs 7.2 ms, bench/results/quant-kernels.md)
+        if s.ggml_type == quant.GGML_TYPES["Q5_0"] and quant.b16_supported(s.ggml_type, s.rows, k):
+            return quant.b16_repack(s.blocks, s.ggml_type, s.rows, k)
+        return None
+
+    @property
+    def out_features(self) -> int:
+        return self.qweight.out_features
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dequantized W [out, in] in fp32 (computed at each access: for tests and references)."""
+        return self.qweight.dequantize()
+
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """Dequantized rows W[ids] (fp32): the embedding lookup of a tied head."""
+        return self.qweight.rows(ids)
+
+    def forward_float(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, x.shape[-1]).float().contiguous()
+        out = torch.empty((x2.shape[0], self.out_features), dtype=torch.float32)
+        if x2.shape[0] > 0:
+            # straight to the extension (the segments were checked at construction): a decode makes ~200
+            # of these calls per token, so the wrapper's per-call checks would cost several percent
+            core, threads, start = quant.core(), torch.get_num_threads(), 0
+            interleaved = any(p is not None for p in self.repacked) and core.cpu_isa_selected() == "avx512"
+            for s, p in zip(self.qweight.segments, self.repacked):
+                o = out[:, start:start + s.rows] if len(self.qweight.segments) > 1 else out
+                if interleaved and p is not None and s.ggml_type == 12:
+                    core.q4k16_gemm(x2, p, s.rows, o, threads, "avx512")
+                elif interleaved and p is not None:
+                    core.quant_b16_gemm(x2, p, s.ggml_type, s.rows, o, threads, "avx512")
+                else:
+                    core.quant_gemm(x2, s.blocks, s.ggml_type, s.rows, o, threads, "auto")
+                start += s.rows
+            if self.bias is not None:
+                out += self.bias
+        return out.reshape(*lead, self.out_features)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_float(x).to(x.dtype)
+
+    def select_rows(self, ids: torch.Tensor) -> "QuantLinear":
+        """A projection of the output rows `ids` only (a pruned draft head): each kept output has the bits
+        the full projection gives it."""
+        bias = self.bias.index_select(0, ids.reshape(-1).long().cpu()) if self.bias is not None else None
+        return QuantLinear(self.qweight.select_rows(ids), bias)

@@ -1,0 +1,157 @@
+"""Models on GGUF blocks (load(..., quantized=True)): a tiny Q8_0 / Q5_0 GGUF model's logits against the
+same GGUF dequantized to fp32, its weights memory-mapped rather than copied, and greedy SD / SSD equal to
+AR token for token on the quantized target and draft."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import make_hf
+from gguf_writer import write_gguf
+
+import saguaro.models as M
+from saguaro.kernels import quant
+from saguaro.models.quant_linear import QuantLinear, QuantWeight
+
+pytestmark = pytest.mark.skipif(not quant.available(), reason="the extension lacks the quantized kernels")
+
+# q / k in Q5_0 and v in Q8_0 (as the real 0.5B draft): a fused qkv projection of two formats
+MIXED = {"attn_v": "Q8_0", "*": "Q5_0"}
+
+
+@pytest.fixture(scope="module")
+def tiny_gguf(tmp_path_factory):
+    d = tmp_path_factory.mktemp("quant")
+    return write_gguf(make_hf("qwen2-untied"), d / "tiny-q.gguf", quant=MIXED)
+
+
+@pytest.fixture(scope="module")
+def tiny_tied_gguf(tmp_path_factory):
+    d = tmp_path_factory.mktemp("quant-tied")
+    return write_gguf(make_hf("qwen2-tied"), d / "tiny-tied-q.gguf", quant="Q8_0")
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_quantized_model_keeps_blocks_and_matches_the_dequantized_model(tiny_gguf, tiny_tied_gguf, tied):
+    path = tiny_tied_gguf if tied else tiny_gguf
+    q = M.load(path, quantized=True, dtype=torch.float32)
+    f = M.load(path, dtype=torch.float32)  # the same GGUF dequantized to fp32
+    qkv = q.adapter.model.layers[0].attention.qkv
+    assert isinstance(qkv, QuantLinear)
+    assert [s.ggml_type for s in qkv.qweight.segments] == ([8, 8, 8] if tied else [6, 6, 8])
+    assert isinstance(q.adapter.model.head, QuantLinear)
+    # tied: the embedding is looked up from the head's blocks (one copy); untied: its own blocks
+    assert (q.adapter.model._embed is None) if tied else isinstance(q.adapter.model._embed, QuantWeight)
+    tokens = [3, 17, 42, 5, 88, 60, 21, 9, 1]
+    a, b = q.adapter.prefill([0], [tokens]), f.adapter.prefill([0], [tokens])
+    err = (a - b).abs().max().item()
+    # int8 activation blocks (error <= 1/254 of each block's max per value) through two layers
+    assert 0 < err < 0.03 * b.abs().max().item(), err
+    assert int(a.argmax()) == int(b.argmax())
+    ta = q.adapter.tree_step([0, 0], [9, 9], [4, 7], 0)
+    tb = f.adapter.tree_step([0, 0], [9, 9], [4, 7], 0)
+    assert (ta - tb).abs().max().item() < 0.03 * tb.abs().max().item()
+
+
+def test_rows_of_a_verification_equal_one_row_decodes(tiny_gguf):
+    """Batch invariance, the basis of exact speculation: a 4-token extend gives the bits of 4 decodes."""
+    q1 = M.load(tiny_gguf, quantized=True, dtype=torch.float32).adapter
+    q2 = M.load(tiny_gguf, quantized=True, dtype=torch.float32).adapter
+    prompt, more = [3, 17, 42, 5], [88, 60, 21, 9]
+    q1.prefill([0], [prompt])
+    q2.prefill([0], [prompt])
+    many = q1.extend([0], [more]).reshape(-1, q1.model.config.vocab_size)
+    ones = torch.cat([q2.extend([0], [[t]]).reshape(-1, q2.model.config.vocab_size)[-1:] for t in more])
+    assert torch.equal(many[-len(more):], ones)
+
+
+@pytest.mark.parametrize("mode", ["sd", "ssd"])
+def test_greedy_speculation_equals_ar_on_the_quantized_path(tiny_gguf, mode):
+    from saguaro.config import RequestParams, SpeculationConfig
+    from saguaro.runtime import Runtime
+
+    target = M.load(tiny_gguf, quantized=True, dtype=torch.float32).adapter
+    draft = M.load(tiny_gguf, quantized=True, dtype=torch.float32).adapter
+    g = torch.Generator().manual_seed(5)
+    prompts = [torch.randint(0, 95, (n,), generator=g).tolist() for n in (9, 6)]
+    outs = {}
+    for m, d in (("ar", None), (mode, draft)):
+        with Runtime(target, d, SpeculationConfig(mode=m, k=3, backup="jit")) as rt:
+            ids = [rt.submit(p, RequestParams(max_new_tokens=20)) for p in prompts]
+            outs[m] = ([rt.result(rid, timeout=120).new_tokens for rid in ids], rt.metrics())
+    assert outs[mode][0] == outs["ar"][0]
+    assert sum(outs[mode][1]["accepted_per_position"]) > 0  # the draft (the same model) was used
+
+
+def test_repacked_q4k_projection_has_the_gguf_blocks_bits(monkeypatch):
+    """QuantLinear's interleaved Q4_K copy (where AVX-512 runs it) gives the GGUF blocks' bits, also with a
+    lowered path (SAGUARO_CPU_ISA) and for a pruned selection of rows."""
+    import numpy as np
+
+    rng = np.random.default_rng(4)
+    k, rows = 512, [32, 16]
+    segs = []
+    for n in rows:
+        b = rng.integers(0, 256, size=(n, quant.row_bytes("Q4_K", k)), dtype=np.uint8)
+        blk = b.reshape(n, -1, 144)
+        blk[..., 0:4] = rng.uniform(0.001, 0.02, size=(*blk.shape[:2], 2)).astype(np.float16).view(np.uint8)
+        segs.append(QuantWeight.from_blocks(torch.from_numpy(b), "Q4_K", n, k))
+    w = QuantWeight.cat(segs)
+    fast, plain = QuantLinear(w, repack=True), QuantLinear(w, repack=False)
+    assert all(p is None for p in plain.repacked)
+    assert all(p is not None for p in fast.repacked) == quant.q4k16_supported(16, k)
+    x = torch.randn(5, k)
+    want = plain.forward_float(x)
+    assert torch.equal(fast.forward_float(x), want)
+    monkeypatch.setenv("SAGUARO_CPU_ISA", "avx2")
+    assert torch.equal(fast.forward_float(x), want)
+    monkeypatch.delenv("SAGUARO_CPU_ISA")
+    ids = torch.tensor([0, 5, 31, 32, 40])
+    assert torch.equal(fast.select_rows(ids).forward_float(x), want[:, ids])
+
+
+def test_repacked_q5_model_has_the_gguf_blocks_bits(tmp_path, monkeypatch):
+    """A Q5_0 model (hidden 64, intermediate 96: every matrix has a multiple of 16 rows) gives the same
+    logits with and without the interleaved copies."""
+    path = write_gguf(make_hf("qwen2-untied"), tmp_path / "q5.gguf", quant="Q5_0")
+    fast = M.load(path, quantized=True, dtype=torch.float32)
+    lin = fast.adapter.model.layers[0].mlp
+    assert any(p is not None for v in vars(lin).values() if isinstance(v, QuantLinear) for p in v.repacked) \
+        == quant.b16_supported("Q5_0", 16, 64)
+    monkeypatch.setenv("SAGUARO_QUANT_REPACK", "0")
+    plain = M.load(path, quantized=True, dtype=torch.float32)
+    assert all(p is None for p in plain.adapter.model.layers[0].mlp.gate_up.repacked)
+    tokens = [3, 17, 42, 5, 88]
+    assert torch.equal(fast.adapter.prefill([0], [tokens]), plain.adapter.prefill([0], [tokens]))
+
+
+@pytest.mark.slow
+def test_real_draft_quantized_agrees_with_its_bf16_conversion():
+    """The 0.5B draft (Q5_0, Q8_0, Q4_K, Q6_K blocks) on the quantized path: same greedy tokens as the
+    bf16 conversion of the same file on a short code prompt."""
+    from saguaro.models.presets import DEFAULT_DRAFT
+
+    try:
+        q = M.load(DEFAULT_DRAFT, quantized=True)
+        b = M.load(DEFAULT_DRAFT)
+    except ImportError as e:
+        pytest.skip(str(e))
+    ids = q.tokenizer.encode("def fibonacci(n):\n    ")
+    outs = []
+    for lm in (q, b):
+        a = lm.adapter
+        toks = [int(a.prefill([0], [ids])[-1].argmax())]
+        for _ in range(11):
+            toks.append(int(a.extend([0], [[toks[-1]]])[-1].argmax()))
+        outs.append(toks)
+    assert outs[0] == outs[1]
+    assert [s.ggml_type for s in q.adapter.model.head.qweight.segments] == [8]  # the GGUF's Q8_0 head, as it is
+
+
+def test_quantized_load_errors(tiny_gguf, tmp_path):
+    with pytest.raises(ValueError, match="or a .gguf file"):
+        M.load(tmp_path, quantized=True)
+    with pytest.raises(ValueError, match="CPU only"):
+        M.load(tiny_gguf, quantized=True, device="meta")
+    with pytest.raises(ValueError, match="quantized=True loads"):
+        M.load(lambda t: t, quantized=True)
