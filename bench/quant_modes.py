@@ -24,7 +24,8 @@ from bench.models import PROMPT, machine  # noqa: E402
 from bench.quant_survey import cpu_flags  # noqa: E402
 
 import saguaro.models as M  # noqa: E402
-from saguaro.config import RequestParams, SpeculationConfig  # noqa: E402
+from saguaro.runtime import RequestParams  # noqa: E402
+from saguaro.speculation_config import SpeculationConfig  # noqa: E402
 from saguaro.kernels import quant  # noqa: E402
 from saguaro.runtime import Runtime  # noqa: E402
 

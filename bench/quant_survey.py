@@ -71,7 +71,7 @@ def median_ms(fn, reps: int) -> float:
 
 def methods(k: int, n: int):
     """(name, weight bytes, make(x) -> callable) for every method that runs here."""
-    from saguaro.kernels import linear as small_linear
+    from saguaro.kernels import small_gemm as small_linear
 
     g = torch.Generator().manual_seed(0)
     w = (torch.randn(n, k, generator=g) * 0.02)

@@ -68,6 +68,9 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--draft-vocab", type=int, default=None, metavar="N",
                    help="the draft scores only the N lowest token ids, special tokens and the prompt's tokens "
                         "(cheaper draft, same output distribution)")
+    g.add_argument("--quantized", action="store_true",
+                   help="keep the GGUF files' quantized weights (Q4_K, Q6_K, Q5_0, Q8_0) and run saguaro's quantized "
+                        "kernels instead of converting to --dtype (CPU; presets and .gguf files)")
     g.add_argument("--draft-int8", choices=("weight", "dynamic"), default=None,
                    help="the draft's projections in int8: weight-only, or with int8 activations too (dynamic: "
                         "the cheapest CPU draft); same output distribution, different acceptance")
@@ -192,7 +195,7 @@ def _engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
                 device=args.device, seed=args.engine_seed, k=args.k, fanout=args.fanout,
                 saguaro_c=args.saguaro_c, backup=args.backup, target_threads=threads[0],
                 draft_threads=threads[1], draft_vocab=args.draft_vocab,
-                draft_int8=args.draft_int8 or False)
+                draft_int8=args.draft_int8 or False, quantized=args.quantized)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

@@ -85,7 +85,9 @@ class Engine:
     tokens and each prompt's tokens: a cheaper draft forward, the same output distribution
     (``saguaro.models.draft_vocabulary``). ``draft_int8`` ("weight" or "dynamic") builds a native draft's
     projections in int8 (``saguaro.models.linear``): a cheaper draft on the CPU, the same output
-    distribution (only acceptance changes).
+    distribution (only acceptance changes). ``quantized=True`` (CPU; presets and .gguf files) keeps the
+    GGUF files' quantized weights as they are and runs them on saguaro's quantized kernels
+    (``saguaro.models.quant_linear``): the model computed is the GGUF model, as llama.cpp computes it.
 
     Thread-safe: several threads may call generate/stream at once; the runtime batches the requests.
     """
@@ -99,7 +101,7 @@ class Engine:
                  target_threads: Optional[int] = None, draft_threads: Optional[int] = None,
                  target_cores: Optional[Sequence[int]] = None, draft_cores: Optional[Sequence[int]] = None,
                  draft_vocab: Union[int, Sequence[int], None] = None,
-                 draft_int8: Union[bool, str] = False) -> None:
+                 draft_int8: Union[bool, str] = False, quantized: bool = False) -> None:
         self._closed = True  # until the runtime exists, so close()/__del__ are safe
         self._runtime = None
         if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**64:
@@ -124,14 +126,15 @@ class Engine:
         self.seed = seed
         # auto: load the draft (the choice may need it) and decide after loading
         pair = load_pair(target, draft, mode="ssd" if auto else self.config.mode, dtype=dtype, device=device,
-                         draft_int8=draft_int8, draft_vocab=draft_vocab)
+                         draft_int8=draft_int8, draft_vocab=draft_vocab, quantized=quantized)
         #: what mode="auto" chose and why (None when the mode was given)
         self.auto_choice = None
         if auto:
             from saguaro import auto_mode
 
             self.auto_choice = auto_mode.choose(pair.target, pair.draft, pair.tokenizer, self.config, fixed=fixed,
-                                                options={"draft_int8": str(draft_int8), "draft_vocab": str(draft_vocab)})
+                                                options={"draft_int8": str(draft_int8), "draft_vocab": str(draft_vocab),
+                                                         "quantized": bool(quantized)})
             self.config = self.auto_choice.config
         self.mode = self.config.mode
         self.target = pair.target

@@ -67,7 +67,8 @@ def test_rows_of_a_verification_equal_one_row_decodes(tiny_gguf):
 
 @pytest.mark.parametrize("mode", ["sd", "ssd"])
 def test_greedy_speculation_equals_ar_on_the_quantized_path(tiny_gguf, mode):
-    from saguaro.config import RequestParams, SpeculationConfig
+    from saguaro.runtime import RequestParams
+    from saguaro.speculation_config import SpeculationConfig
     from saguaro.runtime import Runtime
 
     target = M.load(tiny_gguf, quantized=True, dtype=torch.float32).adapter
@@ -81,6 +82,24 @@ def test_greedy_speculation_equals_ar_on_the_quantized_path(tiny_gguf, mode):
             outs[m] = ([rt.result(rid, timeout=120).new_tokens for rid in ids], rt.metrics())
     assert outs[mode][0] == outs["ar"][0]
     assert sum(outs[mode][1]["accepted_per_position"]) > 0  # the draft (the same model) was used
+
+
+def test_engine_quantized_loads_both_models_on_blocks_and_keeps_the_tokens(tiny_gguf):
+    """Engine(quantized=True) (and the CLI's --quantized) load the pair on GGUF blocks; SD == AR."""
+    import saguaro
+
+    sp = saguaro.SamplingParams(max_new_tokens=12)
+    prompt = [3, 17, 42, 5, 9]
+    with saguaro.Engine(str(tiny_gguf), mode="ar", quantized=True, dtype=torch.float32) as ar:
+        assert isinstance(ar.target.adapter.model.layers[0].attention.qkv, QuantLinear)
+        [want] = ar.generate(prompt, sp)
+    with saguaro.Engine(str(tiny_gguf), str(tiny_gguf), mode="sd", k=3, quantized=True, dtype=torch.float32) as sd:
+        assert isinstance(sd.draft.adapter.model.layers[0].attention.qkv, QuantLinear)
+        [got] = sd.generate(prompt, sp)
+    assert got.token_ids == want.token_ids
+    loaded = M.load(str(tiny_gguf), dtype=torch.float32)
+    with pytest.raises(ValueError, match="quantized=True applies when the engine loads the target itself"):
+        saguaro.Engine(loaded, mode="ar", quantized=True)
 
 
 def test_repacked_q4k_projection_has_the_gguf_blocks_bits(monkeypatch):

@@ -112,7 +112,8 @@ class GGUFFile:
             raise ValueError(f"{self.path}: bad rope_freqs.weight tensor: {e}") from e
         llama3 = {
             "rope_type": "llama3",
-            "factor": float(m.get(f"{arch}.rope.scaling.factor", factors.max().item())),
+            # from the divisors when the file does not say: they are float32, so 8 reads 8.000001
+            "factor": float(m.get(f"{arch}.rope.scaling.factor", round(factors.max().item(), 4))),
             "low_freq_factor": 1.0, "high_freq_factor": 4.0,
             "original_max_position_embeddings": int(m.get(f"{arch}.rope.scaling.original_context_length", 8192)),
         }

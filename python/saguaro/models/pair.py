@@ -37,14 +37,17 @@ def _is_loaded(spec: Any) -> bool:
 
 
 def _load_model(spec: Any, *, dtype: torch.dtype, device: str, role: str,
-                int8: Union[bool, str, None] = False) -> Any:
+                int8: Union[bool, str, None] = False, quantized: bool = False) -> Any:
     """A LoadedModel for spec (an already loaded one passes through)."""
     if _is_loaded(spec):
         if int8:
             raise ValueError(f"draft_int8={int8!r} applies when the engine loads the {role} itself; this one is "
                              f"already loaded: pass int8= to saguaro.models.load instead")
+        if quantized:
+            raise ValueError(f"quantized=True applies when the engine loads the {role} itself; this one is "
+                             f"already loaded: pass quantized=True to saguaro.models.load instead")
         return spec
-    return load(spec, dtype=dtype, device=device, int8=int8 or False)
+    return load(spec, dtype=dtype, device=device, int8=int8 or False, quantized=quantized)
 
 
 def _check_tokenizers(target_tokenizer: Any, draft_tokenizer: Any) -> None:
@@ -66,11 +69,13 @@ def check_pair(target: Any, draft: Any) -> None:
 
 def load_pair(target: Any = None, draft: Any = None, *, mode: str = "ssd", dtype: torch.dtype = torch.bfloat16,
               device: str = "cpu", draft_int8: Union[bool, str, None] = False,
-              draft_vocab: Union[int, Sequence[int], None] = None) -> ModelPair:
+              draft_vocab: Union[int, Sequence[int], None] = None, quantized: bool = False) -> ModelPair:
     """Load (or take) a target and, unless mode is "ar", a draft; check that they pair.
 
     ``target``/``draft``: anything ``saguaro.models.load`` takes, or an already loaded model; both
-    None: the default pair. ``draft_int8`` and ``draft_vocab`` shape a draft this call loads (see
+    None: the default pair. ``quantized``: models this call loads from a preset or .gguf file keep the
+    GGUF's quantized blocks (``saguaro.models.load(quantized=True)``; an int8 draft stays int8).
+    ``draft_int8`` and ``draft_vocab`` shape a draft this call loads (see
     ``saguaro.Engine``). Raises ValueError saying what to change when the two cannot pair.
     """
     if target is None:
@@ -81,10 +86,11 @@ def load_pair(target: Any = None, draft: Any = None, *, mode: str = "ssd", dtype
     if draft is None and mode != "ar":
         raise ValueError(f"mode {mode!r} needs a draft model: pass draft=... (a model sharing the "
                          f"target's tokenizer) or use mode='ar' for the target alone")
-    loaded_target = _load_model(target, dtype=dtype, device=device, role="target")
+    loaded_target = _load_model(target, dtype=dtype, device=device, role="target", quantized=quantized)
     loaded_draft = None
     if mode != "ar":
-        loaded_draft = _load_model(draft, dtype=dtype, device=device, role="draft", int8=draft_int8)
+        loaded_draft = _load_model(draft, dtype=dtype, device=device, role="draft", int8=draft_int8,
+                                   quantized=quantized and not draft_int8)
         check_pair(loaded_target, loaded_draft)
         if draft_vocab is not None:
             restrict_draft_vocabulary(loaded_draft, draft_vocab)
