@@ -101,9 +101,21 @@ def _pair_fingerprint(target: Any, draft: Any, options: dict) -> dict:
     def one(m: Any) -> dict:
         ad = m.adapter
         return {"name": str(m.name), "vocab": int(ad.vocab_size), "context": int(ad.max_context),
-                "dtype": str(getattr(ad, "dtype", ""))}
+                "dtype": str(getattr(ad, "dtype", "")), "projections": _projection_kinds(ad)}
 
     return {"target": one(target), "draft": one(draft), "options": options}
+
+
+def _projection_kinds(adapter: Any) -> list[str]:
+    """The projection classes of a native model's first layer (Linear, QuantLinear, int8 forms): a
+    quantized or int8 load of a model runs at another speed than its bf16 load."""
+    layers = getattr(getattr(adapter, "model", None), "layers", None) or []
+    kinds: set[str] = set()
+    for block in vars(layers[0]).values() if layers else ():
+        for part in [block, *getattr(block, "__dict__", {}).values()]:
+            if type(part).__name__.endswith("Linear"):
+                kinds.add(type(part).__name__)
+    return sorted(kinds)
 
 
 def _cache_path(key: dict) -> Path:

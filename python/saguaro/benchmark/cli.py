@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--draft-int8", choices=("weight", "dynamic"),
                    help="saguaro rows: the draft's projections in int8, weight-only or with dynamically quantized "
                         "activations (peers keep the dtype)")
+    p.add_argument("--quantized", action="store_true",
+                   help="saguaro rows keep the GGUF files' quantized weights (Q4_K, Q6_K, Q5_0, Q8_0) and run the "
+                        "quantized kernels (the model llama.cpp computes); otherwise they run --dtype conversions")
     p.add_argument("--dtype", default="bf16", choices=("bf16", "fp32", "fp16"))
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--temperature", type=float, default=0.0)
@@ -130,7 +133,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       temperature=args.temperature, seed=args.seed, batch=args.batch,
                       warmup_tokens=args.warmup_tokens, suite="custom" if args.prompts else args.suite,
                       command=command, notes=args.notes, draft_vocab=args.draft_vocab,
-                      draft_int8=args.draft_int8)
+                      draft_int8=args.draft_int8, quantized=args.quantized)
     prompt_ids = encode_prompts(prompts, cfg.target, cfg.dtype)
     plan = None
     if not args.no_plan:
@@ -143,7 +146,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             cfg.target, cfg.draft, cfg.dtype, prompt_ids[0], calibration,
             cores=available_cores()[:2], k_max=args.plan_k_max, reps=args.plan_reps,
             calibration_tokens=args.plan_tokens, budgets=_ints(args.plan_budgets, "--plan-budgets"),
-            draft_kw=cfg.draft_load_kwargs(), temperature=args.temperature, seed=args.seed)
+            draft_kw=cfg.draft_load_kwargs(), target_kw=cfg.target_load_kwargs(), temperature=args.temperature,
+            seed=args.seed)
         plan = planner.make_plan(lat, ranks, temperature=args.temperature, k_range=range(1, args.plan_k_max + 1),
                                  dists=dists)
         print(f"planner: a = {plan['acceptance']:.3f}, K = {plan['k']}, fan-out {plan['fanout']}, C = {plan['saguaro_c']}, "

@@ -38,6 +38,12 @@ class BenchConfig:
     draft_vocab: Optional[int] = None
     #: saguaro rows' draft projections in int8: "weight" (weight-only) or "dynamic" (None: the dtype)
     draft_int8: Optional[str] = None
+    #: saguaro rows keep the GGUF files' quantized weights (models.load(quantized=True))
+    quantized: bool = False
+
+    def target_load_kwargs(self) -> dict:
+        """What saguaro rows pass to models.load for the target."""
+        return {"quantized": True} if self.quantized else {}
 
     def draft_load_kwargs(self) -> dict:
         """What saguaro rows pass to models.load for the draft (its cheaper-draft options)."""
@@ -46,6 +52,8 @@ class BenchConfig:
             kw["draft_vocab"] = self.draft_vocab
         if self.draft_int8:
             kw["int8"] = self.draft_int8
+        elif self.quantized:
+            kw["quantized"] = True
         return kw
 
     def __post_init__(self) -> None:
@@ -75,7 +83,7 @@ class Worker:
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(target=worker_main, name=f"bench-{name}", daemon=True,
                                    args=(child, methods, cfg.target, cfg.draft, cfg.dtype, cfg.seed,
-                                         cfg.draft_load_kwargs()))
+                                         cfg.draft_load_kwargs(), cfg.target_load_kwargs()))
         self.process.start()
         child.close()
         self.info: dict = {}

@@ -122,6 +122,7 @@ def _med(xs: Sequence[float]) -> float:
 def measure(target: str, draft: str, dtype: str, context_ids: Sequence[int], calibration_prompts: Sequence[Sequence[int]],
             *, cores: Sequence[int], k_max: int = 8, budgets: Sequence[int] = (1, 2, 4, 6, 8, 12, 16),
             reps: int = 3, calibration_tokens: int = 32, draft_kw: Optional[dict] = None,
+            target_kw: Optional[dict] = None,
             temperature: float = 0.0, seed: int = 0) -> tuple[sm.Latencies, list[int], Optional[sc.Distributions]]:
     """Measure the latencies (alone, contended, 2 threads) and calibrate (draft_kw: the draft's
     models.load options, such as a pruned vocabulary or int8, as the saguaro rows run it).
@@ -134,7 +135,7 @@ def measure(target: str, draft: str, dtype: str, context_ids: Sequence[int], cal
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     a_core, b_core = cores[0], cores[1]
     busy = mp.get_context("spawn").Event()
-    tp = _ModelProcess(target, dtype, busy)
+    tp = _ModelProcess(target, dtype, busy, target_kw)
     dp = _ModelProcess(draft, dtype, busy, draft_kw)
     try:
         tp.call("pin", [a_core], 1)

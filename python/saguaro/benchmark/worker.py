@@ -102,7 +102,7 @@ class _SaguaroMethods:
     """saguaro engines for several methods over one pair of loaded models."""
 
     def __init__(self, methods: list[MethodSpec], target: str, draft: str, dtype: str, seed: int,
-                 draft_kw: Optional[dict] = None) -> None:
+                 draft_kw: Optional[dict] = None, target_kw: Optional[dict] = None) -> None:
         import saguaro
         from saguaro import models
 
@@ -112,7 +112,7 @@ class _SaguaroMethods:
         union = sorted({c for m in methods for c in m.cores})
         pin_process(union, max(m.threads for m in methods))
         t0 = time.perf_counter()
-        self.target = models.load(target, dtype=self.dtype, device="cpu")
+        self.target = models.load(target, dtype=self.dtype, device="cpu", **(target_kw or {}))
         self.draft = None
         if any(m.uses_draft for m in methods):
             self.draft = models.load(draft, dtype=self.dtype, device="cpu", **(draft_kw or {}))
@@ -228,13 +228,13 @@ class _LlamaCppMethods:
 
 
 def worker_main(conn: Any, methods: list[MethodSpec], target: str, draft: str, dtype: str, seed: int,
-                draft_kw: Optional[dict] = None) -> None:
+                draft_kw: Optional[dict] = None, target_kw: Optional[dict] = None) -> None:
     """Entry point of a worker process (multiprocessing, spawn)."""
     families = {m.family for m in methods}
     server: Optional[Any] = None
     try:
         if families == {"saguaro"}:
-            server = _SaguaroMethods(methods, target, draft, dtype, seed, draft_kw)
+            server = _SaguaroMethods(methods, target, draft, dtype, seed, draft_kw, target_kw)
         elif families == {"transformers"}:
             server = _TransformersMethods(methods, target, draft, dtype, seed)
         elif families == {"llama.cpp"}:
