@@ -39,6 +39,50 @@ TensorView borrow_blocks(py::handle blocks, QuantType t, int64_t rows, int64_t k
   return v;
 }
 
+// The activation rows: float32 [M, K] on the CPU, at least one row.
+TensorView borrow_rows(py::handle x) {
+  auto v = borrow_tensor(x, "x");
+  v.require_cpu();
+  v.require(DType::kFloat32, {-1, -1});
+  if (v.shape[0] < 1) v.fail("needs at least one row");
+  return v;
+}
+
+// A byte buffer of exactly `bytes` (a repacked matrix, or where a repack writes).
+TensorView borrow_bytes(py::handle buffer, const char* name, int64_t bytes) {
+  auto v = borrow_tensor(buffer, name);
+  v.require_cpu();
+  if (v.dtype != DType::kUInt8 || !v.contiguous() || v.numel() != bytes)
+    v.fail("expected " + std::to_string(bytes) + " contiguous uint8 bytes");
+  return v;
+}
+
+// out[M, n], float32. It may be a column slice of a wider matrix (the parts of a fused projection):
+// rows at any stride >= n, unit stride along a row. Returns the row stride.
+int64_t check_out(const TensorView& ov, int64_t M, int64_t n) {
+  ov.require_cpu();
+  if (ov.dtype != DType::kFloat32) ov.fail("expected dtype float32");
+  if (ov.ndim() != 2 || ov.shape[0] != M || ov.shape[1] != n)
+    ov.fail("expected shape [" + std::to_string(M) + ", " + std::to_string(n) + "], got " + ov.shape_str());
+  const int64_t ldy = M == 1 ? n : ov.strides[0];
+  if ((n > 1 && ov.strides[1] != 1) || ldy < n)
+    ov.fail("rows must be contiguous and must not overlap (strides [>= n, 1])");
+  return ldy;
+}
+
+void check_threads(int threads) {
+  if (threads < 1) throw py::value_error("threads: must be >= 1, got " + std::to_string(threads));
+}
+
+// The SIMD path a call asks for ("auto": the selected one), refused when this CPU lacks it.
+CpuIsa path_isa(const std::string& path) {
+  const CpuIsa isa = path == "auto" ? cpu_isa_selected() : parse_cpu_isa(path);
+  if (isa > cpu_isa_supported())
+    throw py::value_error("path: '" + path + "' was asked for but this CPU supports only '" +
+                          cpu_isa_name(cpu_isa_supported()) + "'");
+  return isa;
+}
+
 }  // namespace
 
 void bind_q4k16(py::module_& m);
@@ -59,28 +103,14 @@ void bind_quant(py::module_& m) {
       [](py::handle x, py::handle blocks, int ggml_type, int64_t n, py::handle out, int threads,
          const std::string& path) {
         const QuantType t = parse_type(ggml_type);
-        auto xv = borrow_tensor(x, "x");
-        xv.require_cpu();
-        xv.require(DType::kFloat32, {-1, -1});
+        auto xv = borrow_rows(x);
         const int64_t M = xv.shape[0], K = xv.shape[1];
-        if (M < 1) xv.fail("needs at least one row");
         if (n < 1) throw py::value_error("n: out_features must be >= 1, got " + std::to_string(n));
         auto wv = borrow_blocks(blocks, t, n, K);
-        // out may be a column slice of a wider matrix (the parts of a fused projection): rows at any
-        // stride >= n, unit stride along a row
         auto ov = borrow_tensor(out, "out");
-        ov.require_cpu();
-        if (ov.dtype != DType::kFloat32) ov.fail("expected dtype float32");
-        if (ov.ndim() != 2 || ov.shape[0] != M || ov.shape[1] != n)
-          ov.fail("expected shape [" + std::to_string(M) + ", " + std::to_string(n) + "], got " + ov.shape_str());
-        const int64_t ldy = M == 1 ? n : ov.strides[0];
-        if ((n > 1 && ov.strides[1] != 1) || ldy < n)
-          ov.fail("rows must be contiguous and must not overlap (strides [>= n, 1])");
-        if (threads < 1) throw py::value_error("threads: must be >= 1, got " + std::to_string(threads));
-        const CpuIsa isa = path == "auto" ? cpu_isa_selected() : parse_cpu_isa(path);
-        if (isa > cpu_isa_supported())
-          throw py::value_error("path: '" + path + "' was asked for but this CPU supports only '" +
-                                cpu_isa_name(cpu_isa_supported()) + "'");
+        const int64_t ldy = check_out(ov, M, n);
+        check_threads(threads);
+        const CpuIsa isa = path_isa(path);
         py::gil_scoped_release release;
         quant_gemm(t, wv.data<uint8_t>(), n, K, xv.data<float>(), M, ov.data<float>(), ldy, threads, isa);
       },
@@ -117,11 +147,7 @@ void bind_b16(py::module_& m) {
       [](py::handle blocks, int ggml_type, int64_t n, int64_t k, py::handle out) {
         const QuantType t = parse_type(ggml_type);
         auto wv = borrow_blocks(blocks, t, n, k);
-        auto ov = borrow_tensor(out, "out");
-        ov.require_cpu();
-        const int64_t want = quant_b16_packed_bytes(t, n, k);
-        if (ov.dtype != DType::kUInt8 || !ov.contiguous() || ov.numel() != want)
-          ov.fail("expected " + std::to_string(want) + " contiguous uint8 bytes");
+        auto ov = borrow_bytes(out, "out", quant_b16_packed_bytes(t, n, k));
         py::gil_scoped_release release;
         quant_b16_repack(t, wv.data<uint8_t>(), n, k, ov.data<uint8_t>());
       },
@@ -132,28 +158,13 @@ void bind_b16(py::module_& m) {
       [](py::handle x, py::handle packed, int ggml_type, int64_t n, py::handle out, int threads,
          const std::string& path) {
         const QuantType t = parse_type(ggml_type);
-        auto xv = borrow_tensor(x, "x");
-        xv.require_cpu();
-        xv.require(DType::kFloat32, {-1, -1});
+        auto xv = borrow_rows(x);
         const int64_t M = xv.shape[0], K = xv.shape[1];
-        if (M < 1) xv.fail("needs at least one row");
-        auto pv = borrow_tensor(packed, "packed");
-        pv.require_cpu();
-        const int64_t want = quant_b16_packed_bytes(t, n, K);
-        if (pv.dtype != DType::kUInt8 || !pv.contiguous() || pv.numel() != want)
-          pv.fail("expected " + std::to_string(want) + " contiguous uint8 bytes");
+        auto pv = borrow_bytes(packed, "packed", quant_b16_packed_bytes(t, n, K));
         auto ov = borrow_tensor(out, "out");
-        ov.require_cpu();
-        if (ov.dtype != DType::kFloat32) ov.fail("expected dtype float32");
-        if (ov.ndim() != 2 || ov.shape[0] != M || ov.shape[1] != n)
-          ov.fail("expected shape [" + std::to_string(M) + ", " + std::to_string(n) + "], got " + ov.shape_str());
-        const int64_t ldy = M == 1 ? n : ov.strides[0];
-        if (ov.strides[1] != 1 || ldy < n) ov.fail("rows must be contiguous and must not overlap (strides [>= n, 1])");
-        if (threads < 1) throw py::value_error("threads: must be >= 1, got " + std::to_string(threads));
-        const CpuIsa isa = path == "auto" ? cpu_isa_selected() : parse_cpu_isa(path);
-        if (isa > cpu_isa_supported())
-          throw py::value_error("path: '" + path + "' was asked for but this CPU supports only '" +
-                                cpu_isa_name(cpu_isa_supported()) + "'");
+        const int64_t ldy = check_out(ov, M, n);
+        check_threads(threads);
+        const CpuIsa isa = path_isa(path);
         py::gil_scoped_release release;
         quant_b16_gemm(t, pv.data<uint8_t>(), n, K, xv.data<float>(), M, ov.data<float>(), ldy, threads, isa);
       },
@@ -169,11 +180,8 @@ void bind_q4k16(py::module_& m) {
       "q4k16_repack",
       [](py::handle blocks, int64_t n, int64_t k, py::handle out, int threads) {
         auto wv = borrow_blocks(blocks, QuantType::kQ4_K, n, k);
-        auto ov = borrow_tensor(out, "out");
-        ov.require_cpu();
-        if (ov.dtype != DType::kUInt8 || !ov.contiguous() || ov.numel() != q4k16_packed_bytes(n, k))
-          ov.fail("expected " + std::to_string(q4k16_packed_bytes(n, k)) + " contiguous uint8 bytes");
-        if (threads < 1) throw py::value_error("threads: must be >= 1, got " + std::to_string(threads));
+        auto ov = borrow_bytes(out, "out", q4k16_packed_bytes(n, k));
+        check_threads(threads);
         py::gil_scoped_release release;
         q4k16_repack(wv.data<uint8_t>(), n, k, ov.data<uint8_t>(), threads);
       },
@@ -182,27 +190,13 @@ void bind_q4k16(py::module_& m) {
   m.def(
       "q4k16_gemm",
       [](py::handle x, py::handle packed, int64_t n, py::handle out, int threads, const std::string& path) {
-        auto xv = borrow_tensor(x, "x");
-        xv.require_cpu();
-        xv.require(DType::kFloat32, {-1, -1});
+        auto xv = borrow_rows(x);
         const int64_t M = xv.shape[0], K = xv.shape[1];
-        if (M < 1) xv.fail("needs at least one row");
-        auto pv = borrow_tensor(packed, "packed");
-        pv.require_cpu();
-        if (pv.dtype != DType::kUInt8 || !pv.contiguous() || pv.numel() != q4k16_packed_bytes(n, K))
-          pv.fail("expected " + std::to_string(q4k16_packed_bytes(n, K)) + " contiguous uint8 bytes");
+        auto pv = borrow_bytes(packed, "packed", q4k16_packed_bytes(n, K));
         auto ov = borrow_tensor(out, "out");
-        ov.require_cpu();
-        if (ov.dtype != DType::kFloat32) ov.fail("expected dtype float32");
-        if (ov.ndim() != 2 || ov.shape[0] != M || ov.shape[1] != n)
-          ov.fail("expected shape [" + std::to_string(M) + ", " + std::to_string(n) + "], got " + ov.shape_str());
-        const int64_t ldy = M == 1 ? n : ov.strides[0];
-        if (ov.strides[1] != 1 || ldy < n) ov.fail("rows must be contiguous and must not overlap (strides [>= n, 1])");
-        if (threads < 1) throw py::value_error("threads: must be >= 1, got " + std::to_string(threads));
-        const CpuIsa isa = path == "auto" ? cpu_isa_selected() : parse_cpu_isa(path);
-        if (isa > cpu_isa_supported())
-          throw py::value_error("path: '" + path + "' was asked for but this CPU supports only '" +
-                                cpu_isa_name(cpu_isa_supported()) + "'");
+        const int64_t ldy = check_out(ov, M, n);
+        check_threads(threads);
+        const CpuIsa isa = path_isa(path);
         py::gil_scoped_release release;
         q4k16_gemm(pv.data<uint8_t>(), n, K, xv.data<float>(), M, ov.data<float>(), ldy, threads, isa);
       },

@@ -135,15 +135,26 @@ class GGUFFile:
             if t.name == "rope_freqs.weight":
                 continue
             name = _hf_name(t.name)
-            w = self._dequantized(t.name)
-            if self.architecture == "llama":
-                # llama.cpp's converter interleaves the rotary halves of q and k; put them back.
-                if name.endswith("q_proj.weight"):
-                    w = _unpermute(w, config.num_heads)
-                elif name.endswith("k_proj.weight"):
-                    w = _unpermute(w, config.num_kv_heads)
-            yield name, torch.from_numpy(np.array(w, dtype=np.float32, order="C"))
+            yield name, self._dense(t.name, name, config)
 
+    def _dense(self, gguf_name: str, name: str, config: ModelConfig) -> torch.Tensor:
+        """One weight dequantized to float32, its rows in transformers' order."""
+        w = self._dequantized(gguf_name)
+        heads = self._permuted_heads(name, config)
+        if heads:
+            w = _unpermute(w, heads)
+        return torch.from_numpy(np.array(w, dtype=np.float32, order="C"))
+
+    def _permuted_heads(self, name: str, config: ModelConfig) -> int:
+        """llama.cpp's converter interleaves the rotary halves of llama's q and k rows: the head count to
+        put them back with (0: the rows are as transformers has them)."""
+        if self.architecture != "llama":
+            return 0
+        if name.endswith("q_proj.weight"):
+            return config.num_heads
+        if name.endswith("k_proj.weight"):
+            return config.num_kv_heads
+        return 0
 
     def quantized_tensors(self, config: ModelConfig) -> Iterator[tuple[str, Any]]:
         """(transformers name, weight) for every weight, keeping matrices in a format the quantized kernels
@@ -162,21 +173,15 @@ class GGUFFile:
             if kind in quant.GGML_TYPES and len(t.shape) == 2:
                 rows, k = int(t.shape[1]), int(t.shape[0])
                 data = t.data.reshape(rows, -1)
-                if self.architecture == "llama" and name.endswith(("q_proj.weight", "k_proj.weight")):
-                    heads = config.num_heads if name.endswith("q_proj.weight") else config.num_kv_heads
+                heads = self._permuted_heads(name, config)
+                if heads:
                     data = np.ascontiguousarray(_unpermute(data, heads))  # a row permutation: blocks stay whole
                 with warnings.catch_warnings():  # the map is read-only and is never written through
                     warnings.simplefilter("ignore", UserWarning)
                     blocks = torch.from_numpy(data)
                 yield name, QuantWeight.from_blocks(blocks, kind, rows, k)
                 continue
-            w = self._dequantized(t.name)
-            if self.architecture == "llama":
-                if name.endswith("q_proj.weight"):
-                    w = _unpermute(w, config.num_heads)
-                elif name.endswith("k_proj.weight"):
-                    w = _unpermute(w, config.num_kv_heads)
-            yield name, torch.from_numpy(np.array(w, dtype=np.float32, order="C"))
+            yield name, self._dense(t.name, name, config)
 
 
 def _hf_name(name: str) -> str:
