@@ -3,6 +3,7 @@
 // thread needs the core).
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -111,5 +112,21 @@ class ColumnPool {
   uint64_t generation_ = 0;
   bool stop_ = false;
 };
+
+// Runs run(c0, c1) over [0, n) columns (or column groups) split into at most `threads` parts of at least
+// `min_part`, on the pool; alone when the pool is busy or one part is all there is. Any split gives the
+// same bits when every output is computed whole by one part.
+inline void split_columns(int64_t n, int threads, int64_t min_part, const std::function<void(int64_t, int64_t)>& run) {
+  const int parts = static_cast<int>(std::min<int64_t>(threads, std::max<int64_t>(1, n / min_part)));
+  if (parts > 1) {
+    const int64_t per = (n + parts - 1) / parts;
+    const std::function<void(int)> part = [&](int i) {
+      const int64_t c0 = std::min<int64_t>(n, i * per), c1 = std::min<int64_t>(n, c0 + per);
+      if (c0 < c1) run(c0, c1);
+    };
+    if (ColumnPool::instance().try_run(parts, part)) return;
+  }
+  run(0, n);
+}
 
 }  // namespace saguaro::detail

@@ -170,16 +170,8 @@ void quant_gemm(QuantType t, const uint8_t* w, int64_t N, int64_t K, const float
   // Columns split in parts of >= 64 (a part's hand-off costs more than it saves below that); any split
   // gives the same bits because every output is computed whole by one thread.
   constexpr int64_t kMinColumns = 64;
-  const int parts = static_cast<int>(std::min<int64_t>(threads, std::max<int64_t>(1, N / kMinColumns)));
-  if (parts > 1) {
-    const int64_t per = (N + parts - 1) / parts;
-    const std::function<void(int)> part = [&](int i) {
-      const int64_t n0 = std::min<int64_t>(N, i * per), n1 = std::min<int64_t>(N, n0 + per);
-      if (n0 < n1) columns(t, w, row_bytes, a, n0, n1, y, ldy);
-    };
-    if (detail::ColumnPool::instance().try_run(parts, part)) return;
-  }
-  columns(t, w, row_bytes, a, 0, N, y, ldy);
+  detail::split_columns(N, threads, kMinColumns,
+                        [&](int64_t n0, int64_t n1) { columns(t, w, row_bytes, a, n0, n1, y, ldy); });
 }
 
 void quant_gemm(QuantType t, const uint8_t* w, int64_t N, int64_t K, const float* x, int64_t M, float* y, int64_t ldy,

@@ -228,16 +228,7 @@ void q4k16_gemm(const uint8_t* packed, int64_t N, int64_t K, const float* x, int
     groups_reference(packed, nb, a, g0, g1, y, ldy);
   };
   constexpr int64_t kMinGroups = 4;  // >= 64 columns a part
-  const int parts = static_cast<int>(std::min<int64_t>(threads, std::max<int64_t>(1, groups / kMinGroups)));
-  if (parts > 1) {
-    const int64_t per = (groups + parts - 1) / parts;
-    const std::function<void(int)> part = [&](int i) {
-      const int64_t g0 = std::min<int64_t>(groups, i * per), g1 = std::min<int64_t>(groups, g0 + per);
-      if (g0 < g1) run(g0, g1);
-    };
-    if (detail::ColumnPool::instance().try_run(parts, part)) return;
-  }
-  run(0, groups);
+  detail::split_columns(groups, threads, kMinGroups, run);
 }
 
 }  // namespace saguaro

@@ -224,13 +224,8 @@ def create_app(engine: AsyncEngine, *, served_model_name: Optional[str] = None, 
                               lambda usage: {"id": rid, "object": "text_completion", "created": created,
                                              "model": served.name, "choices": [], "usage": usage},
                               req.return_token_ids)
-        async with _admitted(served, start) as run:
-            async for _ in run.deltas():
-                pass
-            figures = run.record()
-            out = run.stream.output
-            assert out is not None
-            return JSONResponse(chunk(out.text, out.finish_reason, out.token_ids, usage=run.usage(), saguaro=figures))
+        out, figures, usage = await _to_the_end(served, start)
+        return JSONResponse(chunk(out.text, out.finish_reason, out.token_ids, usage=usage, saguaro=figures))
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
@@ -258,19 +253,25 @@ def create_app(engine: AsyncEngine, *, served_model_name: Optional[str] = None, 
 
             return _streaming(served, start, req.include_usage, chunk,
                               lambda usage: envelope("chat.completion.chunk", [], usage=usage), req.return_token_ids)
-        async with _admitted(served, start) as run:
-            async for _ in run.deltas():
-                pass
-            figures = run.record()
-            out = run.stream.output
-            assert out is not None
-            choice = {"index": 0, "message": {"role": "assistant", "content": out.text}, "logprobs": None,
-                      "finish_reason": out.finish_reason}
-            if req.return_token_ids:
-                choice["token_ids"] = out.token_ids
-            return JSONResponse(envelope("chat.completion", [choice], usage=run.usage(), saguaro=figures))
+        out, figures, usage = await _to_the_end(served, start)
+        choice = {"index": 0, "message": {"role": "assistant", "content": out.text}, "logprobs": None,
+                  "finish_reason": out.finish_reason}
+        if req.return_token_ids:
+            choice["token_ids"] = out.token_ids
+        return JSONResponse(envelope("chat.completion", [choice], usage=usage, saguaro=figures))
 
     return app
+
+
+async def _to_the_end(served: _Served, start: Callable[[], AsyncStream]) -> tuple[Any, dict, dict]:
+    """A non-streaming request run to its end: its output, its SSD figures and its usage."""
+    async with _admitted(served, start) as run:
+        async for _ in run.deltas():
+            pass
+        figures = run.record()
+        out = run.stream.output
+        assert out is not None
+        return out, figures, run.usage()
 
 
 def _streaming(served: _Served, start: Callable[[], AsyncStream], include_usage: bool,
