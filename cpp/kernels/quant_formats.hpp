@@ -14,8 +14,11 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <string>
+#include <stdexcept>
 #include <vector>
 
+#include "saguaro/cpu_features.hpp"
 #include "saguaro/quant_gemm.hpp"
 
 namespace saguaro::quant {
@@ -243,5 +246,20 @@ void columns_avx2(QuantType t, const uint8_t* w, int64_t row_bytes, const QuantA
                   int64_t n1, float* y, int64_t ldy);
 void columns_avx512(QuantType t, const uint8_t* w, int64_t row_bytes, const QuantActivations& a, int64_t n0,
                     int64_t n1, float* y, int64_t ldy);
+
+// The arguments every quantized GEMM entry point shares (rows, output stride, pointers, threads, the
+// SIMD path); std::invalid_argument prefixed with the entry point's name.
+inline void check_gemm_call(const char* who, int64_t M, int64_t N, int64_t ldy, const void* w, const float* x,
+                            const float* y, int threads, CpuIsa isa) {
+  const auto bad = [who](const std::string& what) { throw std::invalid_argument(std::string(who) + ": " + what); };
+  if (M < 1) bad("M (rows of x) must be >= 1, got " + std::to_string(M));
+  if (N < 1) bad("N (out_features) must be >= 1, got " + std::to_string(N));
+  if (ldy < N) bad("ldy must be >= N (" + std::to_string(N) + "), got " + std::to_string(ldy));
+  if (w == nullptr || x == nullptr || y == nullptr) bad("weights, x and y must not be null");
+  if (threads < 1) bad("threads must be >= 1, got " + std::to_string(threads));
+  if (isa > cpu_isa_supported())
+    bad(std::string("path '") + cpu_isa_name(isa) + "' was asked for but this CPU supports only '" +
+        cpu_isa_name(cpu_isa_supported()) + "'");
+}
 
 }  // namespace saguaro::quant

@@ -152,14 +152,7 @@ void columns_scalar(QuantType t, const uint8_t* w, int64_t row_bytes, const Quan
 void quant_gemm(QuantType t, const uint8_t* w, int64_t N, int64_t K, const float* x, int64_t M, float* y, int64_t ldy,
                 int threads, CpuIsa isa) {
   const int64_t row_bytes = quant_row_bytes(t, K);
-  if (M < 1) bad("M (rows of x) must be >= 1, got " + std::to_string(M));
-  if (N < 1) bad("N (out_features) must be >= 1, got " + std::to_string(N));
-  if (ldy < N) bad("ldy must be >= N (" + std::to_string(N) + "), got " + std::to_string(ldy));
-  if (w == nullptr || x == nullptr || y == nullptr) bad("w, x and y must not be null");
-  if (threads < 1) bad("threads must be >= 1, got " + std::to_string(threads));
-  if (isa > cpu_isa_supported())
-    bad(std::string("path '") + cpu_isa_name(isa) + "' was asked for but this CPU supports only '" +
-        cpu_isa_name(cpu_isa_supported()) + "'");
+  quant::check_gemm_call("quant_gemm", M, N, ldy, w, x, y, threads, isa);
   thread_local quant::QuantActivations acts;  // reused: no allocation per call
   quant::quantize_activations(x, M, K, quant::is_kquant(t) ? quant::kSuper : quant::kSmall, acts);
   // A plain reference: the workers must read this thread's activations, not their own thread_local ones.

@@ -210,13 +210,7 @@ void q4k16_repack(const uint8_t* w, int64_t N, int64_t K, uint8_t* out, int thre
 void q4k16_gemm(const uint8_t* packed, int64_t N, int64_t K, const float* x, int64_t M, float* y, int64_t ldy,
                 int threads, CpuIsa isa) {
   check(N, K);
-  if (M < 1) bad("M (rows of x) must be >= 1, got " + std::to_string(M));
-  if (ldy < N) bad("ldy must be >= N (" + std::to_string(N) + "), got " + std::to_string(ldy));
-  if (packed == nullptr || x == nullptr || y == nullptr) bad("packed, x and y must not be null");
-  if (threads < 1) bad("threads must be >= 1, got " + std::to_string(threads));
-  if (isa > cpu_isa_supported())
-    bad(std::string("path '") + cpu_isa_name(isa) + "' was asked for but this CPU supports only '" +
-        cpu_isa_name(cpu_isa_supported()) + "'");
+  quant::check_gemm_call("q4k16", M, N, ldy, packed, x, y, threads, isa);
   thread_local QuantActivations acts;
   quant::quantize_activations(x, M, K, kSuper, acts);
   const QuantActivations& a = acts;  // the workers read this thread's activations
