@@ -11,7 +11,7 @@ def run_cli(*args, input=None, timeout=600):
 
 
 def test_generate_streams_text_and_prints_speed_summary():
-    r = run_cli("generate", "def fibonacci(n):", *SMALL, "--k", "2", "--max-new-tokens", "8")
+    r = run_cli("generate", "def fibonacci(n):", *SMALL, "--mode", "ssd", "--k", "2", "--max-new-tokens", "8")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip(), "no text"
     summary = r.stderr.strip().splitlines()[-1]
@@ -32,3 +32,11 @@ def test_generate_file_chat_and_stop(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() and "<|im_end|>" not in r.stdout
     assert r.stderr.strip().splitlines()[-1].startswith("[ar] ")
+
+
+def test_generate_defaults_to_auto_and_says_what_it_chose():
+    r = run_cli("generate", "def add(a, b):", *SMALL, "--max-new-tokens", "6")
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert lines[-2].startswith("[auto] ") and "predicted fastest" in lines[-2]
+    assert lines[-1].startswith("[auto: ") and "(finish: length)" in lines[-1]
