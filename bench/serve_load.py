@@ -1,9 +1,9 @@
 """Load benchmark of ``saguaro serve``: requests/s, time to first token and inter-token latency
 (p50/p99) at several client concurrencies, for AR, SD and SSD.
 
-For each mode it starts a server on a free loopback port, warms it up, then at each concurrency runs
-a fixed number of streaming completions (greedy, ``ignore_eos`` so every request has the same
-length) from that many concurrent clients. Results go to bench/results/serve-load-<name>.json and
+For each mode it starts a server on a free loopback port (``saguaro.serve.launch_server``), warms it
+up, then at each concurrency runs a fixed number of streaming completions (greedy, ``ignore_eos`` so
+every request has the same length) from that many concurrent clients. Results go to bench/results/serve-load-<name>.json and
 .md. Example (SmolLM2 as target and draft, a reduced run):
 
     python -m bench.serve_load --target smollm2-135m --draft smollm2-135m --name smollm2 --requests 16
@@ -15,19 +15,17 @@ import asyncio
 import json
 import os
 import platform
-import re
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Optional
+
+from saguaro.serve.launch import launch_server
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PROMPTS = ["def quicksort(arr):", "import numpy as np\n\ndef normalize(x):", "class LinkedList:\n",
            "# read a CSV file and print the mean of each column\n", "def is_prime(n):",
            "async def fetch(url):", "SELECT name, COUNT(*) FROM", "def binary_search(a, x):"]
-_READY = re.compile(r"saguaro: serving .* on http://127\.0\.0\.1:(\d+)/v1")
 SERVED = "bench"
 
 
@@ -42,45 +40,15 @@ def percentile(values: list[float], q: float) -> Optional[float]:
     return v[lo] + (v[hi] - v[lo]) * (pos - lo)
 
 
-class ServerProcess:
-    """``python -m saguaro serve`` for one mode, on port 0 (the ready line names the port)."""
-
-    def __init__(self, args: argparse.Namespace, mode: str) -> None:
-        cmd = [sys.executable, "-m", "saguaro", "serve", "--mode", mode, "--port", "0", "--served-model-name",
-               SERVED, "--log-level", "warning", "--dtype", args.dtype, "--max-batch", str(max(args.concurrency))]
-        if args.target:
-            cmd += ["--target", args.target]
-        if args.draft and mode != "ar":
-            cmd += ["--draft", args.draft]
-        cmd += args.engine_args
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        self.log: list[str] = []
-        found: list[int] = []
-        ready = threading.Event()
-
-        def pump() -> None:
-            for line in self.proc.stderr:  # type: ignore[union-attr]
-                self.log.append(line)
-                m = _READY.search(line)
-                if m and not found:
-                    found.append(int(m.group(1)))
-                    ready.set()
-            ready.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        ready.wait(args.startup_timeout)
-        if not found:
-            self.proc.kill()
-            raise RuntimeError(f"the {mode} server did not start:\n" + "".join(self.log[-20:]))
-        self.url = f"http://127.0.0.1:{found[0]}"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(120)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+def server_args(args: argparse.Namespace, mode: str) -> list[str]:
+    """``saguaro serve`` options for one mode (saguaro.serve.launch_server picks the port)."""
+    cmd = ["--mode", mode, "--served-model-name", SERVED, "--log-level", "warning", "--dtype", args.dtype,
+           "--max-batch", str(max(args.concurrency))]
+    if args.target:
+        cmd += ["--target", args.target]
+    if args.draft and mode != "ar":
+        cmd += ["--draft", args.draft]
+    return cmd + args.engine_args
 
 
 async def _one(http: Any, prompt: str, max_tokens: int) -> dict[str, Any]:
@@ -163,8 +131,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "engine_args": args.engine_args, "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "modes": {}}
     for mode in args.modes:
-        server = ServerProcess(args, mode)
-        try:
+        with launch_server(server_args(args, mode), startup_timeout=args.startup_timeout, stop_timeout=120) as server:
             asyncio.run(_level(server.url, 2, 2, 4))  # warm-up
             levels = []
             for c in args.concurrency:
@@ -175,8 +142,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                       f"TTFT p50 {lv['ttft_p50_s'] * 1e3:.0f} ms, ITL p50 {lv['itl_p50_s'] * 1e3:.1f} ms",
                       file=sys.stderr, flush=True)
             record["modes"][mode] = {"levels": levels, "runtime": _runtime_figures(server.url)}
-        finally:
-            server.stop()
     return record
 
 

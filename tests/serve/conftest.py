@@ -6,14 +6,14 @@ import pytest
 pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install 'saguaro[serve]'")
 pytest.importorskip("openai", reason="the test extra is not installed: pip install 'saguaro[test]'")
 
-from serve_helpers import K, MODEL, need_model, start_server  # noqa: E402
+from saguaro.serve.launch import launch_server  # noqa: E402
+from serve_helpers import K, MODEL, need_model, serve_args  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def server():
-    s = start_server()
-    yield s
-    s.stop()
+    with launch_server(serve_args()) as s:
+        yield s
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from saguaro import SamplingParams
-from serve_helpers import K, SERVED_NAME, need_model, start_server
+from saguaro.serve.launch import launch_server
+from serve_helpers import K, SERVED_NAME, need_model, serve_args
 
 pytestmark = pytest.mark.slow
 
@@ -24,8 +25,7 @@ def test_default_pair_greedy_equals_engine_generate():
     with saguaro.Engine(target, draft, mode="ssd", k=K, dtype=torch.bfloat16) as engine:
         [want] = engine.generate(prompt, SamplingParams(max_new_tokens=16))
         [want_chat] = engine.generate([chat], SamplingParams(max_new_tokens=16))
-    srv = start_server(pair=None, dtype="bfloat16", startup_s=900)
-    try:
+    with launch_server(serve_args(pair=None, dtype="bfloat16"), startup_timeout=900) as srv:
         with openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0, timeout=600) as client:
             got = client.completions.create(model=SERVED_NAME, prompt=prompt, max_tokens=16, temperature=0,
                                             extra_body={"return_token_ids": True})
@@ -35,5 +35,4 @@ def test_default_pair_greedy_equals_engine_generate():
                                                          extra_body={"return_token_ids": True}))
             assert sum((c.choices[0].model_extra["token_ids"] for c in chunks), []) == want_chat.token_ids
             assert "".join(c.choices[0].delta.content or "" for c in chunks) == want_chat.text
-    finally:
         assert srv.stop() == 0

@@ -11,7 +11,8 @@ import time
 import pytest
 
 from saguaro import SamplingParams
-from serve_helpers import SERVED_NAME, scrape, start_server, wait_until
+from saguaro.serve.launch import launch_server
+from serve_helpers import SERVED_NAME, scrape, serve_args, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -97,8 +98,7 @@ def test_client_disconnect_mid_stream_cancels_its_request(server, client):
 def test_sigterm_during_load_finishes_in_flight_requests_and_exits_0():
     import httpx
 
-    srv = start_server()
-    try:
+    with launch_server(serve_args()) as srv:
         n = 6
         results: list = [None] * n
 
@@ -124,7 +124,7 @@ def test_sigterm_during_load_finishes_in_flight_requests_and_exits_0():
 
         asyncio.run(main())
         code = srv.proc.wait(120)
-        assert code == 0, "".join(srv.log[-20:])
+        assert code == 0, srv.log_tail()
         for chunks in results:
             assert chunks and chunks[-1] == "[DONE]"
             final = json.loads(chunks[-2])
@@ -132,15 +132,12 @@ def test_sigterm_during_load_finishes_in_flight_requests_and_exits_0():
             assert final["saguaro"]["generated_tokens"] == 40
         with pytest.raises(httpx.ConnectError):  # no longer admitting
             httpx.get(srv.url + "/health", timeout=10)
-    finally:
-        srv.stop()
 
 
 def test_sigterm_cancels_requests_that_outlast_the_shutdown_timeout_and_exits_0():
     import httpx
 
-    srv = start_server("--shutdown-timeout", "1")
-    try:
+    with launch_server(serve_args("--shutdown-timeout", "1")) as srv:
         got: list = []
 
         async def main() -> None:
@@ -158,8 +155,6 @@ def test_sigterm_cancels_requests_that_outlast_the_shutdown_timeout_and_exits_0(
                     pass  # the server cut the stream after its shutdown timeout
 
         asyncio.run(main())
-        assert srv.proc.wait(120) == 0, "".join(srv.log[-20:])
+        assert srv.proc.wait(120) == 0, srv.log_tail()
         # cut short (a round commits about 4 tokens: 3000 tokens would be ~750 events)
         assert 2 <= len(got) < 700
-    finally:
-        srv.stop()
