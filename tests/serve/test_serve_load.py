@@ -95,6 +95,46 @@ def test_client_disconnect_mid_stream_cancels_its_request(server, client):
     assert got.usage.completion_tokens == 4
 
 
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
+def test_client_disconnect_before_a_non_streaming_response_cancels_its_request(server, client, reference, path):
+    import socket
+    import threading
+
+    before = scrape(server)
+    body = {"model": SERVED_NAME, "max_tokens": 3000, "temperature": 0, "ignore_eos": True}
+    body.update({"messages": [{"role": "user", "content": "Tell a long story"}]} if "chat" in path
+                else {"prompt": "Once upon a time"})
+    raw = json.dumps(body).encode()
+    # another client's request, running beside it and after it left, gets its whole answer
+    [want] = reference.generate("def add(a, b):", SamplingParams(max_new_tokens=40))
+    other: list = []
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {len(raw)}\r\n\r\n".encode() + raw)
+        assert wait_until(lambda: scrape(server)["saguaro_runtime_rounds_total"]
+                          > before["saguaro_runtime_rounds_total"] + 2, 120), "the request is generating"
+        beside = threading.Thread(target=lambda: other.append(client.completions.create(
+            model=SERVED_NAME, prompt="def add(a, b):", max_tokens=40, temperature=0)))
+        beside.start()
+        assert wait_until(lambda: scrape(server)["saguaro_requests_running"] == 2, 120)
+    # the socket is closed: nothing was answered, and the server notices without a write to fail
+    assert wait_until(lambda: scrape(server)["saguaro_requests_running"] <= 1, 60)
+    beside.join(300)
+    assert other and other[0].choices[0].text == want.text and other[0].usage.completion_tokens == 40
+    key = 'saguaro_requests_total{finish_reason="abandoned"}'
+    assert scrape(server).get(key, 0) == before.get(key, 0) + 1
+    # the runtime stopped generating for it: the round count settles far below the ~750 rounds its
+    # 3000 tokens would take
+    def settled() -> bool:
+        rounds = scrape(server)["saguaro_runtime_rounds_total"]
+        time.sleep(0.5)
+        return scrape(server)["saguaro_runtime_rounds_total"] == rounds
+
+    assert wait_until(settled, 60)
+    assert scrape(server)["saguaro_runtime_rounds_total"] - before["saguaro_runtime_rounds_total"] < 300
+    assert scrape(server)["saguaro_requests_running"] == 0
+
+
 def test_sigterm_during_load_finishes_in_flight_requests_and_exits_0():
     import httpx
 

@@ -224,7 +224,10 @@ def create_app(engine: AsyncEngine, *, served_model_name: Optional[str] = None, 
                               lambda usage: {"id": rid, "object": "text_completion", "created": created,
                                              "model": served.name, "choices": [], "usage": usage},
                               req.return_token_ids)
-        out, figures, usage = await _to_the_end(served, start)
+        done = await _to_the_end(served, start, request)
+        if done is None:
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
+        out, figures, usage = done
         return JSONResponse(chunk(out.text, out.finish_reason, out.token_ids, usage=usage, saguaro=figures))
 
     @app.post("/v1/chat/completions")
@@ -253,7 +256,10 @@ def create_app(engine: AsyncEngine, *, served_model_name: Optional[str] = None, 
 
             return _streaming(served, start, req.include_usage, chunk,
                               lambda usage: envelope("chat.completion.chunk", [], usage=usage), req.return_token_ids)
-        out, figures, usage = await _to_the_end(served, start)
+        done = await _to_the_end(served, start, request)
+        if done is None:
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
+        out, figures, usage = done
         choice = {"index": 0, "message": {"role": "assistant", "content": out.text}, "logprobs": None,
                   "finish_reason": out.finish_reason}
         if req.return_token_ids:
@@ -263,15 +269,47 @@ def create_app(engine: AsyncEngine, *, served_model_name: Optional[str] = None, 
     return app
 
 
-async def _to_the_end(served: _Served, start: Callable[[], AsyncStream]) -> tuple[Any, dict, dict]:
-    """A non-streaming request run to its end: its output, its SSD figures and its usage."""
-    async with _admitted(served, start) as run:
-        async for _ in run.deltas():
+#: status of a response nobody receives: the client closed the connection first (nginx's 499)
+CLIENT_CLOSED_REQUEST = 499
+
+
+async def _client_gone(request: Request) -> None:
+    """Return when the client disconnects. Once the body is read, the ASGI receive channel has nothing
+    to deliver but ``http.disconnect`` (uvicorn's receive waits for it without polling)."""
+    try:
+        while (await request.receive()).get("type") != "http.disconnect":
             pass
-        figures = run.record()
-        out = run.stream.output
-        assert out is not None
-        return out, figures, run.usage()
+    except Exception:
+        await asyncio.Future()  # a channel that cannot tell never reports a disconnect
+
+
+async def _to_the_end(served: _Served, start: Callable[[], AsyncStream],
+                      request: Request) -> Optional[tuple[Any, dict, dict]]:
+    """A non-streaming request run to its end: its output, its SSD figures and its usage; None when
+    the client disconnected first (waiting for a slot or generating): the request is then cancelled
+    in the runtime and counted as abandoned, as a stream whose client leaves."""
+
+    async def run_it() -> tuple[Any, dict, dict]:
+        async with _admitted(served, start) as run:
+            async for _ in run.deltas():
+                pass
+            figures = run.record()
+            out = run.stream.output
+            assert out is not None
+            return out, figures, run.usage()
+
+    work = asyncio.ensure_future(run_it())
+    gone = asyncio.ensure_future(_client_gone(request))
+    try:
+        await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not work.done():
+            work.cancel()  # leaving _admitted early cancels the request in the runtime
+            await asyncio.wait({work})
+    if work.cancelled():
+        return None
+    return work.result()
 
 
 def _streaming(served: _Served, start: Callable[[], AsyncStream], include_usage: bool,
