@@ -34,10 +34,15 @@ bool SpeculationGovernor::speculate(int64_t batch) {
   return faster_is_speculating;
 }
 
-void SpeculationGovernor::observe(int64_t batch, bool speculated, int64_t tokens, double seconds) {
-  if (!speculated) ++plain_rounds_;
-  if (!enabled_ || batch < 2 || !(seconds > 0)) return;
-  Arm& a = speculated ? buckets_[bucket_of(batch)].speculating : buckets_[bucket_of(batch)].plain;
+SpeculationGovernor::Decision SpeculationGovernor::decide(int64_t batch) {
+  return Decision{batch, speculate(batch)};
+}
+
+void SpeculationGovernor::observe(const Decision& decision, int64_t tokens, double seconds) {
+  if (!decision.speculate) ++plain_rounds_;
+  if (!enabled_ || decision.batch < 2 || !(seconds > 0)) return;
+  Bucket& k = buckets_[bucket_of(decision.batch)];
+  Arm& a = decision.speculate ? k.speculating : k.plain;
   a.tokens = kDecay * a.tokens + static_cast<double>(tokens);
   a.seconds = kDecay * a.seconds + seconds;
   ++a.rounds;

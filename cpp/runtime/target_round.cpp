@@ -20,8 +20,12 @@ void TargetWorker::round() {
     if (!s->finished()) rows.push_back(s.get());
 
   // A plain round (no speculation: every row verifies its pending token only) when the governor has
-  // measured that plain batched decoding commits more tokens per second at this batch size.
-  const bool speculate = mode_ != Mode::kAr && governor_.speculate(static_cast<int64_t>(rows.size()));
+  // measured that plain batched decoding commits more tokens per second at this batch size. The
+  // decision keeps the batch size it was made for: the round is observed for it, even when rows
+  // finish before the verification below.
+  const SpeculationGovernor::Decision decision =
+      mode_ != Mode::kAr ? governor_.decide(static_cast<int64_t>(rows.size())) : SpeculationGovernor::Decision{};
+  const bool speculate = mode_ != Mode::kAr && decision.speculate;
   std::vector<int32_t> budget(rows.size(), 0);
   for (size_t b = 0; b < rows.size(); ++b)
     budget[b] = speculate ? rows[b]->draft_budget(config_.k, max_context_) : 0;
@@ -119,7 +123,7 @@ void TargetWorker::round() {
   metrics_.round_rows += static_cast<int64_t>(rows.size());
   const double round_s = seconds(Clock::now() - t0);
   metrics_.round_s += round_s;
-  if (mode_ != Mode::kAr) governor_.observe(static_cast<int64_t>(rows.size()), speculate, committed_total, round_s);
+  if (mode_ != Mode::kAr) governor_.observe(decision, committed_total, round_s);
 }
 
 }  // namespace saguaro

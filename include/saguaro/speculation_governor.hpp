@@ -15,10 +15,20 @@ class SpeculationGovernor {
  public:
   explicit SpeculationGovernor(bool enabled) : enabled_(enabled) {}
 
-  // Speculate in the next round of a batch of `batch` rows?
-  bool speculate(int64_t batch);
-  // A round of `batch` rows that speculated (or not) committed `tokens` in `seconds`.
-  void observe(int64_t batch, bool speculated, int64_t tokens, double seconds);
+  // What the governor decided for one round: the batch size it decided for and whether to speculate.
+  // The round's observation is counted for that same batch size, whatever happens to its rows in
+  // between (rows that fail or finish while their speculations are supplied leave the round smaller
+  // than decided, possibly in another bucket, whose arms would otherwise get measurements of rounds
+  // they never chose).
+  struct Decision {
+    int64_t batch = 1;
+    bool speculate = true;
+  };
+
+  // The decision for the next round of a batch of `batch` rows.
+  Decision decide(int64_t batch);
+  // The round decided by `decision` committed `tokens` in `seconds`.
+  void observe(const Decision& decision, int64_t tokens, double seconds);
 
   int64_t plain_rounds() const { return plain_rounds_; }
   // The measured committed tokens/s of speculating and plain rounds at this batch size (0: not yet).
@@ -41,6 +51,7 @@ class SpeculationGovernor {
     int probing = 0;  // rounds left of a probe of the slower arm
   };
   static int64_t bucket_of(int64_t batch);  // 2, 3-4, 5-8, ... (powers of two)
+  bool speculate(int64_t batch);
 
   bool enabled_;
   std::map<int64_t, Bucket> buckets_;

@@ -51,9 +51,9 @@ RuntimeMetrics run_timed_batch(Mode mode, BackupKind backup, double target_per_c
 int run(SpeculationGovernor& g, int64_t batch, int rounds, double spec_rate, double plain_rate) {
   int speculated = 0;
   for (int i = 0; i < rounds; ++i) {
-    const bool s = g.speculate(batch);
-    speculated += s ? 1 : 0;
-    g.observe(batch, s, s ? static_cast<int64_t>(spec_rate) : static_cast<int64_t>(plain_rate), 1.0);
+    const SpeculationGovernor::Decision d = g.decide(batch);
+    speculated += d.speculate ? 1 : 0;
+    g.observe(d, d.speculate ? static_cast<int64_t>(spec_rate) : static_cast<int64_t>(plain_rate), 1.0);
   }
   return speculated;
 }
@@ -71,12 +71,14 @@ TEST(SpeculationGovernor, MeasuresBothArmsThenRunsTheFasterAndProbesTheSlower) {
   constexpr int warm = SpeculationGovernor::kWarmRounds;
   // warm-up: speculating rounds first, then plain ones
   for (int i = 0; i < warm; ++i) {
-    ASSERT_TRUE(g.speculate(8));
-    g.observe(8, true, 10, 1.0);
+    const auto d = g.decide(8);
+    ASSERT_TRUE(d.speculate);
+    g.observe(d, 10, 1.0);
   }
   for (int i = 0; i < warm; ++i) {
-    ASSERT_FALSE(g.speculate(8));
-    g.observe(8, false, 30, 1.0);
+    const auto d = g.decide(8);
+    ASSERT_FALSE(d.speculate);
+    g.observe(d, 30, 1.0);
   }
   EXPECT_DOUBLE_EQ(g.rate(8, true), 10.0);
   EXPECT_DOUBLE_EQ(g.rate(8, false), 30.0);
@@ -86,8 +88,36 @@ TEST(SpeculationGovernor, MeasuresBothArmsThenRunsTheFasterAndProbesTheSlower) {
   EXPECT_GT(speculated, 0);
   EXPECT_LT(speculated, n / 5);
   // the batch sizes of one bucket share the measurement; another bucket is measured on its own
-  EXPECT_FALSE(g.speculate(7));
-  EXPECT_TRUE(g.speculate(2));
+  EXPECT_FALSE(g.decide(7).speculate);
+  EXPECT_TRUE(g.decide(2).speculate);
+}
+
+TEST(SpeculationGovernor, ARoundIsObservedForTheBatchSizeItWasDecidedFor) {
+  // Rounds decided for 3 rows (bucket 3-4) that end with 2 (a row failed or finished while the
+  // speculations were supplied, bucket 2). Observed for the post-round size, as the target round
+  // once did, bucket 3-4 would never finish its warm-up (it would speculate forever, whatever plain
+  // rounds measure) and bucket 2 would be measured with rounds it never decided.
+  SpeculationGovernor g(true);
+  constexpr int warm = SpeculationGovernor::kWarmRounds;
+  for (int i = 0; i < warm; ++i) {
+    const auto d = g.decide(3);
+    ASSERT_TRUE(d.speculate) << "warm-up round " << i << " speculates";
+    EXPECT_EQ(d.batch, 3);
+    g.observe(d, 10, 1.0);  // (the round ended with 2 rows: the decision keeps its 3)
+  }
+  for (int i = 0; i < warm; ++i) {
+    const auto d = g.decide(3);
+    ASSERT_FALSE(d.speculate) << "warm-up round " << warm + i << " is plain";
+    g.observe(d, 30, 1.0);
+  }
+  EXPECT_DOUBLE_EQ(g.rate(3, true), 10.0);
+  EXPECT_DOUBLE_EQ(g.rate(4, false), 30.0);
+  EXPECT_DOUBLE_EQ(g.rate(2, true), 0.0);
+  EXPECT_DOUBLE_EQ(g.rate(2, false), 0.0);
+  EXPECT_EQ(g.plain_rounds(), warm);
+  // measured: plain is 3x faster at 3-4 rows, so it runs
+  EXPECT_FALSE(g.decide(3).speculate);
+  EXPECT_TRUE(g.decide(2).speculate) << "bucket 2 starts its own warm-up";
 }
 
 TEST(SpeculationGovernor, FollowsAChangeOfRates) {
