@@ -12,6 +12,7 @@ void bind_linear(py::module_& m);
 void bind_attention(py::module_& m);
 void bind_runtime(py::module_& m);
 void bind_schedule(py::module_& m);
+void bind_wire(py::module_& m);
 }  // namespace saguaro::bindings
 
 PYBIND11_MODULE(_core, m) {
@@ -31,4 +32,5 @@ PYBIND11_MODULE(_core, m) {
   saguaro::bindings::bind_attention(m);
   saguaro::bindings::bind_runtime(m);
   saguaro::bindings::bind_schedule(m);
+  saguaro::bindings::bind_wire(m);
 }

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "py_model.hpp"
+#include "worker_hook.hpp"
 #include "saguaro/runtime.hpp"
 
 namespace py = pybind11;
@@ -26,19 +27,6 @@ struct ReleaseGilDelete {
   }
 };
 using RuntimeHolder = std::unique_ptr<Runtime, ReleaseGilDelete>;
-
-// A Python callable run on a worker thread; destroyed with the GIL held, wherever the last copy dies.
-std::function<void()> worker_hook(const py::object& fn) {
-  if (fn.is_none()) return {};
-  auto held = std::shared_ptr<py::object>(new py::object(fn), [](py::object* o) {
-    py::gil_scoped_acquire gil;
-    delete o;
-  });
-  return [held] {
-    py::gil_scoped_acquire gil;
-    (*held)();
-  };
-}
 
 py::dict request_metrics(const RequestMetrics& m) {
   py::dict d;
@@ -79,6 +67,7 @@ py::dict runtime_metrics(const RuntimeMetrics& m) {
   d["trees_abandoned"] = m.trees_abandoned;
   d["cache_publish_failures"] = m.cache_publish_failures;
   d["draft_failures"] = m.draft_failures;
+  d["draft_reconnects"] = m.draft_reconnects;
   d["target_failures"] = m.target_failures;
   d["backup_critical_batch"] = m.backup_critical_batch;
   d["plain_rounds"] = m.plain_rounds;
@@ -112,6 +101,14 @@ RuntimeHolder make_runtime(py::object target, py::object draft, const RuntimeCon
   return RuntimeHolder(new Runtime(std::move(target_model), std::move(draft_model), std::move(c)));
 }
 
+RuntimeHolder make_remote_runtime(py::object target, std::shared_ptr<TargetWire> wire, int64_t draft_vocab,
+                                  int64_t draft_max_context, const RuntimeConfig& config, py::object target_thread_init) {
+  RuntimeConfig c = config;
+  c.target_thread_init = worker_hook(target_thread_init);
+  auto target_model = std::make_shared<PyModel>(std::move(target), "target");
+  return RuntimeHolder(new Runtime(std::move(target_model), std::move(wire), draft_vocab, draft_max_context, std::move(c)));
+}
+
 }  // namespace
 
 void bind_runtime(py::module_& m) {
@@ -119,6 +116,10 @@ void bind_runtime(py::module_& m) {
       .def(py::init(&make_runtime), py::arg("target"), py::arg("draft"), py::arg("config"), py::kw_only(),
            py::arg("target_thread_init") = py::none(), py::arg("draft_thread_init") = py::none(),
            py::arg("_test_plant_unadjusted_q") = false)
+      .def_static("with_remote_draft", &make_remote_runtime, py::arg("target"), py::arg("wire"),
+                  py::arg("draft_vocab"), py::arg("draft_max_context"), py::arg("config"), py::kw_only(),
+                  py::arg("target_thread_init") = py::none(),
+                  "A runtime whose draft is in another process, behind a TargetWire (saguaro.distributed).")
       .def_property_readonly(
           "config", [](const Runtime& rt) { return RuntimeConfig(rt.config()); },
           "A copy of the RuntimeConfig the runtime runs with.")

@@ -350,9 +350,13 @@ ToTarget DraftWorker::build_tree(const ToDraft& msg) {
   if (!reply.abandoned) {
     for (int64_t b = 0; b < N; ++b) {
       const DraftRow& row = rows[branches[b].row];
+      const CacheKey key{row.seq, branches[b].j, branches[b].bonus};
+      if (!msg.cache && !msg.q_cache) {  // a remote draft: the target's end of the wire publishes
+        reply.entries.push_back(CacheEntry{key, row.store_q, std::move(tokens[b]), std::move(q[b])});
+        continue;
+      }
       SpeculationCache* cache = row.store_q ? msg.q_cache.get() : msg.cache.get();
       if (cache == nullptr) throw std::logic_error("draft worker: no speculation cache for a row");
-      const CacheKey key{row.seq, branches[b].j, branches[b].bonus};
       const bool ok = cache->publish(msg.round + 1, key, tokens[b].data(), static_cast<int32_t>(tokens[b].size()),
                                      row.store_q ? q[b].data() : nullptr);
       ++(ok ? reply.published : reply.publish_failures);

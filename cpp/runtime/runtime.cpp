@@ -32,12 +32,20 @@ struct Runtime::Impl {
   int64_t vocab = 0;
   RequestInbox inbox;
   UpdateBoard board;
-  std::unique_ptr<DraftTransport> transport;
+  std::shared_ptr<DraftTransport> transport;  // in-process, or a TargetWire the caller's link also holds
   std::unique_ptr<DraftWorker> draft_worker;
   std::unique_ptr<TargetWorker> target_worker;
   std::mutex close_mu;
   bool closed = false;
 };
+
+namespace {
+void check_draft_vocab(const Model& target, int64_t draft_vocab) {
+  if (draft_vocab != target.vocab_size())
+    throw std::invalid_argument("target and draft vocabularies differ (" + std::to_string(target.vocab_size()) +
+                                " vs " + std::to_string(draft_vocab) + "): they must share one tokenizer");
+}
+}  // namespace
 
 Runtime::Runtime(std::shared_ptr<Model> target, std::shared_ptr<Model> draft, RuntimeConfig config)
     : impl_(std::make_unique<Impl>()) {
@@ -45,9 +53,7 @@ Runtime::Runtime(std::shared_ptr<Model> target, std::shared_ptr<Model> draft, Ru
   validate(config);
   if (config.mode != Mode::kAr) {
     if (!draft) throw std::invalid_argument(std::string("mode \"") + mode_name(config.mode) + "\" needs a draft model");
-    if (draft->vocab_size() != target->vocab_size())
-      throw std::invalid_argument("target and draft vocabularies differ (" + std::to_string(target->vocab_size()) +
-                                  " vs " + std::to_string(draft->vocab_size()) + "): they must share one tokenizer");
+    check_draft_vocab(*target, draft->vocab_size());
   }
   impl_->target = std::move(target);
   impl_->draft = config.mode == Mode::kAr ? nullptr : std::move(draft);
@@ -55,10 +61,31 @@ Runtime::Runtime(std::shared_ptr<Model> target, std::shared_ptr<Model> draft, Ru
   impl_->vocab = impl_->target->vocab_size();
   const int64_t draft_context = impl_->draft ? impl_->draft->max_context() : impl_->target->max_context();
   if (impl_->draft) {
-    impl_->transport = std::make_unique<InProcessTransport<ToDraft, ToTarget>>(64);
+    impl_->transport = std::make_shared<InProcessTransport<ToDraft, ToTarget>>(64);
     impl_->draft_worker = std::make_unique<DraftWorker>(impl_->draft, *impl_->transport, impl_->config.draft_cores,
                                                         impl_->config.draft_thread_init);
   }
+  start(draft_context);
+}
+
+Runtime::Runtime(std::shared_ptr<Model> target, std::shared_ptr<TargetWire> wire, int64_t draft_vocab,
+                 int64_t draft_max_context, RuntimeConfig config)
+    : impl_(std::make_unique<Impl>()) {
+  if (!target) throw std::invalid_argument("a target model is required");
+  if (!wire) throw std::invalid_argument("a remote draft needs its wire");
+  validate(config);
+  if (config.mode == Mode::kAr)
+    throw std::invalid_argument("mode \"ar\" runs no draft: do not connect one (or use mode \"sd\" / \"ssd\")");
+  check_draft_vocab(*target, draft_vocab);
+  if (draft_max_context < 1) throw std::invalid_argument("the remote draft announced no context length");
+  impl_->target = std::move(target);
+  impl_->config = std::move(config);
+  impl_->vocab = impl_->target->vocab_size();
+  impl_->transport = std::move(wire);
+  start(draft_max_context);
+}
+
+void Runtime::start(int64_t draft_context) {
   impl_->target_worker = std::make_unique<TargetWorker>(impl_->target, impl_->config, draft_context, impl_->inbox,
                                                         impl_->board, impl_->transport.get());
   if (impl_->draft_worker) impl_->draft_worker->start();

@@ -252,6 +252,27 @@ bool TargetWorker::await_draft(ToTarget::Kind kind, uint64_t round, ToTarget* ou
   }
 }
 
+void TargetWorker::follow_draft_epoch() {
+  if (transport_ == nullptr || transport_->epoch() == draft_epoch_) return;
+  draft_epoch_ = transport_->epoch();
+  // What is queued came from the old draft (the new one has been sent nothing yet): a stale kError
+  // included, which must not take the new draft down.
+  ToTarget stale;
+  while (transport_->receive_at_target(stale, std::chrono::microseconds(0))) {
+  }
+  tree_pending_ = false;
+  tree_done_ = false;
+  // A speculation already taken from the old draft's cache stays: verification is exact whatever proposed it.
+  for (auto& s : active_) s->resend_all_to_draft();
+  ++metrics_.draft_reconnects;
+  if (draft_failed_) {
+    draft_failed_ = false;
+    mode_ = config_.mode;
+    for (auto& s : active_)
+      if (!s->finished()) board_.push_message(s->id(), "the draft is back; speculating again");
+  }
+}
+
 void TargetWorker::on_draft_failure(const std::string& message) {
   ++metrics_.draft_failures;
   draft_failed_ = true;

@@ -91,6 +91,7 @@ void TargetWorker::run() {
       continue;
     }
     try {
+      follow_draft_epoch();
       admit(std::move(subs));
       apply_cancels(cancels);
       release_finished();

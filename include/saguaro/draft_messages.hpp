@@ -42,12 +42,23 @@ struct ToDraft {
   std::vector<int64_t> released;        // kRelease
   float saguaro_c = 1.f;
   bool test_plant_unadjusted_q = false;  // RuntimeConfig::test_plant_unadjusted_q
+  // Where a kSpeculate's entries go. Both null (a draft behind a wire, in another process): the
+  // entries ride in the kTreeDone reply instead (ToTarget::entries).
   std::shared_ptr<SpeculationCache> cache;    // greedy rows (no q)
   std::shared_ptr<SpeculationCache> q_cache;  // sampled rows (with q)
 };
 
 struct ChainResult {
   int64_t seq = 0;
+  std::vector<int32_t> tokens;
+  std::vector<float> q;                 // tokens.size() * vocab when store_q
+};
+
+// One speculation-cache entry travelling with its tree's kTreeDone, when the draft has no shared
+// cache to publish into (a draft in another process: the target's end of the wire publishes it).
+struct CacheEntry {
+  CacheKey key{};
+  bool store_q = false;                 // goes to the sampled rows' cache (q rows present)
   std::vector<int32_t> tokens;
   std::vector<float> q;                 // tokens.size() * vocab when store_q
 };
@@ -61,6 +72,7 @@ struct ToTarget {
   int64_t published = 0;
   int64_t publish_failures = 0;
   bool abandoned = false;               // kTreeDone: stopped early because newer work arrived
+  std::vector<CacheEntry> entries;      // kTreeDone of a draft without shared caches (ToDraft::cache null)
   std::string error;                    // kError
 };
 

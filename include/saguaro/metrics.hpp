@@ -48,6 +48,7 @@ struct RuntimeMetrics {
   int64_t trees_abandoned = 0;
   int64_t cache_publish_failures = 0;
   int64_t draft_failures = 0;
+  int64_t draft_reconnects = 0;     // a remote draft came back (a new epoch) and speculation resumed
   int64_t target_failures = 0;
   int64_t backup_critical_batch = 0; // current auto choice (0 until known)
   int64_t plain_rounds = 0;          // rounds of sd/ssd that did not speculate (the governor backed off)

@@ -13,6 +13,7 @@
 #include "saguaro/request.hpp"
 #include "saguaro/runtime_config.hpp"
 #include "saguaro/update_board.hpp"
+#include "saguaro/wire_transport.hpp"
 
 namespace saguaro {
 
@@ -20,6 +21,11 @@ class Runtime {
  public:
   // draft may be null in mode ar. Throws std::invalid_argument on a bad config or vocab mismatch.
   Runtime(std::shared_ptr<Model> target, std::shared_ptr<Model> draft, RuntimeConfig config);
+  // A draft in another process or on another host, behind `wire` (its link is the caller's):
+  // draft_vocab and draft_max_context are what the draft-server announced. Throws
+  // std::invalid_argument for mode ar, a null wire or a vocabulary that differs from the target's.
+  Runtime(std::shared_ptr<Model> target, std::shared_ptr<TargetWire> wire, int64_t draft_vocab,
+          int64_t draft_max_context, RuntimeConfig config);
   ~Runtime();  // close()
   Runtime(const Runtime&) = delete;
   Runtime& operator=(const Runtime&) = delete;
@@ -46,6 +52,7 @@ class Runtime {
 
   struct Impl;
  private:
+  void start(int64_t draft_context);  // creates and starts the workers
   std::unique_ptr<Impl> impl_;
 };
 

@@ -42,6 +42,8 @@ class SequenceState {
   std::vector<int32_t> take_new_tokens();
   // Committed tokens the draft has not been sent yet: [from, end). Marks them sent.
   std::vector<int32_t> take_unsent_to_draft(int64_t* from);
+  // A new draft knows nothing: the next take_unsent_to_draft() sends every committed token.
+  void resend_all_to_draft() { sent_to_draft_ = 0; }
 
   Speculation speculation;                 // for the coming round
   std::vector<int32_t> tree_fanout;        // F_0..F_n sent to the draft for the round in flight

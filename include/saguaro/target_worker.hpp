@@ -62,6 +62,9 @@ class TargetWorker {
   bool try_take_tree_done(uint64_t round);
   void account_tree(const ToTarget& msg);
   void on_draft_failure(const std::string& message);
+  // A new draft behind the transport (a reconnect): it knows no sequence, so every live sequence is
+  // re-sent whole, and a target that fell back to ar after the old draft failed speculates again.
+  void follow_draft_epoch();
 
   // target forwards with failure isolation (target_forward.cpp)
   RowLogits forward(const Rows& rows, const std::vector<std::vector<int32_t>>& inputs);
@@ -91,6 +94,7 @@ class TargetWorker {
   bool tree_done_ = false;          // its kTreeDone has arrived
   Clock::time_point verify_start_[2], verify_end_[2];  // by round parity, for the overlap of late trees
   bool draft_failed_ = false;
+  uint64_t draft_epoch_ = 0;        // the transport's epoch the sequences were last synced with
   std::string draft_failure_;  // the draft worker's error, repeated to requests refused later under strict
   RuntimeMetrics metrics_;          // target thread only
   mutable std::mutex snapshot_mu_;

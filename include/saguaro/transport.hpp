@@ -13,6 +13,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <mutex>
 #include <thread>
 #include <utility>
@@ -31,6 +32,9 @@ class Transport {
   virtual bool receive_at_target(ToTarget& out, std::chrono::microseconds timeout) = 0;
   virtual void close() = 0;  // wakes every waiter; later receives return false once drained
   virtual bool closed() const = 0;
+  // Which draft is at the other end: a transport that can lose its draft and attach a new one (which
+  // knows no sequence) counts up; the target worker re-sends every sequence when it changes.
+  virtual uint64_t epoch() const { return 0; }
 };
 
 // One direction of an InProcessTransport: an SpscQueue for the data, plus a sleep path for a receiver

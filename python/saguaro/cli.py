@@ -58,6 +58,12 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("models and speculation")
     g.add_argument("--target", help="target model: preset name, HF directory or .gguf file (default: the default pair)")
     g.add_argument("--draft", help="draft model (default: the default pair's draft when --target is not given)")
+    g.add_argument("--draft-at", metavar="tcp://HOST:PORT", default=None,
+                   help="use the draft a `saguaro draft-server` serves at this address (another process or host)")
+    g.add_argument("--draft-process", action="store_true",
+                   help="run the draft in a process of its own (a local draft-server this command starts and stops)")
+    g.add_argument("--draft-timeout", type=float, default=5.0, metavar="SECONDS",
+                   help="a remote draft silent this long is gone: requests continue autoregressively (default 5)")
     g.add_argument("--mode", choices=("auto", "ssd", "sd", "ar"), default=None,
                    help="auto (generate's default on the CPU: a short calibration, cached per machine and pair, "
                         "picks the fastest of ar/sd/ssd with its K and threads), ssd, sd or ar (target only)")
@@ -130,6 +136,20 @@ def _parser() -> argparse.ArgumentParser:
     _add_serve_args(sv)
     sv.set_defaults(func=cmd_serve)
 
+    ds = sub.add_parser("draft-server", help="serve a draft model to a target in another process or on another host")
+    ds.add_argument("--draft", required=True, help="draft model: preset name, HF directory or .gguf file")
+    ds.add_argument("--listen", default="tcp://127.0.0.1:7600", metavar="tcp://HOST:PORT",
+                    help="where targets connect (port 0: any free port; the address is printed)")
+    ds.add_argument("--threads", type=int, default=None, help="torch threads of the draft worker")
+    ds.add_argument("--cores", default=None, metavar="LIST", help="pin the draft worker to these cores, e.g. 1 or 2,3")
+    ds.add_argument("--device", default="cpu")
+    ds.add_argument("--dtype", choices=_DTYPES, default="bfloat16")
+    ds.add_argument("--quantized", action="store_true", help="run the GGUF file's quantized weights as they are")
+    ds.add_argument("--draft-int8", choices=("weight", "dynamic"), default=None)
+    ds.add_argument("--peer-timeout", type=float, default=5.0, metavar="SECONDS",
+                    help="a target silent this long is gone: its sequences are freed (default 5)")
+    ds.set_defaults(func=cmd_draft_server)
+
     b = sub.add_parser("bench", help="run the benchmark driver (arguments are passed on)", add_help=False)
     b.add_argument("args", nargs=argparse.REMAINDER)
     b.set_defaults(func=cmd_bench)
@@ -191,11 +211,45 @@ def _engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     threads = args.threads or (None, None)
-    return dict(target=args.target, draft=args.draft, mode=args.mode, dtype=getattr(torch, args.dtype),
+    if args.draft_at and (args.draft or args.draft_process):
+        raise CliError("--draft-at uses the draft a draft-server serves: do not also give --draft or --draft-process")
+    return dict(target=args.target, draft=args.draft_at or args.draft, draft_process=args.draft_process,
+                draft_timeout=args.draft_timeout, mode=args.mode, dtype=getattr(torch, args.dtype),
                 device=args.device, seed=args.engine_seed, k=args.k, fanout=args.fanout,
                 saguaro_c=args.saguaro_c, backup=args.backup, target_threads=threads[0],
                 draft_threads=threads[1], draft_vocab=args.draft_vocab,
                 draft_int8=args.draft_int8 or False, quantized=args.quantized)
+
+
+def cmd_draft_server(args: argparse.Namespace) -> int:
+    """Serve one draft model until SIGTERM / Ctrl-C; one target at a time."""
+    import logging
+    import signal
+
+    import torch
+
+    from saguaro.distributed.draft_process import READY_PREFIX
+    from saguaro.distributed.draft_server import DraftServer
+
+    try:
+        cores = [int(c) for c in args.cores.split(",")] if args.cores else None
+    except ValueError:
+        raise CliError(f"--cores takes a comma-separated list of core numbers, got {args.cores!r}") from None
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        server = DraftServer(args.draft, args.listen, threads=args.threads, cores=cores, device=args.device,
+                             dtype=getattr(torch, args.dtype), quantized=args.quantized, int8=args.draft_int8 or False,
+                             peer_timeout_s=args.peer_timeout)
+    except (ValueError, OSError, RuntimeError) as e:
+        raise CliError(f"draft-server: {e}") from None
+    print(f"{READY_PREFIX}{server.address} ({server.info.model}, vocabulary {server.info.vocab_size})", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: server.stop())
+    try:
+        server.serve()
+    except KeyboardInterrupt:
+        server.stop()
+    server.close()
+    return 0
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -208,8 +262,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
                               max_new_tokens=args.max_new_tokens, seed=args.seed, stop=args.stop,
                               ignore_eos=args.ignore_eos)
     kwargs = _engine_kwargs(args)
+    remote = args.draft_at or args.draft_process
     if kwargs["mode"] is None and args.device == "cpu":
-        kwargs["mode"] = "auto"  # the user should not need to know which mode is fastest here
+        # the user should not need to know which mode is fastest here (auto calibrates an in-process pair)
+        kwargs["mode"] = "ssd" if remote else "auto"
     from saguaro.engine import Engine
 
     with Engine(**kwargs) as engine:

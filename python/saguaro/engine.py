@@ -42,6 +42,7 @@ class _EosPerRequest:
 
 
 def _make_runtime(target_adapter: Any, draft_adapter: Any, config: SpeculationConfig) -> Any:
+    """draft_adapter: an adapter (a draft thread in this process) or a RemoteDraft."""
     from saguaro.runtime import Runtime
 
     return Runtime(target_adapter, draft_adapter, config)
@@ -59,13 +60,53 @@ def _fixed_fields(speculation: Optional[SpeculationConfig], given: dict[str, Any
     return sorted(names)
 
 
-def _close_runtime(runtime: Any) -> None:
-    """Close the runtime and drop its update callback (which refers back to the engine's book)."""
+def _close_runtime(runtime: Any, remote: Any = None, process: Any = None) -> None:
+    """Close the runtime and drop its update callback (which refers back to the engine's book); then
+    the link to a remote draft (its last frames free the draft's sequences) and a draft process."""
     runtime.close()
     try:
         runtime.set_update_callback(None)
     except Exception:
         pass
+    if remote is not None:
+        remote.close()
+    if process is not None:
+        process.stop()
+
+
+class _Nothing:
+    def close(self) -> None:
+        pass
+
+    def set_update_callback(self, callback: Any) -> None:
+        pass
+
+
+def _connect_draft(draft: Any, start_process: bool, pair: Any, dtype: torch.dtype, quantized: bool,
+                   config: SpeculationConfig, timeout: float) -> tuple[Any, Any]:
+    """A RemoteDraft for the draft at ``draft`` (an address), or for a draft process started for
+    ``draft`` (a preset name or path; None: the default pair's draft), and that process."""
+    from saguaro.distributed.draft_process import DraftProcess
+    from saguaro.distributed.remote_draft import RemoteDraft
+    from saguaro.models.loading import default_pair
+    from saguaro.models.vocab import vocab_table
+
+    process = None
+    address = draft
+    if start_process:
+        spec = draft if draft is not None else default_pair()[1]
+        process = DraftProcess(spec, threads=config.draft_threads or None, cores=config.draft_cores or None,
+                               dtype=str(dtype).removeprefix("torch."), quantized=quantized)
+        address = process.address
+    try:
+        table = vocab_table(pair.tokenizer) if pair.tokenizer is not None else None
+        remote = RemoteDraft(address, vocab_size=int(pair.target.adapter.vocab_size), vocab_table=table,
+                             peer_timeout_s=timeout, heartbeat_s=min(0.5, timeout / 4))
+    except BaseException:
+        if process is not None:
+            process.stop()
+        raise
+    return remote, process
 
 
 class Engine:
@@ -88,6 +129,11 @@ class Engine:
     distribution (only acceptance changes). ``quantized=True`` (CPU; presets and .gguf files) keeps the
     GGUF files' quantized weights as they are and runs them on saguaro's quantized kernels
     (``saguaro.models.quant_linear``): the model computed is the GGUF model, as llama.cpp computes it.
+    ``draft="tcp://HOST:PORT"`` uses the draft a ``saguaro draft-server`` serves there (another process
+    or host; ``saguaro.distributed``); ``draft_process=True`` starts such a server for ``draft`` on this
+    host and stops it on close(). ``draft_timeout``: a remote draft silent this long is gone; live
+    requests continue autoregressively (finish with "error" under ``strict``) and the engine
+    reconnects when a draft-server answers at the address again.
 
     Thread-safe: several threads may call generate/stream at once; the runtime batches the requests.
     """
@@ -101,7 +147,8 @@ class Engine:
                  target_threads: Optional[int] = None, draft_threads: Optional[int] = None,
                  target_cores: Optional[Sequence[int]] = None, draft_cores: Optional[Sequence[int]] = None,
                  draft_vocab: Union[int, Sequence[int], None] = None,
-                 draft_int8: Union[bool, str] = False, quantized: bool = False) -> None:
+                 draft_int8: Union[bool, str] = False, quantized: bool = False,
+                 draft_process: bool = False, draft_timeout: float = 5.0) -> None:
         self._closed = True  # until the runtime exists, so close()/__del__ are safe
         self._runtime = None
         if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**64:
@@ -124,8 +171,18 @@ class Engine:
             speculation = SpeculationConfig(k=planned_k, fanout_budget=planned_budget)
         self.config = resolve_speculation(speculation, mode=None if auto else mode, **given)
         self.seed = seed
+        from saguaro.distributed.address import is_draft_address
+
+        remote = is_draft_address(draft) or draft_process
+        if remote and auto:
+            raise NotImplementedError("mode='auto' calibrates a draft in this process; with a remote draft pass "
+                                      "mode='ssd' or 'sd'")
+        if remote and (draft_vocab is not None or draft_int8):
+            raise ValueError("draft_vocab and draft_int8 shape a draft this engine loads; a remote draft is "
+                             "shaped where it runs (saguaro draft-server --draft-int8 ...)")
         # auto: load the draft (the choice may need it) and decide after loading
-        pair = load_pair(target, draft, mode="ssd" if auto else self.config.mode, dtype=dtype, device=device,
+        pair = load_pair(target, None if remote else draft,
+                         mode="ar" if remote else ("ssd" if auto else self.config.mode), dtype=dtype, device=device,
                          draft_int8=draft_int8, draft_vocab=draft_vocab, quantized=quantized)
         #: what mode="auto" chose and why (None when the mode was given)
         self.auto_choice = None
@@ -141,9 +198,19 @@ class Engine:
         self.draft = pair.draft if self.mode != "ar" else None
         self.tokenizer = pair.tokenizer
         self.max_context = pair.max_context
-        self._runtime = _make_runtime(_EosPerRequest(self.target.adapter),
-                                      self.draft.adapter if self.draft else None, self.config)
-        self._finalizer = weakref.finalize(self, _close_runtime, self._runtime)
+        #: a draft in another process (saguaro.distributed.RemoteDraft) and the process this engine started
+        self.remote_draft = self.draft_process = None
+        if remote and self.mode != "ar":
+            self.remote_draft, self.draft_process = _connect_draft(draft, draft_process, pair, dtype, quantized,
+                                                                   self.config, draft_timeout)
+            self.max_context = min(self.max_context, int(self.remote_draft.info.max_context))
+        try:
+            self._runtime = _make_runtime(_EosPerRequest(self.target.adapter),
+                                          self.remote_draft or (self.draft.adapter if self.draft else None), self.config)
+        except BaseException:
+            _close_runtime(_Nothing(), self.remote_draft, self.draft_process)
+            raise
+        self._finalizer = weakref.finalize(self, _close_runtime, self._runtime, self.remote_draft, self.draft_process)
         # room the runtime needs beyond the generated tokens: the pending token and k draft slots
         slots = self.config.k + 1 if self.mode != "ar" else 1
         self._book = RequestBook(self._runtime, tokenizer=self.tokenizer,
@@ -249,4 +316,15 @@ class Engine:
         m.setdefault("mode", self.mode)
         if self.auto_choice is not None:
             m["auto"] = self.auto_choice.as_dict()
+        m["draft_location"] = self.draft_location()
         return derive_metrics(m)
+
+    def draft_location(self) -> dict[str, Any]:
+        """Where the draft runs: "none" (ar), "thread" (a worker thread in this process) or
+        "draft-server" (with its address, whether it is connected, and what the wire carried)."""
+        if self.remote_draft is not None:
+            where = self.remote_draft.stats()
+            if self.draft_process is not None:
+                where["process"] = self.draft_process.pid
+            return where
+        return {"where": "thread" if self.draft is not None else "none"}

@@ -63,7 +63,8 @@ def _thread_init(threads: int) -> Callable[[], None]:
 class Runtime:
     """Serve requests with a target model and (for sd/ssd) a draft model.
 
-    ``target``/``draft``: model adapters (contracts §3); ``draft`` may be None for mode "ar".
+    ``target``/``draft``: model adapters (contracts §3); ``draft`` may be None for mode "ar", or a
+    ``saguaro.distributed.RemoteDraft`` (a draft that a draft-server serves in another process).
     ``config``: how to speculate; ``target_threads``/``draft_threads`` set each worker's torch
     intra-op threads, ``target_cores``/``draft_cores`` pin the workers.
     """
@@ -82,6 +83,12 @@ class Runtime:
             raise ValueError("target and draft must be two adapter objects (each holds its own sequences and "
                              "runs on its own worker); for a self-draft, wrap the same model in a second adapter")
         self.config = config
+        if config.mode != "ar" and hasattr(draft, "wire"):  # a RemoteDraft: the draft is in another process
+            self._rt = _core.Runtime.with_remote_draft(
+                _adapter(target), draft.wire, int(draft.info.vocab_size), int(draft.info.max_context), runtime_config,
+                target_thread_init=_thread_init(runtime_config.target_threads))
+            self._closed = False
+            return
         self._rt = _core.Runtime(
             _adapter(target),
             _adapter(draft) if config.mode != "ar" else None,

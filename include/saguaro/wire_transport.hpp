@@ -1,0 +1,87 @@
+#pragma once
+// Transports whose messages travel as bytes (wire_format.hpp) to a draft in another process or on
+// another host. The C++ side only frames and queues; a link outside (saguaro.distributed.link, over
+// torch.distributed) moves the frames with next_frame() / deliver() and reports a dead peer with
+// fail(). Frames are kept in order in each direction, so a tree's entries (in its kTreeDone) are in
+// the target's cache before the target reads that kTreeDone.
+//
+// Connection epochs (TargetWire): after fail(), what the target sends is dropped and the target worker
+// gets one kError (it continues autoregressively). reconnected() starts a new epoch with a new draft
+// that knows no sequence; the target worker sees epoch() change and re-sends every sequence whole.
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+
+#include "saguaro/blocking_queue.hpp"
+#include "saguaro/draft_messages.hpp"
+#include "saguaro/transport.hpp"
+
+namespace saguaro {
+
+using DraftTransport = Transport<ToDraft, ToTarget>;
+
+// What a wire end has carried (read by metrics; the link adds its own time on the wire).
+struct WireStats {
+  int64_t frames_out = 0, frames_in = 0;
+  int64_t bytes_out = 0, bytes_in = 0;
+  int64_t entries_in = 0;       // cache entries received in kTreeDone frames (target end)
+  int64_t failures = 0;         // fail() calls that took the link down
+  uint64_t epoch = 0;
+};
+
+// The target's end: the target worker talks to it as to any transport.
+class TargetWire final : public DraftTransport {
+ public:
+  void send_to_draft(ToDraft msg) override;
+  bool receive_at_target(ToTarget& out, std::chrono::microseconds timeout) override;
+  // The draft's directions are on the other host: calling them here is a defect (std::logic_error).
+  void send_to_target(ToTarget msg) override;
+  bool receive_at_draft(ToDraft& out, std::chrono::microseconds timeout) override;
+  void close() override;
+  bool closed() const override;
+  uint64_t epoch() const override { return epoch_.load(std::memory_order_acquire); }
+
+  // -- the link's side --
+  bool next_frame(std::string& out, std::chrono::microseconds timeout);  // false on timeout / closed
+  void deliver(std::string_view frame);   // WireError on a frame that does not decode
+  void fail(const std::string& reason);   // the draft is gone: the target worker gets one kError
+  void reconnected();                     // a new draft is attached: a new epoch
+  bool down() const;
+  WireStats stats() const;
+
+ private:
+  BlockingQueue<std::string> out_;
+  BlockingQueue<ToTarget> in_;
+  std::atomic<uint64_t> epoch_{0};
+  mutable std::mutex mu_;  // guards what follows
+  bool down_ = false;
+  std::shared_ptr<SpeculationCache> cache_, q_cache_;  // where the draft's entries go
+  WireStats stats_;
+};
+
+// The draft's end, in the draft-server: the draft worker talks to it as to any transport.
+class DraftWire final : public DraftTransport {
+ public:
+  void send_to_target(ToTarget msg) override;
+  bool receive_at_draft(ToDraft& out, std::chrono::microseconds timeout) override;
+  void send_to_draft(ToDraft msg) override;       // std::logic_error: the target is on the other host
+  bool receive_at_target(ToTarget& out, std::chrono::microseconds timeout) override;  // likewise
+  void close() override;
+  bool closed() const override;
+
+  bool next_frame(std::string& out, std::chrono::microseconds timeout);
+  void deliver(std::string_view frame);   // WireError on a frame that does not decode
+  WireStats stats() const;
+
+ private:
+  BlockingQueue<std::string> out_;
+  BlockingQueue<ToDraft> in_;
+  mutable std::mutex mu_;
+  WireStats stats_;
+};
+
+}  // namespace saguaro
