@@ -230,6 +230,13 @@ bool TargetWorker::await_draft(ToTarget::Kind kind, uint64_t round, ToTarget* ou
         on_draft_failure("the transport to the draft worker is closed");
         return false;
       }
+      // Closing: a remote draft may never answer (its link is going away too); the rows go on without
+      // a speculation and the worker shuts down at its next turn.
+      if (inbox_.closing()) {
+        tree_pending_ = false;
+        for (auto& s : active_) s->speculation = Speculation{};
+        return false;
+      }
       continue;
     }
     if (msg.kind == ToTarget::Kind::kError) {

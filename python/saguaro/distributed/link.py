@@ -10,6 +10,8 @@ abandoned (never reused: a gloo operation that timed out leaves the pair in an u
 from __future__ import annotations
 
 import datetime
+import os
+import random
 import threading
 import time
 from typing import Any, Callable, Optional
@@ -20,6 +22,18 @@ _TAG_HEADER, _TAG_BODY = 17, 18
 KIND_FRAME, KIND_HEARTBEAT, KIND_BYE = 1, 2, 3
 #: a frame longer than this is a corrupt header, not a message
 MAX_FRAME_BYTES = 1 << 31
+#: tests only: "DELAY_MS,STALL_PROBABILITY,STALL_MS" holds every frame DELAY_MS before sending it and
+#: stalls a frame with the given probability STALL_MS more (a TCP stream's retransmission timeout:
+#: what packet loss does to it). For kernels without tc's netem qdisc.
+IMPAIR_ENV = "SAGUARO_TEST_LINK_IMPAIR"
+
+
+def _impairment() -> Optional[tuple[float, float, float]]:
+    text = os.environ.get(IMPAIR_ENV)
+    if not text:
+        return None
+    delay_ms, p, stall_ms = (float(x) for x in text.split(","))
+    return delay_ms / 1e3, p, stall_ms / 1e3
 
 
 class FrameLink:
@@ -41,6 +55,8 @@ class FrameLink:
         self.bye_received = threading.Event()
         self.stats = {"frames_sent": 0, "bytes_sent": 0, "frames_received": 0, "bytes_received": 0,
                       "send_wait_s": 0.0, "heartbeats_sent": 0}
+        self._impair = _impairment()
+        self._rng = random.Random(0)
         self._threads = [threading.Thread(target=self._send_loop, name=f"saguaro-link-send", daemon=True),
                          threading.Thread(target=self._recv_loop, name=f"saguaro-link-recv", daemon=True)]
 
@@ -55,6 +71,9 @@ class FrameLink:
 
     # -- sending -----------------------------------------------------------------------------------
     def _send(self, kind: int, body: Optional[bytes]) -> None:
+        if self._impair is not None and body:
+            delay, p, stall = self._impair
+            time.sleep(delay + (stall if self._rng.random() < p else 0.0))
         t0 = time.perf_counter()
         header = torch.tensor([kind, len(body) if body else 0], dtype=torch.int64)
         self._pg.send([header], self._peer, _TAG_HEADER).wait(self._timeout)
@@ -85,20 +104,14 @@ class FrameLink:
                 self.stats["frames_sent"] += 1
                 self.stats["bytes_sent"] += len(frame)
         except Exception as e:  # noqa: BLE001 - any failure of the transport takes the link down
-            self._down(f"sending to the {self._peer_name} failed: {_short(e)}")
+            self._down(self._reason("sending to", e))
 
     # -- receiving ---------------------------------------------------------------------------------
     def _recv_loop(self) -> None:
         try:
             while not self._stop.is_set():
                 header = torch.zeros(2, dtype=torch.int64)
-                try:
-                    self._pg.recv([header], self._peer, _TAG_HEADER).wait(self._timeout)
-                except Exception as e:  # noqa: BLE001
-                    if "Timed out" in str(e):
-                        raise TimeoutError(f"no message from the {self._peer_name} for "
-                                           f"{self._timeout.total_seconds():g} s") from None
-                    raise
+                self._pg.recv([header], self._peer, _TAG_HEADER).wait(self._timeout)
                 kind, n = int(header[0]), int(header[1])
                 if self._stop.is_set():
                     return  # closed while waiting: what came is for nobody
@@ -116,8 +129,16 @@ class FrameLink:
                 self.stats["frames_received"] += 1
                 self.stats["bytes_received"] += n
         except Exception as e:  # noqa: BLE001
-            self._down(_short(e) if isinstance(e, TimeoutError) else f"receiving from the {self._peer_name} failed: "
-                                                                      f"{_short(e)}")
+            self._down(self._reason("receiving from", e))
+
+    def _reason(self, doing: str, e: BaseException) -> str:
+        # gloo reports a silent peer as a timed-out operation, or (for the other operation on the same
+        # pair) as "timeout caused pair closure"; a send also waits for the peer to take it.
+        text = _short(e)
+        if "timed out" in text.lower() or "timeout" in text.lower():
+            return (f"no message from the {self._peer_name} for {self._timeout.total_seconds():g} s (it stopped "
+                    f"answering: hung, or its link is down)")
+        return f"{doing} the {self._peer_name} failed: {text}"
 
     # -- ending ------------------------------------------------------------------------------------
     def _down(self, reason: str) -> None:
