@@ -113,3 +113,34 @@ def test_create_app_checks_its_limits():
         create_app(object(), max_batch=0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_body_bytes must be an integer >= 1024"):
         create_app(object(), max_body_bytes=10)  # type: ignore[arg-type]
+
+
+def test_process_memory_gauges_follow_an_allocation():
+    import ctypes
+    import sys
+
+    def sample(name: str):
+        for line in ServerMetrics().exposition().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return None
+
+    rss = sample("saguaro_process_resident_memory_bytes")
+    if rss is None or not sys.platform.startswith("linux"):
+        pytest.skip("process memory gauges need Linux /proc")
+    assert rss > 0
+    heap = sample("saguaro_process_heap_in_use_bytes")
+    if heap is None:
+        pytest.skip("no glibc mallinfo2 here")
+    # 64 MiB from malloc (through ctypes), held: the heap in use rises by it, then falls back when freed
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = ctypes.c_void_p
+    libc.malloc.argtypes = [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    block = libc.malloc(64 * 2**20)
+    try:
+        held = sample("saguaro_process_heap_in_use_bytes")
+    finally:
+        libc.free(block)
+    assert held - heap >= 63 * 2**20
+    assert sample("saguaro_process_heap_in_use_bytes") - heap < 32 * 2**20

@@ -7,6 +7,7 @@ fraction of draft time hidden behind the target) are read from the runtime at ea
 """
 from __future__ import annotations
 
+import ctypes
 import time
 from typing import Any, Callable, Optional
 
@@ -82,6 +83,61 @@ class _RuntimeCollector:
         yield hidden
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                      "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def _heap_reader() -> Optional[Callable[[], int]]:
+    """glibc's mallinfo2 (2.33+): the bytes malloc has handed out and not taken back; None elsewhere."""
+    try:
+        libc = ctypes.CDLL(None)
+        fn = libc.mallinfo2
+    except (OSError, AttributeError):
+        return None
+    fn.restype = _MallInfo2
+    fn.argtypes = []
+
+    def read() -> int:
+        info = fn()
+        return int(info.uordblks + info.hblkhd)  # in use in the arenas + in mmapped chunks
+
+    return read
+
+
+def _resident_bytes() -> Optional[int]:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+class _ProcessMemoryCollector:
+    """The server process's memory, read at scrape time (Linux). Resident memory also grows when pages
+    of buffers allocated long ago are first written (the speculation cache's q slab fills this way);
+    the heap in use grows only with what is allocated and not freed, so a leak shows there."""
+
+    def __init__(self) -> None:
+        self._heap = _heap_reader()
+
+    def collect(self) -> Any:
+        rss = _resident_bytes()
+        if rss is not None:
+            g = GaugeMetricFamily("saguaro_process_resident_memory_bytes", "Resident memory of the server process")
+            g.add_metric([], float(rss))
+            yield g
+        if self._heap is not None:
+            g = GaugeMetricFamily("saguaro_process_heap_in_use_bytes",
+                                  "Bytes the C allocator (glibc malloc: Python's larger objects, tensors, the "
+                                  "runtime's buffers) has handed out and not taken back")
+            g.add_metric([], float(self._heap()))
+            yield g
+
+
 class ServerMetrics:
     """The server's Prometheus metrics; ``runtime_metrics`` reads the runtime's aggregate figures."""
 
@@ -112,6 +168,7 @@ class ServerMetrics:
         self.backups = Counter("saguaro_backups", "Backup speculations after a cache miss", ["kind"], registry=r)
         if runtime_metrics is not None:
             r.register(_RuntimeCollector(runtime_metrics))
+        r.register(_ProcessMemoryCollector())
 
     def exposition(self) -> bytes:
         """The text format for GET /metrics."""
