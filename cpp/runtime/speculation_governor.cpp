@@ -21,14 +21,20 @@ bool SpeculationGovernor::speculate(int64_t batch) {
     --k.probing;
     return !faster_is_speculating;
   }
+  if (k.probe_open) {  // the last probe's rounds are observed: did the slower arm catch up?
+    k.probe_open = false;
+    k.backoff = faster_is_speculating == k.probed_from_speculating ? std::min(2 * k.backoff, kMaxProbeBackoff) : 1;
+  }
   // The slower arm's rate may have changed: measure it again, the less often the further behind it is
   // (a probe of a much slower arm costs more, and a small change would not make it the faster).
   const double fast = std::max(k.speculating.rate(), k.plain.rate());
   const double slow = std::max(1e-12, std::min(k.speculating.rate(), k.plain.rate()));
-  const int interval = static_cast<int>(kProbeEvery * std::clamp(fast / slow, 1.0, 4.0));
+  const int interval = static_cast<int>(kProbeEvery * std::clamp(fast / slow, 1.0, 4.0)) * k.backoff;
   if (++k.since_probe >= interval) {
     k.since_probe = 0;
     k.probing = kWarmRounds - 1;
+    k.probe_open = true;
+    k.probed_from_speculating = faster_is_speculating;
     return !faster_is_speculating;
   }
   return faster_is_speculating;

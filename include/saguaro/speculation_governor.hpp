@@ -3,8 +3,8 @@
 // K+1-token verification of every row of a large batch can cost more than the tokens it adds, so
 // plain batched decoding (every row verifies only its pending token) is faster. With backup "auto",
 // from a batch of two on, the governor measures the committed tokens per second of speculating and of
-// plain rounds for each batch size and runs the faster, re-measuring the slower one now and then, so
-// a change of load or acceptance is followed. Batch 1 always speculates (the mode was chosen for it).
+// plain rounds for each batch size and runs the faster, re-measuring the slower one now and then (less
+// often while it stays the slower), so a change of load or acceptance is followed. Batch 1 always speculates (the mode was chosen for it).
 // Exactness is untouched: a plain round is an exact AR step. Not thread-safe: the target worker owns it.
 #include <cstdint>
 #include <map>
@@ -36,7 +36,12 @@ class SpeculationGovernor {
 
   static constexpr int kWarmRounds = 3;     // rounds measured per arm before choosing
   static constexpr int kProbeEvery = 24;    // rounds of the faster arm between probes of the slower, times
-                                            // how many times faster it is (at most 4)
+                                            // how many times faster it is (at most 4), times the backoff
+  static constexpr int kMaxProbeBackoff = 8;  // a probe that leaves the faster arm the faster doubles the
+                                              // interval to the next, up to this factor; one that finds
+                                              // the other arm faster resets it (a probe of the slower arm
+                                              // costs its difference: under steady load that is the
+                                              // governor's whole cost against the faster arm alone)
   static constexpr double kDecay = 0.8;     // weight of the past in each arm's rate
 
  private:
@@ -49,6 +54,9 @@ class SpeculationGovernor {
     Arm speculating, plain;
     int since_probe = 0;
     int probing = 0;  // rounds left of a probe of the slower arm
+    int backoff = 1;  // the probe interval's factor (1, 2, 4, ... kMaxProbeBackoff)
+    bool probe_open = false;           // a probe ran and its verdict is not taken yet
+    bool probed_from_speculating = false;  // the faster arm when the probe began
   };
   static int64_t bucket_of(int64_t batch);  // 2, 3-4, 5-8, ... (powers of two)
   bool speculate(int64_t batch);

@@ -120,6 +120,20 @@ TEST(SpeculationGovernor, ARoundIsObservedForTheBatchSizeItWasDecidedFor) {
   EXPECT_TRUE(g.decide(2).speculate) << "bucket 2 starts its own warm-up";
 }
 
+TEST(SpeculationGovernor, ProbesLessOftenWhileTheSlowerArmStaysSlower) {
+  // Plain is 3x faster and stays so: each probe that confirms it doubles the interval to the next, up
+  // to kMaxProbeBackoff times (a probe costs what the slower arm loses in its rounds).
+  SpeculationGovernor g(true);
+  constexpr int warm = SpeculationGovernor::kWarmRounds;
+  const int base = 3 * SpeculationGovernor::kProbeEvery;  // the interval at 3x
+  run(g, 8, 2 * warm + base * (1 + 2 + 4), 10, 30);       // warm-up and the probes that back off
+  const int window = 4 * base * SpeculationGovernor::kMaxProbeBackoff;
+  const int speculated = run(g, 8, window, 10, 30);
+  EXPECT_GT(speculated, 0) << "the slower arm is still probed";
+  EXPECT_LE(speculated, 5 * warm) << "at most one probe per backed-off interval (without the backoff: "
+                                  << window / base * warm << " rounds)";
+}
+
 TEST(SpeculationGovernor, FollowsAChangeOfRates) {
   SpeculationGovernor g(true);
   run(g, 4, 200, 10, 30);  // plain wins
