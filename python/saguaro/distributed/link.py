@@ -174,4 +174,4 @@ def _short(e: BaseException) -> str:
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     if text.startswith("[") and "] " in text:
         text = text.split("] ", 1)[1]
-    return text
+    return text.split(". This is typically caused", 1)[0]  # gloo's advice to check the remote's logs
