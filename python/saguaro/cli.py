@@ -82,6 +82,7 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
                         "the cheapest CPU draft); same output distribution, different acceptance")
     g.add_argument("--dtype", choices=_DTYPES, default="bfloat16")
     g.add_argument("--device", default="cpu")
+    g.add_argument("--draft-device", default=None, help="the draft's device when it is not the target's (e.g. cuda:1)")
     g.add_argument("--threads", type=_threads, default=None, help="torch threads per worker: N or T,D")
     g.add_argument("--engine-seed", type=int, default=0, help=argparse.SUPPRESS)
 
@@ -214,7 +215,7 @@ def _engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     if args.draft_at and (args.draft or args.draft_process):
         raise CliError("--draft-at uses the draft a draft-server serves: do not also give --draft or --draft-process")
     return dict(target=args.target, draft=args.draft_at or args.draft, draft_process=args.draft_process,
-                draft_timeout=args.draft_timeout, mode=args.mode, dtype=getattr(torch, args.dtype),
+                draft_timeout=args.draft_timeout, draft_device=args.draft_device, mode=args.mode, dtype=getattr(torch, args.dtype),
                 device=args.device, seed=args.engine_seed, k=args.k, fanout=args.fanout,
                 saguaro_c=args.saguaro_c, backup=args.backup, target_threads=threads[0],
                 draft_threads=threads[1], draft_vocab=args.draft_vocab,
@@ -285,7 +286,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 mode = f"auto: {engine.auto_choice.method.removeprefix('saguaro-')}"
                 print(f"[auto] {engine.auto_choice.reason}", file=sys.stderr)
             print(f"[{mode}] {speed_summary(metrics)} (finish: {last.finish_reason})", file=sys.stderr)
+            if engine.remote_draft is not None:
+                print(f"[draft] {_draft_line(engine.metrics()['draft_location'])}", file=sys.stderr)
     return 0
+
+
+def _draft_line(where: dict[str, Any]) -> str:
+    """One line on a remote draft: where, whether connected, what crossed the wire, the target's wait."""
+    wire, link = where["wire"], where.get("link", {})
+    state = "connected" if where["connected"] else "not connected (requests ran autoregressively)"
+    return (f"{where['model']} at {where['address']}, {state}; wire: {wire['bytes_out'] / 1024:.1f} KiB out, "
+            f"{wire['bytes_in'] / 1024:.1f} KiB in ({where['bytes_per_round']:.0f} B/round), "
+            f"{link.get('send_wait_s', 0.0) * 1e3:.0f} ms in sends; the target waited "
+            f"{where['target_waited_s'] * 1e3:.0f} ms for the draft; failures {where['failures']}, "
+            f"reconnects {where['reconnects']}")
 
 
 def _info() -> dict[str, Any]:
@@ -301,6 +315,12 @@ def _info() -> dict[str, Any]:
     except AttributeError:
         pass
     info["torch_cuda_devices"] = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    import torch.distributed as dist
+
+    # where a draft can run: a thread of the engine, or a draft-server (frames over gloo)
+    info["draft_transports"] = ["thread (in-process)"] + (
+        ["draft-server (torch.distributed gloo: saguaro draft-server, --draft-at)"] if dist.is_available()
+        and dist.is_gloo_available() else [])
     try:
         from saguaro.models.model_store import cache_root
 

@@ -133,7 +133,8 @@ class Engine:
     or host; ``saguaro.distributed``); ``draft_process=True`` starts such a server for ``draft`` on this
     host and stops it on close(). ``draft_timeout``: a remote draft silent this long is gone; live
     requests continue autoregressively (finish with "error" under ``strict``) and the engine
-    reconnects when a draft-server answers at the address again.
+    reconnects when a draft-server answers at the address again. ``draft_device`` (e.g. "cuda:1") puts
+    an in-process draft on another device than the target's ``device``.
 
     Thread-safe: several threads may call generate/stream at once; the runtime batches the requests.
     """
@@ -148,7 +149,8 @@ class Engine:
                  target_cores: Optional[Sequence[int]] = None, draft_cores: Optional[Sequence[int]] = None,
                  draft_vocab: Union[int, Sequence[int], None] = None,
                  draft_int8: Union[bool, str] = False, quantized: bool = False,
-                 draft_process: bool = False, draft_timeout: float = 5.0) -> None:
+                 draft_process: bool = False, draft_timeout: float = 5.0,
+                 draft_device: Optional[str] = None) -> None:
         self._closed = True  # until the runtime exists, so close()/__del__ are safe
         self._runtime = None
         if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**64:
@@ -177,13 +179,17 @@ class Engine:
         if remote and auto:
             raise NotImplementedError("mode='auto' calibrates a draft in this process; with a remote draft pass "
                                       "mode='ssd' or 'sd'")
+        if remote and draft_device is not None:
+            raise ValueError("draft_device places a draft this engine loads; a remote draft's device is the "
+                             "draft-server's (saguaro draft-server --device ...)")
         if remote and (draft_vocab is not None or draft_int8):
             raise ValueError("draft_vocab and draft_int8 shape a draft this engine loads; a remote draft is "
                              "shaped where it runs (saguaro draft-server --draft-int8 ...)")
         # auto: load the draft (the choice may need it) and decide after loading
         pair = load_pair(target, None if remote else draft,
                          mode="ar" if remote else ("ssd" if auto else self.config.mode), dtype=dtype, device=device,
-                         draft_int8=draft_int8, draft_vocab=draft_vocab, quantized=quantized)
+                         draft_int8=draft_int8, draft_vocab=draft_vocab, quantized=quantized,
+                         draft_device=draft_device)
         #: what mode="auto" chose and why (None when the mode was given)
         self.auto_choice = None
         if auto:
@@ -316,15 +322,20 @@ class Engine:
         m.setdefault("mode", self.mode)
         if self.auto_choice is not None:
             m["auto"] = self.auto_choice.as_dict()
-        m["draft_location"] = self.draft_location()
+        m["draft_location"] = self._draft_location(m)
         return derive_metrics(m)
 
-    def draft_location(self) -> dict[str, Any]:
+    def _draft_location(self, m: dict[str, Any]) -> dict[str, Any]:
         """Where the draft runs: "none" (ar), "thread" (a worker thread in this process) or
-        "draft-server" (with its address, whether it is connected, and what the wire carried)."""
-        if self.remote_draft is not None:
-            where = self.remote_draft.stats()
-            if self.draft_process is not None:
-                where["process"] = self.draft_process.pid
-            return where
-        return {"where": "thread" if self.draft is not None else "none"}
+        "draft-server" (its address, whether it is connected, what the wire carried, the bytes per
+        round, and how long the target waited for the draft: trees it waited for plus chain drafts)."""
+        if self.remote_draft is None:
+            return {"where": "thread" if self.draft is not None else "none"}
+        where = self.remote_draft.stats()
+        if self.draft_process is not None:
+            where["process"] = self.draft_process.pid
+        rounds = m.get("batched_rounds") or 0
+        wire = where["wire"]
+        where["bytes_per_round"] = (wire["bytes_out"] + wire["bytes_in"]) / rounds if rounds else 0.0
+        where["target_waited_s"] = float(m.get("wait_for_tree_s", 0.0)) + float(m.get("backup_s", 0.0))
+        return where

@@ -157,3 +157,30 @@ def test_a_target_killed_mid_run_frees_its_sequences_and_the_server_takes_the_ne
     with _engine(draft=srv.address, mode="ssd") as e:  # the next target is served, exactly
         assert _generate(e) == reference
     assert srv.proc.poll() is None, "the server is still up"
+
+
+def _cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "saguaro", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_the_cli_generates_with_a_draft_server_and_says_where_the_draft_runs(server):
+    srv = server()
+    common = ("generate", "--target", MODEL, "--dtype", "float32", "--max-new-tokens", "32", "--ignore-eos",
+              PROMPTS[0])
+    ar = _cli(*common, "--mode", "ar")
+    remote = _cli(*common, "--mode", "ssd", "--draft-at", srv.address)
+    assert ar.returncode == 0 and remote.returncode == 0, (ar.stderr[-2000:], remote.stderr[-2000:])
+    assert remote.stdout == ar.stdout
+    assert f"[draft] {MODEL} at {srv.address}, connected" in remote.stderr
+
+
+def test_the_cli_refuses_a_draft_address_with_a_draft_model():
+    r = _cli("generate", "--draft", MODEL, "--draft-at", "tcp://127.0.0.1:1", "x", timeout=120)
+    assert r.returncode == 2 and "--draft-at uses the draft a draft-server serves" in r.stderr
+
+
+def test_draft_server_refuses_bad_cores_and_addresses():
+    r = _cli("draft-server", "--draft", MODEL, "--cores", "a,b", timeout=120)
+    assert r.returncode == 2 and "--cores takes a comma-separated list" in r.stderr
+    r = _cli("draft-server", "--draft", MODEL, "--listen", "127.0.0.1:7600", timeout=120)
+    assert r.returncode == 2 and "tcp://HOST:PORT" in r.stderr

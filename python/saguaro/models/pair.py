@@ -69,14 +69,15 @@ def check_pair(target: Any, draft: Any) -> None:
 
 def load_pair(target: Any = None, draft: Any = None, *, mode: str = "ssd", dtype: torch.dtype = torch.bfloat16,
               device: str = "cpu", draft_int8: Union[bool, str, None] = False,
-              draft_vocab: Union[int, Sequence[int], None] = None, quantized: bool = False) -> ModelPair:
+              draft_vocab: Union[int, Sequence[int], None] = None, quantized: bool = False,
+              draft_device: Optional[str] = None) -> ModelPair:
     """Load (or take) a target and, unless mode is "ar", a draft; check that they pair.
 
     ``target``/``draft``: anything ``saguaro.models.load`` takes, or an already loaded model; both
     None: the default pair. ``quantized``: models this call loads from a preset or .gguf file keep the
     GGUF's quantized blocks (``saguaro.models.load(quantized=True)``; an int8 draft stays int8).
     ``draft_int8`` and ``draft_vocab`` shape a draft this call loads (see
-    ``saguaro.Engine``). Raises ValueError saying what to change when the two cannot pair.
+    ``saguaro.Engine``); ``draft_device`` puts it on another device than the target (default: ``device``). Raises ValueError saying what to change when the two cannot pair.
     """
     if target is None:
         default_target, default_draft = default_pair()
@@ -89,7 +90,7 @@ def load_pair(target: Any = None, draft: Any = None, *, mode: str = "ssd", dtype
     loaded_target = _load_model(target, dtype=dtype, device=device, role="target", quantized=quantized)
     loaded_draft = None
     if mode != "ar":
-        loaded_draft = _load_model(draft, dtype=dtype, device=device, role="draft", int8=draft_int8,
+        loaded_draft = _load_model(draft, dtype=dtype, device=draft_device or device, role="draft", int8=draft_int8,
                                    quantized=quantized and not draft_int8)
         check_pair(loaded_target, loaded_draft)
         if draft_vocab is not None:
