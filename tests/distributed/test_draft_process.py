@@ -52,6 +52,18 @@ def test_a_draft_process_gives_the_autoregressive_tokens(reference, mode):
     assert wait_until(lambda: not proc.alive(), 15), "close() stopped the draft process"
 
 
+def test_sampled_ssd_with_a_draft_process_equals_the_in_process_run():
+    # C = 1 and jit backups: the tokens depend on the seeds only, not on which rounds hit the cache
+    kw = dict(mode="ssd", saguaro_c=1.0, backup="jit", seed=7)
+    sp = SamplingParams(max_new_tokens=40, temperature=0.8, top_p=0.95, ignore_eos=True)
+    with _engine(draft=MODEL, **kw) as e:
+        local = [o.token_ids for o in e.generate(PROMPTS, sp)]
+    with _engine(draft=MODEL, draft_process=True, **kw) as e:
+        remote = [o.token_ids for o in e.generate(PROMPTS, sp)]
+        assert e.metrics()["speculations_from_cache"] > 0
+    assert remote == local
+
+
 @pytest.fixture
 def server():
     procs: list[ServerProcess] = []
