@@ -10,9 +10,30 @@ int64_t SpeculationGovernor::bucket_of(int64_t batch) {
   return b;
 }
 
+bool SpeculationGovernor::plain_faster_below(int64_t bucket) const {
+  // the largest smaller bucket with both arms measured
+  for (auto it = buckets_.lower_bound(bucket); it != buckets_.begin();) {
+    --it;
+    const Bucket& b = it->second;
+    if (b.speculating.rounds >= kWarmRounds && b.plain.rounds >= kWarmRounds)
+      return b.plain.rate() > b.speculating.rate();
+  }
+  return false;
+}
+
 bool SpeculationGovernor::speculate(int64_t batch) {
   if (!enabled_ || batch < 2) return true;
-  Bucket& k = buckets_[bucket_of(batch)];
+  const int64_t bucket = bucket_of(batch);
+  Bucket& k = buckets_[bucket];
+  // Where a smaller batch measured plain rounds faster, a larger one (more compute-bound still) starts
+  // plain, and its speculation is first measured at a probe: warming speculation up first would spend
+  // its most expensive rounds on the arm least likely to win.
+  if (k.speculating.rounds == 0 && plain_faster_below(bucket)) {
+    if (k.plain.rounds < kWarmRounds) return false;
+    if (++k.since_probe < kProbeEvery * 4) return false;
+    k.since_probe = 0;
+    return true;  // the rest of speculation's warm-up follows below once this round is observed
+  }
   // Measure both arms first: speculation, then plain rounds.
   if (k.speculating.rounds < kWarmRounds) return true;
   if (k.plain.rounds < kWarmRounds) return false;

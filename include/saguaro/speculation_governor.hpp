@@ -4,7 +4,8 @@
 // plain batched decoding (every row verifies only its pending token) is faster. With backup "auto",
 // from a batch of two on, the governor measures the committed tokens per second of speculating and of
 // plain rounds for each batch size and runs the faster, re-measuring the slower one now and then (less
-// often while it stays the slower), so a change of load or acceptance is followed. Batch 1 always speculates (the mode was chosen for it).
+// often while it stays the slower), so a change of load or acceptance is followed. A batch size larger
+// than one where plain rounds measured faster starts plain and measures speculation at its first probe. Batch 1 always speculates (the mode was chosen for it).
 // Exactness is untouched: a plain round is an exact AR step. Not thread-safe: the target worker owns it.
 #include <cstdint>
 #include <map>
@@ -60,6 +61,7 @@ class SpeculationGovernor {
   };
   static int64_t bucket_of(int64_t batch);  // 2, 3-4, 5-8, ... (powers of two)
   bool speculate(int64_t batch);
+  bool plain_faster_below(int64_t bucket) const;  // the nearest smaller measured bucket's verdict
 
   bool enabled_;
   std::map<int64_t, Bucket> buckets_;

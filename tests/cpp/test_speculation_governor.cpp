@@ -134,6 +134,23 @@ TEST(SpeculationGovernor, ProbesLessOftenWhileTheSlowerArmStaysSlower) {
                                   << window / base * warm << " rounds)";
 }
 
+TEST(SpeculationGovernor, ALargerBatchStartsPlainWhereASmallerOneMeasuredPlainFaster) {
+  SpeculationGovernor g(true);
+  run(g, 2, 20, 10, 30);  // batch 2: both arms measured, plain 3x faster
+  // batch 16 (bucket 9-16) has never run: it warms up plain first and measures speculation at a probe
+  const int until_probe = SpeculationGovernor::kWarmRounds + 4 * SpeculationGovernor::kProbeEvery - 1;
+  EXPECT_EQ(run(g, 16, until_probe, 10, 30), 0);
+  EXPECT_DOUBLE_EQ(g.rate(16, false), 30.0);
+  EXPECT_EQ(run(g, 16, SpeculationGovernor::kWarmRounds, 10, 30), SpeculationGovernor::kWarmRounds)
+      << "the probe completes speculation's warm-up";
+  EXPECT_DOUBLE_EQ(g.rate(16, true), 10.0);
+  EXPECT_FALSE(g.decide(16).speculate) << "measured: plain is faster";
+  // where the smaller batch measured speculation faster, a larger one warms speculation up first
+  SpeculationGovernor h(true);
+  run(h, 2, 20, 30, 10);
+  EXPECT_TRUE(h.decide(16).speculate);
+}
+
 TEST(SpeculationGovernor, FollowsAChangeOfRates) {
   SpeculationGovernor g(true);
   run(g, 4, 200, 10, 30);  // plain wins
