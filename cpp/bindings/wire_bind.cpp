@@ -84,8 +84,10 @@ void bind_wire(py::module_& m) {
       .def("fail", &TargetWire::fail, py::arg("reason"), py::call_guard<py::gil_scoped_release>(),
            "The draft is gone: the target continues autoregressively (once per epoch).")
       .def("reconnected", &TargetWire::reconnected, py::call_guard<py::gil_scoped_release>(),
-           "A new draft is attached: the target re-sends every sequence and speculates again.")
+           "A new draft is attached (once failure_seen): the target re-sends every sequence and speculates again.")
       .def_property_readonly("down", &TargetWire::down)
+      .def_property_readonly("failure_seen", &TargetWire::failure_seen,
+                             "The target worker has taken the failure: a new draft may be attached.")
       .def_property_readonly("epoch", &TargetWire::epoch)
       .def("close", &TargetWire::close, py::call_guard<py::gil_scoped_release>())
       .def("stats", [](const TargetWire& w) { return stats_dict(w.stats()); });

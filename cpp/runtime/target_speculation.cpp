@@ -232,6 +232,10 @@ bool TargetWorker::await_draft(ToTarget::Kind kind, uint64_t round, ToTarget* ou
       }
       // Closing: a remote draft may never answer (its link is going away too); the rows go on without
       // a speculation and the worker shuts down at its next turn.
+      if (transport_->epoch() != draft_epoch_) {  // a new draft: what was awaited will never come
+        on_draft_failure("the draft was replaced while the target waited for it");
+        return false;
+      }
       if (inbox_.closing()) {
         tree_pending_ = false;
         for (auto& s : active_) s->speculation = Speculation{};
@@ -259,14 +263,13 @@ bool TargetWorker::await_draft(ToTarget::Kind kind, uint64_t round, ToTarget* ou
   }
 }
 
-void TargetWorker::follow_draft_epoch() {
-  if (transport_ == nullptr || transport_->epoch() == draft_epoch_) return;
+void TargetWorker::follow_draft() {
+  if (transport_ == nullptr) return;
+  if (!draft_failed_ && !tree_pending_) try_take_tree_done(round_);  // late trees accounted, a failure taken
+  if (transport_->epoch() == draft_epoch_) return;
   draft_epoch_ = transport_->epoch();
-  // What is queued came from the old draft (the new one has been sent nothing yet): a stale kError
-  // included, which must not take the new draft down.
-  ToTarget stale;
-  while (transport_->receive_at_target(stale, std::chrono::microseconds(0))) {
-  }
+  // A wire attaches a new draft only after this worker took the old one's failure, so nothing of the
+  // old epoch is queued or awaited; what arrives from now on (even an immediate kError) is the new one's.
   tree_pending_ = false;
   tree_done_ = false;
   // A speculation already taken from the old draft's cache stays: verification is exact whatever proposed it.

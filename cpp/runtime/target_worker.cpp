@@ -91,7 +91,7 @@ void TargetWorker::run() {
       continue;
     }
     try {
-      follow_draft_epoch();
+      follow_draft();
       admit(std::move(subs));
       apply_cancels(cancels);
       release_finished();

@@ -30,7 +30,9 @@ void TargetWire::send_to_draft(ToDraft msg) {
 }
 
 bool TargetWire::receive_at_target(ToTarget& out, std::chrono::microseconds timeout) {
-  return in_.pop(out, timeout);
+  if (!in_.pop(out, timeout)) return false;
+  if (out.kind == ToTarget::Kind::kError) failure_seen_.store(true, std::memory_order_release);
+  return true;
 }
 
 void TargetWire::send_to_target(ToTarget) { throw std::logic_error("TargetWire: the draft end is remote"); }
@@ -83,6 +85,7 @@ void TargetWire::fail(const std::string& reason) {
     if (down_) return;
     down_ = true;
     ++stats_.failures;
+    failure_seen_.store(false, std::memory_order_release);
   }
   out_.clear();  // frames for a draft that will never read them
   ToTarget err;
@@ -93,12 +96,12 @@ void TargetWire::fail(const std::string& reason) {
 }
 
 void TargetWire::reconnected() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    down_ = false;
-    cache_.reset();
-    q_cache_.reset();
-  }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!down_ || !failure_seen_.load(std::memory_order_acquire))
+    throw std::logic_error("TargetWire::reconnected: the link is not down, or the target has not taken its failure yet");
+  down_ = false;
+  cache_.reset();
+  q_cache_.reset();
   out_.clear();
   epoch_.fetch_add(1, std::memory_order_acq_rel);
 }

@@ -62,9 +62,10 @@ class TargetWorker {
   bool try_take_tree_done(uint64_t round);
   void account_tree(const ToTarget& msg);
   void on_draft_failure(const std::string& message);
-  // A new draft behind the transport (a reconnect): it knows no sequence, so every live sequence is
-  // re-sent whole, and a target that fell back to ar after the old draft failed speculates again.
-  void follow_draft_epoch();
+  // Once per turn: takes a draft failure that arrived while no round talked to the draft (an idle
+  // runtime, plain rounds), and follows a new draft behind the transport (a reconnect): it knows no
+  // sequence, so every live sequence is re-sent whole, and a target that fell back to ar speculates again.
+  void follow_draft();
 
   // target forwards with failure isolation (target_forward.cpp)
   RowLogits forward(const Rows& rows, const std::vector<std::vector<int32_t>>& inputs);

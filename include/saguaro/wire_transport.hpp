@@ -6,8 +6,10 @@
 // the target's cache before the target reads that kTreeDone.
 //
 // Connection epochs (TargetWire): after fail(), what the target sends is dropped and the target worker
-// gets one kError (it continues autoregressively). reconnected() starts a new epoch with a new draft
-// that knows no sequence; the target worker sees epoch() change and re-sends every sequence whole.
+// gets one kError (it continues autoregressively). Once the target worker has taken that kError
+// (failure_seen()), the link may attach a new draft: reconnected() starts a new epoch, and the target
+// worker, seeing epoch() change, re-sends every sequence whole (the new draft knows none). Waiting for
+// the kError to be taken means nothing of the old epoch is still queued or awaited when the new one starts.
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -49,14 +51,16 @@ class TargetWire final : public DraftTransport {
   bool next_frame(std::string& out, std::chrono::microseconds timeout);  // false on timeout / closed
   void deliver(std::string_view frame);   // WireError on a frame that does not decode
   void fail(const std::string& reason);   // the draft is gone: the target worker gets one kError
-  void reconnected();                     // a new draft is attached: a new epoch
+  void reconnected();                     // a new draft is attached: a new epoch (call once failure_seen())
   bool down() const;
+  bool failure_seen() const { return failure_seen_.load(std::memory_order_acquire); }  // the kError was taken
   WireStats stats() const;
 
  private:
   BlockingQueue<std::string> out_;
   BlockingQueue<ToTarget> in_;
   std::atomic<uint64_t> epoch_{0};
+  std::atomic<bool> failure_seen_{false};
   mutable std::mutex mu_;  // guards what follows
   bool down_ = false;
   std::shared_ptr<SpeculationCache> cache_, q_cache_;  // where the draft's entries go

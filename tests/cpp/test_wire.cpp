@@ -172,6 +172,14 @@ class LoopbackLink {
   std::thread to_draft_, to_target_;
 };
 
+// jit backups: the speculation governor (backup "auto") may choose plain rounds for toy models, and
+// these tests are about what crosses the wire.
+RuntimeConfig wire_config(Mode mode) {
+  RuntimeConfig c = config_for(mode, 3);
+  c.backup = BackupKind::kJit;
+  return c;
+}
+
 std::vector<std::vector<int32_t>> run_remote(Mode mode, const std::vector<std::vector<int32_t>>& prompts,
                                              const std::vector<RequestParams>& params, RuntimeMetrics* metrics = nullptr) {
   auto target = std::make_shared<ToyModel>(target_options());
@@ -182,7 +190,7 @@ std::vector<std::vector<int32_t>> run_remote(Mode mode, const std::vector<std::v
     DraftHost host(draft, {}, {});
     LoopbackLink link(*wire, host);
     {
-      Runtime rt(target, wire, draft->vocab_size(), draft->max_context(), config_for(mode, 3));
+      Runtime rt(target, wire, draft->vocab_size(), draft->max_context(), wire_config(mode));
       for (auto& f : run_all(rt, prompts, params)) {
         EXPECT_TRUE(f.reason == FinishReason::kLength || f.reason == FinishReason::kStop) << f.error;
         out.push_back(f.tokens);
@@ -230,7 +238,7 @@ TEST(RemoteDraft, SampledSsdEqualsTheInProcessRunWithTheSameSeeds) {
   auto draft = std::make_shared<ToyModel>(perturbed_draft_options());
   std::vector<std::vector<int32_t>> local;
   {
-    Runtime rt(target, draft, config_for(Mode::kSsd, 3));
+    Runtime rt(target, draft, wire_config(Mode::kSsd));
     for (auto& f : run_all(rt, prompts, params)) local.push_back(f.tokens);
   }
   RuntimeMetrics m;
@@ -246,7 +254,7 @@ TEST(RemoteDraft, ACutLinkLosesNoRequestAndAReconnectedDraftIsUsedAgain) {
   RequestParams p;
   p.max_new_tokens = 40;
   ToyModel reference(target_options());
-  Runtime rt(target, wire, draft->vocab_size(), draft->max_context(), config_for(Mode::kSsd, 3));
+  Runtime rt(target, wire, draft->vocab_size(), draft->max_context(), wire_config(Mode::kSsd));
   {
     auto host = std::make_unique<DraftHost>(draft, std::vector<int>{}, std::function<void()>{});
     LoopbackLink link(*wire, *host, /*cut_after=*/6);
@@ -265,6 +273,7 @@ TEST(RemoteDraft, ACutLinkLosesNoRequestAndAReconnectedDraftIsUsedAgain) {
   DraftHost host(draft, {}, {});
   LoopbackLink link(*wire, host);
   wire->reconnected();
+  EXPECT_THROW(wire->reconnected(), std::logic_error) << "a link that is up cannot be reconnected";
   const int64_t trees_before = rt.metrics().trees;
   auto got = run_all(rt, prompts, std::vector<RequestParams>(prompts.size(), p));
   for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(got[i].tokens, greedy_reference(reference, prompts[i], 40, {}));

@@ -99,6 +99,11 @@ class RemoteDraft:
             self._reconnector.start()
 
     def _reconnect_loop(self) -> None:
+        # A new draft is attached only once the runtime has taken the failure (it then holds nothing
+        # of the old draft): an idle runtime takes it with its next request.
+        while not self.wire.failure_seen:
+            if self._closed.wait(0.05):
+                return
         wait = _BACKOFF_FIRST_S
         while not self._closed.wait(wait):
             try:
