@@ -106,9 +106,9 @@ class QuantLinear:
     packed = None  # no bf16 panel copy (DecoderModel checks this for a tied head)
 
     def __init__(self, weight: QuantWeight, bias: torch.Tensor | None = None, *, repack: bool | None = None) -> None:
-        """repack: Q4_K and Q5_0 segments of a multiple of 16 rows get a 16-column interleaved copy
-        (saguaro.kernels.quant.q4k16_repack / b16_repack) where the CPU runs its AVX-512 kernel; same bits,
-        about 2-3x faster per row. None: on unless the environment
+        """repack: Q4_K, Q6_K and Q5_0 segments of a multiple of 16 rows get a 16-column interleaved copy
+        (saguaro.kernels.quant.q4k16_repack / q6k16_repack / b16_repack) where the CPU runs its AVX-512
+        kernel; same bits, faster per row (Q6_K: 1.2x a decode, 1.4-1.7x at 5 and 16 rows). None: on unless the environment
         sets SAGUARO_QUANT_REPACK=0 (read here, at construction)."""
         if not isinstance(weight, QuantWeight):
             raise TypeError(f"QuantLinear needs a QuantWeight, got {type(weight).__name__}")
@@ -126,6 +126,8 @@ class QuantLinear:
     def _repack(s: QuantSegment, k: int) -> torch.Tensor | None:
         if s.ggml_type == quant.GGML_TYPES["Q4_K"] and quant.q4k16_supported(s.rows, k):
             return quant.q4k16_repack(s.blocks, s.rows, k)
+        if s.ggml_type == quant.GGML_TYPES["Q6_K"] and quant.q6k16_supported(s.rows, k):
+            return quant.q6k16_repack(s.blocks, s.rows, k)
         # Q8_0 stays on its GGUF blocks: its interleaved copy measured faster from 5 rows on but slower for
         # a decode (the 0.5B's head: 13.4 vs 7.2 ms, bench/results/quant-kernels.md)
         if s.ggml_type == quant.GGML_TYPES["Q5_0"] and quant.b16_supported(s.ggml_type, s.rows, k):
@@ -158,6 +160,8 @@ class QuantLinear:
                 o = out[:, start:start + s.rows] if len(self.qweight.segments) > 1 else out
                 if interleaved and p is not None and s.ggml_type == 12:
                     core.q4k16_gemm(x2, p, s.rows, o, threads, "avx512")
+                elif interleaved and p is not None and s.ggml_type == 14:
+                    core.q6k16_gemm(x2, p, s.rows, o, threads, "avx512")
                 elif interleaved and p is not None:
                     core.quant_b16_gemm(x2, p, s.ggml_type, s.rows, o, threads, "avx512")
                 else:
