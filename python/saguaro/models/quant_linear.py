@@ -121,6 +121,9 @@ class QuantLinear:
         k = weight.in_features
         # the GGUF views stay for the other paths (SAGUARO_CPU_ISA lowered) and row lookups
         self.repacked = [self._repack(s, k) if repack else None for s in weight.segments]
+        # every segment borrowed once by the extension: a call exports only x and the output
+        self._projection = quant.core().QuantProjection(
+            k, [(s.blocks, s.ggml_type, s.rows, p) for s, p in zip(weight.segments, self.repacked)])
 
     @staticmethod
     def _repack(s: QuantSegment, k: int) -> torch.Tensor | None:
@@ -152,21 +155,7 @@ class QuantLinear:
         x2 = x.reshape(-1, x.shape[-1]).float().contiguous()
         out = torch.empty((x2.shape[0], self.out_features), dtype=torch.float32)
         if x2.shape[0] > 0:
-            # straight to the extension (the segments were checked at construction): a decode makes ~200
-            # of these calls per token, so the wrapper's per-call checks would cost several percent
-            core, threads, start = quant.core(), torch.get_num_threads(), 0
-            interleaved = any(p is not None for p in self.repacked) and core.cpu_isa_selected() == "avx512"
-            for s, p in zip(self.qweight.segments, self.repacked):
-                o = out[:, start:start + s.rows] if len(self.qweight.segments) > 1 else out
-                if interleaved and p is not None and s.ggml_type == 12:
-                    core.q4k16_gemm(x2, p, s.rows, o, threads, "avx512")
-                elif interleaved and p is not None and s.ggml_type == 14:
-                    core.q6k16_gemm(x2, p, s.rows, o, threads, "avx512")
-                elif interleaved and p is not None:
-                    core.quant_b16_gemm(x2, p, s.ggml_type, s.rows, o, threads, "avx512")
-                else:
-                    core.quant_gemm(x2, s.blocks, s.ggml_type, s.rows, o, threads, "auto")
-                start += s.rows
+            self._projection.forward(x2, out, torch.get_num_threads())
             if self.bias is not None:
                 out += self.bias
         return out.reshape(*lead, self.out_features)
