@@ -27,10 +27,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: bench is a package
 from bench.models import PROMPT, machine  # noqa: E402  (the same prompt and machine record)
+from bench.quant_survey import cpu_flags  # noqa: E402
 
 import saguaro.models as M  # noqa: E402
 from saguaro.kernels import attention as attention_kernel  # noqa: E402
-from saguaro.models import attention, linear, norm  # noqa: E402
+from saguaro.kernels import quant  # noqa: E402
+from saguaro.models import attention, linear, norm, quant_linear  # noqa: E402
 
 COMPONENTS = ("projections", "attention", "rmsnorm", "rotary")
 
@@ -57,6 +59,7 @@ def _instrument(acc: dict[str, float]):
     try:
         wrap(linear.Linear, "_small", "projections")
         wrap(linear.DynamicInt8Linear, "forward_float", "projections")
+        wrap(quant_linear.QuantLinear, "forward_float", "projections")  # the head's too (it is also timed alone)
         wrap(attention_kernel, "causal_attention", "attention")
         wrap(attention_kernel, "branch_attention", "attention")
         wrap(norm.RMSNorm, "__call__", "rmsnorm")
@@ -68,9 +71,9 @@ def _instrument(acc: dict[str, float]):
 
 
 def profile(spec: str, rows: int, rounds: int, int8: str = "none", tree: bool = False,
-            draft_vocab: int | None = None) -> dict:
+            draft_vocab: int | None = None, quantized: bool = False) -> dict:
     lm = M.load(spec, dtype=torch.bfloat16, device="cpu", int8=False if int8 == "none" else int8,
-                draft_vocab=draft_vocab)
+                draft_vocab=draft_vocab, **({"quantized": True} if quantized else {}))
     ad = lm.adapter
     prompt = lm.tokenizer.encode(PROMPT) if lm.tokenizer is not None else list(range(1000, 1064))
     ad.prefill([0], [prompt])
@@ -119,9 +122,18 @@ def profile(spec: str, rows: int, rounds: int, int8: str = "none", tree: bool = 
             ts.append((time.perf_counter() - t) * 1e3)
         head_ms[n] = statistics.median(ts)
     return {"model": spec, "rows": rows, "rounds": rounds, "int8": int8, "tree": tree, "draft_vocab": draft_vocab,
+            "quantized": quantized, "kernel_path": quant.isa() if quantized else None,
             "median_ms": {str(n): v for n, v in med.items()},
             "head_ms": {str(n): v for n, v in head_ms.items()},
-            "qkv+o+mlp+head (multiply-adds per row)": _projection_macs(ad.model, lm.config, head_rows)}
+            "qkv+o+mlp+head (multiply-adds per row)": _projection_macs(ad.model, lm.config, head_rows),
+            "weight_bytes": _quant_bytes(ad.model) if quantized else None}
+
+
+def _quant_bytes(model) -> int:
+    """Bytes of the GGUF blocks every projection and the head read per token."""
+    lins = [model.head] + [p for lay in model.layers
+                           for p in (lay.attention.qkv, lay.attention.out, lay.mlp.gate_up, lay.mlp.down)]
+    return sum(p.qweight.nbytes for p in lins)
 
 
 def _projection_macs(model, config, head_rows: int | None = None) -> int:
@@ -135,9 +147,10 @@ def _projection_macs(model, config, head_rows: int | None = None) -> int:
     return total + (model.head.out_features if head_rows is None else head_rows) * h
 
 
-def stem(model: str, rows: int, int8: str, tree: bool, draft_vocab: int | None = None) -> str:
-    """The results' file name: forward-profile-<model>[-int8dyn][-vocab<V>][-tree<N>]."""
-    return (f"forward-profile-{model}" + ("-int8dyn" if int8 == "dynamic" else "")
+def stem(model: str, rows: int, int8: str, tree: bool, draft_vocab: int | None = None,
+         quantized: bool = False) -> str:
+    """The results' file name: forward-profile-<model>[-quantized][-int8dyn][-vocab<V>][-tree<N>]."""
+    return (f"forward-profile-{model}" + ("-quantized" if quantized else "") + ("-int8dyn" if int8 == "dynamic" else "")
             + (f"-vocab{draft_vocab}" if draft_vocab else "") + (f"-tree{rows}" if tree else ""))
 
 
@@ -148,12 +161,17 @@ def write(res: dict, out: Path) -> Path:
     int8, tree = res.get("int8", "none"), res.get("tree", False)
     what = f"a tree step of {rows} branches" if tree else f"{rows}-token extend"
     kind = "int8 dynamic weights, bf16 activations" if int8 == "dynamic" else "bf16"
+    if res.get("quantized"):
+        kind = f"GGUF blocks, {res['kernel_path']} kernels"
     if res.get("draft_vocab"):
         kind += f"; draft vocabulary pruned to the {res['draft_vocab']} lowest ids + specials + the prompt's"
     col = f"tree {rows}" if tree else f"extend {rows}"
     weight_bytes = 1 if int8 == "dynamic" else 2
+    if res.get("quantized"):
+        weight_bytes = res["weight_bytes"] / macs  # the GGUF blocks' bytes per multiply-add
     lines = [f"# Forward profile: {res['model']} decode vs {what} ({kind}, 1 thread)", "",
-             f"Machine: {res['machine']['cpu']} ({res['machine']['cpu_capability']}), torch {res['machine']['torch']}. "
+             f"Machine: {res['machine']['cpu']} ({res['machine']['cpu_capability']}), torch {res['machine']['torch']}"
+             + (f"; CPU flags: {' '.join(res['flags'])}" if res.get("flags") else "") + ". "
              f"Medians over {res['rounds']} alternating rounds (bench/forward_profile.py).", "",
              f"| component | decode ms | {col} ms | ratio |", "|---|---|---|---|"]
     for k in (*COMPONENTS, "other", "total"):
@@ -161,12 +179,12 @@ def write(res: dict, out: Path) -> Path:
                      f"| {k} | {d[k]:.1f} | {e[k]:.1f} | – |")
     lines += ["", f"Output head alone: {res['head_ms']['1']:.1f} ms (1 row), {res['head_ms'][str(rows)]:.1f} ms ({rows} rows).",
               "", f"Projections: {macs / 1e9:.2f} G multiply-adds per row, {macs * weight_bytes / 1e9:.2f} GB of "
-              f"{'int8' if weight_bytes == 1 else 'bf16'} weights. "
+              f"{'GGUF-block' if res.get('quantized') else 'int8' if weight_bytes == 1 else 'bf16'} weights. "
               f"Decode streams them at {macs * weight_bytes / d['projections'] / 1e6:.1f} GB/s; "
               f"{rows} rows run {rows * macs / e['projections'] / 1e6:.1f} G multiply-adds/s.", ""]
     if res.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in res["notes"]] + [""]
-    path = out / (stem(res["model"], rows, int8, tree, res.get("draft_vocab")) + ".md")
+    path = out / (stem(res["model"], rows, int8, tree, res.get("draft_vocab"), res.get("quantized", False)) + ".md")
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
 
@@ -180,13 +198,14 @@ def main() -> None:
                     help="dynamic: the draft's int8 weights and activations (fbgemm), as --draft-int8 dynamic")
     ap.add_argument("--draft-vocab", type=int, default=None,
                     help="score only the N lowest ids + specials + the prompt's tokens (as bench.run --draft-vocab)")
+    ap.add_argument("--quantized", action="store_true", help="the GGUF blocks on saguaro's quantized kernels")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--note", action="append", default=[])
     args = ap.parse_args()
     torch.set_num_threads(1)
-    res = profile(args.model, args.rows, args.rounds, args.int8, args.tree, args.draft_vocab)
-    res["machine"], res["notes"] = machine(), args.note
+    res = profile(args.model, args.rows, args.rounds, args.int8, args.tree, args.draft_vocab, args.quantized)
+    res["machine"], res["notes"], res["flags"] = machine(), args.note, cpu_flags()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     page = write(res, out)

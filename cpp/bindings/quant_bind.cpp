@@ -7,90 +7,25 @@
 #include <cstdint>
 #include <string>
 
-#include "dlpack_tensor.hpp"
+#include "quant_args.hpp"
 #include "saguaro/cpu_features.hpp"
 #include "saguaro/quant_gemm.hpp"
 #include "saguaro/quant_b16.hpp"
 #include "saguaro/quant_q4k16.hpp"
+#include "saguaro/quant_q6k16.hpp"
 
 namespace py = pybind11;
 
 namespace saguaro::bindings {
 
-namespace {
-
-QuantType parse_type(int ggml_type) {
-  if (!quant_type_supported(ggml_type))
-    throw py::value_error("ggml_type: " + std::to_string(ggml_type) +
-                          " is not supported by the quantized kernels (Q4_K=12, Q6_K=14, Q5_0=6, Q8_0=8)");
-  return static_cast<QuantType>(ggml_type);
-}
-
-// The weight blocks: a contiguous uint8 CPU tensor of exactly rows * quant_row_bytes(t, k) bytes.
-TensorView borrow_blocks(py::handle blocks, QuantType t, int64_t rows, int64_t k) {
-  auto v = borrow_tensor(blocks, "blocks");
-  v.require_cpu();
-  if (v.dtype != DType::kUInt8) v.fail("expected dtype uint8 (the GGUF tensor's raw bytes)");
-  if (!v.contiguous()) v.fail("must be C-contiguous");
-  const int64_t want = rows * quant_row_bytes(t, k);
-  if (v.numel() != want)
-    v.fail("expected " + std::to_string(want) + " bytes (" + std::to_string(rows) + " rows of " +
-           std::to_string(k) + " " + quant_type_name(t) + " values), got " + std::to_string(v.numel()));
-  return v;
-}
-
-// The activation rows: float32 [M, K] on the CPU, at least one row.
-TensorView borrow_rows(py::handle x) {
-  auto v = borrow_tensor(x, "x");
-  v.require_cpu();
-  v.require(DType::kFloat32, {-1, -1});
-  if (v.shape[0] < 1) v.fail("needs at least one row");
-  return v;
-}
-
-// A byte buffer of exactly `bytes` (a repacked matrix, or where a repack writes).
-TensorView borrow_bytes(py::handle buffer, const char* name, int64_t bytes) {
-  auto v = borrow_tensor(buffer, name);
-  v.require_cpu();
-  if (v.dtype != DType::kUInt8 || !v.contiguous() || v.numel() != bytes)
-    v.fail("expected " + std::to_string(bytes) + " contiguous uint8 bytes");
-  return v;
-}
-
-// out[M, n], float32. It may be a column slice of a wider matrix (the parts of a fused projection):
-// rows at any stride >= n, unit stride along a row. Returns the row stride.
-int64_t check_out(const TensorView& ov, int64_t M, int64_t n) {
-  ov.require_cpu();
-  if (ov.dtype != DType::kFloat32) ov.fail("expected dtype float32");
-  if (ov.ndim() != 2 || ov.shape[0] != M || ov.shape[1] != n)
-    ov.fail("expected shape [" + std::to_string(M) + ", " + std::to_string(n) + "], got " + ov.shape_str());
-  const int64_t ldy = M == 1 ? n : ov.strides[0];
-  if ((n > 1 && ov.strides[1] != 1) || ldy < n)
-    ov.fail("rows must be contiguous and must not overlap (strides [>= n, 1])");
-  return ldy;
-}
-
-void check_threads(int threads) {
-  if (threads < 1) throw py::value_error("threads: must be >= 1, got " + std::to_string(threads));
-}
-
-// The SIMD path a call asks for ("auto": the selected one), refused when this CPU lacks it.
-CpuIsa path_isa(const std::string& path) {
-  const CpuIsa isa = path == "auto" ? cpu_isa_selected() : parse_cpu_isa(path);
-  if (isa > cpu_isa_supported())
-    throw py::value_error("path: '" + path + "' was asked for but this CPU supports only '" +
-                          cpu_isa_name(cpu_isa_supported()) + "'");
-  return isa;
-}
-
-}  // namespace
-
-void bind_q4k16(py::module_& m);
+void bind_kquant16(py::module_& m);
 void bind_b16(py::module_& m);
+void bind_quant_projection(py::module_& m);  // quant_projection_bind.cpp
 
 void bind_quant(py::module_& m) {
-  bind_q4k16(m);
+  bind_kquant16(m);
   bind_b16(m);
+  bind_quant_projection(m);
   m.def("cpu_isa_supported", [] { return std::string(cpu_isa_name(cpu_isa_supported())); },
         "The best SIMD path of this CPU for the quantized kernels: 'avx512', 'avx2' or 'scalar'.");
   m.def("cpu_isa_selected", [] { return std::string(cpu_isa_name(cpu_isa_selected())); },
@@ -173,36 +108,51 @@ void bind_b16(py::module_& m) {
       "out[M, n] = x[M, K] @ W[n, K]^T with W repacked by quant_b16_repack: the GGUF blocks' bits.");
 }
 
-void bind_q4k16(py::module_& m) {
-  m.def("q4k16_packed_bytes", &q4k16_packed_bytes, py::arg("n"), py::arg("k"),
-        "Bytes of the 16-column interleaved form of an [n, k] Q4_K matrix (n % 16 == 0, k % 256 == 0).");
+// The K-quant x16 layouts (quant_q4k16.hpp, quant_q6k16.hpp) share one signature: <name>_packed_bytes,
+// <name>_repack and <name>_gemm.
+using PackedBytesFn = int64_t (*)(int64_t, int64_t);
+using RepackFn = void (*)(const uint8_t*, int64_t, int64_t, uint8_t*, int);
+using GemmFn = void (*)(const uint8_t*, int64_t, int64_t, const float*, int64_t, float*, int64_t, int, CpuIsa);
+
+void bind_k16(py::module_& m, const std::string& name, QuantType t, PackedBytesFn packed_bytes, RepackFn repack,
+              GemmFn gemm) {
+  const std::string type = quant_type_name(t), header = "quant_" + name + ".hpp";
+  m.def((name + "_packed_bytes").c_str(), packed_bytes, py::arg("n"), py::arg("k"),
+        ("Bytes of the 16-column interleaved form of an [n, k] " + type + " matrix (n % 16 == 0, k % 256 == 0).")
+            .c_str());
   m.def(
-      "q4k16_repack",
-      [](py::handle blocks, int64_t n, int64_t k, py::handle out, int threads) {
-        auto wv = borrow_blocks(blocks, QuantType::kQ4_K, n, k);
-        auto ov = borrow_bytes(out, "out", q4k16_packed_bytes(n, k));
+      (name + "_repack").c_str(),
+      [t, packed_bytes, repack](py::handle blocks, int64_t n, int64_t k, py::handle out, int threads) {
+        auto wv = borrow_blocks(blocks, t, n, k);
+        auto ov = borrow_bytes(out, "out", packed_bytes(n, k));
         check_threads(threads);
         py::gil_scoped_release release;
-        q4k16_repack(wv.data<uint8_t>(), n, k, ov.data<uint8_t>(), threads);
+        repack(wv.data<uint8_t>(), n, k, ov.data<uint8_t>(), threads);
       },
       py::arg("blocks"), py::arg("n"), py::arg("k"), py::arg("out"), py::arg("threads") = 1,
-      "Repacks n rows of GGUF Q4_K blocks into the 16-column interleaved layout (quant_q4k16.hpp).");
+      ("Repacks n rows of GGUF " + type + " blocks into the 16-column interleaved layout (" + header + ").").c_str());
   m.def(
-      "q4k16_gemm",
-      [](py::handle x, py::handle packed, int64_t n, py::handle out, int threads, const std::string& path) {
+      (name + "_gemm").c_str(),
+      [packed_bytes, gemm](py::handle x, py::handle packed, int64_t n, py::handle out, int threads,
+                           const std::string& path) {
         auto xv = borrow_rows(x);
         const int64_t M = xv.shape[0], K = xv.shape[1];
-        auto pv = borrow_bytes(packed, "packed", q4k16_packed_bytes(n, K));
+        auto pv = borrow_bytes(packed, "packed", packed_bytes(n, K));
         auto ov = borrow_tensor(out, "out");
         const int64_t ldy = check_out(ov, M, n);
         check_threads(threads);
         const CpuIsa isa = path_isa(path);
         py::gil_scoped_release release;
-        q4k16_gemm(pv.data<uint8_t>(), n, K, xv.data<float>(), M, ov.data<float>(), ldy, threads, isa);
+        gemm(pv.data<uint8_t>(), n, K, xv.data<float>(), M, ov.data<float>(), ldy, threads, isa);
       },
       py::arg("x"), py::arg("packed"), py::arg("n"), py::arg("out"), py::arg("threads") = 1, py::arg("path") = "auto",
-      "out[M, n] = x[M, K] @ W[n, K]^T with W repacked by q4k16_repack: the bits quant_gemm gives on the GGUF "
-      "blocks.");
+      ("out[M, n] = x[M, K] @ W[n, K]^T with W repacked by " + name +
+       "_repack: the bits quant_gemm gives on the GGUF blocks.").c_str());
+}
+
+void bind_kquant16(py::module_& m) {
+  bind_k16(m, "q4k16", QuantType::kQ4_K, &q4k16_packed_bytes, &q4k16_repack, &q4k16_gemm);
+  bind_k16(m, "q6k16", QuantType::kQ6_K, &q6k16_packed_bytes, &q6k16_repack, &q6k16_gemm);
 }
 
 }  // namespace saguaro::bindings

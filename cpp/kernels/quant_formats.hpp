@@ -229,6 +229,20 @@ inline float kind_a_step(float acc, float d, float dmin, float da, int32_t isum,
   return __builtin_fmaf(-(dmin * da), static_cast<float>(imin), acc);
 }
 
+// One super-block of row m in the reference order (the scalar paths of every kind A layout): the exact
+// isum = Σ_j sc_j Σ_{e in j} q_e a_e and imin, then kind_a_step.
+inline float kind_a_block_reference(const UnpackedA& u, const QuantActivations& a, int64_t m, int64_t b, float acc) {
+  const int8_t* aq = a.row_q(m) + b * kSuper;
+  int32_t isum = 0;
+  for (int j = 0; j < 16; ++j) {
+    int32_t s = 0;
+    for (int e = 0; e < 16; ++e) s += u.q[16 * j + e] * aq[16 * j + e];
+    isum += u.sc[j] * s;
+  }
+  const int32_t imin = kind_a_min_sum(u, a.bsum16.data() + m * (a.K / 16) + b * 16);
+  return kind_a_step(acc, u.d, u.dmin, a.row_d(m)[b], isum, imin);
+}
+
 inline float kind_b_lane_step(float lane, float d, float da, int32_t isum) {
   return __builtin_fmaf(d * da, static_cast<float>(isum), lane);
 }

@@ -110,17 +110,7 @@ void columns_scalar(QuantType t, const uint8_t* w, int64_t row_bytes, const Quan
         const uint8_t* blk = w + n * row_bytes + b * bb;
         unpack_scales_a(t, blk, u);
         unpack_q_a_scalar(t, blk, u.q);
-        for (int64_t m = 0; m < M; ++m) {
-          const int8_t* aq = a.row_q(m) + b * kSuper;
-          int32_t isum = 0;
-          for (int j = 0; j < 16; ++j) {
-            int32_t s = 0;
-            for (int i = 0; i < 16; ++i) s += u.q[16 * j + i] * aq[16 * j + i];
-            isum += u.sc[j] * s;
-          }
-          const int32_t imin = kind_a_min_sum(u, a.bsum16.data() + m * (K / 16) + b * 16);
-          acc[m] = kind_a_step(acc[m], u.d, u.dmin, a.row_d(m)[b], isum, imin);
-        }
+        for (int64_t m = 0; m < M; ++m) acc[m] = kind_a_block_reference(u, a, m, b, acc[m]);
       }
       for (int64_t m = 0; m < M; ++m) y[m * ldy + n] = acc[m];
     }

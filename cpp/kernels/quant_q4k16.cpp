@@ -60,7 +60,7 @@ void unpack_column(const uint8_t* rec, int i, UnpackedA& u) {
 // The reference arithmetic on the repacked layout (scalar and AVX2 paths).
 void groups_reference(const uint8_t* packed, int64_t nb, const QuantActivations& a, int64_t g0, int64_t g1, float* y,
                       int64_t ldy) {
-  const int64_t M = a.M, K = a.K;
+  const int64_t M = a.M;
   UnpackedA u;
   std::vector<float> acc(static_cast<size_t>(M));
   for (int64_t g = g0; g < g1; ++g)
@@ -68,17 +68,7 @@ void groups_reference(const uint8_t* packed, int64_t nb, const QuantActivations&
       std::fill(acc.begin(), acc.end(), 0.f);
       for (int64_t b = 0; b < nb; ++b) {
         unpack_column(packed + (g * nb + b) * kRecord, i, u);
-        for (int64_t m = 0; m < M; ++m) {
-          const int8_t* aq = a.row_q(m) + b * kSuper;
-          int32_t isum = 0;
-          for (int j = 0; j < 16; ++j) {
-            int32_t s = 0;
-            for (int e = 0; e < 16; ++e) s += u.q[16 * j + e] * aq[16 * j + e];
-            isum += u.sc[j] * s;
-          }
-          const int32_t imin = quant::kind_a_min_sum(u, a.bsum16.data() + m * (K / 16) + b * 16);
-          acc[m] = quant::kind_a_step(acc[m], u.d, u.dmin, a.row_d(m)[b], isum, imin);
-        }
+        for (int64_t m = 0; m < M; ++m) acc[m] = quant::kind_a_block_reference(u, a, m, b, acc[m]);
       }
       for (int64_t m = 0; m < M; ++m) y[m * ldy + 16 * g + i] = acc[m];
     }

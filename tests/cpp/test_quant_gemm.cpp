@@ -262,3 +262,30 @@ TEST(QuantB16, RepackedProductHasTheGgufBlocksBits) {
 }
 
 }  // namespace
+
+#include "saguaro/quant_q6k16.hpp"
+
+namespace {
+
+// Every row tile of the interleaved kernel (1..5 rows; 6 = 3 + 3, 16 = 4 x 4) on every path this CPU has.
+TEST(QuantQ6k16, RepackedProductHasTheGgufBlocksBits) {
+  std::mt19937 rng(2026);
+  const int64_t N = 48, K = 768;
+  const auto w = random_weights(QuantType::kQ6_K, N, K, rng);
+  std::vector<uint8_t> packed(static_cast<size_t>(saguaro::q6k16_packed_bytes(N, K)));
+  saguaro::q6k16_repack(w.data(), N, K, packed.data(), 2);
+  for (int64_t M : {1, 2, 3, 4, 5, 6, 16}) {
+    const auto x = random_x(M, K, rng);
+    const auto ref = run(QuantType::kQ6_K, w, N, K, x, M, 1, CpuIsa::kScalar);
+    for (CpuIsa isa : paths()) {
+      std::vector<float> y(static_cast<size_t>(M * N), -1.f);
+      saguaro::q6k16_gemm(packed.data(), N, K, x.data(), M, y.data(), N, 2, isa);
+      for (int64_t i = 0; i < M * N; ++i)
+        ASSERT_EQ(y[i], ref[i]) << "path " << saguaro::cpu_isa_name(isa) << " M=" << M << " at " << i;
+    }
+  }
+  EXPECT_THROW(saguaro::q6k16_packed_bytes(40, 256), std::invalid_argument);
+  EXPECT_THROW(saguaro::q6k16_packed_bytes(48, 200), std::invalid_argument);
+}
+
+}  // namespace

@@ -122,6 +122,25 @@ def test_interleaved_q4k_gives_the_gguf_blocks_bits(m):
         quant.q4k16_gemm(x, packed[:-1], n)
 
 
+@pytest.mark.skipif(not quant.q6k16_supported(16, 256), reason="the interleaved Q6_K kernel needs AVX-512 VNNI")
+@pytest.mark.parametrize("m", [1, 2, 4, 5, 6, 16])
+def test_interleaved_q6k_gives_the_gguf_blocks_bits(m):
+    """Every row tile (1-5 rows; 6 = 3 + 3, 16 = 4 x 4) on every path gives the scalar GGUF-block bits."""
+    n, k = 96, 768
+    b = torch.from_numpy(random_blocks("Q6_K", n, k, seed=13))
+    packed = quant.q6k16_repack(b, n, k, threads=2)
+    assert packed.numel() == n // 16 * (k // 256) * 3392
+    x = torch.randn(m, k, generator=torch.Generator().manual_seed(m))
+    ref = quant.gemm(x, b, "Q6_K", n, path="scalar")
+    for path in PATHS:
+        assert torch.equal(quant.q6k16_gemm(x, packed, n, path=path), ref), path
+        assert torch.equal(quant.q6k16_gemm(x, packed, n, path=path, threads=1), ref), path
+    with pytest.raises(ValueError, match="contiguous uint8"):
+        quant.q6k16_gemm(x, packed[:-1], n)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        quant.q6k16_repack(b[: 40], 40, k)
+
+
 @pytest.mark.skipif(not quant.b16_supported("Q5_0", 16, 32), reason="the interleaved kernel needs AVX-512 VNNI")
 @pytest.mark.parametrize("kind", ["Q5_0", "Q8_0"])
 @pytest.mark.parametrize("m", [1, 5, 16])

@@ -102,19 +102,26 @@ def test_engine_quantized_loads_both_models_on_blocks_and_keeps_the_tokens(tiny_
         saguaro.Engine(loaded, mode="ar", quantized=True)
 
 
-def test_repacked_q4k_projection_has_the_gguf_blocks_bits(monkeypatch):
-    """QuantLinear's interleaved Q4_K copy (where AVX-512 runs it) gives the GGUF blocks' bits, also with a
-    lowered path (SAGUARO_CPU_ISA) and for a pruned selection of rows."""
+@pytest.mark.parametrize("kinds", [("Q4_K", "Q4_K"), ("Q6_K", "Q6_K"), ("Q4_K", "Q6_K")])
+def test_repacked_kquant_projection_has_the_gguf_blocks_bits(monkeypatch, kinds):
+    """QuantLinear's interleaved Q4_K / Q6_K copies (where AVX-512 runs them) give the GGUF blocks' bits,
+    also for mixed segments (the 1.5B's q/k/v: Q4_K q, k and a Q6_K v), with a lowered path
+    (SAGUARO_CPU_ISA) and for a pruned selection of rows."""
     import numpy as np
 
     rng = np.random.default_rng(4)
     k, rows = 512, [32, 16]
     segs = []
-    for n in rows:
-        b = rng.integers(0, 256, size=(n, quant.row_bytes("Q4_K", k)), dtype=np.uint8)
-        blk = b.reshape(n, -1, 144)
-        blk[..., 0:4] = rng.uniform(0.001, 0.02, size=(*blk.shape[:2], 2)).astype(np.float16).view(np.uint8)
-        segs.append(QuantWeight.from_blocks(torch.from_numpy(b), "Q4_K", n, k))
+    for n, kind in zip(rows, kinds):
+        block = 144 if kind == "Q4_K" else 210
+        b = rng.integers(0, 256, size=(n, quant.row_bytes(kind, k)), dtype=np.uint8)
+        blk = b.reshape(n, -1, block)
+        halves = rng.uniform(0.001, 0.02, size=(*blk.shape[:2], 2)).astype(np.float16).view(np.uint8)
+        if kind == "Q4_K":
+            blk[..., 0:4] = halves
+        else:
+            blk[..., 208:210] = halves[..., :2]
+        segs.append(QuantWeight.from_blocks(torch.from_numpy(b), kind, n, k))
     w = QuantWeight.cat(segs)
     fast, plain = QuantLinear(w, repack=True), QuantLinear(w, repack=False)
     assert all(p is None for p in plain.repacked)
@@ -122,6 +129,7 @@ def test_repacked_q4k_projection_has_the_gguf_blocks_bits(monkeypatch):
     x = torch.randn(5, k)
     want = plain.forward_float(x)
     assert torch.equal(fast.forward_float(x), want)
+    assert torch.equal(fast.forward_float(x[:1]), want[:1])  # a decode: the same row's bits
     monkeypatch.setenv("SAGUARO_CPU_ISA", "avx2")
     assert torch.equal(fast.forward_float(x), want)
     monkeypatch.delenv("SAGUARO_CPU_ISA")

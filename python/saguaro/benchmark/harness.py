@@ -163,11 +163,23 @@ def machine_info() -> dict:
                 if line.startswith("model name"):
                     info["cpu_model"] = line.split(":", 1)[1].strip()
                     break
+        with open("/proc/cpuinfo") as fh:  # the SIMD features the kernels dispatch on
+            for line in fh:
+                if line.startswith("flags"):
+                    info["cpu_flags"] = sorted(f for f in line.split(":", 1)[1].split()
+                                               if f.startswith(("avx", "fma", "f16c", "amx", "vnni")))
+                    break
         with open("/proc/meminfo") as fh:
             info["mem_total_gib"] = round(int(fh.readline().split()[1]) / 2**20, 1)
         info["loadavg_at_start"] = os.getloadavg()
     except OSError:
         pass
+    try:
+        from saguaro.kernels import quant
+
+        info["quant_kernel_path"] = quant.isa() if quant.available() else None  # $SAGUARO_CPU_ISA applied
+    except ImportError:
+        info["quant_kernel_path"] = None
     for pkg in ("transformers", "saguaro", "numpy"):
         try:
             mod = __import__(pkg)

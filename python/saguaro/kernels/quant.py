@@ -14,6 +14,7 @@ import functools
 import torch
 
 __all__ = ["GGML_TYPES", "available", "b16_gemm", "b16_repack", "b16_supported", "dequantize", "gemm", "isa", "q4k16_gemm", "q4k16_repack", "q4k16_supported",
+           "q6k16_gemm", "q6k16_repack", "q6k16_supported",
            "row_bytes", "supported_isa"]
 
 # GGML type ids of the formats the kernels run
@@ -102,6 +103,31 @@ def q4k16_gemm(x: torch.Tensor, packed: torch.Tensor, n: int, *, out: torch.Tens
     if out is None:
         out = torch.empty((x2.shape[0], int(n)), dtype=torch.float32)
     core().q4k16_gemm(x2, packed, int(n), out, int(threads or torch.get_num_threads()), path)
+    return out
+
+
+def q6k16_supported(n: int, k: int) -> bool:
+    """True when an [n, k] Q6_K matrix can be repacked (n % 16 == 0, k % 256 == 0) and the interleaved
+    kernel is this CPU's fast path (AVX-512 VNNI)."""
+    return available() and hasattr(core(), "q6k16_gemm") and n % 16 == 0 and k % 256 == 0 and n > 0 \
+        and supported_isa() == "avx512"
+
+
+def q6k16_repack(blocks: torch.Tensor, n: int, k: int, threads: int | None = None) -> torch.Tensor:
+    """n rows of GGUF Q6_K blocks repacked into the 16-column interleaved layout (a new uint8 tensor)."""
+    out = torch.empty(int(core().q6k16_packed_bytes(int(n), int(k))), dtype=torch.uint8)
+    core().q6k16_repack(blocks, int(n), int(k), out, int(threads or torch.get_num_threads()))
+    return out
+
+
+def q6k16_gemm(x: torch.Tensor, packed: torch.Tensor, n: int, *, out: torch.Tensor | None = None,
+               threads: int | None = None, path: str = "auto") -> torch.Tensor:
+    """``x @ W.T`` (float32 [M, n]) with W repacked by :func:`q6k16_repack`: the bits :func:`gemm` gives on
+    the GGUF blocks."""
+    x2 = x.reshape(-1, x.shape[-1]).float().contiguous()
+    if out is None:
+        out = torch.empty((x2.shape[0], int(n)), dtype=torch.float32)
+    core().q6k16_gemm(x2, packed, int(n), out, int(threads or torch.get_num_threads()), path)
     return out
 
 

@@ -106,9 +106,9 @@ class QuantLinear:
     packed = None  # no bf16 panel copy (DecoderModel checks this for a tied head)
 
     def __init__(self, weight: QuantWeight, bias: torch.Tensor | None = None, *, repack: bool | None = None) -> None:
-        """repack: Q4_K and Q5_0 segments of a multiple of 16 rows get a 16-column interleaved copy
-        (saguaro.kernels.quant.q4k16_repack / b16_repack) where the CPU runs its AVX-512 kernel; same bits,
-        about 2-3x faster per row. None: on unless the environment
+        """repack: Q4_K, Q6_K and Q5_0 segments of a multiple of 16 rows get a 16-column interleaved copy
+        (saguaro.kernels.quant.q4k16_repack / q6k16_repack / b16_repack) where the CPU runs its AVX-512
+        kernel; same bits, faster per row (Q6_K: 1.2x a decode, 1.4-1.7x at 5 and 16 rows). None: on unless the environment
         sets SAGUARO_QUANT_REPACK=0 (read here, at construction)."""
         if not isinstance(weight, QuantWeight):
             raise TypeError(f"QuantLinear needs a QuantWeight, got {type(weight).__name__}")
@@ -121,11 +121,16 @@ class QuantLinear:
         k = weight.in_features
         # the GGUF views stay for the other paths (SAGUARO_CPU_ISA lowered) and row lookups
         self.repacked = [self._repack(s, k) if repack else None for s in weight.segments]
+        # every segment borrowed once by the extension: a call exports only x and the output
+        self._projection = quant.core().QuantProjection(
+            k, [(s.blocks, s.ggml_type, s.rows, p) for s, p in zip(weight.segments, self.repacked)])
 
     @staticmethod
     def _repack(s: QuantSegment, k: int) -> torch.Tensor | None:
         if s.ggml_type == quant.GGML_TYPES["Q4_K"] and quant.q4k16_supported(s.rows, k):
             return quant.q4k16_repack(s.blocks, s.rows, k)
+        if s.ggml_type == quant.GGML_TYPES["Q6_K"] and quant.q6k16_supported(s.rows, k):
+            return quant.q6k16_repack(s.blocks, s.rows, k)
         # Q8_0 stays on its GGUF blocks: its interleaved copy measured faster from 5 rows on but slower for
         # a decode (the 0.5B's head: 13.4 vs 7.2 ms, bench/results/quant-kernels.md)
         if s.ggml_type == quant.GGML_TYPES["Q5_0"] and quant.b16_supported(s.ggml_type, s.rows, k):
@@ -150,19 +155,7 @@ class QuantLinear:
         x2 = x.reshape(-1, x.shape[-1]).float().contiguous()
         out = torch.empty((x2.shape[0], self.out_features), dtype=torch.float32)
         if x2.shape[0] > 0:
-            # straight to the extension (the segments were checked at construction): a decode makes ~200
-            # of these calls per token, so the wrapper's per-call checks would cost several percent
-            core, threads, start = quant.core(), torch.get_num_threads(), 0
-            interleaved = any(p is not None for p in self.repacked) and core.cpu_isa_selected() == "avx512"
-            for s, p in zip(self.qweight.segments, self.repacked):
-                o = out[:, start:start + s.rows] if len(self.qweight.segments) > 1 else out
-                if interleaved and p is not None and s.ggml_type == 12:
-                    core.q4k16_gemm(x2, p, s.rows, o, threads, "avx512")
-                elif interleaved and p is not None:
-                    core.quant_b16_gemm(x2, p, s.ggml_type, s.rows, o, threads, "avx512")
-                else:
-                    core.quant_gemm(x2, s.blocks, s.ggml_type, s.rows, o, threads, "auto")
-                start += s.rows
+            self._projection.forward(x2, out, torch.get_num_threads())
             if self.bias is not None:
                 out += self.bias
         return out.reshape(*lead, self.out_features)
