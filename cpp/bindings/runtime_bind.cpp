@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "py_model.hpp"
+#include "release_gil_delete.hpp"
 #include "worker_hook.hpp"
 #include "saguaro/runtime.hpp"
 
@@ -20,13 +21,7 @@ namespace saguaro::bindings {
 namespace {
 
 // The holder releases the GIL while the runtime joins its workers.
-struct ReleaseGilDelete {
-  void operator()(Runtime* rt) const {
-    py::gil_scoped_release release;
-    delete rt;
-  }
-};
-using RuntimeHolder = std::unique_ptr<Runtime, ReleaseGilDelete>;
+using RuntimeHolder = GilReleasingHolder<Runtime>;
 
 py::dict request_metrics(const RequestMetrics& m) {
   py::dict d;

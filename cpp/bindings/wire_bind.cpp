@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "py_model.hpp"
+#include "release_gil_delete.hpp"
 #include "saguaro/draft_host.hpp"
 #include "saguaro/wire_format.hpp"
 #include "saguaro/wire_transport.hpp"
@@ -59,14 +60,8 @@ void deliver(End& end, const py::buffer& frame) {
   end.deliver(view);
 }
 
-// The draft-server's host with a Python adapter; created and closed with the GIL released around joins.
-struct ReleaseGilDelete {
-  void operator()(DraftHost* h) const {
-    py::gil_scoped_release release;
-    delete h;
-  }
-};
-using DraftHostHolder = std::unique_ptr<DraftHost, ReleaseGilDelete>;
+// The draft-server's host with a Python adapter; the GIL is released while it joins its worker.
+using DraftHostHolder = GilReleasingHolder<DraftHost>;
 
 }  // namespace
 

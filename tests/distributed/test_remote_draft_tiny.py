@@ -141,7 +141,7 @@ def test_a_draft_with_another_token_table_is_refused_both_ways(tiny_server):
         RemoteDraft(server.address, vocab_size=V, vocab_table=other)
     # ... and the server checks the target's (a target that skipped its own check is refused too)
     store = _client_store(server.address)
-    session = rendezvous.say_hello(store, _wire_version(), V, other, "127.0.0.1", "127.0.0.1")
+    session = rendezvous.say_hello(store, rendezvous.wire_version(), V, other, "127.0.0.1", "127.0.0.1")
     with pytest.raises(rendezvous.DraftRefused, match=r"first difference at id 7"):
         rendezvous.await_welcome(store, session, server.address, 10)
     # the same table pairs
@@ -152,7 +152,7 @@ def test_a_draft_with_another_token_table_is_refused_both_ways(tiny_server):
 def test_another_wire_version_is_refused_with_a_clear_message(tiny_server):
     server = tiny_server()
     store = _client_store(server.address)
-    session = rendezvous.say_hello(store, _wire_version() + 1, V, None, "127.0.0.1", "127.0.0.1")
+    session = rendezvous.say_hello(store, rendezvous.wire_version() + 1, V, None, "127.0.0.1", "127.0.0.1")
     with pytest.raises(rendezvous.DraftRefused, match=r"wire version \d+ is not this server's \d+"):
         rendezvous.await_welcome(store, session, server.address, 10)
 
@@ -208,8 +208,3 @@ def _client_store(address: str):
     return dist.TCPStore(host, int(port), is_master=False, wait_for_workers=False,
                          timeout=datetime.timedelta(seconds=10))
 
-
-def _wire_version() -> int:
-    from saguaro import _core
-
-    return int(_core.WIRE_VERSION)

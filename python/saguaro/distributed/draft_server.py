@@ -55,9 +55,9 @@ class DraftServer:
                                    timeout=datetime.timedelta(seconds=30))
         self.port = int(self.store.port)
         self.address = f"tcp://{self.host}:{self.port}"
-        self.info = rendezvous.ServerInfo(wire_version=_wire_version(), vocab_size=int(adapter.vocab_size),
-                                          max_context=int(adapter.max_context), model=str(self.model.name),
-                                          has_vocab_table=table is not None)
+        self.info = rendezvous.ServerInfo(wire_version=rendezvous.wire_version(),
+                                          vocab_size=int(adapter.vocab_size), max_context=int(adapter.max_context),
+                                          model=str(self.model.name), has_vocab_table=table is not None)
         rendezvous.announce(self.store, self.info, table)
         self._stop = threading.Event()
         self._active: Optional[threading.Thread] = None
@@ -161,11 +161,6 @@ class DraftServer:
         self._finish_active()
         self.store = None
 
-
-def _wire_version() -> int:
-    from saguaro import _core
-
-    return int(_core.WIRE_VERSION)
 
 
 def _make_host(adapter: Any, cores: list[int], threads: int) -> Any:

@@ -66,15 +66,16 @@ class RemoteDraft:
             raise rendezvous.DraftRefused(f"no draft-server answers at {self.address} ({_first_line(e)}): start "
                                           f"one with `saguaro draft-server --draft MODEL --listen {self.address}`") from None
         info, table = rendezvous.read_server(store, self.address, timeout_s)
-        if info.wire_version != _wire_version():
+        if info.wire_version != rendezvous.wire_version():
             raise rendezvous.DraftRefused(f"the draft-server at {self.address} speaks wire version {info.wire_version}, "
-                                          f"this build {_wire_version()}: run the same saguaro version on both ends")
+                                          f"this build {rendezvous.wire_version()}: run the same saguaro version on both ends")
         problem = rendezvous.vocab_problem(self._vocab_size, self._table, info.vocab_size, table)
         if problem:
             raise rendezvous.DraftRefused(f"the draft served at {self.address} ({info.model}) cannot draft for this "
                                           f"target: {problem}")
         me = local_address_towards(self.host, self.port)
-        session = rendezvous.say_hello(store, _wire_version(), self._vocab_size, self._table, self.host, me)
+        session = rendezvous.say_hello(store, rendezvous.wire_version(), self._vocab_size, self._table, self.host,
+                                       me)
         rendezvous.await_welcome(store, session, self.address, timeout_s)
         pg = rendezvous.gloo_group(store, session, rendezvous.TARGET_RANK, me, self.peer_timeout_s)
         link = FrameLink(pg, rendezvous.SERVER_RANK, self.wire, heartbeat_s=self.heartbeat_s,
@@ -146,11 +147,6 @@ class RemoteDraft:
         if self._reconnector is not None:
             self._reconnector.join(timeout=drain_s + 3)
 
-
-def _wire_version() -> int:
-    from saguaro import _core
-
-    return int(_core.WIRE_VERSION)
 
 
 def _first_line(e: BaseException) -> str:

@@ -24,6 +24,13 @@ SERVER_KEY, VOCAB_KEY, SESSIONS_KEY = "saguaro/server", "saguaro/vocab", "saguar
 SERVER_RANK, TARGET_RANK = 0, 1
 
 
+def wire_version() -> int:
+    """The frame format this build speaks (the C++ core's kWireVersion)."""
+    from saguaro import _core
+
+    return int(_core.WIRE_VERSION)
+
+
 class DraftRefused(ConnectionError):
     """The draft-server (or this end) refused the pairing; the message says why and what to change."""
 
