@@ -39,17 +39,11 @@ void RequestInbox::wait(std::chrono::microseconds timeout) {
   cv_.wait_for(lock, timeout, [&] { return closing_ || !submissions_.empty() || !cancels_.empty(); });
 }
 
-std::vector<Submission> RequestInbox::take_submissions() {
+RequestInbox::Intake RequestInbox::take() {
   std::lock_guard<std::mutex> lock(mu_);
-  std::vector<Submission> out;
-  out.swap(submissions_);
-  return out;
-}
-
-std::vector<int64_t> RequestInbox::take_cancels() {
-  std::lock_guard<std::mutex> lock(mu_);
-  std::vector<int64_t> out;
-  out.swap(cancels_);
+  Intake out;
+  out.submissions.swap(submissions_);
+  out.cancels.swap(cancels_);
   return out;
 }
 

@@ -77,8 +77,7 @@ void TargetWorker::run() {
   }
   for (;;) {
     if (inbox_.closing()) break;
-    auto subs = inbox_.take_submissions();
-    auto cancels = inbox_.take_cancels();
+    auto [subs, cancels] = inbox_.take();
     if (!start_error.empty()) {
       for (auto& sub : subs) {
         auto s = std::make_unique<SequenceState>(sub.id, std::move(sub.prompt), sub.params, config_.k, sub.submitted);
@@ -116,7 +115,7 @@ void TargetWorker::run() {
 }
 
 void TargetWorker::shutdown() {
-  for (auto& sub : inbox_.take_submissions()) {
+  for (auto& sub : inbox_.take().submissions) {
     active_.push_back(std::make_unique<SequenceState>(sub.id, std::move(sub.prompt), sub.params, config_.k, sub.submitted));
     active_.back()->finish(FinishReason::kCancelled);
   }

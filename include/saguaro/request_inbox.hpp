@@ -27,8 +27,14 @@ class RequestInbox {
   bool closing() const;
   // Target side: wait until something arrives (or timeout / closing).
   void wait(std::chrono::microseconds timeout);
-  std::vector<Submission> take_submissions();
-  std::vector<int64_t> take_cancels();
+  // Everything that arrived since the last take, under one lock: a cancel taken here always finds its
+  // submission either admitted earlier or in the same take (taken apart, a cancel sent right after its
+  // submit could be applied before the submission was admitted, and be lost).
+  struct Intake {
+    std::vector<Submission> submissions;
+    std::vector<int64_t> cancels;
+  };
+  Intake take();
 
  private:
   mutable std::mutex mu_;

@@ -63,6 +63,26 @@ TEST(RuntimeLifecycle, CancelFinishesTheRequestAndLeavesOthersRunning) {
   }
 }
 
+TEST(RuntimeLifecycle, CancelRightAfterSubmitIsNeverLost) {
+  // The worker takes submissions and cancels between rounds; a cancel sent right after its submit
+  // must land in the same take or a later one, never before the submission is admitted (a lost
+  // cancel runs the request to its length). Many tries, so an unlucky interleaving shows up.
+  for (Mode mode : {Mode::kAr, Mode::kSsd}) {
+    auto [target, draft] = toy_pair(1 << 20);
+    Runtime rt(target, draft, config_for(mode, 3));
+    RequestParams endless;
+    endless.max_new_tokens = 3000;  // a lost cancel ends in "length" (bounded), not a hang
+    auto prompts = mixed_prompts(1, target->vocab_size());
+    for (int i = 0; i < 200; ++i) {
+      const int64_t id = rt.submit(prompts[0], endless);
+      rt.cancel(id);
+      Finished f = drain(rt, id);
+      ASSERT_EQ(f.reason, FinishReason::kCancelled) << mode_name(mode) << ", try " << i;
+    }
+    rt.close();
+  }
+}
+
 TEST(RuntimeLifecycle, CloseWithRequestsInFlightCancelsThemAndJoins) {
   for (Mode mode : {Mode::kAr, Mode::kSd, Mode::kSsd}) {
     auto [target, draft] = toy_pair(1 << 20);

@@ -2,6 +2,7 @@
 // sees every request to the end, calls are batched per round, and a listener can be removed or fail.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -138,21 +139,25 @@ TEST(RuntimeUpdateCallback, CancelAndCloseAreNotified) {
 TEST(RuntimeUpdateCallback, RemovedOrThrowingListenerLeavesServingAlone) {
   auto [target, draft] = toy_pair(1 << 12);
   Runtime rt(target, draft, config_for(Mode::kSsd, 3));
-  int calls = 0;  // target worker only
+  // Written by the target worker, read here: the worker may still be inside its last notify()
+  // when drain() sees the request finished.
+  std::atomic<int> calls{0};
   rt.set_update_callback([&calls](const std::vector<int64_t>&) {
-    ++calls;
+    calls.fetch_add(1);
     throw std::runtime_error("a listener that fails");
   });
   auto prompts = mixed_prompts(1, target->vocab_size());
   RequestParams p;
   p.max_new_tokens = 30;
   EXPECT_EQ(drain(rt, rt.submit(prompts[0], p)).tokens, greedy_reference(*target, prompts[0], 30, {}));
-  EXPECT_GT(calls, 0);
+  EXPECT_GT(calls.load(), 0);
   rt.set_update_callback({});
-  const int before = calls;
+  const int before = calls.load();
   EXPECT_EQ(drain(rt, rt.submit(prompts[0], p)).tokens, greedy_reference(*target, prompts[0], 30, {}));
   rt.close();
-  EXPECT_EQ(calls, before) << "a removed listener is not called";
+  // A call already in progress when the listener was removed may still finish (update_board.hpp),
+  // so one late call is allowed; a listener that stayed would be called once per round (many).
+  EXPECT_LE(calls.load(), before + 1) << "a removed listener is not called";
 }
 
 }  // namespace
