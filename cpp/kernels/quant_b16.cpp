@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "column_pool.hpp"
+#include "stream_prefetch.hpp"
 #include "quant_formats.hpp"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -96,7 +97,7 @@ void groups_reference(QuantType t, const uint8_t* packed, const QuantActivations
 // kind_b_reduce does.
 template <int R, bool kQ5>
 SAGUARO_B16_AVX512 void tile(const Layout& L, const uint8_t* packed, const QuantActivations& a, int64_t g, int64_t m0,
-                             int off, float* y, int64_t ldy) {
+                             int off, float* y, int64_t ldy, bool prefetch_next) {
   const int64_t K = a.K, nblocks = K / kSmall, n8 = groups8(K);
   const __m512i lo4 = _mm512_set1_epi8(0x0f), five = _mm512_set1_epi8(0x10);
   __m512 lane[R][kGroup];
@@ -105,6 +106,8 @@ SAGUARO_B16_AVX512 void tile(const Layout& L, const uint8_t* packed, const Quant
   for (int64_t b = 0; b < nblocks; ++b) {
     const uint8_t* rec = packed + (g * n8 + b / kGroup) * L.record;
     const int jb = static_cast<int>(b % kGroup);
+    // an eighth of the next group's record per block (stream_prefetch.hpp)
+    detail::prefetch_part(prefetch_next ? rec + n8 * L.record : nullptr, L.record, jb, kGroup);
     __m512i s[R];
     for (int r = 0; r < R; ++r) s[r] = _mm512_setzero_si512();
 #pragma GCC unroll 8
@@ -148,13 +151,15 @@ SAGUARO_B16_AVX512 void groups_avx512(const Layout& L, const uint8_t* packed, co
                                       int64_t g1, int off, float* y, int64_t ldy) {
   const int64_t M = a.M;
   const int64_t tiles = (M + 3) / 4, per = (M + tiles - 1) / tiles;
+  // The first tile of each group prefetches the next group's records (stream_prefetch.hpp).
   for (int64_t g = g0; g < g1; ++g)
     for (int64_t m0 = 0; m0 < M; m0 += per) {
+      const bool next = m0 == 0 && g + 1 < g1;
       switch (std::min<int64_t>(per, M - m0)) {
-        case 1: tile<1, kQ5>(L, packed, a, g, m0, off, y, ldy); break;
-        case 2: tile<2, kQ5>(L, packed, a, g, m0, off, y, ldy); break;
-        case 3: tile<3, kQ5>(L, packed, a, g, m0, off, y, ldy); break;
-        default: tile<4, kQ5>(L, packed, a, g, m0, off, y, ldy); break;
+        case 1: tile<1, kQ5>(L, packed, a, g, m0, off, y, ldy, next); break;
+        case 2: tile<2, kQ5>(L, packed, a, g, m0, off, y, ldy, next); break;
+        case 3: tile<3, kQ5>(L, packed, a, g, m0, off, y, ldy, next); break;
+        default: tile<4, kQ5>(L, packed, a, g, m0, off, y, ldy, next); break;
       }
     }
 }

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "column_pool.hpp"
+#include "stream_prefetch.hpp"
 #include "quant_formats.hpp"
 #include "saguaro/quant_gemm.hpp"
 
@@ -83,7 +84,7 @@ void groups_reference(const uint8_t* packed, int64_t nb, const QuantActivations&
 // column lane runs kind_a_step's float sequence.
 template <int R>
 SAGUARO_Q4K16_AVX512 void tile(const uint8_t* packed, int64_t nb, const QuantActivations& a, int64_t g, int64_t m0,
-                               float* y, int64_t ldy) {
+                               float* y, int64_t ldy, const uint8_t* next) {
   const int64_t K = a.K;
   const __m512i lo4 = _mm512_set1_epi8(0x0f);
   __m512 acc[R];
@@ -93,6 +94,7 @@ SAGUARO_Q4K16_AVX512 void tile(const uint8_t* packed, int64_t nb, const QuantAct
     __m512i isum[R], imin[R];
     for (int r = 0; r < R; ++r) isum[r] = imin[r] = _mm512_setzero_si512();
     for (int s = 0; s < 4; ++s) {
+      detail::prefetch_part(next == nullptr ? nullptr : next + b * kRecord, kRecord, s, 4);
       __m512i slo[R], shi[R];
       for (int r = 0; r < R; ++r) slo[r] = shi[r] = _mm512_setzero_si512();
 #pragma GCC unroll 8
@@ -145,13 +147,15 @@ SAGUARO_Q4K16_AVX512 void groups_avx512(const uint8_t* packed, int64_t nb, const
                                         int64_t g1, float* y, int64_t ldy) {
   const int64_t M = a.M;
   const int64_t tiles = (M + 3) / 4, per = (M + tiles - 1) / tiles;  // row tiles of <= 4, as even as possible
+  // The first tile of each group prefetches the next group's records (stream_prefetch.hpp).
   for (int64_t g = g0; g < g1; ++g)
     for (int64_t m0 = 0; m0 < M; m0 += per) {
+      const uint8_t* next = (m0 == 0 && g + 1 < g1) ? packed + (g + 1) * nb * kRecord : nullptr;
       switch (std::min<int64_t>(per, M - m0)) {
-        case 1: tile<1>(packed, nb, a, g, m0, y, ldy); break;
-        case 2: tile<2>(packed, nb, a, g, m0, y, ldy); break;
-        case 3: tile<3>(packed, nb, a, g, m0, y, ldy); break;
-        default: tile<4>(packed, nb, a, g, m0, y, ldy); break;
+        case 1: tile<1>(packed, nb, a, g, m0, y, ldy, next); break;
+        case 2: tile<2>(packed, nb, a, g, m0, y, ldy, next); break;
+        case 3: tile<3>(packed, nb, a, g, m0, y, ldy, next); break;
+        default: tile<4>(packed, nb, a, g, m0, y, ldy, next); break;
       }
     }
 }

@@ -1,0 +1,26 @@
+// Software prefetch of the next column group's records for the x16 quantized GEMMs (quant_q4k16.cpp,
+// quant_q6k16.cpp, quant_b16.cpp).
+//
+// Why: with several rows (a verification, a tree step) a tile is compute-bound, and its later row tiles
+// read the group's records from cache, so the hardware prefetcher (driven by demand misses) leaves DRAM
+// idle while a group is multiplied: the 5-row product cost the 1-row stream plus the 5-row compute
+// (measured 2.2x a 1-row product on 481 MB of Q4_K; 1.2x with this prefetch). Prefetching the next
+// group into L2 while the first tile works keeps the stream and the compute overlapped. Spread in parts
+// over the tile's work so the miss buffers never hold more than a few lines at once.
+#pragma once
+
+#include <cstdint>
+
+namespace saguaro::detail {
+
+constexpr int64_t kCacheLine = 64;
+
+// Prefetches part `part` of `parts` of [p, p + bytes) into L2 (no-op when p is null).
+inline void prefetch_part(const uint8_t* p, int64_t bytes, int64_t part, int64_t parts) {
+  if (p == nullptr) return;
+  const int64_t lines = (bytes + kCacheLine - 1) / kCacheLine;
+  const int64_t begin = lines * part / parts, end = lines * (part + 1) / parts;
+  for (int64_t l = begin; l < end; ++l) __builtin_prefetch(p + l * kCacheLine, 0, 2);
+}
+
+}  // namespace saguaro::detail
