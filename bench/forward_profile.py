@@ -71,9 +71,9 @@ def _instrument(acc: dict[str, float]):
 
 
 def profile(spec: str, rows: int, rounds: int, int8: str = "none", tree: bool = False,
-            draft_vocab: int | None = None, quantized: bool = False) -> dict:
+            draft_vocab: int | None = None, quantized: bool = False, threads: int = 1) -> dict:
     lm = M.load(spec, dtype=torch.bfloat16, device="cpu", int8=False if int8 == "none" else int8,
-                draft_vocab=draft_vocab, **({"quantized": True} if quantized else {}))
+                draft_vocab=draft_vocab, num_threads=threads, **({"quantized": True} if quantized else {}))
     ad = lm.adapter
     prompt = lm.tokenizer.encode(PROMPT) if lm.tokenizer is not None else list(range(1000, 1064))
     ad.prefill([0], [prompt])
@@ -121,7 +121,7 @@ def profile(spec: str, rows: int, rounds: int, int8: str = "none", tree: bool = 
             head(x)
             ts.append((time.perf_counter() - t) * 1e3)
         head_ms[n] = statistics.median(ts)
-    return {"model": spec, "rows": rows, "rounds": rounds, "int8": int8, "tree": tree, "draft_vocab": draft_vocab,
+    return {"model": spec, "rows": rows, "rounds": rounds, "threads": threads, "int8": int8, "tree": tree, "draft_vocab": draft_vocab,
             "quantized": quantized, "kernel_path": quant.isa() if quantized else None,
             "median_ms": {str(n): v for n, v in med.items()},
             "head_ms": {str(n): v for n, v in head_ms.items()},
@@ -148,10 +148,11 @@ def _projection_macs(model, config, head_rows: int | None = None) -> int:
 
 
 def stem(model: str, rows: int, int8: str, tree: bool, draft_vocab: int | None = None,
-         quantized: bool = False) -> str:
+         quantized: bool = False, threads: int = 1) -> str:
     """The results' file name: forward-profile-<model>[-quantized][-int8dyn][-vocab<V>][-tree<N>]."""
     return (f"forward-profile-{model}" + ("-quantized" if quantized else "") + ("-int8dyn" if int8 == "dynamic" else "")
-            + (f"-vocab{draft_vocab}" if draft_vocab else "") + (f"-tree{rows}" if tree else ""))
+            + (f"-vocab{draft_vocab}" if draft_vocab else "") + (f"-tree{rows}" if tree else "")
+            + (f"-{threads}t" if threads > 1 else ""))
 
 
 def write(res: dict, out: Path) -> Path:
@@ -166,10 +167,12 @@ def write(res: dict, out: Path) -> Path:
     if res.get("draft_vocab"):
         kind += f"; draft vocabulary pruned to the {res['draft_vocab']} lowest ids + specials + the prompt's"
     col = f"tree {rows}" if tree else f"extend {rows}"
+    n_threads = res.get("threads", 1)
+    threads = f"{n_threads} thread" + ("s" if n_threads > 1 else "")
     weight_bytes = 1 if int8 == "dynamic" else 2
     if res.get("quantized"):
         weight_bytes = res["weight_bytes"] / macs  # the GGUF blocks' bytes per multiply-add
-    lines = [f"# Forward profile: {res['model']} decode vs {what} ({kind}, 1 thread)", "",
+    lines = [f"# Forward profile: {res['model']} decode vs {what} ({kind}, {threads})", "",
              f"Machine: {res['machine']['cpu']} ({res['machine']['cpu_capability']}), torch {res['machine']['torch']}"
              + (f"; CPU flags: {' '.join(res['flags'])}" if res.get("flags") else "") + ". "
              f"Medians over {res['rounds']} alternating rounds (bench/forward_profile.py).", "",
@@ -184,7 +187,8 @@ def write(res: dict, out: Path) -> Path:
               f"{rows} rows run {rows * macs / e['projections'] / 1e6:.1f} G multiply-adds/s.", ""]
     if res.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in res["notes"]] + [""]
-    path = out / (stem(res["model"], rows, int8, tree, res.get("draft_vocab"), res.get("quantized", False)) + ".md")
+    path = out / (stem(res["model"], rows, int8, tree, res.get("draft_vocab"), res.get("quantized", False),
+                        res.get("threads", 1)) + ".md")
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
 
@@ -200,11 +204,13 @@ def main() -> None:
                     help="score only the N lowest ids + specials + the prompt's tokens (as bench.run --draft-vocab)")
     ap.add_argument("--quantized", action="store_true", help="the GGUF blocks on saguaro's quantized kernels")
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=1, help="the model's kernel threads (its num_threads)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--note", action="append", default=[])
     args = ap.parse_args()
-    torch.set_num_threads(1)
-    res = profile(args.model, args.rows, args.rounds, args.int8, args.tree, args.draft_vocab, args.quantized)
+    torch.set_num_threads(args.threads)
+    res = profile(args.model, args.rows, args.rounds, args.int8, args.tree, args.draft_vocab, args.quantized,
+                  args.threads)
     res["machine"], res["notes"], res["flags"] = machine(), args.note, cpu_flags()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -92,6 +92,42 @@ void groups_reference(QuantType t, const uint8_t* packed, const QuantActivations
 
 #define SAGUARO_B16_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 
+// The exact sums Σ q * a of block b (the jb-th of its record) for R rows, 16 columns. Two accumulators
+// per row (even and odd quads): one chain of 8 dependent vpdpbusd per block bounded a 1-row product
+// below the DRAM stream. kHigh: the quads' high nibbles (Q5_0 blocks 4-7), a compile-time choice.
+template <int R, bool kQ5, bool kHigh>
+SAGUARO_B16_AVX512 inline void block_sums(const Layout& L, const uint8_t* rec, const QuantActivations& a, int64_t m0,
+                                          int64_t b, int jb, __m512i (&s)[R]) {
+  const __m512i lo4 = _mm512_set1_epi8(0x0f), five = _mm512_set1_epi8(0x10);
+  __m512i s2[R];
+  for (int r = 0; r < R; ++r) s[r] = s2[r] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+  for (int j = 0; j < 8; ++j) {
+    const int p = 8 * jb + j;
+    __m512i q;
+    if constexpr (kQ5) {
+      const __m512i v = _mm512_loadu_si512(rec + L.quads + 64 * (p % 32));
+      uint64_t mask;
+      std::memcpy(&mask, rec + L.bits + 8 * p, 8);
+      const __m512i nib = _mm512_and_si512(kHigh ? _mm512_srli_epi16(v, 4) : v, lo4);
+      q = _mm512_mask_add_epi8(nib, _cvtu64_mask64(mask), nib, five);  // + 16 where the fifth bit is set
+    } else {
+      q = _mm512_loadu_si512(rec + L.quads + 64 * p);
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      int32_t quad;
+      std::memcpy(&quad, a.row_q(m0 + r) + b * kSmall + 4 * j, 4);
+      if (j % 2 == 0) {
+        s[r] = _mm512_dpbusd_epi32(s[r], q, _mm512_set1_epi32(quad));
+      } else {
+        s2[r] = _mm512_dpbusd_epi32(s2[r], q, _mm512_set1_epi32(quad));
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) s[r] = _mm512_add_epi32(s[r], s2[r]);
+}
+
 // R rows x 16 columns of group g: per 32-value block, 8 quads x R vpdpbusd; the block's exact sum minus
 // offset * bsum, then lane[b % 8] = fma(d * da, isum, lane) per column; the 8 lanes reduced at the end as
 // kind_b_reduce does.
@@ -99,7 +135,6 @@ template <int R, bool kQ5>
 SAGUARO_B16_AVX512 void tile(const Layout& L, const uint8_t* packed, const QuantActivations& a, int64_t g, int64_t m0,
                              int off, float* y, int64_t ldy, bool prefetch_next) {
   const int64_t K = a.K, nblocks = K / kSmall, n8 = groups8(K);
-  const __m512i lo4 = _mm512_set1_epi8(0x0f), five = _mm512_set1_epi8(0x10);
   __m512 lane[R][kGroup];
   for (int r = 0; r < R; ++r)
     for (int j = 0; j < kGroup; ++j) lane[r][j] = _mm512_setzero_ps();
@@ -109,26 +144,11 @@ SAGUARO_B16_AVX512 void tile(const Layout& L, const uint8_t* packed, const Quant
     // an eighth of the next group's record per block (stream_prefetch.hpp)
     detail::prefetch_part(prefetch_next ? rec + n8 * L.record : nullptr, L.record, jb, kGroup);
     __m512i s[R];
-    for (int r = 0; r < R; ++r) s[r] = _mm512_setzero_si512();
-#pragma GCC unroll 8
-    for (int j = 0; j < 8; ++j) {
-      const int p = 8 * jb + j;
-      __m512i q;
-      if constexpr (kQ5) {
-        const __m512i v = _mm512_loadu_si512(rec + L.quads + 64 * (p % 32));
-        uint64_t mask;
-        std::memcpy(&mask, rec + L.bits + 8 * p, 8);
-        const __m512i nib = _mm512_and_si512(p < 32 ? v : _mm512_srli_epi16(v, 4), lo4);
-        q = _mm512_or_si512(nib, _mm512_maskz_mov_epi8(_cvtu64_mask64(mask), five));
-      } else {
-        q = _mm512_loadu_si512(rec + L.quads + 64 * p);
-      }
-#pragma GCC unroll 4
-      for (int r = 0; r < R; ++r) {
-        int32_t quad;
-        std::memcpy(&quad, a.row_q(m0 + r) + b * kSmall + 4 * j, 4);
-        s[r] = _mm512_dpbusd_epi32(s[r], q, _mm512_set1_epi32(quad));
-      }
+    // Q5_0: blocks 0-3 of a record read the quads' low nibbles, blocks 4-7 the high ones
+    if (!kQ5 || jb < 4) {
+      block_sums<R, kQ5, false>(L, rec, a, m0, b, jb, s);
+    } else {
+      block_sums<R, kQ5, true>(L, rec, a, m0, b, jb, s);
     }
     const __m512 d = _mm512_loadu_ps(rec + L.d + jb * 64);
 #pragma GCC unroll 4
@@ -150,7 +170,7 @@ template <bool kQ5>
 SAGUARO_B16_AVX512 void groups_avx512(const Layout& L, const uint8_t* packed, const QuantActivations& a, int64_t g0,
                                       int64_t g1, int off, float* y, int64_t ldy) {
   const int64_t M = a.M;
-  const int64_t tiles = (M + 3) / 4, per = (M + tiles - 1) / tiles;
+  const int64_t tiles = (M + 4) / 5, per = (M + tiles - 1) / tiles;  // row tiles of <= 5, as even as possible
   // The first tile of each group prefetches the next group's records (stream_prefetch.hpp).
   for (int64_t g = g0; g < g1; ++g)
     for (int64_t m0 = 0; m0 < M; m0 += per) {
@@ -159,7 +179,8 @@ SAGUARO_B16_AVX512 void groups_avx512(const Layout& L, const uint8_t* packed, co
         case 1: tile<1, kQ5>(L, packed, a, g, m0, off, y, ldy, next); break;
         case 2: tile<2, kQ5>(L, packed, a, g, m0, off, y, ldy, next); break;
         case 3: tile<3, kQ5>(L, packed, a, g, m0, off, y, ldy, next); break;
-        default: tile<4, kQ5>(L, packed, a, g, m0, off, y, ldy, next); break;
+        case 4: tile<4, kQ5>(L, packed, a, g, m0, off, y, ldy, next); break;
+        default: tile<5, kQ5>(L, packed, a, g, m0, off, y, ldy, next); break;
       }
     }
 }

@@ -146,7 +146,7 @@ SAGUARO_Q4K16_AVX512 void tile(const uint8_t* packed, int64_t nb, const QuantAct
 SAGUARO_Q4K16_AVX512 void groups_avx512(const uint8_t* packed, int64_t nb, const QuantActivations& a, int64_t g0,
                                         int64_t g1, float* y, int64_t ldy) {
   const int64_t M = a.M;
-  const int64_t tiles = (M + 3) / 4, per = (M + tiles - 1) / tiles;  // row tiles of <= 4, as even as possible
+  const int64_t tiles = (M + 4) / 5, per = (M + tiles - 1) / tiles;  // row tiles of <= 5, as even as possible
   // The first tile of each group prefetches the next group's records (stream_prefetch.hpp).
   for (int64_t g = g0; g < g1; ++g)
     for (int64_t m0 = 0; m0 < M; m0 += per) {
@@ -155,7 +155,8 @@ SAGUARO_Q4K16_AVX512 void groups_avx512(const uint8_t* packed, int64_t nb, const
         case 1: tile<1>(packed, nb, a, g, m0, y, ldy, next); break;
         case 2: tile<2>(packed, nb, a, g, m0, y, ldy, next); break;
         case 3: tile<3>(packed, nb, a, g, m0, y, ldy, next); break;
-        default: tile<4>(packed, nb, a, g, m0, y, ldy, next); break;
+        case 4: tile<4>(packed, nb, a, g, m0, y, ldy, next); break;
+        default: tile<5>(packed, nb, a, g, m0, y, ldy, next); break;
       }
     }
 }
