@@ -11,6 +11,7 @@ import math
 import torch
 
 from saguaro.kernels.small_gemm import available, core
+from saguaro.kernels.threads import kernel_threads
 
 __all__ = ["available", "branch_attention", "causal_attention"]
 
@@ -21,13 +22,13 @@ def causal_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, 
                      threads: int | None = None, path: str = "auto") -> torch.Tensor:
     """Attention of q [n, H, D] over keys / values [Hkv, capacity, D] (bf16, CPU); row i sees slots
     [0, start + i]. Returns [n, H, D] bf16. Scale 1/sqrt(D) (SDPA's default). threads None means
-    ``torch.get_num_threads()``; neither threads nor path changes a bit. Bad arguments raise ValueError."""
+    ``kernel_threads()`` (saguaro.kernels.threads); neither threads nor path changes a bit. Bad arguments raise ValueError."""
     for name, t in (("q", q), ("keys", keys), ("values", values)):
         if not isinstance(t, torch.Tensor) or t.dtype != torch.bfloat16 or t.device.type != "cpu" or t.dim() != 3:
             raise ValueError(f"{name}: expected a 3-d bfloat16 CPU tensor")
     if path not in _PATHS:
         raise ValueError(f"path: expected one of {_PATHS}, got {path!r}")
-    threads = torch.get_num_threads() if threads is None else threads
+    threads = kernel_threads() if threads is None else threads
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads: expected an integer >= 1, got {threads!r}")
     out = torch.empty(q.shape, dtype=torch.bfloat16)
@@ -45,7 +46,7 @@ def branch_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, 
     for name, t in (("q", q), ("keys", keys), ("values", values)):
         if not isinstance(t, torch.Tensor) or t.dtype != torch.bfloat16 or t.device.type != "cpu" or t.dim() != 3:
             raise ValueError(f"{name}: expected a 3-d bfloat16 CPU tensor")
-    threads = torch.get_num_threads() if threads is None else threads
+    threads = kernel_threads() if threads is None else threads
     out = torch.empty(q.shape, dtype=torch.bfloat16)
     core().branch_attention_bf16(q.contiguous(), keys.contiguous(), values.contiguous(),
                                  prefix.to(torch.int64).contiguous(), own_first.to(torch.int64).contiguous(),

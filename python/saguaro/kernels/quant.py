@@ -13,6 +13,8 @@ import functools
 
 import torch
 
+from saguaro.kernels.threads import kernel_threads
+
 __all__ = ["GGML_TYPES", "available", "b16_gemm", "b16_repack", "b16_supported", "dequantize", "gemm", "isa", "q4k16_gemm", "q4k16_repack", "q4k16_supported",
            "q6k16_gemm", "q6k16_repack", "q6k16_supported",
            "row_bytes", "supported_isa"]
@@ -69,7 +71,7 @@ def gemm(x: torch.Tensor, blocks: torch.Tensor, ggml_type: int | str, n: int, k:
     """``x @ W.T`` as float32 [M, n] for x [M, K] (converted to float32) and W the GGUF blocks of n rows.
 
     out: a float32 [M, n] destination (a column slice of a wider matrix is fine). threads None means
-    ``torch.get_num_threads()``. path 'auto', 'avx512', 'avx2' or 'scalar' (same bits). k, when given,
+    ``saguaro.kernels.threads.kernel_threads()``. path 'auto', 'avx512', 'avx2' or 'scalar' (same bits). k, when given,
     must equal x's last dimension.
     """
     x2 = x.reshape(-1, x.shape[-1]).float().contiguous()
@@ -77,7 +79,7 @@ def gemm(x: torch.Tensor, blocks: torch.Tensor, ggml_type: int | str, n: int, k:
         raise ValueError(f"x: expected {k} columns, got {x2.shape[1]}")
     if out is None:
         out = torch.empty((x2.shape[0], int(n)), dtype=torch.float32)
-    core().quant_gemm(x2, blocks, type_id(ggml_type), int(n), out, int(threads or torch.get_num_threads()), path)
+    core().quant_gemm(x2, blocks, type_id(ggml_type), int(n), out, int(threads or kernel_threads()), path)
     return out
 
 
@@ -91,7 +93,7 @@ def q4k16_supported(n: int, k: int) -> bool:
 def q4k16_repack(blocks: torch.Tensor, n: int, k: int, threads: int | None = None) -> torch.Tensor:
     """n rows of GGUF Q4_K blocks repacked into the 16-column interleaved layout (a new uint8 tensor)."""
     out = torch.empty(int(core().q4k16_packed_bytes(int(n), int(k))), dtype=torch.uint8)
-    core().q4k16_repack(blocks, int(n), int(k), out, int(threads or torch.get_num_threads()))
+    core().q4k16_repack(blocks, int(n), int(k), out, int(threads or kernel_threads()))
     return out
 
 
@@ -102,7 +104,7 @@ def q4k16_gemm(x: torch.Tensor, packed: torch.Tensor, n: int, *, out: torch.Tens
     x2 = x.reshape(-1, x.shape[-1]).float().contiguous()
     if out is None:
         out = torch.empty((x2.shape[0], int(n)), dtype=torch.float32)
-    core().q4k16_gemm(x2, packed, int(n), out, int(threads or torch.get_num_threads()), path)
+    core().q4k16_gemm(x2, packed, int(n), out, int(threads or kernel_threads()), path)
     return out
 
 
@@ -116,7 +118,7 @@ def q6k16_supported(n: int, k: int) -> bool:
 def q6k16_repack(blocks: torch.Tensor, n: int, k: int, threads: int | None = None) -> torch.Tensor:
     """n rows of GGUF Q6_K blocks repacked into the 16-column interleaved layout (a new uint8 tensor)."""
     out = torch.empty(int(core().q6k16_packed_bytes(int(n), int(k))), dtype=torch.uint8)
-    core().q6k16_repack(blocks, int(n), int(k), out, int(threads or torch.get_num_threads()))
+    core().q6k16_repack(blocks, int(n), int(k), out, int(threads or kernel_threads()))
     return out
 
 
@@ -127,7 +129,7 @@ def q6k16_gemm(x: torch.Tensor, packed: torch.Tensor, n: int, *, out: torch.Tens
     x2 = x.reshape(-1, x.shape[-1]).float().contiguous()
     if out is None:
         out = torch.empty((x2.shape[0], int(n)), dtype=torch.float32)
-    core().q6k16_gemm(x2, packed, int(n), out, int(threads or torch.get_num_threads()), path)
+    core().q6k16_gemm(x2, packed, int(n), out, int(threads or kernel_threads()), path)
     return out
 
 
@@ -152,7 +154,7 @@ def b16_gemm(x: torch.Tensor, packed: torch.Tensor, ggml_type: int | str, n: int
     x2 = x.reshape(-1, x.shape[-1]).float().contiguous()
     if out is None:
         out = torch.empty((x2.shape[0], int(n)), dtype=torch.float32)
-    core().quant_b16_gemm(x2, packed, type_id(ggml_type), int(n), out, int(threads or torch.get_num_threads()), path)
+    core().quant_b16_gemm(x2, packed, type_id(ggml_type), int(n), out, int(threads or kernel_threads()), path)
     return out
 
 

@@ -14,6 +14,8 @@ import functools
 
 import torch
 
+from saguaro.kernels.threads import kernel_threads
+
 __all__ = ["PackedBf16", "available", "bf16_linear", "pack_bf16"]
 
 _PATHS = ("auto", "scalar", "avx2")
@@ -73,7 +75,7 @@ def pack_bf16(weight: torch.Tensor, threads: int | None = None) -> PackedBf16:
         raise ValueError(f"weight: expected shape [out_features, in_features], got {list(weight.shape)}")
     n, k = weight.shape
     data = torch.empty(((n + 15) // 16, k, 16), dtype=torch.bfloat16)
-    core().small_gemm_pack_bf16(weight.contiguous(), data, threads or torch.get_num_threads())
+    core().small_gemm_pack_bf16(weight.contiguous(), data, threads or kernel_threads())
     return PackedBf16(data, n)
 
 
@@ -84,7 +86,7 @@ def bf16_linear(x: torch.Tensor, weight: torch.Tensor | PackedBf16, bias: torch.
     :class:`PackedBf16`), bias [N] bf16 CPU tensors.
 
     Returns [..., N] in out_dtype (bfloat16: round-to-nearest-even of the fp32 result; float32: the
-    fp32 result itself). threads None means ``torch.get_num_threads()``; threads split the output
+    fp32 result itself). threads None means ``kernel_threads()`` (saguaro.kernels.threads); threads split the output
     columns only, so the bits never depend on it. path "scalar" / "avx2" forces a code path (tests);
     both give the same bits. Bad arguments raise ValueError saying what to fix.
     """
@@ -107,7 +109,7 @@ def bf16_linear(x: torch.Tensor, weight: torch.Tensor | PackedBf16, bias: torch.
     if path not in _PATHS:
         raise ValueError(f"path: expected one of {_PATHS}, got {path!r}")
     if threads is None:
-        threads = torch.get_num_threads()
+        threads = kernel_threads()
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads: expected an integer >= 1, got {threads!r}")
     K = x.shape[-1]

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from saguaro.kernels import small_gemm as small_linear
+from saguaro.kernels.threads import kernel_threads
 
 
 def _kernel_enabled() -> bool:
@@ -67,7 +68,7 @@ class Linear:
         x2 = x.reshape(-1, x.shape[-1]).contiguous()
         out = torch.empty((x2.shape[0], self.packed.out_features), dtype=out_dtype)
         small_linear.core().small_gemm_bf16_packed(x2, self.packed.data, self.packed.out_features, self.bias, out,
-                                                   torch.get_num_threads(), "auto")
+                                                   kernel_threads(), "auto")
         return out.reshape(*lead, self.packed.out_features)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from saguaro.kernels.threads import set_kernel_threads
 from saguaro.models._validation import check_batch, check_tree_args, context_error
 from saguaro.models import attention
 from saguaro.models.attention import AttentionGroup
@@ -30,9 +31,10 @@ class NativeModelAdapter:
         scratch_tokens: room for branch tokens of one tree per sequence
             (rows of that sequence x depth reached); a larger tree raises ValueError.
         eos_token_ids: overrides the config's EOS ids.
-        num_threads: if set, every call first runs torch.set_num_threads(num_threads) in the calling
-            thread (with OpenMP builds of torch the intra-op thread count is per calling thread, so a
-            target and a draft worker can each keep their own).
+        num_threads: if set, every call first gives saguaro's kernels (projections, attention)
+            num_threads threads in the calling thread and torch's own operators one
+            (saguaro.kernels.threads says why); both settings are per calling thread, so a target
+            and a draft worker each keep their own.
 
     One adapter object must be called from one thread at a time (a lock enforces it); the target
     and the draft are separate objects with separate state and can run concurrently.
@@ -211,8 +213,11 @@ class NativeModelAdapter:
         return self._vocab.logits if self._vocab is not None else None
 
     def _set_threads(self) -> None:
-        if self.num_threads is not None and torch.get_num_threads() != self.num_threads:
-            torch.set_num_threads(self.num_threads)
+        if self.num_threads is None:
+            return
+        set_kernel_threads(self.num_threads)
+        if torch.get_num_threads() != 1:
+            torch.set_num_threads(1)
 
     def _run_extend(self, slots: list[SequenceKV], rows: list[list[int]], last_only: bool) -> torch.Tensor:
         dev = self.device

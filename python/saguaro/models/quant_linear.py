@@ -15,6 +15,7 @@ import os
 import torch
 
 from saguaro.kernels import quant
+from saguaro.kernels.threads import kernel_threads
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,7 +156,7 @@ class QuantLinear:
         x2 = x.reshape(-1, x.shape[-1]).float().contiguous()
         out = torch.empty((x2.shape[0], self.out_features), dtype=torch.float32)
         if x2.shape[0] > 0:
-            self._projection.forward(x2, out, torch.get_num_threads())
+            self._projection.forward(x2, out, kernel_threads())
             if self.bias is not None:
                 out += self.bias
         return out.reshape(*lead, self.out_features)
