@@ -55,3 +55,15 @@ def test_adapter_gives_its_threads_to_the_kernels_and_one_to_torch(monkeypatch) 
         torch.set_num_threads(old)
         kt.set_kernel_threads(None)
     assert seen and set(seen) == {(2, 1)}
+
+
+def test_an_fp32_model_keeps_torch_on_its_threads() -> None:
+    adapter = native_from_hf(make_hf("qwen2-tied"), num_threads=2)  # fp32: torch runs the projections
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        adapter.prefill([0], [[1, 2, 3]])
+        assert kt.kernel_threads() == 2 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(old)
+        kt.set_kernel_threads(None)

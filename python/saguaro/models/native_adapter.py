@@ -33,8 +33,9 @@ class NativeModelAdapter:
         eos_token_ids: overrides the config's EOS ids.
         num_threads: if set, every call first gives saguaro's kernels (projections, attention)
             num_threads threads in the calling thread and torch's own operators one
-            (saguaro.kernels.threads says why); both settings are per calling thread, so a target
-            and a draft worker each keep their own.
+            (saguaro.kernels.threads says why; an fp32 model, whose projections are torch's, gives
+            torch num_threads too); both settings are per calling thread, so a target and a draft
+            worker each keep their own.
 
     One adapter object must be called from one thread at a time (a lock enforces it); the target
     and the draft are separate objects with separate state and can run concurrently.
@@ -216,8 +217,10 @@ class NativeModelAdapter:
         if self.num_threads is None:
             return
         set_kernel_threads(self.num_threads)
-        if torch.get_num_threads() != 1:
-            torch.set_num_threads(1)
+        # an fp32 model's projections are torch matmuls (saguaro's kernels take bf16): they keep the threads
+        torch_threads = self.num_threads if self.model.dtype == torch.float32 else 1
+        if torch.get_num_threads() != torch_threads:
+            torch.set_num_threads(torch_threads)
 
     def _run_extend(self, slots: list[SequenceKV], rows: list[list[int]], last_only: bool) -> torch.Tensor:
         dev = self.device
