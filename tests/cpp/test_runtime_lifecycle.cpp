@@ -71,13 +71,15 @@ TEST(RuntimeLifecycle, CancelRightAfterSubmitIsNeverLost) {
     auto [target, draft] = toy_pair(1 << 20);
     Runtime rt(target, draft, config_for(mode, 3));
     RequestParams endless;
-    endless.max_new_tokens = 3000;  // a lost cancel ends in "length" (bounded), not a hang
+    // A lost cancel ends in "length" (bounded), not a hang; long enough that the test thread being
+    // descheduled between submit and cancel cannot let a toy request finish (3000 tokens could).
+    endless.max_new_tokens = 200000;
     auto prompts = mixed_prompts(1, target->vocab_size());
     for (int i = 0; i < 200; ++i) {
       const int64_t id = rt.submit(prompts[0], endless);
       rt.cancel(id);
       Finished f = drain(rt, id);
-      ASSERT_EQ(f.reason, FinishReason::kCancelled) << mode_name(mode) << ", try " << i;
+      ASSERT_EQ(f.reason, FinishReason::kCancelled) << mode_name(mode) << ", try " << i << ", " << f.tokens.size() << " tokens";
     }
     rt.close();
   }
