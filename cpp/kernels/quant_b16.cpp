@@ -10,6 +10,7 @@
 
 #include "column_pool.hpp"
 #include "stream_prefetch.hpp"
+#include "vnni_broadcast.hpp"
 #include "quant_formats.hpp"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -139,12 +140,11 @@ SAGUARO_B16_AVX512 void tile_q8(const Layout& L, const uint8_t* packed, const Qu
       const __m512i q = _mm512_loadu_si512(rec + L.quads + 64 * (8 * jb + j));
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
-        int32_t quad;
-        std::memcpy(&quad, a.row_q(m0 + r) + b * kSmall + 4 * j, 4);
+        const int8_t* quad = a.row_q(m0 + r) + b * kSmall + 4 * j;
         if (j % 2 == 0) {
-          s[r] = _mm512_dpbusd_epi32(s[r], q, _mm512_set1_epi32(quad));
+          s[r] = quant::dpbusd_broadcast(s[r], q, quad);
         } else {
-          s2[r] = _mm512_dpbusd_epi32(s2[r], q, _mm512_set1_epi32(quad));
+          s2[r] = quant::dpbusd_broadcast(s2[r], q, quad);
         }
       }
     }
@@ -187,13 +187,9 @@ SAGUARO_B16_AVX512 void tile_q5(const Layout& L, const uint8_t* packed, const Qu
         const __m512i qhi = _mm512_mask_add_epi8(nhi, _cvtu64_mask64(mhi), nhi, five);
 #pragma GCC unroll 8
         for (int r = 0; r < R; ++r) {
-          int32_t alo, ahi;
-          std::memcpy(&alo, a.row_q(m0 + r) + blo * kSmall + 4 * j, 4);
-          slo[r] = _mm512_dpbusd_epi32(slo[r], qlo, _mm512_set1_epi32(alo));
-          if (high) {  // the same way for the whole block: well predicted
-            std::memcpy(&ahi, a.row_q(m0 + r) + bhi * kSmall + 4 * j, 4);
-            shi[r] = _mm512_dpbusd_epi32(shi[r], qhi, _mm512_set1_epi32(ahi));
-          }
+          slo[r] = quant::dpbusd_broadcast(slo[r], qlo, a.row_q(m0 + r) + blo * kSmall + 4 * j);
+          if (high)  // the same way for the whole block: well predicted
+            shi[r] = quant::dpbusd_broadcast(shi[r], qhi, a.row_q(m0 + r) + bhi * kSmall + 4 * j);
         }
       }
       lane_step<R>(L, rec, jb, blo, slo, a, m0, off, nblocks, lane);

@@ -10,6 +10,7 @@
 
 #include "column_pool.hpp"
 #include "stream_prefetch.hpp"
+#include "vnni_broadcast.hpp"
 #include "quant_formats.hpp"
 #include "saguaro/quant_gemm.hpp"
 
@@ -105,11 +106,8 @@ SAGUARO_Q4K16_AVX512 void tile(const uint8_t* packed, int64_t nb, const QuantAct
 #pragma GCC unroll 4
         for (int r = 0; r < R; ++r) {
           const int8_t* aq = a.row_q(m0 + r) + b * kSuper;
-          int32_t qlo, qhi;
-          std::memcpy(&qlo, aq + 4 * p, 4);
-          std::memcpy(&qhi, aq + 128 + 4 * p, 4);
-          slo[r] = _mm512_dpbusd_epi32(slo[r], lo, _mm512_set1_epi32(qlo));
-          shi[r] = _mm512_dpbusd_epi32(shi[r], hi, _mm512_set1_epi32(qhi));
+          slo[r] = quant::dpbusd_broadcast(slo[r], lo, aq + 4 * p);
+          shi[r] = quant::dpbusd_broadcast(shi[r], hi, aq + 128 + 4 * p);
         }
       }
       const __m512i sclo = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rec + kSc + 16 * s)));
