@@ -58,7 +58,8 @@ def build(version: str = VERSION, *, jobs: Optional[int] = None, log: Any = sys.
     src = root / "src"
     if not (src / "CMakeLists.txt").is_file():
         with tempfile.TemporaryDirectory() as tmp:
-            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
+            # Only the peer itself as source: ":all:" would also build its build tools (CMake) from source.
+            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", "llama-cpp-python",
                             f"llama-cpp-python=={version}", "-d", tmp], check=True)
             [sdist] = list(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
             with tarfile.open(sdist) as tar:
