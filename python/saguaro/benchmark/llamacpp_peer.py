@@ -8,8 +8,11 @@ draft-max 4 and 8), greedy, ignoring EOS like every row of the comparison. Times
 count against it. Its output text is re-encoded with saguaro's tokenizer for the agreement column.
 
 The build: CMake, Release, ``GGML_NATIVE=ON`` (the machine's own vector extensions, as a user building
-llama.cpp would), cached under ``$SAGUARO_CACHE/llama.cpp/<version>`` (about 10 minutes on 2 cores,
-once). ``python -m saguaro.benchmark.llamacpp_peer --build`` builds it ahead of a run.
+llama.cpp would) except Intel AMX: on the AMX Xeons lent here ggml's AMX matmul crashes (SIGSEGV in
+``ggml_backend_amx_mul_mat`` at the first forward), so it is compiled out with ``-mno-amx-*`` (GCC lets
+an explicit ``-mno-`` win over ``-march=native``) and its AVX-512/VNNI kernels and weight repacking run,
+as a user would end up running it. Cached under ``$SAGUARO_CACHE/llama.cpp/<version>-<flavor>`` (about
+4-10 minutes on 2 cores, once). ``python -m saguaro.benchmark.llamacpp_peer --build`` builds it ahead of a run.
 """
 from __future__ import annotations
 
@@ -28,13 +31,16 @@ VERSION = "0.3.36"
 _TARGETS = ("llama-completion", "llama-speculative-simple")
 #: a bound on one generation (seconds): a hung peer fails the row instead of the run
 _TIMEOUT_S = 900
+#: the build's flavor (part of its cache path): which of ggml's native paths are compiled out
+_FLAVOR = "native-noamx"
+_NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 
 
 def build_dir(version: str = VERSION) -> Path:
     """Where the peer's build lives (binaries in ``build/bin``)."""
     from saguaro.models.model_store import cache_root
 
-    return cache_root() / "llama.cpp" / version
+    return cache_root() / "llama.cpp" / f"{version}-{_FLAVOR}"
 
 
 def binaries(version: str = VERSION) -> dict[str, Path]:
@@ -70,7 +76,8 @@ def build(version: str = VERSION, *, jobs: Optional[int] = None, log: Any = sys.
                 tar.extractall(src, members=[m for m in members if m.name], filter="data")
     generator = ["-G", "Ninja"] if shutil.which("ninja") else []
     subprocess.run(["cmake", "-S", str(src), "-B", str(root / "build"), *generator, "-DCMAKE_BUILD_TYPE=Release",
-                    "-DGGML_NATIVE=ON", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
+                    "-DGGML_NATIVE=ON", f"-DCMAKE_C_FLAGS={_NO_AMX}",
+                    f"-DCMAKE_CXX_FLAGS={_NO_AMX}", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
                     "-DLLAMA_BUILD_SERVER=OFF"], check=True, stdout=log, stderr=log)
     subprocess.run(["cmake", "--build", str(root / "build"), "-j", str(jobs or os.cpu_count() or 2),
                     "--target", *_TARGETS], check=True, stdout=log, stderr=log)
