@@ -55,8 +55,15 @@ def test_command_lines_are_greedy_ignore_eos_and_use_the_rows_threads(tmp_path, 
     cmd = spec.command("p.txt", 128, 0)
     assert cmd[0].endswith("llama-speculative-simple") and cmd[cmd.index("--spec-draft-n-max") + 1] == "8"
     assert cmd[cmd.index("-md") + 1].endswith("d.gguf") and cmd[cmd.index("-td") + 1] == "2"
-    with pytest.raises(NotImplementedError, match="greedy only"):
-        spec.generate([[1, 2]], 4, 0.7, 0)
+    assert "--top-k" not in cmd  # greedy: no sampler settings
+
+
+def test_sampled_rows_sample_the_plain_tempered_distribution(tmp_path, monkeypatch):
+    monkeypatch.setattr(lp, "binaries", lambda version=lp.VERSION: {n: tmp_path / n for n in lp._TARGETS})
+    for draft in (None, tmp_path / "d.gguf"):
+        cmd = lp.LlamaCppRunner(tmp_path / "t.gguf", draft, tokenizer=None, threads=2).command("p.txt", 64, 3, 0.7)
+        flag = {k: cmd[cmd.index(k) + 1] for k in ("--temp", "--seed", "--top-k", "--top-p", "--min-p")}
+        assert flag == {"--temp": "0.7", "--seed": "3", "--top-k": "0", "--top-p": "1", "--min-p": "0"}
 
 
 def test_missing_build_names_the_build_command(tmp_path, monkeypatch):

@@ -125,10 +125,14 @@ class LlamaCppRunner:
         self.target, self.draft, self.tokenizer = Path(target_gguf), draft_gguf, tokenizer
         self.threads, self.draft_max, self.context = threads, draft_max, context
 
-    def command(self, prompt_file: str, max_new_tokens: int, seed: int) -> list[str]:
-        """The peer's command line for one prompt (greedy, EOS ignored)."""
+    def command(self, prompt_file: str, max_new_tokens: int, seed: int, temperature: float = 0.0) -> list[str]:
+        """The peer's command line for one prompt (EOS ignored). Sampled rows sample the plain tempered
+        distribution, as saguaro's rows do: llama.cpp's default top-k 40, top-p 0.95 and min-p 0.05
+        truncations are turned off."""
         common = ["-m", str(self.target), "-f", prompt_file, "-n", str(max_new_tokens), "-t", str(self.threads),
-                  "-c", str(self.context), "--temp", "0", "--seed", str(seed), "--ignore-eos"]
+                  "-c", str(self.context), "--temp", f"{float(temperature):g}", "--seed", str(seed), "--ignore-eos"]
+        if temperature > 0:
+            common += ["--top-k", "0", "--top-p", "1", "--min-p", "0"]
         if self.draft is None:
             return [str(self.bins["llama-completion"]), *common, "-no-cnv", "--no-display-prompt"]
         return [str(self.bins["llama-speculative-simple"]), *common, "-md", str(self.draft), "-td", str(self.threads),
@@ -136,9 +140,6 @@ class LlamaCppRunner:
 
     def generate(self, batch_ids: list[list[int]], max_new_tokens: int, temperature: float, seed: int) -> dict:
         """Generate for each request in turn (llama.cpp's tools take one prompt); the harness's result dict."""
-        if temperature > 0:
-            raise NotImplementedError("the llama.cpp peer rows are greedy only (their sampled output is not "
-                                      "comparable token for token)")
         per_request, elapsed, ttft, figures = [], 0.0, None, []
         for ids in batch_ids:
             prompt = self.tokenizer.decode(ids)
@@ -146,7 +147,7 @@ class LlamaCppRunner:
                 f.write(prompt)
                 path = f.name
             try:
-                r = subprocess.run(self.command(path, max_new_tokens, seed), capture_output=True, text=True,
+                r = subprocess.run(self.command(path, max_new_tokens, seed, temperature), capture_output=True, text=True,
                                    timeout=_TIMEOUT_S)
             finally:
                 os.unlink(path)
