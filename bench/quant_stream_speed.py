@@ -3,8 +3,8 @@ multiplies 1 and 5 rows through a stack of distinct matrices of a real shape (hu
 the caches, as in a forward), on 1 and 2 threads, alternating (medians; wall time). Random blocks with
 sane scales (the speed does not depend on the values). Records the CPU flags and the kernel path.
 
-    python -m bench.quant_stream_speed [--reps 5]
-Writes bench/results/quant-stream-speed.{json,md}.
+    python -m bench.quant_stream_speed [--reps 5] [--name quant-stream-speed]
+Writes bench/results/<name>.{json,md}.
 """
 from __future__ import annotations
 
@@ -63,6 +63,7 @@ def stack(kind: str, n: int, k: int, copies: int):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--name", default="quant-stream-speed", help="the results page's file name (no suffix)")
     args = ap.parse_args()
     rows = []
     for kind, n, k, copies, what in CASES:
@@ -87,9 +88,9 @@ def main() -> None:
     info = {"machine": machine(), "flags": cpu_flags(), "kernel_path": quant.isa(), "reps": args.reps,
             "load_average_at_end": os.getloadavg(), "rows": rows}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "quant-stream-speed.json").write_text(json.dumps(info, indent=1))
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(info, indent=1))
     lines = ["# A 5-row product next to a 1-row product with the weights streaming from DRAM (x16 kernels)", "",
-             f"Command: `python -m bench.quant_stream_speed --reps {args.reps}`. CPU: {info['machine']['cpu']}; "
+             f"Command: `python -m bench.quant_stream_speed --reps {args.reps} --name {args.name}`. CPU: {info['machine']['cpu']}; "
              f"flags: {' '.join(info['flags'])}; kernel path: **{info['kernel_path']}**; load average at the end: "
              f"{', '.join(f'{v:.2f}' for v in info['load_average_at_end'])} (a shared machine). Each row multiplies "
              "a stack of distinct matrices (far past the caches); medians over repetitions, settings alternating.", "",
@@ -99,7 +100,7 @@ def main() -> None:
         lines.append(f"| {r['format']} | {r['what']} {r['n']} x {r['k']} x {r['copies']} | {r['mb']:.0f} | "
                      f"{r['threads']} | {r['ms_1']:.1f} | {r['gb_s_1']:.1f} | {r['ms_5']:.1f} | "
                      f"{r['ratio_5_to_1']:.2f} |")
-    (RESULTS / "quant-stream-speed.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -182,3 +182,36 @@ def test_quantized_load_errors(tiny_gguf, tmp_path):
         M.load(tiny_gguf, quantized=True, device="meta")
     with pytest.raises(ValueError, match="quantized=True loads"):
         M.load(lambda t: t, quantized=True)
+
+
+def test_file_pages_are_released_once_a_repacked_copy_exists():
+    """The load peak: a segment's `release` (its mapped file pages) runs when QuantLinear made a repacked
+    copy of it, and never when the kernels still read the GGUF blocks."""
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    k, released = 512, []
+    segs = []
+    for n, kind in ((32, "Q4_K"), (16, "Q8_0")):  # Q8_0 stays on its blocks
+        b = rng.integers(0, 256, size=(n, quant.row_bytes(kind, k)), dtype=np.uint8)
+        segs.append(QuantWeight.from_blocks(torch.from_numpy(b), kind, n, k,
+                                            release=lambda kind=kind: released.append(kind)))
+    w = QuantWeight.cat(segs)
+    QuantLinear(w, repack=False)
+    assert released == []
+    fast = QuantLinear(w, repack=True)
+    assert released == (["Q4_K"] if fast.repacked[0] is not None else [])
+
+
+def test_released_gguf_pages_read_back_the_same_blocks(tiny_gguf):
+    """madvise(DONTNEED) on the read-only map is transparent: the blocks read the same bytes afterwards."""
+    from saguaro.models.gguf_file import GGUFFile
+
+    g = GGUFFile(tiny_gguf)
+    weights = dict(g.quantized_tensors(g.config()))
+    segs = [s for w in weights.values() if isinstance(w, QuantWeight) for s in w.segments if s.release]
+    assert segs, "the tiny GGUF's unpermuted matrices carry a page releaser"
+    before = [s.blocks.clone() for s in segs]
+    for s in segs:
+        s.release()
+    assert all(torch.equal(s.blocks, b) for s, b in zip(segs, before))

@@ -65,8 +65,8 @@ def build(version: str = VERSION, *, jobs: Optional[int] = None, log: Any = sys.
     if not (src / "CMakeLists.txt").is_file():
         with tempfile.TemporaryDirectory() as tmp:
             # Only the peer itself as source: ":all:" would also build its build tools (CMake) from source.
-            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", "llama-cpp-python",
-                            f"llama-cpp-python=={version}", "-d", tmp], check=True)
+            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+                            "--no-binary", "llama-cpp-python", f"llama-cpp-python=={version}", "-d", tmp], check=True)
             [sdist] = list(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
             with tarfile.open(sdist) as tar:
                 prefix = f"{sdist.name[:-len('.tar.gz')]}/vendor/llama.cpp/"
@@ -77,7 +77,8 @@ def build(version: str = VERSION, *, jobs: Optional[int] = None, log: Any = sys.
     generator = ["-G", "Ninja"] if shutil.which("ninja") else []
     subprocess.run(["cmake", "-S", str(src), "-B", str(root / "build"), *generator, "-DCMAKE_BUILD_TYPE=Release",
                     "-DGGML_NATIVE=ON", f"-DCMAKE_C_FLAGS={_NO_AMX}",
-                    f"-DCMAKE_CXX_FLAGS={_NO_AMX}", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
+                    f"-DCMAKE_CXX_FLAGS={_NO_AMX}", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF",
+                    "-DLLAMA_BUILD_TESTS=OFF",
                     "-DLLAMA_BUILD_SERVER=OFF"], check=True, stdout=log, stderr=log)
     subprocess.run(["cmake", "--build", str(root / "build"), "-j", str(jobs or os.cpu_count() or 2),
                     "--target", *_TARGETS], check=True, stdout=log, stderr=log)
@@ -147,8 +148,8 @@ class LlamaCppRunner:
                 f.write(prompt)
                 path = f.name
             try:
-                r = subprocess.run(self.command(path, max_new_tokens, seed, temperature), capture_output=True, text=True,
-                                   timeout=_TIMEOUT_S)
+                r = subprocess.run(self.command(path, max_new_tokens, seed, temperature), capture_output=True,
+                                   text=True, timeout=_TIMEOUT_S)
             finally:
                 os.unlink(path)
             if r.returncode != 0:

@@ -174,14 +174,37 @@ class GGUFFile:
                 rows, k = int(t.shape[1]), int(t.shape[0])
                 data = t.data.reshape(rows, -1)
                 heads = self._permuted_heads(name, config)
+                release = None
                 if heads:
                     data = np.ascontiguousarray(_unpermute(data, heads))  # a row permutation: blocks stay whole
+                else:
+                    release = self._page_releaser(int(t.data_offset), int(t.n_bytes))
                 with warnings.catch_warnings():  # the map is read-only and is never written through
                     warnings.simplefilter("ignore", UserWarning)
                     blocks = torch.from_numpy(data)
-                yield name, QuantWeight.from_blocks(blocks, kind, rows, k)
+                yield name, QuantWeight.from_blocks(blocks, kind, rows, k, release)
                 continue
             yield name, self._dense(t.name, name, config)
+
+
+    def _page_releaser(self, offset: int, nbytes: int) -> Any:
+        """A callable that drops the mapped file's pages of [offset, offset + nbytes) from this process's
+        resident set (madvise DONTNEED: the read-only map re-reads them from the page cache on the next
+        access, so it is always safe); None where the map or madvise is not available."""
+        import mmap
+
+        raw = getattr(getattr(self.reader, "data", None), "_mmap", None)
+        if raw is None or not hasattr(raw, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+            return None
+        start = offset - offset % mmap.PAGESIZE
+
+        def release() -> None:
+            try:
+                raw.madvise(mmap.MADV_DONTNEED, start, offset + nbytes - start)
+            except (OSError, ValueError):  # best effort: the pages then stay until evicted
+                pass
+
+        return release
 
 
 def _hf_name(name: str) -> str:

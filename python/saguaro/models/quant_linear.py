@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Callable, Optional
 
 import torch
 
@@ -20,11 +21,14 @@ from saguaro.kernels.threads import kernel_threads
 
 @dataclasses.dataclass(frozen=True)
 class QuantSegment:
-    """Rows of a weight as GGUF blocks: `blocks` uint8 [rows, row_bytes] of one GGML type."""
+    """Rows of a weight as GGUF blocks: `blocks` uint8 [rows, row_bytes] of one GGML type. `release`, when
+    set (a view of a memory-mapped file), drops the blocks' file pages from the resident set once a repacked
+    copy exists; they come back from the page cache if the blocks are read again."""
 
     blocks: torch.Tensor
     ggml_type: int
     rows: int
+    release: Optional[Callable[[], None]] = dataclasses.field(default=None, compare=False, repr=False)
 
 
 class QuantWeight:
@@ -42,9 +46,12 @@ class QuantWeight:
                                  f"bytes, got {s.blocks.numel()} {s.blocks.dtype}")
 
     @classmethod
-    def from_blocks(cls, blocks: torch.Tensor, ggml_type: int | str, rows: int, in_features: int) -> "QuantWeight":
-        """One segment: `rows` rows of `in_features` values of `ggml_type` in `blocks` (uint8)."""
-        return cls([QuantSegment(blocks.reshape(int(rows), -1), quant.type_id(ggml_type), int(rows))], in_features)
+    def from_blocks(cls, blocks: torch.Tensor, ggml_type: int | str, rows: int, in_features: int,
+                    release: Optional[Callable[[], None]] = None) -> "QuantWeight":
+        """One segment: `rows` rows of `in_features` values of `ggml_type` in `blocks` (uint8); `release` as
+        in QuantSegment."""
+        return cls([QuantSegment(blocks.reshape(int(rows), -1), quant.type_id(ggml_type), int(rows), release)],
+                   in_features)
 
     @classmethod
     def cat(cls, parts: list["QuantWeight"]) -> "QuantWeight":
@@ -122,6 +129,9 @@ class QuantLinear:
         k = weight.in_features
         # the GGUF views stay for the other paths (SAGUARO_CPU_ISA lowered) and row lookups
         self.repacked = [self._repack(s, k) if repack else None for s in weight.segments]
+        for s, p in zip(weight.segments, self.repacked):
+            if p is not None and s.release is not None:
+                s.release()  # load peak: without this every repacked file page stays resident to the end
         # every segment borrowed once by the extension: a call exports only x and the output
         self._projection = quant.core().QuantProjection(
             k, [(s.blocks, s.ggml_type, s.rows, p) for s, p in zip(weight.segments, self.repacked)])
