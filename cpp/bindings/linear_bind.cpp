@@ -8,6 +8,7 @@
 #include <string>
 
 #include "dlpack_tensor.hpp"
+#include "saguaro/memory_bandwidth.hpp"
 #include "saguaro/small_gemm.hpp"
 
 namespace py = pybind11;
@@ -132,6 +133,16 @@ void bind_linear(py::module_& m) {
       py::arg("seconds") = 0.2,
       "This core's fp32 multiply-add rate (per second; 8 per 256-bit FMA) with 12 independent chains: "
       "the ceiling of the AVX2 path. 0.0 without AVX2+FMA.");
+
+  m.def(
+      "memory_read_bandwidth",
+      [](int64_t bytes, int threads, int reps) {  // the core validates (ValueError)
+        py::gil_scoped_release release;
+        return memory_read_bandwidth(bytes, threads, reps);
+      },
+      py::arg("bytes"), py::arg("threads") = 1, py::arg("reps") = 3,
+      "Bytes per second that `threads` new threads (with the caller's CPU affinity) read from a buffer of "
+      "`bytes` bytes, the best of `reps` passes: the memory roofline of a decode.");
 
   m.def(
       "small_gemm_time_packed",

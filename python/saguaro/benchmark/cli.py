@@ -174,6 +174,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from saguaro.benchmark import planner
 
         results["targets"] = planner.evaluate_targets(plan, results["summary"], results["methods"])
+    if cfg.quantized:  # the GGUF bytes per token against the bandwidth measured now, on the run's cores
+        from saguaro.benchmark import bandwidth_roofline
+        from saguaro.benchmark.llamacpp_peer import gguf_path
+
+        results["roofline"] = bandwidth_roofline.measure(results["methods"], results["summary"], gguf_path(cfg.target),
+                                                         gguf_path(cfg.draft), cfg.draft_vocab)
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     name = args.name or f"{cfg.suite}-{date}"
     out = Path(args.out) if args.out else prompts_mod.repo_root() / "bench" / "results"

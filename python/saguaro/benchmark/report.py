@@ -99,6 +99,10 @@ def markdown(results: dict, title: Optional[str] = None) -> str:
         lines += ["| method | predicted tok/s | measured decode tok/s |", "|---|---|---|"]
         for name, v in plan["predicted"].items():
             lines.append(f"| {name} | {v:.2f} | {_fmt(results['summary'].get(name, {}).get('decode_tps'), '{:.2f}')} |")
+    if results.get("roofline"):
+        from saguaro.benchmark.bandwidth_roofline import markdown_lines
+
+        lines += markdown_lines(results["roofline"])
     targets = results.get("targets")
     if targets:
         source = next((t["limit_source"] for t in targets if t.get("limit_source")), None)
