@@ -292,8 +292,13 @@ TEST(SpeculationCache, StressSingleKeyReclaimRace) {
   std::atomic<uint64_t> generation{1};
   std::atomic<bool> stop{false};
   std::atomic<uint64_t> hits{0}, bad{0};
+  std::atomic<int> readers_running{0};
+  // The writer starts once both readers run, and goes on past its 6000 generations until the readers
+  // have hit 100 times (bounded: at most 2M generations). On a loaded machine the writer alone could
+  // finish 6000 publishes before a reader is scheduled (CI: 0 hits in 5 ms).
   std::thread writer([&] {
-    for (uint64_t g = 1; g <= 6000; ++g) {
+    while (readers_running.load(std::memory_order_acquire) < 2) std::this_thread::yield();
+    for (uint64_t g = 1; g <= 2000000 && (g <= 6000 || hits.load() < 100); ++g) {
       publish_entry(c, g, k);
       generation.store(g, std::memory_order_release);
     }
@@ -302,6 +307,7 @@ TEST(SpeculationCache, StressSingleKeyReclaimRace) {
   std::vector<std::thread> readers;
   for (int r = 0; r < 2; ++r) {
     readers.emplace_back([&, r] {
+      readers_running.fetch_add(1, std::memory_order_acq_rel);
       std::vector<int32_t> t;
       std::vector<float> q;
       uint64_t i = 0;
