@@ -56,6 +56,10 @@ def test_each_mode_is_held_to_its_own_bytes_per_token():
                                         "buffer_bytes": 2 << 30, "bandwidth": {1: 1e10, 2: 2e10},
                                         "rows": list(rows.values())}))
     assert "2 threads 20.0 GB/s" in text and "| ar | 0 | 20.00 | 10.00 | 50% |" in text
+    # read back from a results JSON, the thread counts are strings
+    again = br.markdown_lines({"target_bytes": 1000, "draft_bytes": 400, "cores": [0, 1], "buffer_bytes": 2 << 30,
+                               "bandwidth": {"1": 1e10, "2": 2e10}, "rows": []})
+    assert "1 thread 10.0 GB/s, 2 threads 20.0 GB/s" in "\n".join(again)
 
 
 def test_the_bandwidth_probe_reads_and_refuses_bad_arguments():

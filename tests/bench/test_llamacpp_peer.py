@@ -83,3 +83,16 @@ def test_rows_run_on_the_same_two_cores_and_select_by_name():
 def test_the_speculative_tools_echo_of_the_prompt_is_cut_from_its_output():
     assert lp.generated_text("\n\ndef f(x):\n    return x\n\n", "def f(x):") == "\n    return x"
     assert lp.generated_text("\n\nabc", "zzz") == "abc"  # a prompt echoed otherwise is kept, not guessed at
+
+
+def test_the_prompt_reaches_the_peer_as_it_is(tmp_path, monkeypatch):
+    """llama.cpp drops one trailing newline of a prompt file and processes escapes by default: the file
+    carries one more newline and the command turns escapes off (a HumanEval prompt ends in a newline;
+    code holds backslash-n)."""
+    monkeypatch.setattr(lp, "binaries", lambda version=lp.VERSION: {n: tmp_path / n for n in lp._TARGETS})
+    for prompt in ('def f():\n    """x\\n"""\n', "no newline at the end"):
+        text = lp.prompt_file_text(prompt)
+        assert text[:-1] == prompt and text.endswith("\n")  # what is left once the peer drops one
+    for draft in (None, tmp_path / "d.gguf"):
+        cmd = lp.LlamaCppRunner(tmp_path / "t.gguf", draft, tokenizer=None, threads=2).command("p.txt", 8, 0)
+        assert "--no-escape" in cmd

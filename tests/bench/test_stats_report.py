@@ -140,3 +140,12 @@ def test_round_time_is_per_batched_round():
          "metrics": {"engine_delta": {"rounds": 8.0, "batched_rounds": 2.0, "round_s": 1.0, "target_verify_s": 0.8}}}
     f = stats.sample_figures(s)
     assert f["round_time_ms"] == 500.0 and f["verify_time_ms"] == 400.0
+
+
+def test_the_agreement_reference_falls_back_to_the_first_saguaro_ar_row():
+    from saguaro.benchmark.harness import reference_method
+
+    assert reference_method("saguaro-ar-1t", ["saguaro-ar-1t", "saguaro-ar-2t"]) == "saguaro-ar-1t"
+    # the llama.cpp comparison runs 2-thread rows only: its agreement is against saguaro's AR
+    assert reference_method("saguaro-ar-1t", ["llamacpp-ar-2t", "saguaro-ar-2t", "saguaro-sd-2t"]) == "saguaro-ar-2t"
+    assert reference_method("saguaro-ar-1t", ["llamacpp-ar-2t", "saguaro-ssd"]) is None

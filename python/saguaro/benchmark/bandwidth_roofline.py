@@ -94,7 +94,8 @@ def measure(methods: Sequence[dict], summary: dict, target_gguf: Path, draft_ggu
 
 def markdown_lines(section: dict[str, Any]) -> list[str]:
     """The results page's roofline section."""
-    bw = ", ".join(f"{t} thread{'s' if t > 1 else ''} {v / 1e9:.1f} GB/s" for t, v in section["bandwidth"].items())
+    bw = ", ".join(f"{t} thread{'s' if int(t) > 1 else ''} {v / 1e9:.1f} GB/s"  # keys: str after JSON
+                   for t, v in section["bandwidth"].items())
     lines = ["", "## Memory-bandwidth roofline (GGUF bytes per token over the machine's read bandwidth)", "",
              f"- weights streamed per decode step: target {section['target_bytes'] / 1e6:.0f} MB, draft "
              f"{section['draft_bytes'] / 1e6:.0f} MB (every tensor; the embedding only where no separate head exists; a "

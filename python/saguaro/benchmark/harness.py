@@ -256,7 +256,7 @@ def run_benchmark(cfg: BenchConfig, prompts: Sequence[Prompt], methods: Sequence
         for w in workers.values():
             w.stop()
     names = [m.name for m in methods]
-    reference = cfg.reference if cfg.reference in names else None
+    reference = reference_method(cfg.reference, names)
     summary = summarize(samples, names, reference)
     finished = datetime.datetime.now(datetime.timezone.utc)
     return {
@@ -264,7 +264,7 @@ def run_benchmark(cfg: BenchConfig, prompts: Sequence[Prompt], methods: Sequence
         "started_utc": started.isoformat(timespec="seconds"),
         "finished_utc": finished.isoformat(timespec="seconds"),
         "wall_s": (finished - started).total_seconds(),
-        "config": asdict(cfg),
+        "config": {**asdict(cfg), "reference": reference},
         "methods": [m.to_dict() for m in methods],
         "workers": {g: {"methods": [m.name for m in ms], **workers[g].info} for g, ms in groups.items()},
         "prompts": [dict(p.to_dict(), tokens=len(ids)) for p, ids in zip(prompts, prompt_ids)],
@@ -274,6 +274,14 @@ def run_benchmark(cfg: BenchConfig, prompts: Sequence[Prompt], methods: Sequence
         "ratios": ratios(summary, samples),
         "planner": planner,
     }
+
+
+def reference_method(wanted: Optional[str], names: Sequence[str]) -> Optional[str]:
+    """The row the agreement column compares with: `wanted` where it ran, else the first saguaro AR row
+    (so a run of 2-thread rows, the llama.cpp comparison, still reports the peer's greedy agreement)."""
+    if wanted in names:
+        return wanted
+    return next((n for n in names if n.startswith("saguaro-ar")), None)
 
 
 def make_batches(prompts: Sequence[Prompt], prompt_ids: Sequence[list[int]],

@@ -130,7 +130,10 @@ class LlamaCppRunner:
         """The peer's command line for one prompt (EOS ignored). Sampled rows sample the plain tempered
         distribution, as saguaro's rows do: llama.cpp's default top-k 40, top-p 0.95 and min-p 0.05
         truncations are turned off."""
-        common = ["-m", str(self.target), "-f", prompt_file, "-n", str(max_new_tokens), "-t", str(self.threads),
+        # --no-escape: the prompt's text as it is (escape processing would turn a backslash-n in code into
+        # a newline)
+        common = ["-m", str(self.target), "-f", prompt_file, "--no-escape", "-n", str(max_new_tokens),
+                  "-t", str(self.threads),
                   "-c", str(self.context), "--temp", f"{float(temperature):g}", "--seed", str(seed), "--ignore-eos"]
         if temperature > 0:
             common += ["--top-k", "0", "--top-p", "1", "--min-p", "0"]
@@ -145,7 +148,7 @@ class LlamaCppRunner:
         for ids in batch_ids:
             prompt = self.tokenizer.decode(ids)
             with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
-                f.write(prompt)
+                f.write(prompt_file_text(prompt))
                 path = f.name
             try:
                 r = subprocess.run(self.command(path, max_new_tokens, seed, temperature), capture_output=True,
@@ -171,6 +174,13 @@ class LlamaCppRunner:
                 metrics["acceptance_rate"] = metrics["accepted"] / metrics["drafted"]
         return {"token_ids": [t for r in per_request for t in r], "batch_token_ids": per_request,
                 "elapsed_s": elapsed, "ttft_s": ttft, "first_tokens": None, "metrics": metrics}
+
+
+def prompt_file_text(prompt: str) -> str:
+    """What to write to the peer's ``-f`` file for `prompt`: llama.cpp drops one trailing newline from a
+    prompt file, so one more is written (a prompt ending in a newline, as the HumanEval ones do, would
+    otherwise lose it and the peer would continue another text)."""
+    return prompt + "\n"
 
 
 def generated_text(stdout: str, prompt: str) -> str:
