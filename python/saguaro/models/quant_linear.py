@@ -114,7 +114,7 @@ class QuantLinear:
     packed = None  # no bf16 panel copy (DecoderModel checks this for a tied head)
 
     def __init__(self, weight: QuantWeight, bias: torch.Tensor | None = None, *, repack: bool | None = None) -> None:
-        """repack: Q4_K, Q6_K and Q5_0 segments of a multiple of 16 rows get a 16-column interleaved copy
+        """repack: Q4_K, Q6_K, Q5_0 and Q8_0 segments of a multiple of 16 rows get a 16-column interleaved copy
         (saguaro.kernels.quant.q4k16_repack / q6k16_repack / b16_repack) where the CPU runs its AVX-512
         kernel; same bits, faster per row (Q6_K: 1.2x a decode, 1.4-1.7x at 5 and 16 rows). None: on unless the environment
         sets SAGUARO_QUANT_REPACK=0 (read here, at construction)."""
@@ -142,9 +142,11 @@ class QuantLinear:
             return quant.q4k16_repack(s.blocks, s.rows, k)
         if s.ggml_type == quant.GGML_TYPES["Q6_K"] and quant.q6k16_supported(s.rows, k):
             return quant.q6k16_repack(s.blocks, s.rows, k)
-        # Q8_0 stays on its GGUF blocks: its interleaved copy measured faster from 5 rows on but slower for
-        # a decode (the 0.5B's head: 13.4 vs 7.2 ms, bench/results/quant-kernels.md)
-        if s.ggml_type == quant.GGML_TYPES["Q5_0"] and quant.b16_supported(s.ggml_type, s.rows, k):
+        # Q8_0 too, since the embedded-broadcast tiles: the 0.5B's head (151936 x 896, one thread) decodes
+        # 1.1x slower interleaved (13.6 vs 12.4 ms) but runs 5 rows 1.6x and a 16-branch tree step 2.2x
+        # faster (29.9 vs 65.4 ms), and the copy (21% larger) replaces the file pages it came from
+        if s.ggml_type in (quant.GGML_TYPES["Q5_0"], quant.GGML_TYPES["Q8_0"]) and quant.b16_supported(
+                s.ggml_type, s.rows, k):
             return quant.b16_repack(s.blocks, s.ggml_type, s.rows, k)
         return None
 
