@@ -172,7 +172,7 @@ def test_real_draft_quantized_agrees_with_its_bf16_conversion():
             toks.append(int(a.extend([0], [[toks[-1]]])[-1].argmax()))
         outs.append(toks)
     assert outs[0] == outs[1]
-    assert [s.ggml_type for s in q.adapter.model.head.qweight.segments] == [8]  # the GGUF's Q8_0 head, as it is
+    assert {s.ggml_type for s in q.adapter.model.head.qweight.segments} == {8}  # the GGUF's Q8_0 head (in chunks)
 
 
 def test_quantized_load_errors(tiny_gguf, tmp_path):
@@ -215,3 +215,26 @@ def test_released_gguf_pages_read_back_the_same_blocks(tiny_gguf):
     for s in segs:
         s.release()
     assert all(torch.equal(s.blocks, b) for s, b in zip(segs, before))
+
+
+def test_a_large_mapped_matrix_is_repacked_in_chunks_with_the_same_bits(tiny_gguf, monkeypatch):
+    """Chunking (GGUFFile._chunked: row segments of at most _CHUNK_BYTES, each releasing its own pages)
+    changes no bit: a tiny chunk size splits every matrix of a multiple of 16 rows into 16-row segments;
+    the model's logits and a pruned selection of rows equal the unchunked model's."""
+    from saguaro.models import gguf_file
+
+    def weights(loaded):
+        return [m.qweight for m in vars(loaded.adapter.model.layers[0].mlp).values() if isinstance(m, QuantLinear)]
+
+    whole = M.load(str(tiny_gguf), dtype=torch.float32, quantized=True)
+    monkeypatch.setattr(gguf_file, "_CHUNK_BYTES", 1)
+    chunked = M.load(str(tiny_gguf), dtype=torch.float32, quantized=True)
+    pairs = [(a, b) for a, b in zip(weights(whole), weights(chunked)) if len(b.segments) > len(a.segments)]
+    assert pairs, "some MLP matrix of the tiny model is split"
+    for a, b in pairs:
+        assert all(s.rows == 16 for s in b.segments[:-1]) and b.out_features == a.out_features
+        keep = torch.tensor([0, 3, 17, a.out_features - 2, a.out_features - 1])
+        picked = b.select_rows(keep)
+        assert len(picked.segments) == 1 and torch.equal(picked.dequantize(), a.select_rows(keep).dequantize())
+    tokens = list(range(1, 13))
+    assert torch.equal(chunked.adapter.prefill([0], [tokens]), whole.adapter.prefill([0], [tokens]))

@@ -174,18 +174,34 @@ class GGUFFile:
                 rows, k = int(t.shape[1]), int(t.shape[0])
                 data = t.data.reshape(rows, -1)
                 heads = self._permuted_heads(name, config)
-                release = None
                 if heads:
                     data = np.ascontiguousarray(_unpermute(data, heads))  # a row permutation: blocks stay whole
-                else:
-                    release = self._page_releaser(int(t.data_offset), int(t.n_bytes))
                 with warnings.catch_warnings():  # the map is read-only and is never written through
                     warnings.simplefilter("ignore", UserWarning)
                     blocks = torch.from_numpy(data)
-                yield name, QuantWeight.from_blocks(blocks, kind, rows, k, release)
+                if heads:  # a copy: no file pages to release
+                    yield name, QuantWeight.from_blocks(blocks, kind, rows, k)
+                else:
+                    yield name, self._chunked(blocks, kind, rows, k, int(t.data_offset))
                 continue
             yield name, self._dense(t.name, name, config)
 
+    def _chunked(self, blocks: torch.Tensor, kind: str, rows: int, k: int, offset: int) -> Any:
+        """A large mapped matrix as row segments of at most _CHUNK_BYTES (multiples of 16 rows), each
+        with its own page releaser: repacking then holds one chunk's file pages at a time beside the
+        copies, not the whole matrix's (the heads: 145-191 MB)."""
+        from saguaro.models.quant_linear import QuantWeight
+
+        row_bytes = blocks.shape[1]
+        per = max(16, _CHUNK_BYTES // row_bytes // 16 * 16)
+        if rows <= per or rows % 16:
+            return QuantWeight.from_blocks(blocks, kind, rows, k, self._page_releaser(offset, rows * row_bytes))
+        parts = []
+        for r0 in range(0, rows, per):
+            n = min(per, rows - r0)
+            parts.append(QuantWeight.from_blocks(blocks[r0:r0 + n], kind, n, k,
+                                                 self._page_releaser(offset + r0 * row_bytes, n * row_bytes)))
+        return QuantWeight.cat(parts)
 
     def _page_releaser(self, offset: int, nbytes: int) -> Any:
         """A callable that drops the mapped file's pages of [offset, offset + nbytes) from this process's
@@ -205,6 +221,10 @@ class GGUFFile:
                 pass
 
         return release
+
+
+#: the largest mapped row segment of a repacked matrix (GGUFFile._chunked)
+_CHUNK_BYTES = 32 << 20
 
 
 def _hf_name(name: str) -> str:

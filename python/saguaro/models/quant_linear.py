@@ -97,9 +97,13 @@ class QuantWeight:
         for s in self.segments:
             hit = flat[(flat >= start) & (flat < start + s.rows)]
             if hit.numel():
-                segs.append(QuantSegment(s.blocks.index_select(0, hit - start).contiguous(), s.ggml_type, hit.numel()))
+                picked = s.blocks.index_select(0, hit - start).contiguous()
+                if segs and segs[-1].ggml_type == s.ggml_type:  # one segment per run of a format (a chunked head)
+                    last = segs.pop()
+                    picked = torch.cat([last.blocks, picked])
+                segs.append(QuantSegment(picked, s.ggml_type, picked.shape[0]))
             start += s.rows
-        if sum(s.rows for s in segs) != flat.numel() or (len(segs) > 1 and not bool((flat[1:] > flat[:-1]).all())):
+        if sum(s.rows for s in segs) != flat.numel() or (flat.numel() > 1 and not bool((flat[1:] > flat[:-1]).all())):
             raise ValueError("select_rows: ids must be distinct, in range and increasing")
         return QuantWeight(segs, self.in_features)
 
@@ -128,10 +132,11 @@ class QuantLinear:
             repack = os.environ.get("SAGUARO_QUANT_REPACK", "1").strip() != "0"
         k = weight.in_features
         # the GGUF views stay for the other paths (SAGUARO_CPU_ISA lowered) and row lookups
-        self.repacked = [self._repack(s, k) if repack else None for s in weight.segments]
-        for s, p in zip(weight.segments, self.repacked):
-            if p is not None and s.release is not None:
-                s.release()  # load peak: without this every repacked file page stays resident to the end
+        self.repacked = []
+        for s in weight.segments:
+            self.repacked.append(self._repack(s, k) if repack else None)
+            if self.repacked[-1] is not None and s.release is not None:
+                s.release()  # load peak: each segment's file pages leave as soon as its copy exists
         # every segment borrowed once by the extension: a call exports only x and the output
         self._projection = quant.core().QuantProjection(
             k, [(s.blocks, s.ggml_type, s.rows, p) for s, p in zip(weight.segments, self.repacked)])
