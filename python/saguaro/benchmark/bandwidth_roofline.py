@@ -85,7 +85,7 @@ def measure(methods: Sequence[dict], summary: dict, target_gguf: Path, draft_ggu
     target_bytes = weight_bytes_per_token(target_gguf)
     draft_bytes = weight_bytes_per_token(draft_gguf, draft_vocab)
     cores = sorted({c for m in methods for c in m["target_cores"]})
-    bandwidth = {t: read_bandwidth(cores[:t] if t <= len(cores) else cores, t)
+    bandwidth = {t: read_bandwidth(cores[:t], t)
                  for t in sorted({int(m["target_threads"]) for m in methods})}
     return {"target_bytes": target_bytes, "draft_bytes": draft_bytes, "cores": cores,
             "buffer_bytes": BANDWIDTH_BUFFER_BYTES, "bandwidth": bandwidth,

@@ -212,6 +212,13 @@ class GGUFFile:
                                                  self._page_releaser(offset + r0 * row_bytes, n * row_bytes)))
         return QuantWeight.cat(parts)
 
+    def release_pages(self) -> None:
+        """Drops every page of the mapped file from this process's resident set (best effort, as
+        _page_releaser): they stay in the page cache and come back on the next access."""
+        release = self._page_releaser(0, self.path.stat().st_size)
+        if release is not None:
+            release()
+
     def _page_releaser(self, offset: int, nbytes: int) -> Any:
         """A callable that drops the mapped file's pages of [offset, offset + nbytes) from this process's
         resident set (madvise DONTNEED: the read-only map re-reads them from the page cache on the next

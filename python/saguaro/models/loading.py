@@ -130,26 +130,12 @@ def _load_quantized(spec: str | os.PathLike, *, dtype: torch.dtype, int8: bool |
     weights = dict(g.quantized_tensors(config))
     model = DecoderModel.from_state_dict(config, weights, dtype=dtype, device="cpu", int8=int8)
     del weights
-    _release_mapped_pages(g)
+    g.release_pages()  # what building the model touched and no copy replaced (row lookups re-read them)
     native_kw: dict[str, Any] = {"max_context": max_context, "num_threads": num_threads}
     if scratch_tokens is not None:
         native_kw["scratch_tokens"] = scratch_tokens
     eos = tok.eos_token_ids if tok is not None and tok.eos_token_ids else config.eos_token_ids
     return LoadedModel(NativeModelAdapter(model, eos_token_ids=eos, **native_kw), tok, name, config)
-
-
-def _release_mapped_pages(g: Any) -> None:
-    """Drop the file pages that building the model touched (repacking reads whole matrices) from this
-    process's resident set; they stay in the page cache and come back on the next access (row lookups,
-    the GGUF-block path). Best effort: without madvise the pages stay resident until evicted."""
-    import mmap
-
-    raw = getattr(getattr(g.reader, "data", None), "_mmap", None)
-    if raw is not None and hasattr(raw, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
-        try:
-            raw.madvise(mmap.MADV_DONTNEED)
-        except (OSError, ValueError):
-            pass
 
 
 def _is_transformers_model(obj: Any) -> bool:

@@ -93,16 +93,18 @@ class QuantWeight:
     def select_rows(self, ids: torch.Tensor) -> "QuantWeight":
         """A weight of the rows `ids` only (copies of their blocks), each row's blocks unchanged."""
         flat = ids.reshape(-1).long().cpu()
-        segs, start = [], 0
+        runs: list[tuple[int, list[torch.Tensor]]] = []  # one segment per run of a format (a chunked head)
+        start = 0
         for s in self.segments:
             hit = flat[(flat >= start) & (flat < start + s.rows)]
             if hit.numel():
-                picked = s.blocks.index_select(0, hit - start).contiguous()
-                if segs and segs[-1].ggml_type == s.ggml_type:  # one segment per run of a format (a chunked head)
-                    last = segs.pop()
-                    picked = torch.cat([last.blocks, picked])
-                segs.append(QuantSegment(picked, s.ggml_type, picked.shape[0]))
+                picked = s.blocks.index_select(0, hit - start)
+                if runs and runs[-1][0] == s.ggml_type:
+                    runs[-1][1].append(picked)
+                else:
+                    runs.append((s.ggml_type, [picked]))
             start += s.rows
+        segs = [QuantSegment(torch.cat(parts).contiguous(), t, sum(p.shape[0] for p in parts)) for t, parts in runs]
         if sum(s.rows for s in segs) != flat.numel() or (flat.numel() > 1 and not bool((flat[1:] > flat[:-1]).all())):
             raise ValueError("select_rows: ids must be distinct, in range and increasing")
         return QuantWeight(segs, self.in_features)
