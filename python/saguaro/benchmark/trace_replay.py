@@ -504,6 +504,44 @@ class RandomWeights(Mapping):
         return total
 
 
+#: the published configs (config.json) of the models whose shapes the GPU check replays
+REAL_SHAPES: dict[str, dict[str, Any]] = {
+    "qwen2.5-0.5b": dict(architecture="qwen2", vocab_size=151936, hidden_size=896, intermediate_size=4864,
+                         num_layers=24, num_heads=14, num_kv_heads=2, head_dim=64, tie_word_embeddings=True,
+                         attention_bias=True),
+    "qwen2.5-1.5b": dict(architecture="qwen2", vocab_size=151936, hidden_size=1536, intermediate_size=8960,
+                         num_layers=28, num_heads=12, num_kv_heads=2, head_dim=128, tie_word_embeddings=True,
+                         attention_bias=True),
+    "qwen2.5-7b": dict(architecture="qwen2", vocab_size=152064, hidden_size=3584, intermediate_size=18944,
+                       num_layers=28, num_heads=28, num_kv_heads=4, head_dim=128, tie_word_embeddings=False,
+                       attention_bias=True),
+    "qwen3-0.6b": dict(architecture="qwen3", vocab_size=151936, hidden_size=1024, intermediate_size=3072,
+                       num_layers=28, num_heads=16, num_kv_heads=8, head_dim=128, tie_word_embeddings=True,
+                       qk_norm=True),
+    "qwen3-32b": dict(architecture="qwen3", vocab_size=151936, hidden_size=5120, intermediate_size=25600,
+                      num_layers=64, num_heads=64, num_kv_heads=8, head_dim=128, tie_word_embeddings=False,
+                      qk_norm=True),
+}
+
+
+def real_shape(name: str, *, vocab_size: Optional[int] = None, max_position_embeddings: int = 32768) -> Any:
+    """The ModelConfig of a REAL_SHAPES model (rope theta 1e6, no EOS ids: a replayed run never stops
+    early). ``vocab_size`` overrides the width (Qwen2.5-7B's head is padded to 152064 rows while its
+    0.5B draft has 151936; a pair must share one width, so the pair takes the target's)."""
+    from saguaro.models.config import ModelConfig
+
+    fields = dict(REAL_SHAPES[name], rope_theta=1e6, max_position_embeddings=max_position_embeddings)
+    if vocab_size is not None:
+        fields["vocab_size"] = vocab_size
+    return ModelConfig(**fields)
+
+
+def weight_bytes_per_token(config: Any, dtype: torch.dtype = torch.bfloat16) -> int:
+    """Bytes of weights one decode step of `config` reads in `dtype` (RandomWeights.bytes_per_token;
+    allocates nothing)."""
+    return RandomWeights(config, dtype=dtype, device="cpu").bytes_per_token()
+
+
 def random_decoder(config: Any, *, dtype: torch.dtype = torch.bfloat16, device: Union[str, torch.device] = "cpu",
                    seed: int = 0, std: float = 0.02) -> Any:
     """A native ``DecoderModel`` of `config`'s shapes with random weights (trace replay's models)."""
