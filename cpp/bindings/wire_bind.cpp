@@ -33,6 +33,10 @@ py::dict stats_dict(const WireStats& s) {
   d["bytes_out"] = s.bytes_out;
   d["bytes_in"] = s.bytes_in;
   d["entries_in"] = s.entries_in;
+  d["q_requests"] = s.q_requests;
+  d["q_answered"] = s.q_answered;
+  d["q_bytes"] = s.q_bytes;
+  d["q_held"] = s.q_held;
   d["failures"] = s.failures;
   d["epoch"] = s.epoch;
   return d;

@@ -59,6 +59,7 @@ void TargetWorker::round() {
   for (size_t b = 0; b < rows.size(); ++b) {
     SequenceState& s = *rows[b];
     if (logits.first[b] == nullptr || s.finished()) continue;
+    collect_remote_q(s);
     const Speculation& spec = s.speculation;
     const int32_t n = spec.size();
     const ProcessParams params{s.params().temperature, s.params().top_k, s.params().top_p, 1.f, 0};

@@ -8,12 +8,16 @@
 #include <string>
 
 #include "saguaro/ngram_proposer.hpp"
+#include "saguaro/remote_q.hpp"
 #include "saguaro/target_worker.hpp"
 
 namespace saguaro {
 
 namespace {
 constexpr auto kDraftWait = std::chrono::milliseconds(50);
+// The longest the target waits for a remote draft's q rows; the link's peer timeout usually ends a
+// dead link's wait long before.
+constexpr auto kRemoteQWait = std::chrono::seconds(30);
 double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 }  // namespace
 
@@ -180,8 +184,12 @@ void TargetWorker::look_up(const Rows& in_tree) {
     if (s->finished()) continue;
     const int32_t k = s->outcome_accepted, t = s->outcome_bonus;
     SpeculationCache* cache = s->sampled() ? q_cache_.get() : cache_.get();
-    const bool hit = look && cache != nullptr &&
-                     cache->lookup(round_ + 1, CacheKey{s->id(), k, t}, &tokens, s->sampled() ? &q : nullptr);
+    const CacheKey key{s->id(), k, t};
+    std::shared_ptr<RemoteQ> remote_q;
+    // A draft behind a wire keeps sampled entries' q rows; asking now lets them travel during the
+    // next verification forward, which needs them only after the forward.
+    const bool hit = look && ((cache != nullptr && cache->lookup(round_ + 1, key, &tokens, s->sampled() ? &q : nullptr)) ||
+                              (s->sampled() && remote_ != nullptr && remote_->lookup_remote(round_ + 1, key, &tokens, &remote_q)));
     s->metrics.record_lookup(k, hit);
     // Only a finished tree says something about the fan-out (and the hit rate the backup policy uses).
     const int32_t n = static_cast<int32_t>(s->tree_fanout.size()) - 1;
@@ -189,11 +197,32 @@ void TargetWorker::look_up(const Rows& in_tree) {
     if (tree_done_) backup_.observe_lookup(hit);
     if (hit) {
       s->speculation.tokens = tokens;
-      if (s->sampled()) s->speculation.q = q;
+      if (s->sampled() && !remote_q) s->speculation.q = q;
+      s->speculation.remote_q = std::move(remote_q);
       s->speculation.source = SpeculationSource::kCache;
       ++s->metrics.speculations_from_cache;
     }
   }
+}
+
+void TargetWorker::collect_remote_q(SequenceState& s) {
+  Speculation& spec = s.speculation;
+  if (!spec.remote_q) return;
+  // Bounded: a link that fails (heartbeat / peer timeout) fails the wait at once.
+  const auto t0 = Clock::now();
+  std::vector<float> q;
+  const bool got = spec.remote_q->wait(kRemoteQWait, &q);
+  metrics_.remote_q_wait_s += seconds(Clock::now() - t0);
+  spec.remote_q.reset();
+  const size_t need = static_cast<size_t>(spec.size()) * vocab_;
+  if (got && q.size() >= need) {
+    q.resize(need);  // the round may verify fewer tokens than the entry holds
+    spec.q = std::move(q);
+    return;
+  }
+  spec.q.clear();
+  spec.deterministic = true;
+  ++metrics_.remote_q_fallbacks;
 }
 
 void TargetWorker::account_tree(const ToTarget& msg) {

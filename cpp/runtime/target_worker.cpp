@@ -34,6 +34,7 @@ TargetWorker::TargetWorker(std::shared_ptr<Model> target, const RuntimeConfig& c
       inbox_(inbox),
       board_(board),
       transport_(transport),
+      remote_(dynamic_cast<RemoteEntries*>(transport)),
       schedule_(config.k, effective_fanout(config)),
       backup_(config.backup, config.backup_critical_batch, config.k),
       governor_(config.backup == BackupKind::kAuto && config.mode != Mode::kAr) {

@@ -134,6 +134,9 @@ std::string encode(const ToDraft& msg) {
   w.put<uint64_t>(msg.round);
   w.put<float>(msg.saguaro_c);
   w.put<uint8_t>(msg.test_plant_unadjusted_q);
+  w.put(msg.q_key.seq);
+  w.put(msg.q_key.accepted);
+  w.put(msg.q_key.bonus);
   w.put_vector(msg.released);
   w.put<uint64_t>(msg.rows.size());
   for (const DraftRow& row : msg.rows) {
@@ -157,10 +160,13 @@ ToDraft decode_to_draft(std::string_view frame) {
   Reader r(frame);
   check_header(r, kToDraftFrame);
   ToDraft msg;
-  msg.kind = get_enum<ToDraft::Kind>(r, static_cast<int>(ToDraft::Kind::kStop));
+  msg.kind = get_enum<ToDraft::Kind>(r, static_cast<int>(ToDraft::Kind::kQRequest));
   msg.round = r.get<uint64_t>();
   msg.saguaro_c = r.get<float>();
   msg.test_plant_unadjusted_q = r.get<uint8_t>() != 0;
+  msg.q_key.seq = r.get<int64_t>();
+  msg.q_key.accepted = r.get<int32_t>();
+  msg.q_key.bonus = r.get<int32_t>();
   msg.released = r.get_vector<int64_t>();
   const uint64_t rows = r.get<uint64_t>();
   if (rows > kMaxElements) throw WireError("wire frame: too many rows (corrupt frame)");
@@ -206,6 +212,7 @@ std::string encode(const ToTarget& msg) {
     w.put(e.key.accepted);
     w.put(e.key.bonus);
     w.put<uint8_t>(e.store_q);
+    w.put<uint8_t>(e.q_held);
     w.put_vector(e.tokens);
     w.put_vector(e.q);
   }
@@ -216,7 +223,7 @@ ToTarget decode_to_target(std::string_view frame) {
   Reader r(frame);
   check_header(r, kToTargetFrame);
   ToTarget msg;
-  msg.kind = get_enum<ToTarget::Kind>(r, static_cast<int>(ToTarget::Kind::kError));
+  msg.kind = get_enum<ToTarget::Kind>(r, static_cast<int>(ToTarget::Kind::kQRows));
   msg.round = r.get<uint64_t>();
   const auto took = std::chrono::nanoseconds(r.get<int64_t>());
   msg.published = r.get<int64_t>();
@@ -240,6 +247,7 @@ ToTarget decode_to_target(std::string_view frame) {
     e.key.accepted = r.get<int32_t>();
     e.key.bonus = r.get<int32_t>();
     e.store_q = r.get<uint8_t>() != 0;
+    e.q_held = r.get<uint8_t>() != 0;
     e.tokens = r.get_vector<int32_t>();
     e.q = r.get_vector<float>();
     msg.entries.push_back(std::move(e));

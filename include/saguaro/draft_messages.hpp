@@ -35,11 +35,14 @@ struct DraftRow {
 struct ToDraft {
   // kPrefill: new sequences' prompts (rows carry only the committed prompt), sent when the target
   // admits them so that the draft's prefill runs while the target's does; no reply.
-  enum class Kind { kChain, kSpeculate, kPrefill, kRelease, kStop };
+  // kQRequest (wire only, answered by the draft's end of the wire, never seen by the draft worker):
+  // send the q rows of entry q_key of generation `round` (remote_q.hpp).
+  enum class Kind { kChain, kSpeculate, kPrefill, kRelease, kStop, kQRequest };
   Kind kind = Kind::kChain;
   uint64_t round = 0;                   // kSpeculate: the round being verified (entries are for round + 1)
   std::vector<DraftRow> rows;
   std::vector<int64_t> released;        // kRelease
+  CacheKey q_key{};                     // kQRequest
   float saguaro_c = 1.f;
   bool test_plant_unadjusted_q = false;  // RuntimeConfig::test_plant_unadjusted_q
   // Where a kSpeculate's entries go. Both null (a draft behind a wire, in another process): the
@@ -58,13 +61,15 @@ struct ChainResult {
 // cache to publish into (a draft in another process: the target's end of the wire publishes it).
 struct CacheEntry {
   CacheKey key{};
-  bool store_q = false;                 // goes to the sampled rows' cache (q rows present)
+  bool store_q = false;                 // goes to the sampled rows' cache
   std::vector<int32_t> tokens;
-  std::vector<float> q;                 // tokens.size() * vocab when store_q
+  std::vector<float> q;                 // tokens.size() * vocab when store_q and not q_held
+  bool q_held = false;                  // store_q, but the q rows stay with the draft until asked for
 };
 
 struct ToTarget {
-  enum class Kind { kChainResult, kTreeDone, kError };
+  // kQRows (wire only): the answer to a kQRequest, entries[0] with its q rows (empty: not there).
+  enum class Kind { kChainResult, kTreeDone, kError, kQRows };
   Kind kind = Kind::kChainResult;
   uint64_t round = 0;
   std::vector<ChainResult> results;     // kChainResult, in request order

@@ -17,6 +17,7 @@
 #include "saguaro/fanout_schedule.hpp"
 #include "saguaro/metrics.hpp"
 #include "saguaro/model.hpp"
+#include "saguaro/remote_q.hpp"
 #include "saguaro/request_inbox.hpp"
 #include "saguaro/runtime_config.hpp"
 #include "saguaro/sequence_state.hpp"
@@ -56,6 +57,9 @@ class TargetWorker {
   bool send_tree_request(const Rows& rows, Rows* in_tree);
   void ensure_caches(int64_t entries, int64_t q_entries);
   void look_up(const Rows& in_tree);
+  // A cache hit's q rows that a remote draft kept: waits for them (they were asked for at the lookup);
+  // when they do not come, the speculation is verified as a deterministic proposal (exact).
+  void collect_remote_q(SequenceState& s);
   DraftRow sync_row(SequenceState& s);
   // Waits for a draft message of `kind` for `round`; false when the draft failed (handled).
   bool await_draft(ToTarget::Kind kind, uint64_t round, ToTarget* out);
@@ -83,6 +87,7 @@ class TargetWorker {
   RequestInbox& inbox_;
   UpdateBoard& board_;
   DraftTransport* transport_;
+  RemoteEntries* remote_;           // the transport, when its draft keeps sampled entries' q rows (a wire)
   FanoutSchedule schedule_;
   BackupPolicy backup_;
   SpeculationGovernor governor_;   // whether a round of a batch speculates at all (backup "auto")

@@ -1,7 +1,7 @@
 #pragma once
 // The bytes a draft in another process exchanges with its target (docs/algorithm.md §2: what crosses
 // is the outcome key, sequence lengths, tokens, sampling settings, hit flags, speculated tokens, and
-// q rows only for sampled rows; never KV). One frame per message:
+// q rows only for sampled rows and only for the speculation used (remote_q.hpp); never KV). One frame per message:
 //
 //   u32 magic "SGWR" | u16 kWireVersion | u8 kind (1 ToDraft, 2 ToTarget) | body
 //
@@ -18,7 +18,8 @@
 
 namespace saguaro {
 
-inline constexpr uint16_t kWireVersion = 1;
+// 2: sampled entries' q rows stay with the draft until the target asks for the one it uses.
+inline constexpr uint16_t kWireVersion = 2;
 
 class WireError : public std::runtime_error {
  public:

@@ -10,16 +10,25 @@
 // (failure_seen()), the link may attach a new draft: reconnected() starts a new epoch, and the target
 // worker, seeing epoch() change, re-sends every sequence whole (the new draft knows none). Waiting for
 // the kError to be taken means nothing of the old epoch is still queued or awaited when the new one starts.
+//
+// Sampled entries' q rows (remote_q.hpp): the DraftWire keeps them from each kTreeDone it sends (the
+// two newest generations) and answers a kQRequest itself, on the link's receiving thread, so the
+// answer never waits for the draft worker. The TargetWire keeps the entries' tokens in a cache of its
+// own and sends the kQRequest when the target's lookup hits one.
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <tuple>
+#include <vector>
 
 #include "saguaro/blocking_queue.hpp"
 #include "saguaro/draft_messages.hpp"
+#include "saguaro/remote_q.hpp"
 #include "saguaro/transport.hpp"
 
 namespace saguaro {
@@ -31,12 +40,16 @@ struct WireStats {
   int64_t frames_out = 0, frames_in = 0;
   int64_t bytes_out = 0, bytes_in = 0;
   int64_t entries_in = 0;       // cache entries received in kTreeDone frames (target end)
+  int64_t q_requests = 0;       // q rows asked for (target end) / answered (draft end)
+  int64_t q_answered = 0;       // ... answers that carried the rows (target end: received in time or late)
+  int64_t q_bytes = 0;          // bytes of those answers
+  int64_t q_held = 0;           // sampled entries whose q rows stayed with the draft (draft end: kept)
   int64_t failures = 0;         // fail() calls that took the link down
   uint64_t epoch = 0;
 };
 
 // The target's end: the target worker talks to it as to any transport.
-class TargetWire final : public DraftTransport {
+class TargetWire final : public DraftTransport, public RemoteEntries {
  public:
   void send_to_draft(ToDraft msg) override;
   bool receive_at_target(ToTarget& out, std::chrono::microseconds timeout) override;
@@ -46,6 +59,8 @@ class TargetWire final : public DraftTransport {
   void close() override;
   bool closed() const override;
   uint64_t epoch() const override { return epoch_.load(std::memory_order_acquire); }
+  bool lookup_remote(uint64_t generation, const CacheKey& key, std::vector<int32_t>* tokens,
+                     std::shared_ptr<RemoteQ>* q) override;
 
   // -- the link's side --
   bool next_frame(std::string& out, std::chrono::microseconds timeout);  // false on timeout / closed
@@ -64,6 +79,8 @@ class TargetWire final : public DraftTransport {
   mutable std::mutex mu_;  // guards what follows
   bool down_ = false;
   std::shared_ptr<SpeculationCache> cache_, q_cache_;  // where the draft's entries go
+  std::shared_ptr<SpeculationCache> held_;  // tokens of sampled entries whose q rows the draft holds
+  std::map<std::tuple<uint64_t, int64_t, int32_t, int32_t>, std::shared_ptr<RemoteQ>> asked_;  // awaiting an answer
   WireStats stats_;
 };
 
@@ -82,9 +99,13 @@ class DraftWire final : public DraftTransport {
   WireStats stats() const;
 
  private:
+  void answer_q(const ToDraft& request);
+
   BlockingQueue<std::string> out_;
   BlockingQueue<ToDraft> in_;
   mutable std::mutex mu_;
+  // q rows of the sampled entries sent, by (generation, seq, accepted, bonus): the two newest generations
+  std::map<std::tuple<uint64_t, int64_t, int32_t, int32_t>, std::vector<float>> held_;
   WireStats stats_;
 };
 

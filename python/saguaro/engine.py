@@ -337,5 +337,6 @@ class Engine:
         rounds = m.get("batched_rounds") or 0
         wire = where["wire"]
         where["bytes_per_round"] = (wire["bytes_out"] + wire["bytes_in"]) / rounds if rounds else 0.0
-        where["target_waited_s"] = float(m.get("wait_for_tree_s", 0.0)) + float(m.get("backup_s", 0.0))
+        where["target_waited_s"] = (float(m.get("wait_for_tree_s", 0.0)) + float(m.get("backup_s", 0.0))
+                                    + float(m.get("remote_q_wait_s", 0.0)))
         return where

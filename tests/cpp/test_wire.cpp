@@ -25,6 +25,7 @@ ToDraft sample_to_draft() {
   m.saguaro_c = 0.75f;
   m.test_plant_unadjusted_q = true;
   m.released = {3, 9};
+  m.q_key = CacheKey{7, 2, 11};
   DraftRow r;
   r.seq = 7;
   r.committed_from = 5;
@@ -52,7 +53,8 @@ ToTarget sample_to_target() {
   m.abandoned = true;
   m.error = "why";
   m.results = {ChainResult{7, {4, 5}, {0.25f, 0.75f, 0.5f, 0.5f}}};
-  m.entries = {CacheEntry{CacheKey{7, 1, 3}, true, {6, 7}, {0.5f, 0.5f, 1.f, 0.f}}, CacheEntry{CacheKey{8, 0, 2}, false, {1}, {}}};
+  m.entries = {CacheEntry{CacheKey{7, 1, 3}, true, {6, 7}, {0.5f, 0.5f, 1.f, 0.f}}, CacheEntry{CacheKey{8, 0, 2}, false, {1}, {}},
+               CacheEntry{CacheKey{9, 0, 4}, true, {2}, {}, /*q_held=*/true}};
   return m;
 }
 
@@ -64,6 +66,9 @@ TEST(WireFormat, ToDraftRoundTripsEveryField) {
   EXPECT_EQ(d.saguaro_c, m.saguaro_c);
   EXPECT_EQ(d.test_plant_unadjusted_q, m.test_plant_unadjusted_q);
   EXPECT_EQ(d.released, m.released);
+  EXPECT_EQ(d.q_key.seq, 7);
+  EXPECT_EQ(d.q_key.accepted, 2);
+  EXPECT_EQ(d.q_key.bonus, 11);
   ASSERT_EQ(d.rows.size(), 2u);
   const DraftRow &a = d.rows[0], &b = m.rows[0];
   EXPECT_EQ(a.seq, b.seq);
@@ -99,7 +104,10 @@ TEST(WireFormat, ToTargetRoundTripsEveryFieldAndKeepsTheDuration) {
   EXPECT_EQ(d.results[0].seq, 7);
   EXPECT_EQ(d.results[0].tokens, m.results[0].tokens);
   EXPECT_EQ(d.results[0].q, m.results[0].q);
-  ASSERT_EQ(d.entries.size(), 2u);
+  ASSERT_EQ(d.entries.size(), 3u);
+  EXPECT_FALSE(d.entries[0].q_held);
+  EXPECT_TRUE(d.entries[2].q_held);
+  EXPECT_TRUE(d.entries[2].q.empty());
   EXPECT_EQ(d.entries[0].key.seq, 7);
   EXPECT_EQ(d.entries[0].key.accepted, 1);
   EXPECT_EQ(d.entries[0].key.bonus, 3);
@@ -132,10 +140,12 @@ TEST(WireFormat, EveryTruncationAndCorruptionIsAWireError) {
 }
 
 // Moves frames between a TargetWire and a DraftHost on two threads, as the network link would; it
-// can cut the link after a number of frames towards the draft (the draft "dies").
+// can cut the link after a number of frames towards the draft (the draft "dies"), and empty every
+// q-rows answer (a draft that no longer has the rows asked for).
 class LoopbackLink {
  public:
-  LoopbackLink(TargetWire& wire, DraftHost& host, int64_t cut_after = -1) : wire_(wire), host_(host), cut_after_(cut_after) {
+  LoopbackLink(TargetWire& wire, DraftHost& host, int64_t cut_after = -1, bool forget_q = false)
+      : wire_(wire), host_(host), cut_after_(cut_after), forget_q_(forget_q) {
     to_draft_ = std::thread([this] {
       int64_t sent = 0;
       while (!stop_) {
@@ -153,7 +163,15 @@ class LoopbackLink {
     to_target_ = std::thread([this] {
       while (!stop_ && !cut_) {
         std::string f;
-        if (host_.next_frame(f, 5ms) && !cut_) wire_.deliver(f);
+        if (!host_.next_frame(f, 5ms) || cut_) continue;
+        if (forget_q_) {
+          ToTarget m = decode_to_target(f);
+          if (m.kind == ToTarget::Kind::kQRows) {
+            m.entries[0].q.clear();
+            f = encode(m);
+          }
+        }
+        wire_.deliver(f);
       }
     });
   }
@@ -168,6 +186,7 @@ class LoopbackLink {
   TargetWire& wire_;
   DraftHost& host_;
   int64_t cut_after_;
+  bool forget_q_;
   std::atomic<bool> stop_{false}, cut_{false};
   std::thread to_draft_, to_target_;
 };
@@ -181,14 +200,16 @@ RuntimeConfig wire_config(Mode mode) {
 }
 
 std::vector<std::vector<int32_t>> run_remote(Mode mode, const std::vector<std::vector<int32_t>>& prompts,
-                                             const std::vector<RequestParams>& params, RuntimeMetrics* metrics = nullptr) {
+                                             const std::vector<RequestParams>& params, RuntimeMetrics* metrics = nullptr,
+                                             WireStats* target_end = nullptr, WireStats* draft_end = nullptr,
+                                             bool forget_q = false) {
   auto target = std::make_shared<ToyModel>(target_options());
   auto draft = std::make_shared<ToyModel>(perturbed_draft_options());
   auto wire = std::make_shared<TargetWire>();
   std::vector<std::vector<int32_t>> out;
   {
     DraftHost host(draft, {}, {});
-    LoopbackLink link(*wire, host);
+    LoopbackLink link(*wire, host, -1, forget_q);
     {
       Runtime rt(target, wire, draft->vocab_size(), draft->max_context(), wire_config(mode));
       for (auto& f : run_all(rt, prompts, params)) {
@@ -197,6 +218,8 @@ std::vector<std::vector<int32_t>> run_remote(Mode mode, const std::vector<std::v
       }
       if (metrics) *metrics = rt.metrics();
     }
+    if (target_end) *target_end = wire->stats();
+    if (draft_end) *draft_end = host.stats();
     std::this_thread::sleep_for(20ms);  // the kStop frame crosses
   }
   EXPECT_EQ(draft->live_sequences(), 0) << "the draft host freed the target's sequences";
@@ -242,8 +265,108 @@ TEST(RemoteDraft, SampledSsdEqualsTheInProcessRunWithTheSameSeeds) {
     for (auto& f : run_all(rt, prompts, params)) local.push_back(f.tokens);
   }
   RuntimeMetrics m;
-  EXPECT_EQ(run_remote(Mode::kSsd, prompts, params, &m), local);
+  WireStats at_target, at_draft;
+  EXPECT_EQ(run_remote(Mode::kSsd, prompts, params, &m, &at_target, &at_draft), local);
   EXPECT_GT(m.totals.speculations_from_cache, 0) << "sampled entries (with q rows) were used";
+  // Only the used speculations' q rows crossed: one request and one answer per cache hit, while the
+  // draft kept the q rows of every sampled entry it built.
+  EXPECT_EQ(at_target.q_requests, m.totals.speculations_from_cache);
+  EXPECT_EQ(at_target.q_answered, m.totals.speculations_from_cache);
+  EXPECT_EQ(at_draft.q_answered, m.totals.speculations_from_cache);
+  EXPECT_GT(at_draft.q_held, at_draft.q_answered) << "the trees held more entries than the target used";
+  EXPECT_EQ(m.remote_q_fallbacks, 0);
+}
+
+std::vector<RequestParams> sampled_params(size_t n, int32_t max_new_tokens) {
+  std::vector<RequestParams> params;
+  for (size_t i = 0; i < n; ++i) {
+    RequestParams p;
+    p.temperature = 0.9f;
+    p.top_k = i % 2 ? 8 : 0;
+    p.max_new_tokens = max_new_tokens;
+    p.seed = 1000 + i;
+    p.stream = i;
+    params.push_back(p);
+  }
+  return params;
+}
+
+TEST(RemoteDraft, QRowsThatNeverComeAreVerifiedAsADeterministicProposal) {
+  auto prompts = mixed_prompts(4, 24);
+  RuntimeMetrics m;
+  WireStats at_target;
+  auto got = run_remote(Mode::kSsd, prompts, sampled_params(prompts.size(), 30), &m, &at_target, nullptr,
+                        /*forget_q=*/true);
+  for (auto& tokens : got) EXPECT_EQ(tokens.size(), 30u) << "every request finished";
+  EXPECT_GT(m.totals.speculations_from_cache, 0);
+  EXPECT_EQ(m.remote_q_fallbacks, m.totals.speculations_from_cache) << "every hit fell back";
+  EXPECT_EQ(at_target.q_answered, 0);
+}
+
+TEST(RemoteQ, TheDraftEndKeepsSampledQRowsAndAnswersOneRequest) {
+  constexpr int64_t V = 256;
+  TargetWire target_end;
+  DraftWire draft_end;
+  // A kSpeculate tells the target's end where the entries go (the sampled rows' cache).
+  ToDraft speculate;
+  speculate.kind = ToDraft::Kind::kSpeculate;
+  speculate.round = 5;
+  speculate.q_cache = std::make_shared<SpeculationCache>(64, 2, V, true);
+  target_end.send_to_draft(speculate);
+  std::string frame;
+  ASSERT_TRUE(target_end.next_frame(frame, 0ms));
+  draft_end.deliver(frame);
+  ToDraft got;
+  ASSERT_TRUE(draft_end.receive_at_draft(got, 0ms));
+
+  std::vector<float> q_a(2 * V), q_b(2 * V);
+  for (int64_t i = 0; i < 2 * V; ++i) {
+    q_a[i] = static_cast<float>(i) / 1000.f;
+    q_b[i] = static_cast<float>(i) / 2000.f;
+  }
+  ToTarget done;
+  done.kind = ToTarget::Kind::kTreeDone;
+  done.round = 5;
+  done.entries = {CacheEntry{CacheKey{1, 0, 3}, true, {3, 4}, q_a}, CacheEntry{CacheKey{1, 1, 9}, true, {9, 2}, q_b}};
+  draft_end.send_to_target(done);
+  ASSERT_TRUE(draft_end.next_frame(frame, 0ms));
+  EXPECT_LT(frame.size(), 2 * V * sizeof(float)) << "no q rows in the tree's frame";
+  target_end.deliver(frame);
+  ToTarget delivered;
+  ASSERT_TRUE(target_end.receive_at_target(delivered, 0ms));
+  EXPECT_EQ(delivered.published, 2);
+
+  // The target uses entry b: only its rows cross, answered by the draft's end without the worker.
+  std::vector<int32_t> tokens;
+  std::shared_ptr<RemoteQ> rows;
+  EXPECT_FALSE(target_end.lookup_remote(6, CacheKey{1, 2, 5}, &tokens, &rows)) << "an entry never built is a miss";
+  ASSERT_TRUE(target_end.lookup_remote(6, CacheKey{1, 1, 9}, &tokens, &rows));
+  EXPECT_EQ(tokens, (std::vector<int32_t>{9, 2}));
+  ASSERT_TRUE(target_end.next_frame(frame, 0ms));
+  draft_end.deliver(frame);
+  EXPECT_FALSE(draft_end.receive_at_draft(got, 0ms)) << "the request never reaches the draft worker";
+  ASSERT_TRUE(draft_end.next_frame(frame, 0ms));
+  target_end.deliver(frame);
+  std::vector<float> q;
+  ASSERT_TRUE(rows->wait(0ms, &q));
+  EXPECT_EQ(q, q_b);
+  EXPECT_EQ(target_end.stats().q_answered, 1);
+  EXPECT_EQ(draft_end.stats().q_held, 2);
+
+  // Asked again (the rows were taken): an empty answer, which the target treats as "not there".
+  ASSERT_TRUE(target_end.lookup_remote(6, CacheKey{1, 1, 9}, &tokens, &rows));
+  ASSERT_TRUE(target_end.next_frame(frame, 0ms));
+  draft_end.deliver(frame);
+  ASSERT_TRUE(draft_end.next_frame(frame, 0ms));
+  target_end.deliver(frame);
+  EXPECT_FALSE(rows->wait(0ms, &q));
+
+  // A link that fails ends every wait at once.
+  ASSERT_TRUE(target_end.lookup_remote(6, CacheKey{1, 0, 3}, &tokens, &rows));
+  target_end.fail("cut");
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_FALSE(rows->wait(std::chrono::seconds(10), &q));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
 }
 
 TEST(RemoteDraft, ACutLinkLosesNoRequestAndAReconnectedDraftIsUsedAgain) {

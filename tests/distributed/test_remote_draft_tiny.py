@@ -65,10 +65,14 @@ def test_sampled_ssd_with_a_remote_draft_equals_the_in_process_run(tiny_server):
     remote = RemoteDraft(server.address, vocab_size=V)
     try:
         got, metrics = _run("ssd", remote, _sampled())
+        wire = remote.stats()["wire"]
     finally:
         remote.close()
     assert got == local
     assert metrics["speculations_from_cache"] > 0
+    # q rows crossed only for the entries the target used: one answer per cache hit, none lost
+    assert wire["q_requests"] == wire["q_answered"] == metrics["speculations_from_cache"]
+    assert metrics["remote_q_fallbacks"] == 0
     greedy, _ = _run("ar", None, _greedy())
     assert got != greedy, "the run really sampled"
 
