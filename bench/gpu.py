@@ -329,7 +329,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             "trace_acceptance": trace.acceptance, "trace_hit_rate": trace.hit_rate,
             "device": torch.cuda.get_device_name(0) if cuda else f"cpu ({platform.processor() or platform.machine()})",
             "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
-            "kernels_have_cuda": _kernels_cuda(), "dtype": str(dtype).removeprefix("torch."),
+            "kernels_have_cuda": _kernels_cuda(), "build": _build_info(), "dtype": str(dtype).removeprefix("torch."),
             "config": {"k": args.k, "fanout_budget": args.fanout, "tokens": args.tokens, "reps": args.reps,
                        "prompt_tokens": args.prompt_tokens, "budget_s": args.budget_s, "smoke": args.smoke,
                        "pairs": args.pairs, "batch": 1, "temperature": 0.0, "backup": "jit"},
@@ -399,9 +399,16 @@ def _free_device(device: str) -> None:
 
 def _kernels_cuda() -> Optional[bool]:
     try:
-        return bool(saguaro._core.kernels_have_cuda())
+        return bool(saguaro._core.kernels_have_cuda)
     except Exception:
         return None
+
+
+def _build_info() -> Any:
+    try:
+        return saguaro.build_info()
+    except Exception as e:  # the report must still be written
+        return f"{type(e).__name__}: {e}"
 
 
 # ------------------------------------------------------------------------------------------ the page
