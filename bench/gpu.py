@@ -306,7 +306,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--fanout", type=int, default=6, help="fan-out budget M (geometric schedule)")
     ap.add_argument("--tree-m", default="6,15", help="branch counts M to time the draft's tree step at")
-    ap.add_argument("--tokens", type=int, default=64, help="new tokens per engine run")
+    ap.add_argument("--tokens", type=int, default=128, help="new tokens per engine run")
     ap.add_argument("--prompt-tokens", type=int, default=32)
     ap.add_argument("--reps", type=int, default=5, help="adapter calls per latency (median)")
     ap.add_argument("--trace", default=None, help="a ReplayTrace JSON (e.g. recorded on the CPU with the real pair)")
