@@ -66,6 +66,7 @@ py::dict runtime_metrics(const RuntimeMetrics& m) {
   d["target_failures"] = m.target_failures;
   d["backup_critical_batch"] = m.backup_critical_batch;
   d["plain_rounds"] = m.plain_rounds;
+  d["draft_prefills_deferred"] = m.draft_prefills_deferred;
   d["remote_q_wait_s"] = m.remote_q_wait_s;
   d["remote_q_fallbacks"] = m.remote_q_fallbacks;
   d["fanout"] = m.fanout;

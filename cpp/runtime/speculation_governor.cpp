@@ -61,6 +61,16 @@ bool SpeculationGovernor::speculate(int64_t batch) {
   return faster_is_speculating;
 }
 
+bool SpeculationGovernor::backing_off(int64_t batch) const {
+  if (!enabled_ || batch < 2) return false;
+  const int64_t bucket = bucket_of(batch);
+  const auto it = buckets_.find(bucket);
+  if (it == buckets_.end() || it->second.speculating.rounds == 0) return plain_faster_below(bucket);
+  const Bucket& k = it->second;
+  if (k.speculating.rounds < kWarmRounds || k.plain.rounds < kWarmRounds) return false;
+  return k.plain.rate() > k.speculating.rate();
+}
+
 SpeculationGovernor::Decision SpeculationGovernor::decide(int64_t batch) {
   return Decision{batch, speculate(batch)};
 }

@@ -153,8 +153,14 @@ void TargetWorker::admit(std::vector<Submission> subs) {
   }
   if (fresh.empty()) return;
   // ssd: the draft has its own core, so its prefill of the prompts runs during the target's instead
-  // of after it (the first round's backup would otherwise wait for it).
-  if (mode_ == Mode::kSsd && transport_ != nullptr && !draft_failed_) {
+  // of after it (the first round's backup would otherwise wait for it). Not while the governor runs
+  // this batch size plain: then the prefill would only take memory bandwidth from the target's rounds;
+  // the draft prefills those sequences when it is next asked to speculate for them (draft_worker.cpp).
+  int64_t batch = 0;
+  for (auto& s : active_) batch += s->finished() ? 0 : 1;
+  const bool defer = governor_.backing_off(batch);
+  if (defer) metrics_.draft_prefills_deferred += static_cast<int64_t>(fresh.size());
+  if (mode_ == Mode::kSsd && transport_ != nullptr && !draft_failed_ && !defer) {
     ToDraft msg;
     msg.kind = ToDraft::Kind::kPrefill;
     for (auto* s : fresh) msg.rows.push_back(sync_row(*s));

@@ -31,6 +31,10 @@ class SpeculationGovernor {
   // The round decided by `decision` committed `tokens` in `seconds`.
   void observe(const Decision& decision, int64_t tokens, double seconds);
 
+  // Whether rounds of this batch size run plain for now (plain rounds measured faster at this size,
+  // or at a smaller one where this size is unmeasured). The target then defers what only speculation
+  // needs: the draft's prefill of new prompts, which on a shared machine slows the target's rounds.
+  bool backing_off(int64_t batch) const;
   int64_t plain_rounds() const { return plain_rounds_; }
   // The measured committed tokens/s of speculating and plain rounds at this batch size (0: not yet).
   double rate(int64_t batch, bool speculated) const;

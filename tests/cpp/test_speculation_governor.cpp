@@ -151,6 +151,50 @@ TEST(SpeculationGovernor, ALargerBatchStartsPlainWhereASmallerOneMeasuredPlainFa
   EXPECT_TRUE(h.decide(16).speculate);
 }
 
+TEST(SpeculationGovernor, BacksOffOnlyWherePlainRoundsMeasuredFaster) {
+  SpeculationGovernor off(false);
+  run(off, 8, 50, 10, 30);
+  EXPECT_FALSE(off.backing_off(8)) << "a disabled governor always speculates";
+  SpeculationGovernor g(true);
+  EXPECT_FALSE(g.backing_off(8)) << "nothing measured yet";
+  run(g, 8, SpeculationGovernor::kWarmRounds, 10, 30);
+  EXPECT_FALSE(g.backing_off(8)) << "plain rounds not measured yet";
+  run(g, 8, SpeculationGovernor::kWarmRounds, 10, 30);
+  EXPECT_TRUE(g.backing_off(8));
+  EXPECT_TRUE(g.backing_off(16)) << "an unmeasured larger batch follows the smaller one";
+  EXPECT_FALSE(g.backing_off(4)) << "a smaller batch is not implied";
+  EXPECT_FALSE(g.backing_off(1)) << "batch 1 always speculates";
+  SpeculationGovernor h(true);
+  run(h, 8, 50, 30, 10);
+  EXPECT_FALSE(h.backing_off(8)) << "speculation measured faster";
+  EXPECT_FALSE(h.backing_off(16));
+}
+
+TEST(SpeculationGovernor, RequestsAdmittedWhileBackingOffDeferTheDraftsPrefillAndStayExact) {
+  // The compute-bound pair of RuntimeBacksOffWhereSpeculationCostsMoreThanItGains: once the first
+  // wave's rounds run plain, a second wave's prompts are not sent to the draft at admission; the draft
+  // prefills them when a probe next speculates for them, and every output is still the target's.
+  auto target = std::make_shared<TimedToy>(testing::target_options(), 0.0005, 0.002);
+  auto draft = std::make_shared<TimedToy>(testing::unrelated_draft_options(), 0.0005, 0.0005);
+  RuntimeConfig c = testing::config_for(Mode::kSsd, 3);
+  c.backup = BackupKind::kAuto;
+  const auto prompts = testing::mixed_prompts(16, target->vocab_size());
+  RequestParams p;
+  p.max_new_tokens = 120;
+  Runtime rt(target, draft, c);
+  std::vector<int64_t> ids;
+  for (size_t i = 0; i < 8; ++i) ids.push_back(rt.submit(prompts[i], p));
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (rt.metrics().plain_rounds < 2 * SpeculationGovernor::kWarmRounds && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  ASSERT_GE(rt.metrics().plain_rounds, SpeculationGovernor::kWarmRounds) << "the first wave backed off";
+  for (size_t i = 8; i < prompts.size(); ++i) ids.push_back(rt.submit(prompts[i], p));
+  for (size_t i = 0; i < ids.size(); ++i)
+    EXPECT_EQ(testing::drain(rt, ids[i]).tokens, testing::greedy_reference(*target, prompts[i], p.max_new_tokens, {}))
+        << "request " << i;
+  EXPECT_GT(rt.metrics().draft_prefills_deferred, 0);
+}
+
 TEST(SpeculationGovernor, FollowsAChangeOfRates) {
   SpeculationGovernor g(true);
   run(g, 4, 200, 10, 30);  // plain wins
