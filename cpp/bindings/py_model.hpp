@@ -104,9 +104,17 @@ class PyModel final : public Model {
       });
       held->tensor = f();
       held->view = borrow_tensor(held->tensor, role_ + " " + what + " logits");
-      held->view.require_cpu();
       held->view.require(DType::kFloat32, {-1, vocab_});
       Logits out;
+      if (held->view.is_cuda()) {
+        // Device-resident (docs/contracts.md §3): the runtime's kernels read the rows where they are,
+        // ordered after the forward on the stream the adapter ran on.
+        out.device_type = Logits::kCuda;
+        out.device_id = held->view.device_id;
+        out.stream = current_stream(held->tensor);
+      } else {
+        held->view.require_cpu();
+      }
       out.data = held->view.data<float>();
       out.rows = held->view.shape[0];
       out.vocab = vocab_;
@@ -117,6 +125,15 @@ class PyModel final : public Model {
     } catch (py::value_error& e) {
       throw std::invalid_argument(e.what());
     }
+  }
+
+  // The producing framework's current CUDA stream for the tensor's device (torch's, which is per
+  // thread); null, the default stream, for other producers.
+  static void* current_stream(const py::object& tensor) {
+    if (!py::hasattr(tensor, "device")) return nullptr;
+    py::object torch = py::module_::import("torch");
+    const auto raw = torch.attr("cuda").attr("current_stream")(tensor.attr("device")).attr("cuda_stream").cast<uintptr_t>();
+    return reinterpret_cast<void*>(raw);
   }
 
   [[noreturn]] void rethrow(const char* what, py::error_already_set& e) const {

@@ -1,13 +1,11 @@
 #include "saguaro/draft_worker.hpp"
 
 #include <algorithm>
-#include <cstring>
 #include <stdexcept>
 #include <string>
 
-#include "saguaro/fanout.hpp"
 #include "saguaro/logits_processing.hpp"
-#include "saguaro/sample.hpp"
+#include "saguaro/row_kernels.hpp"
 #include "saguaro/thread_affinity.hpp"
 
 namespace saguaro {
@@ -23,12 +21,14 @@ ProcessParams with_saguaro(ProcessParams p, float c, const std::vector<int32_t>&
 }
 
 // The planted test bias: replace the q~ rows by the unadjusted q rows.
-void plant_unadjusted_q(const float* logits, std::vector<ProcessParams> params, int64_t n, int64_t vocab, float* probs) {
+void plant_unadjusted_q(const Logits& block, const std::vector<int64_t>& rows, std::vector<ProcessParams> params,
+                        float* probs) {
   for (auto& p : params) {
     p.saguaro_c = 1.f;
     p.saguaro_topn = 0;
   }
-  process_probs_cpu(logits, params.data(), n, vocab, probs);
+  const std::vector<float> logits = rows_to_host(block, rows);
+  process_probs_cpu(logits.data(), params.data(), static_cast<int64_t>(rows.size()), block.vocab, probs);
 }
 }  // namespace
 
@@ -205,25 +205,26 @@ ToTarget DraftWorker::draft_chain(const ToDraft& msg) {
     std::vector<size_t> active;  // rows still drafting; row r of `logits` belongs to active[r]
     for (size_t i = 0; i < rows.size(); ++i)
       if (rows[i].n > 0) active.push_back(i);
-    std::vector<float> gathered, probs;
+    std::vector<float> probs;
     for (int32_t step = 0; step < max_n && !active.empty(); ++step) {
       const int64_t N = static_cast<int64_t>(active.size());
-      gathered.resize(N * V);
       probs.resize(N * V);
       std::vector<ProcessParams> params(N);
       std::vector<RowKey> keys(N);
-      std::vector<int64_t> positions(N);
+      std::vector<int64_t> positions(N), src(N);
       std::vector<int32_t> tokens(N);
+      std::vector<uint8_t> want_q(N);
       for (int64_t r = 0; r < N; ++r) {
         const DraftRow& row = rows[active[r]];
-        const int64_t src = step == 0 ? first[active[r]] : r;
-        std::memcpy(gathered.data() + r * V, logits.row(src), sizeof(float) * V);
+        src[r] = step == 0 ? first[active[r]] : r;
         params[r] = with_saguaro(row.params, msg.saguaro_c, row.sample_fanout, step);
         keys[r] = row.key;
         positions[r] = static_cast<int64_t>(seqs_.at(row.seq).committed.size()) + step;  // base + 1 + step
+        want_q[r] = row.store_q ? 1 : 0;
       }
-      sample_rows_cpu(gathered.data(), params.data(), keys.data(), positions.data(), N, V, probs.data(), tokens.data());
-      if (msg.test_plant_unadjusted_q) plant_unadjusted_q(gathered.data(), params, N, V, probs.data());
+      sample_rows_where(logits, src, params.data(), keys.data(), positions.data(), probs.data(), tokens.data(),
+                        want_q.data());
+      if (msg.test_plant_unadjusted_q) plant_unadjusted_q(logits, src, params, probs.data());
       std::vector<size_t> next;
       std::vector<int64_t> ids;
       std::vector<std::vector<int32_t>> inputs;
@@ -292,8 +293,7 @@ ToTarget DraftWorker::build_tree(const ToDraft& msg) {
       throw std::logic_error("draft worker: fork fan-out must have one entry per outcome position");
     const int32_t fmax = std::max(1, *std::max_element(row.fork_fanout.begin(), row.fork_fanout.end()));
     std::vector<int32_t> candidates((n + 1) * fmax);
-    fanout_candidates_cpu(trunk.row(first[i]), row.drafts.data(), row.fork_fanout.data(), 1, n, V, fmax,
-                          candidates.data());
+    fanout_candidates_where(trunk, first[i], row.drafts.data(), row.fork_fanout.data(), n, fmax, candidates.data());
     const int64_t base = static_cast<int64_t>(seqs_.at(row.seq).committed.size()) - 1;
     for (int32_t j = 0; j <= n; ++j)
       for (int32_t f = 0; f < fmax; ++f) {
@@ -315,11 +315,15 @@ ToTarget DraftWorker::build_tree(const ToDraft& msg) {
   std::vector<std::vector<int32_t>> tokens(N);
   std::vector<std::vector<float>> q(N);
   std::vector<float> probs(N * V);
+  std::vector<int64_t> all_rows(N);
+  std::vector<uint8_t> want_q(N);
   for (int64_t b = 0; b < N; ++b) {
     ids[b] = rows[branches[b].row].seq;
     visible[b] = branches[b].visible;
     inputs[b] = branches[b].bonus;
     keys[b] = rows[branches[b].row].key;
+    all_rows[b] = b;
+    want_q[b] = rows[branches[b].row].store_q ? 1 : 0;
   }
   for (int32_t d = 0; d < depth && N > 0; ++d) {
     if (newer_work_arrived()) {
@@ -335,8 +339,9 @@ ToTarget DraftWorker::build_tree(const ToDraft& msg) {
       params[b] = with_saguaro(row.params, msg.saguaro_c, row.sample_fanout, d);
       positions[b] = visible[b] + d + 1;
     }
-    sample_rows_cpu(logits.data, params.data(), keys.data(), positions.data(), N, V, probs.data(), sampled.data());
-    if (msg.test_plant_unadjusted_q) plant_unadjusted_q(logits.data, params, N, V, probs.data());
+    sample_rows_where(logits, all_rows, params.data(), keys.data(), positions.data(), probs.data(), sampled.data(),
+                      want_q.data());
+    if (msg.test_plant_unadjusted_q) plant_unadjusted_q(logits, all_rows, params, probs.data());
     for (int64_t b = 0; b < N; ++b) {
       const DraftRow& row = rows[branches[b].row];
       if (d >= row.depth) continue;

@@ -9,7 +9,8 @@ namespace saguaro {
 
 TargetWorker::RowLogits TargetWorker::forward(const Rows& rows, const std::vector<std::vector<int32_t>>& inputs) {
   RowLogits out;
-  out.first.assign(rows.size(), nullptr);
+  out.block.assign(rows.size(), -1);
+  out.first.assign(rows.size(), 0);
   std::vector<int64_t> ids;
   int64_t total = 0;
   for (size_t b = 0; b < rows.size(); ++b) {
@@ -28,7 +29,8 @@ TargetWorker::RowLogits TargetWorker::forward(const Rows& rows, const std::vecto
     check(l, total);
     int64_t offset = 0;
     for (size_t b = 0; b < rows.size(); ++b) {
-      out.first[b] = l.row(offset);
+      out.block[b] = 0;
+      out.first[b] = offset;
       offset += static_cast<int64_t>(inputs[b].size());
     }
     out.blocks.push_back(std::move(l));
@@ -46,7 +48,8 @@ TargetWorker::RowLogits TargetWorker::forward(const Rows& rows, const std::vecto
       target_->truncate(ids[b], rows[b]->base());  // undo whatever the failed batch appended
       Logits l = target_->extend({ids[b]}, {inputs[b]});
       check(l, static_cast<int64_t>(inputs[b].size()));
-      out.first[b] = l.data;
+      out.block[b] = static_cast<int32_t>(out.blocks.size());
+      out.first[b] = 0;
       out.blocks.push_back(std::move(l));
     } catch (const std::exception& e) {
       fail(*rows[b], std::string("target forward failed: ") + e.what());

@@ -4,7 +4,7 @@
 #include <string>
 
 #include "saguaro/target_worker.hpp"
-#include "saguaro/verify.hpp"
+#include "saguaro/row_kernels.hpp"
 
 namespace saguaro {
 
@@ -58,14 +58,13 @@ void TargetWorker::round() {
   std::vector<int32_t> accepted(rows.size(), 0), bonus(rows.size(), -1);
   for (size_t b = 0; b < rows.size(); ++b) {
     SequenceState& s = *rows[b];
-    if (logits.first[b] == nullptr || s.finished()) continue;
+    if (!logits.has(b) || s.finished()) continue;
     collect_remote_q(s);
     const Speculation& spec = s.speculation;
     const int32_t n = spec.size();
     const ProcessParams params{s.params().temperature, s.params().top_k, s.params().top_p, 1.f, 0};
     const RowKey key{s.params().seed, s.params().stream};
     const int64_t position = s.base() + 1;
-    const uint8_t deterministic = spec.deterministic ? 1 : 0;
     // q rows are read only for sampled, non-deterministic rows: exactly the rows the drafts came from.
     const float* q = (s.sampled() && !spec.deterministic && n > 0) ? spec.q.data() : nullptr;
     if (q != nullptr && spec.q.size() != static_cast<size_t>(n) * vocab_) {
@@ -74,8 +73,8 @@ void TargetWorker::round() {
       continue;
     }
     try {
-      verify_chain_cpu(logits.first[b], n > 0 ? spec.tokens.data() : nullptr, q, &n, &deterministic, &params, &key,
-                       &position, 1, n, vocab_, &accepted[b], &bonus[b]);
+      verify_chain_where(logits.of(b), logits.first[b], n > 0 ? spec.tokens.data() : nullptr, q, n, spec.deterministic,
+                         params, key, position, &accepted[b], &bonus[b]);
     } catch (const std::exception& e) {
       fail(s, std::string("target verification failed: ") + e.what());
     }

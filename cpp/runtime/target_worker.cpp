@@ -5,7 +5,7 @@
 #include <string>
 
 #include "saguaro/thread_affinity.hpp"
-#include "saguaro/verify.hpp"
+#include "saguaro/row_kernels.hpp"
 
 namespace saguaro {
 
@@ -168,7 +168,8 @@ void TargetWorker::admit(std::vector<Submission> subs) {
   }
   // One batched prefill; a failure is isolated by retrying each request alone.
   const auto t0 = Clock::now();
-  std::vector<const float*> rows(fresh.size(), nullptr);
+  std::vector<int32_t> block_of(fresh.size(), -1);  // per request: its logits block (-1: failed), row = index
+  std::vector<int64_t> row_of(fresh.size(), 0);
   std::vector<Logits> blocks;
   std::vector<int64_t> ids;
   std::vector<std::vector<int32_t>> prompts;
@@ -182,7 +183,10 @@ void TargetWorker::admit(std::vector<Submission> subs) {
       throw std::runtime_error("target prefill returned logits of shape [" + std::to_string(l.rows) + ", " +
                                std::to_string(l.vocab) + "], expected [" + std::to_string(fresh.size()) + ", " +
                                std::to_string(vocab_) + "]");
-    for (size_t i = 0; i < fresh.size(); ++i) rows[i] = l.row(i);
+    for (size_t i = 0; i < fresh.size(); ++i) {
+      block_of[i] = 0;
+      row_of[i] = static_cast<int64_t>(i);
+    }
     blocks.push_back(std::move(l));
   } catch (const std::exception& batch_error) {
     for (size_t i = 0; i < fresh.size(); ++i) {
@@ -194,7 +198,7 @@ void TargetWorker::admit(std::vector<Submission> subs) {
       try {
         Logits l = target_->prefill({ids[i]}, {prompts[i]});
         if (l.rows != 1 || l.vocab != vocab_) throw std::runtime_error("target prefill returned a wrong shape");
-        rows[i] = l.data;
+        block_of[i] = static_cast<int32_t>(blocks.size());
         blocks.push_back(std::move(l));
       } catch (const std::exception& e) {
         fail(*fresh[i], std::string("target prefill failed: ") + e.what());
@@ -206,14 +210,14 @@ void TargetWorker::admit(std::vector<Submission> subs) {
   // The first new token: drawn from p at position P with u(kResidual, P), like any bonus token.
   for (size_t i = 0; i < fresh.size(); ++i) {
     SequenceState& s = *fresh[i];
-    if (rows[i] == nullptr) continue;
+    if (block_of[i] < 0) continue;
     const ProcessParams params{s.params().temperature, s.params().top_k, s.params().top_p, 1.f, 0};
     const RowKey key{s.params().seed, s.params().stream};
     const int64_t position = s.prompt_length();
-    const int32_t zero = 0;
     int32_t accepted = 0, bonus = -1;
     try {
-      verify_chain_cpu(rows[i], nullptr, nullptr, &zero, nullptr, &params, &key, &position, 1, 0, vocab_, &accepted, &bonus);
+      verify_chain_where(blocks[static_cast<size_t>(block_of[i])], row_of[i], nullptr, nullptr, 0, false, params, key,
+                         position, &accepted, &bonus);
     } catch (const std::exception& e) {
       fail(s, std::string("target logits after the prompt are unusable: ") + e.what());
       continue;

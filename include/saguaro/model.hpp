@@ -8,13 +8,23 @@
 namespace saguaro {
 
 // A block of float32 logits rows owned by whoever produced them; `owner` keeps the memory alive.
+// The rows stay where the model made them (the device-resident contract, docs/contracts.md §3): on
+// the host, or on a CUDA device, ordered on the stream the model ran on. The runtime runs each kernel
+// where its rows live (row_kernels.hpp).
 struct Logits {
+  static constexpr int32_t kHost = 1;  // DLPack's kDLCPU
+  static constexpr int32_t kCuda = 2;  // DLPack's kDLCUDA
+
   const float* data = nullptr;
   int64_t rows = 0;
   int64_t vocab = 0;
   std::shared_ptr<const void> owner;
+  int32_t device_type = kHost;
+  int32_t device_id = 0;
+  void* stream = nullptr;  // cudaStream_t the rows were written on (null: the default stream)
 
   const float* row(int64_t i) const { return data + i * vocab; }
+  bool on_host() const { return device_type == kHost; }
 };
 
 class Model {

@@ -41,7 +41,10 @@ class TargetWorker {
   // Logits rows of one target forward, possibly from several calls (after a failure is isolated).
   struct RowLogits {
     std::vector<Logits> blocks;
-    std::vector<const float*> first;  // per row: its first logits row, null when the row failed
+    std::vector<int32_t> block;       // per row: its block, -1 when the row failed
+    std::vector<int64_t> first;       // per row: its first logits row in that block
+    bool has(size_t b) const { return block[b] >= 0; }
+    const Logits& of(size_t b) const { return blocks[static_cast<size_t>(block[b])]; }
   };
 
   void run();

@@ -51,11 +51,20 @@ def _adapter(model: Any) -> Any:
     return getattr(model, "adapter", model) if model is not None else None
 
 
-def _thread_init(threads: int) -> Callable[[], None]:
+def _thread_init(threads: int, adapter: Any = None) -> Callable[[], None]:
+    """What each worker thread runs first: torch's intra-op threads, and for a model on a CUDA device
+    a stream of the worker's own (torch's current stream is per thread), so that the draft's tree
+    steps can overlap the target's verification on one GPU instead of queuing behind it."""
+    device = getattr(adapter, "device", None)
+
     def init() -> None:
         import torch
 
         torch.set_num_threads(threads)
+        if isinstance(device, torch.device) and device.type == "cuda":
+            stream = torch.cuda.Stream(device=device)
+            stream.wait_stream(torch.cuda.default_stream(device))  # the weights and KV were made there
+            torch.cuda.set_stream(stream)
 
     return init
 
@@ -86,15 +95,15 @@ class Runtime:
         if config.mode != "ar" and hasattr(draft, "wire"):  # a RemoteDraft: the draft is in another process
             self._rt = _core.Runtime.with_remote_draft(
                 _adapter(target), draft.wire, int(draft.info.vocab_size), int(draft.info.max_context), runtime_config,
-                target_thread_init=_thread_init(runtime_config.target_threads))
+                target_thread_init=_thread_init(runtime_config.target_threads, _adapter(target)))
             self._closed = False
             return
         self._rt = _core.Runtime(
             _adapter(target),
             _adapter(draft) if config.mode != "ar" else None,
             runtime_config,
-            target_thread_init=_thread_init(runtime_config.target_threads),
-            draft_thread_init=_thread_init(runtime_config.draft_threads),
+            target_thread_init=_thread_init(runtime_config.target_threads, _adapter(target)),
+            draft_thread_init=_thread_init(runtime_config.draft_threads, _adapter(draft)),
             _test_plant_unadjusted_q=_test_plant_unadjusted_q,
         )
         self._closed = False

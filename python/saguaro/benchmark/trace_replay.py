@@ -277,6 +277,8 @@ class _Wrapper:
         self.vocab_size: int = int(adapter.vocab_size)
         self.max_context: int = int(adapter.max_context)
         self.eos_token_ids: list[int] = list(getattr(adapter, "eos_token_ids", []) or [])
+        # the runtime gives a worker of a model on CUDA its own stream (saguaro.runtime._thread_init)
+        self.device = getattr(adapter, "device", None)
 
     def truncate(self, seq_id: int, length: int) -> None:
         """As the wrapped adapter."""

@@ -1,6 +1,7 @@
 """NativeModelAdapter: the adapter protocol over the native decoder, its KV slots and tree attention."""
 from __future__ import annotations
 
+import os
 import threading
 from typing import Callable, Sequence
 
@@ -13,6 +14,7 @@ from saguaro.models.attention import AttentionGroup
 from saguaro.models.decoder import DecoderModel
 from saguaro.models.draft_vocabulary import DraftVocabulary, kept_ids
 from saguaro.models.kv_cache import KVCache, SequenceKV, TreeState
+from saguaro.models.step_graphs import StepGraphs
 
 DEFAULT_MAX_CONTEXT = 4096
 DEFAULT_SCRATCH_TOKENS = 256
@@ -36,6 +38,10 @@ class NativeModelAdapter:
             (saguaro.kernels.threads says why; an fp32 model, whose projections are torch's, gives
             torch num_threads too); both settings are per calling thread, so a target and a draft
             worker each keep their own.
+        cuda_graphs: replay the small forwards of one sequence (decode, verification, tree steps) as
+            CUDA graphs (saguaro.models.step_graphs). None: on for a model on CUDA unless the
+            environment sets SAGUARO_CUDA_GRAPHS=0; True on the CPU runs the same fixed-shape forwards
+            eagerly (what the tests compare).
 
     One adapter object must be called from one thread at a time (a lock enforces it); the target
     and the draft are separate objects with separate state and can run concurrently.
@@ -43,7 +49,7 @@ class NativeModelAdapter:
 
     def __init__(self, model: DecoderModel, *, max_context: int | None = None,
                  scratch_tokens: int = DEFAULT_SCRATCH_TOKENS, eos_token_ids: Sequence[int] | None = None,
-                 num_threads: int | None = None) -> None:
+                 num_threads: int | None = None, cuda_graphs: bool | None = None) -> None:
         c = model.config
         if max_context is None:
             max_context = min(DEFAULT_MAX_CONTEXT, c.max_position_embeddings)
@@ -67,6 +73,9 @@ class NativeModelAdapter:
         capacity = self.max_context + self.scratch_tokens
         self._rotary = model.rotary(capacity)
         self._cache = KVCache(c, capacity, model.dtype, model.device)
+        if cuda_graphs is None:
+            cuda_graphs = model.device.type == "cuda" and os.environ.get("SAGUARO_CUDA_GRAPHS", "1").strip() != "0"
+        self._graphs = StepGraphs(model, self._rotary, capture=model.device.type == "cuda") if cuda_graphs else None
         self._lock = threading.Lock()
         # (seq_ids, visible) -> (row permutation, per-sequence plan) of the live trees: one per runtime
         # sharing this model (their sequence ids differ), the oldest dropped beyond _MAX_TREES
@@ -94,6 +103,10 @@ class NativeModelAdapter:
             for s, prompt in self._prompts.items():
                 vocab.add_sequence(s, prompt)
             self._vocab = vocab
+
+    def graph_stats(self) -> dict | None:
+        """CUDA-graph captures, replays and eager fallbacks (None: graphs are off for this adapter)."""
+        return self._graphs.stats() if self._graphs is not None else None
 
     @property
     def draft_vocabulary(self) -> DraftVocabulary | None:
@@ -170,6 +183,14 @@ class NativeModelAdapter:
                 groups.append(AttentionGroup(kv, row, row + m, write, kv_len, self._tree_mask(tree, m, depth),
                                              branches=branches))
                 row += m
+            if self._graphs is not None and len(per_seq) == 1 and self._vocab is None and perm == list(range(n)):
+                kv = per_seq[0][1]
+                write = kv.tree.start + depth * n  # type: ignore[union-attr]
+                logits = self._graphs.run(kv, list(tokens), [v + depth for v in visible], list(range(write, write + n)),
+                                          groups[0].mask)
+                if logits is not None:
+                    kv.tree.depth = depth + 1  # type: ignore[union-attr]
+                    return _runtime_f32(logits)
             dev = self.device
             perm_t = torch.tensor(perm, dtype=torch.int64)
             flat_tokens = torch.tensor(tokens, dtype=torch.int64)[perm_t].to(dev)
@@ -182,7 +203,7 @@ class NativeModelAdapter:
                 inverse = torch.empty(n, dtype=torch.int64)
                 inverse[perm_t] = torch.arange(n)
                 logits = logits[inverse.to(logits.device)]
-            return _to_cpu_f32(logits)
+            return _runtime_f32(logits)
 
     def truncate(self, seq_id: int, length: int) -> None:
         """Drop KV positions >= length (0 <= length <= current length)."""
@@ -224,6 +245,16 @@ class NativeModelAdapter:
 
     def _run_extend(self, slots: list[SequenceKV], rows: list[list[int]], last_only: bool) -> torch.Tensor:
         dev = self.device
+        if self._graphs is not None and len(slots) == 1 and not last_only and self._vocab is None:
+            kv, t = slots[0], rows[0]
+            base, n = kv.length, len(t)
+            causal = torch.arange(base + n, device=dev)[None, :] <= torch.arange(base, base + n, device=dev)[:, None]
+            where = list(range(base, base + n))
+            logits = self._graphs.run(kv, list(t), where, where, causal)
+            if logits is not None:
+                kv.length += n
+                kv.tree = None
+                return _runtime_f32(logits)
         groups = []
         positions: list[int] = []
         flat: list[int] = []
@@ -251,7 +282,7 @@ class NativeModelAdapter:
         for kv, t in zip(slots, rows):
             kv.length += len(t)
             kv.tree = None
-        return _to_cpu_f32(logits)
+        return _runtime_f32(logits)
 
     def _start_tree(self, seq_ids: list[int], visible: list[int]) -> tuple[list[int], list]:
         order: dict[int, list[int]] = {}
@@ -281,9 +312,17 @@ class NativeModelAdapter:
         return mask
 
 
-def _to_cpu_f32(logits: torch.Tensor) -> torch.Tensor:
-    if logits.device.type != "cpu":
+def _runtime_f32(logits: torch.Tensor) -> torch.Tensor:
+    """float32 rows for the runtime, left on their device where its CUDA kernels can read them there
+    (the device-resident contract, docs/contracts.md §3), else on the host."""
+    if logits.device.type == "cuda" and not _device_rows_supported():
         logits = logits.cpu()
     if logits.dtype != torch.float32:
         logits = logits.float()
     return logits.contiguous()
+
+
+def _device_rows_supported() -> bool:
+    from saguaro import _core
+
+    return bool(_core.kernels_have_cuda)
