@@ -35,6 +35,10 @@ class AttentionGroup:
     #: a tree step's rows as (prefix [n] int64, own_first [n] int64, own_stride, own_count): row i sees
     #: slots [0, prefix[i]) and own_first[i] + j * own_stride (j < own_count); `mask` says the same.
     branches: tuple[torch.Tensor, torch.Tensor, int, int] | None = None
+    #: the KV slots to write, as a tensor [n] (int64, on the KV's device) instead of write_start: a
+    #: captured CUDA graph replays with new slots in the same tensor (saguaro.models.step_graphs);
+    #: `mask` is then required and kv_len is the graph's fixed span
+    write_index: torch.Tensor | None = None
 
 
 #: causal chains of at most this many rows (verification, decode) get no mask from the adapter and
@@ -90,9 +94,13 @@ class Attention:
                layer: int) -> torch.Tensor:
         n = q.shape[0]
         kc, vc = g.kv.keys[layer], g.kv.values[layer]
-        end = g.write_start + n
-        kc[:, g.write_start : end].copy_(k.transpose(0, 1))
-        vc[:, g.write_start : end].copy_(v.transpose(0, 1))
+        if g.write_index is not None:
+            kc.index_copy_(1, g.write_index, k.transpose(0, 1))
+            vc.index_copy_(1, g.write_index, v.transpose(0, 1))
+        else:
+            end = g.write_start + n
+            kc[:, g.write_start : end].copy_(k.transpose(0, 1))
+            vc[:, g.write_start : end].copy_(v.transpose(0, 1))
         if g.causal and g.mask is None:
             if _kernel_rows(q):
                 return attention_kernel.causal_attention(q, kc, vc, g.write_start)
