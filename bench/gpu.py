@@ -179,7 +179,17 @@ class Pair:
 
                 out[f"{role}_decode_ms"] = median_ms(lambda: extend(1), reps, dev)
                 out[f"{role}_extend_ms"] = {k + 1: median_ms(lambda: extend(k + 1), reps, dev)}
+                graphs, ad._graphs = ad._graphs, None  # the same calls launched op by op (CUDA graphs off)
+                try:
+                    if graphs is not None:
+                        out[f"{role}_decode_eager_ms"] = median_ms(lambda: extend(1), reps, dev)
+                        out[f"{role}_extend_eager_ms"] = {k + 1: median_ms(lambda: extend(k + 1), reps, dev)}
+                finally:
+                    ad._graphs = graphs
+                out[f"{role}_graphs"] = ad.graph_stats()
             out["target_verify_ms"] = out.pop("target_extend_ms")
+            if "target_extend_eager_ms" in out:
+                out["target_verify_eager_ms"] = out.pop("target_extend_eager_ms")
             out["draft_tree_ms"] = {}
             n = self.draft.length(seq)
             for m in tree_ms:  # depth 0 of a tree of m branches over the prompt (the visible lengths differ)
@@ -226,6 +236,8 @@ def run_engine(pair: Pair, mode: str, trace: Optional[ReplayTrace], k: int, fano
            "verify_ms": 1e3 * m["target_verify_s"] / rounds if rounds else None}
     if out["round_ms"] and out["verify_ms"]:
         out["round_over_verify"] = out["round_ms"] / out["verify_ms"]
+    out["target_graphs"] = pair.target.graph_stats()
+    out["draft_graphs"] = pair.draft.graph_stats() if mode != "ar" else None
     if replay_target is not None:
         out["trace"] = trace.source if trace else None
         out["replay_problems"] = check_realised(m, replay_target)
@@ -445,6 +457,18 @@ def markdown(res: dict[str, Any]) -> str:
                 f"{_f(sd.get('decode_tokens_per_s'), '{:.1f}')} | {_f(ssd.get('decode_tokens_per_s'), '{:.1f}')} | "
                 f"{_f(allh.get('decode_tokens_per_s'), '{:.1f}')} | {_f(ratio)} | {_f(ssd.get('round_over_verify'))} | "
                 f"{_f(allh.get('round_over_verify'))} | {'yes' if ok and all(ok) else ('NO' if ok else '–')} |")
+        lines += ["", "CUDA graphs (saguaro.models.step_graphs) against the same calls launched op by op:", "",
+                  "| pair | target decode ms (graphs / eager) | verify ms (graphs / eager) | draft step ms "
+                  "(graphs / eager) | target graphs |", "|---|---|---|---|---|"]
+        for p in pairs:
+            lat = f.get(f"{p}/latencies") or {}
+            g = lat.get("target_graphs") or {}
+            lines.append(
+                f"| {p} | {_f(lat.get('target_decode_ms'))} / {_f(lat.get('target_decode_eager_ms'))} | "
+                f"{_f((lat.get('target_verify_ms') or {}).get(k + 1))} / "
+                f"{_f((lat.get('target_verify_eager_ms') or {}).get(k + 1))} | "
+                f"{_f(lat.get('draft_decode_ms'))} / {_f(lat.get('draft_decode_eager_ms'))} | "
+                f"{'on' if g.get('enabled') else ('off: ' + str(g.get('disabled_reason')) if g else 'off')} |")
         lines += ["", "Speed model from the measured latencies (predicted / measured tokens/s, error; SSD serial = "
                   "no overlap of draft and target on the one GPU):", "",
                   "| pair | AR | SD | SSD | SSD serial | SSD 100% hits |", "|---|---|---|---|---|---|"]
