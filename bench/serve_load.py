@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -130,18 +131,42 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "dtype": args.dtype, "max_tokens": args.max_tokens, "requests_per_level": args.requests,
         "engine_args": args.engine_args, "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "modes": {}}
+    record["alternated"] = bool(args.alternate)
+    if args.alternate:
+        return _run_alternating(args, record)
     for mode in args.modes:
         with launch_server(server_args(args, mode), startup_timeout=args.startup_timeout, stop_timeout=120) as server:
             asyncio.run(_level(server.url, 2, 2, 4))  # warm-up
             levels = []
             for c in args.concurrency:
-                n = max(args.requests, c)
-                levels.append(asyncio.run(_level(server.url, c, n, args.max_tokens)))
-                lv = levels[-1]
-                print(f"{mode} c={c}: {lv['requests_per_s']:.2f} req/s, {lv['tokens_per_s']:.1f} tok/s, "
-                      f"TTFT p50 {lv['ttft_p50_s'] * 1e3:.0f} ms, ITL p50 {lv['itl_p50_s'] * 1e3:.1f} ms",
-                      file=sys.stderr, flush=True)
+                levels.append(_measured_level(server.url, mode, c, args))
             record["modes"][mode] = {"levels": levels, "runtime": _runtime_figures(server.url)}
+    return record
+
+
+def _measured_level(url: str, mode: str, c: int, args: argparse.Namespace) -> dict[str, Any]:
+    lv = asyncio.run(_level(url, c, max(args.requests, c), args.max_tokens))
+    print(f"{mode} c={c}: {lv['requests_per_s']:.2f} req/s, {lv['tokens_per_s']:.1f} tok/s, "
+          f"TTFT p50 {lv['ttft_p50_s'] * 1e3:.0f} ms, ITL p50 {lv['itl_p50_s'] * 1e3:.1f} ms", file=sys.stderr, flush=True)
+    return lv
+
+
+def _run_alternating(args: argparse.Namespace, record: dict[str, Any]) -> dict[str, Any]:
+    """Every mode's server up at once (the idle ones cost memory, not CPU); each concurrency level runs
+    against every mode in turn, the order rotating per level, so a slow spell of a shared machine falls
+    on all modes alike."""
+    with contextlib.ExitStack() as stack:
+        servers = {m: stack.enter_context(launch_server(server_args(args, m), startup_timeout=args.startup_timeout,
+                                                        stop_timeout=120)) for m in args.modes}
+        for server in servers.values():
+            asyncio.run(_level(server.url, 2, 2, 4))  # warm-up
+        levels: dict[str, list[dict[str, Any]]] = {m: [] for m in args.modes}
+        for i, c in enumerate(args.concurrency):
+            order = args.modes[i % len(args.modes):] + args.modes[: i % len(args.modes)]
+            for m in order:
+                levels[m].append(_measured_level(servers[m].url, m, c, args))
+        for m, server in servers.items():
+            record["modes"][m] = {"levels": levels[m], "runtime": _runtime_figures(server.url)}
     return record
 
 
@@ -163,6 +188,15 @@ def markdown(record: dict[str, Any]) -> str:
             lines.append(f"| {mode} | {lv['concurrency']} | {lv['requests_per_s']:.2f} | {lv['tokens_per_s']:.1f} | "
                          f"{ms(lv['ttft_p50_s'])} | {ms(lv['ttft_p99_s'])} | {ms(lv['itl_p50_s'])} | "
                          f"{ms(lv['itl_p99_s'])} | {tpr} |")
+    if "ar" in record["modes"]:
+        base = {lv["concurrency"]: lv["tokens_per_s"] for lv in record["modes"]["ar"]["levels"]}
+        ratios = [f"{mode} / ar tok/s at " + ", ".join(
+            f"{lv['concurrency']}: {lv['tokens_per_s'] / base[lv['concurrency']]:.2f}"
+            for lv in data["levels"] if base.get(lv["concurrency"]))
+            for mode, data in record["modes"].items() if mode != "ar"]
+        if ratios:
+            lines += ["", ("Modes alternated at each level (all servers up at once). " if record.get("alternated")
+                           else "Modes run one after the other. ") + "; ".join(ratios) + "."]
     lines += ["", "Runtime figures after each mode's run (rounds, rows, backups, draft time hidden):", ""]
     for mode, data in record["modes"].items():
         rt = data["runtime"]
@@ -187,6 +221,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--name", default="default-pair", help="the result files' name: serve-load-NAME.{json,md}")
     p.add_argument("--startup-timeout", type=float, default=900.0)
+    p.add_argument("--alternate", action="store_true",
+                   help="keep every mode's server up and alternate the modes at each level (needs the memory of all)")
     p.add_argument("--append", action="store_true",
                    help="add these modes to an existing serve-load-NAME.json (run the modes one at a time)")
     p.add_argument("engine_args", nargs="*", help="more `saguaro serve` options after --, e.g. -- --k 3")

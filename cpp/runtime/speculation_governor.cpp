@@ -11,12 +11,13 @@ int64_t SpeculationGovernor::bucket_of(int64_t batch) {
 }
 
 bool SpeculationGovernor::plain_faster_below(int64_t bucket) const {
-  // the largest smaller bucket with both arms measured
+  // the largest smaller bucket with both arms measured; speculation must have won there by a margin,
+  // because a larger batch only makes verification relatively dearer
   for (auto it = buckets_.lower_bound(bucket); it != buckets_.begin();) {
     --it;
     const Bucket& b = it->second;
     if (b.speculating.rounds >= kWarmRounds && b.plain.rounds >= kWarmRounds)
-      return b.plain.rate() > b.speculating.rate();
+      return b.speculating.rate() < kLargerBatchMargin * b.plain.rate();
   }
   return false;
 }

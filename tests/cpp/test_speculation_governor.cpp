@@ -145,10 +145,16 @@ TEST(SpeculationGovernor, ALargerBatchStartsPlainWhereASmallerOneMeasuredPlainFa
       << "the probe completes speculation's warm-up";
   EXPECT_DOUBLE_EQ(g.rate(16, true), 10.0);
   EXPECT_FALSE(g.decide(16).speculate) << "measured: plain is faster";
-  // where the smaller batch measured speculation faster, a larger one warms speculation up first
+  // where the smaller batch measured speculation clearly faster, a larger one warms speculation up first
   SpeculationGovernor h(true);
   run(h, 2, 20, 30, 10);
   EXPECT_TRUE(h.decide(16).speculate);
+  // a narrow win below (under kLargerBatchMargin) does not carry over: the larger batch starts plain
+  SpeculationGovernor narrow(true);
+  run(narrow, 4, 20, 11, 10);
+  EXPECT_TRUE(narrow.decide(4).speculate) << "at its own size the measured winner runs";
+  EXPECT_FALSE(narrow.decide(16).speculate);
+  EXPECT_TRUE(narrow.backing_off(16));
 }
 
 TEST(SpeculationGovernor, BacksOffOnlyWherePlainRoundsMeasuredFaster) {
