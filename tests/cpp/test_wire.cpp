@@ -245,18 +245,24 @@ TEST(RemoteDraft, GreedySdAndSsdEqualTheReference) {
   }
 }
 
-TEST(RemoteDraft, SampledSsdEqualsTheInProcessRunWithTheSameSeeds) {
-  auto prompts = mixed_prompts(4, 24);
+// Sampled requests (T = 0.9, top-k on every other), one seed and stream each.
+std::vector<RequestParams> sampled_params(size_t n, int32_t max_new_tokens) {
   std::vector<RequestParams> params;
-  for (size_t i = 0; i < prompts.size(); ++i) {
+  for (size_t i = 0; i < n; ++i) {
     RequestParams p;
     p.temperature = 0.9f;
     p.top_k = i % 2 ? 8 : 0;
-    p.max_new_tokens = 30;
+    p.max_new_tokens = max_new_tokens;
     p.seed = 1000 + i;
     p.stream = i;
     params.push_back(p);
   }
+  return params;
+}
+
+TEST(RemoteDraft, SampledSsdEqualsTheInProcessRunWithTheSameSeeds) {
+  auto prompts = mixed_prompts(4, 24);
+  const std::vector<RequestParams> params = sampled_params(prompts.size(), 30);
   auto target = std::make_shared<ToyModel>(target_options());
   auto draft = std::make_shared<ToyModel>(perturbed_draft_options());
   std::vector<std::vector<int32_t>> local;
@@ -275,20 +281,6 @@ TEST(RemoteDraft, SampledSsdEqualsTheInProcessRunWithTheSameSeeds) {
   EXPECT_EQ(at_draft.q_answered, m.totals.speculations_from_cache);
   EXPECT_GT(at_draft.q_held, at_draft.q_answered) << "the trees held more entries than the target used";
   EXPECT_EQ(m.remote_q_fallbacks, 0);
-}
-
-std::vector<RequestParams> sampled_params(size_t n, int32_t max_new_tokens) {
-  std::vector<RequestParams> params;
-  for (size_t i = 0; i < n; ++i) {
-    RequestParams p;
-    p.temperature = 0.9f;
-    p.top_k = i % 2 ? 8 : 0;
-    p.max_new_tokens = max_new_tokens;
-    p.seed = 1000 + i;
-    p.stream = i;
-    params.push_back(p);
-  }
-  return params;
 }
 
 TEST(RemoteDraft, QRowsThatNeverComeAreVerifiedAsADeterministicProposal) {
