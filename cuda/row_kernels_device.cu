@@ -5,6 +5,7 @@
 
 #include "row_primitives.cuh"
 #include "saguaro/fanout.hpp"
+#include "saguaro/row_kernels.hpp"
 #include "saguaro/row_kernels_cuda.hpp"
 #include "saguaro/sample.hpp"
 
@@ -67,8 +68,7 @@ void sample_rows(const Logits& block, const std::vector<int64_t>& rows, const Pr
   OnDevice on(block.device_id);
   const cudaStream_t stream = stream_of(block);
   const int64_t N = static_cast<int64_t>(rows.size()), V = block.vocab;
-  bool run = true;
-  for (size_t i = 1; i < rows.size(); ++i) run = run && rows[i] == rows[0] + static_cast<int64_t>(i);
+  const bool run = consecutive_rows(rows);
   DeviceBuffer<float> gathered(run ? 0 : static_cast<size_t>(N * V), stream);
   if (!run)
     for (int64_t i = 0; i < N; ++i)

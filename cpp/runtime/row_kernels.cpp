@@ -32,13 +32,6 @@ void check_rows(const Logits& block, int64_t first, int64_t count, const char* w
                            ") of a block of " + std::to_string(block.rows));
 }
 
-// Rows r0, r0 + 1, ... (one contiguous run: no gather needed).
-bool contiguous(const std::vector<int64_t>& rows) {
-  for (size_t i = 1; i < rows.size(); ++i)
-    if (rows[i] != rows[0] + static_cast<int64_t>(i)) return false;
-  return true;
-}
-
 }  // namespace
 
 void verify_chain_where(const Logits& block, int64_t first_row, const int32_t* draft_tokens, const float* q, int32_t n,
@@ -69,7 +62,7 @@ void sample_rows_where(const Logits& block, const std::vector<int64_t>& rows, co
   }
   (void)want_probs;  // host rows: the CPU twin writes every row in place, nothing is copied
   const int64_t N = static_cast<int64_t>(rows.size()), V = block.vocab;
-  if (contiguous(rows)) {
+  if (consecutive_rows(rows)) {
     sample_rows_cpu(block.row(rows[0]), params, keys, positions, N, V, probs_out, tokens_out);
     return;
   }

@@ -13,6 +13,13 @@
 
 namespace saguaro {
 
+// Rows r0, r0 + 1, ...: one run of a block, read in place (no gather needed).
+inline bool consecutive_rows(const std::vector<int64_t>& rows) {
+  for (size_t i = 1; i < rows.size(); ++i)
+    if (rows[i] != rows[0] + static_cast<int64_t>(i)) return false;
+  return true;
+}
+
 // One row's chain: target rows [first_row, first_row + n] of `block`. draft_tokens (n) and q (n * V,
 // null for greedy or deterministic rows) are host arrays. std::invalid_argument as verify_chain_cpu.
 void verify_chain_where(const Logits& block, int64_t first_row, const int32_t* draft_tokens, const float* q, int32_t n,
