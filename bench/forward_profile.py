@@ -122,7 +122,7 @@ def profile(spec: str, rows: int, rounds: int, int8: str = "none", tree: bool = 
             ts.append((time.perf_counter() - t) * 1e3)
         head_ms[n] = statistics.median(ts)
     return {"model": spec, "rows": rows, "rounds": rounds, "threads": threads, "int8": int8, "tree": tree, "draft_vocab": draft_vocab,
-            "quantized": quantized, "kernel_path": quant.isa() if quantized else None,
+            "quantized": quantized, "kernel_path": quant.path_name() if quantized else None,
             "median_ms": {str(n): v for n, v in med.items()},
             "head_ms": {str(n): v for n, v in head_ms.items()},
             "qkv+o+mlp+head (multiply-adds per row)": _projection_macs(ad.model, lm.config, head_rows),

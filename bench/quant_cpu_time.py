@@ -57,7 +57,7 @@ def main() -> None:
             rows.append({"model": model, "path": "quantized" if quantized else "bf16", "ms": ms,
                          "rows5_over_decode": ms[5] / ms[1], "rows16_over_decode": ms[16] / ms[1]})
             print(rows[-1], flush=True)
-    info = {"machine": machine(), "flags": cpu_flags(), "kernel_path": quant.isa(), "steps": args.steps,
+    info = {"machine": machine(), "flags": cpu_flags(), "kernel_path": quant.path_name(), "steps": args.steps,
             "load_average_at_end": os.getloadavg(), "rows": rows}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "quant-cpu-time.json").write_text(json.dumps(info, indent=1))

@@ -70,7 +70,7 @@ def main() -> None:
                 rows.append({"format": kind, "what": what, "n": n, "k": k, "threads": threads, "rows": m,
                              "gguf_ms": gguf, "x16_ms": inter, "x16_gb_s": packed.numel() / inter / 1e6})
                 print(rows[-1], flush=True)
-    info = {"machine": machine(), "flags": cpu_flags(), "kernel_path": quant.isa(), "reps": args.reps,
+    info = {"machine": machine(), "flags": cpu_flags(), "kernel_path": quant.path_name(), "reps": args.reps,
             "load_average_at_end": os.getloadavg(), "rows": rows}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "quant-interleave-speed.json").write_text(json.dumps(info, indent=1))

@@ -68,7 +68,7 @@ def main() -> None:
     rows = {m: {"tokens_per_s": statistics.median(v), "rounds": v, "equals_ar": outs[m] == outs["ar"],
                 "acceptance": accept.get(m)} for m, v in speeds.items()}
     info = {"machine": machine(), "load_average_at_end": os.getloadavg(), "flags": cpu_flags(),
-            "kernel_path": quant.isa(), "k": args.k,
+            "kernel_path": quant.path_name(), "k": args.k,
             "tokens": args.tokens, "rounds": args.rounds, "modes": rows, "ar_text": target.tokenizer.decode(outs["ar"])}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "quant-modes.json").write_text(json.dumps(info, indent=1))

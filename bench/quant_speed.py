@@ -139,7 +139,7 @@ def main() -> None:
     from saguaro.models.presets import PRESETS, preset_gguf
     gguf_mb = preset_gguf(PRESETS[args.model]).stat().st_size / 1e6 if args.model in PRESETS else None
     info = {"model": args.model, "machine": machine(), "load_average_at_end": os.getloadavg(),
-            "flags": cpu_flags(), "kernel_path": quant.isa(),
+            "flags": cpu_flags(), "kernel_path": quant.path_name(),
             "threads": args.threads, "rounds": args.rounds, "decodes_per_round": args.decodes, "gguf_MB": gguf_mb,
             "methods": rows, "greedy_tokens": args.greedy_tokens, "greedy_agreeing_prefix": agree,
             "greedy": g}

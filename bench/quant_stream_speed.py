@@ -85,7 +85,7 @@ def main() -> None:
                          "ratio_5_to_1": five / one})
             print(rows[-1], flush=True)
         del packs
-    info = {"machine": machine(), "flags": cpu_flags(), "kernel_path": quant.isa(), "reps": args.reps,
+    info = {"machine": machine(), "flags": cpu_flags(), "kernel_path": quant.path_name(), "reps": args.reps,
             "load_average_at_end": os.getloadavg(), "rows": rows}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(info, indent=1))

@@ -30,6 +30,11 @@ void bind_quant(py::module_& m) {
         "The best SIMD path of this CPU for the quantized kernels: 'avx512', 'avx2' or 'scalar'.");
   m.def("cpu_isa_selected", [] { return std::string(cpu_isa_name(cpu_isa_selected())); },
         "The path a call runs now: the CPU's best, lowered by $SAGUARO_CPU_ISA when set.");
+  m.def("cpu_amx_supported", &cpu_amx_supported,
+        "True when this process may run AMX-INT8 tiles (CPU, OS state and permission); the Q5_0 / Q8_0 "
+        "interleaved kernel uses them for 12 rows and more.");
+  m.def("cpu_amx_selected", &cpu_amx_selected,
+        "cpu_amx_supported() on the AVX-512 path, unless $SAGUARO_CPU_AMX=0.");
   m.def("quant_row_bytes", [](int ggml_type, int64_t k) { return quant_row_bytes(parse_type(ggml_type), k); },
         py::arg("ggml_type"), py::arg("k"), "Bytes of one weight row of k values in this GGUF block format.");
 

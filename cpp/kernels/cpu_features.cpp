@@ -5,6 +5,12 @@
 #include <cstdlib>
 #include <stdexcept>
 
+#if defined(__x86_64__) && defined(__linux__)
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 namespace saguaro {
 
 CpuIsa cpu_isa_supported() {
@@ -28,6 +34,32 @@ CpuIsa cpu_isa_selected() {
   const char* env = std::getenv("SAGUARO_CPU_ISA");
   if (env == nullptr || *env == '\0') return have;
   return std::min(have, parse_cpu_isa(env));
+}
+
+bool cpu_amx_supported() {
+#if defined(__x86_64__) && defined(__linux__)
+  static const bool ok = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    const bool tile = (d >> 24) & 1u, int8 = (d >> 25) & 1u;
+    if (!tile || !int8) return false;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !((c >> 27) & 1u)) return false;  // OSXSAVE
+    unsigned lo = 0, hi = 0;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if (((lo >> 17) & 3u) != 3u) return false;  // XTILECFG and XTILEDATA enabled by the OS
+    constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;  // arch_prctl (Linux >= 5.16)
+    return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
+  }();
+  return ok;
+#else
+  return false;
+#endif
+}
+
+bool cpu_amx_selected() {
+  if (!cpu_amx_supported() || cpu_isa_selected() != CpuIsa::kAvx512) return false;
+  const char* env = std::getenv("SAGUARO_CPU_AMX");
+  return env == nullptr || std::string(env) != "0";
 }
 
 const char* cpu_isa_name(CpuIsa isa) {

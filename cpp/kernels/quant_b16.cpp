@@ -11,6 +11,7 @@
 #include "column_pool.hpp"
 #include "stream_prefetch.hpp"
 #include "vnni_broadcast.hpp"
+#include "quant_b16_layout.hpp"
 #include "quant_formats.hpp"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -32,17 +33,9 @@ using quant::QuantActivations;
 
 [[noreturn]] void bad(const std::string& what) { throw std::invalid_argument("quant_b16: " + what); }
 
-// Record layout: quads, then (Q5_0) the fifth-bit masks, then d.
-struct Layout {
-  bool q5;
-  int64_t quads, bits, d, record;
-};
+using Layout = quant::B16Layout;
 
-Layout layout(QuantType t) {
-  if (t == QuantType::kQ5_0) return {true, 0, 2048, 2560, 3072};
-  if (t == QuantType::kQ8_0) return {false, 0, 4096, 4096, 4608};
-  bad(std::string("type ") + quant_type_name(t) + " is not Q5_0 or Q8_0");
-}
+Layout layout(QuantType t) { return quant::b16_layout(t); }
 
 void check(QuantType t, int64_t N, int64_t K) {
   layout(t);
@@ -50,7 +43,7 @@ void check(QuantType t, int64_t N, int64_t K) {
   if (K < kSmall || K % kSmall != 0) bad("K (in_features) must be a positive multiple of 32, got " + std::to_string(K));
 }
 
-int64_t groups8(int64_t K) { return (K / kSmall + kGroup - 1) / kGroup; }
+int64_t groups8(int64_t K) { return quant::b16_records(K); }
 
 // Value v (0..255) of column i in a record, as u8 with its offset (Q5_0: 0..31, Q8_0: value + 128).
 uint8_t value_at(const Layout& L, const uint8_t* rec, int i, int v) {
@@ -274,12 +267,28 @@ void quant_b16_gemm(QuantType t, const uint8_t* packed, int64_t N, int64_t K, co
   check(t, N, K);
   quant::check_gemm_call("quant_b16", M, N, ldy, packed, x, y, threads, isa);
   thread_local QuantActivations acts;
-  quant::quantize_activations(x, M, K, kSmall, acts);
+  quant::quantize_activations(x, M, K, kSmall, acts, isa);
   const QuantActivations& a = acts;  // the workers read this thread's activations
   const Layout L = layout(t);
   const int off = quant::offset_b(t);
   const int64_t groups = N / 16;
+  const bool amx = isa == CpuIsa::kAvx512 && M >= quant::kB16AmxRows && cpu_amx_selected();
+  // The AMX kernel works on 16 rows at a time: zero rows (and zero scales) pad the activations.
+  thread_local std::vector<int8_t> padded_q;
+  thread_local std::vector<float> padded_d;
+  const int8_t* xq = a.q.data();
+  const float* dq = a.d.data();
+  if (amx && M % 16 != 0) {
+    const int64_t Mp = (M + 15) / 16 * 16;
+    padded_q.assign(static_cast<size_t>(Mp * K), 0);
+    std::copy(a.q.begin(), a.q.begin() + M * K, padded_q.begin());
+    padded_d.assign(static_cast<size_t>(Mp * (K / kSmall)), 0.f);
+    std::copy(a.d.begin(), a.d.begin() + M * (K / kSmall), padded_d.begin());
+    xq = padded_q.data();
+    dq = padded_d.data();
+  }
   auto run = [&](int64_t g0, int64_t g1) {
+    if (amx) return quant::b16_groups_amx(L, packed, a, xq, dq, g0, g1, y, ldy);
 #ifdef SAGUARO_B16_X86
     if (isa == CpuIsa::kAvx512) {
       if (L.q5) return groups_avx512<true>(L, packed, a, g0, g1, off, y, ldy);

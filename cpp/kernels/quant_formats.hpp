@@ -171,8 +171,16 @@ struct QuantActivations {
 };
 
 // Scale max|x| / 127 per block, q = round-half-even(x * (127 / max|x|)) clamped to +-127; all zero for
-// a block of zeros. One scalar routine for every path, so all paths multiply the same integers.
-inline void quantize_activations(const float* x, int64_t M, int64_t K, int64_t block, QuantActivations& a) {
+// a block of zeros. Every path multiplies the same integers: the vector paths (quantize_activations.cpp)
+// compute exactly this routine's numbers (max is exact in any order; one IEEE multiply, one rounding).
+inline void quantize_activations_reference(const float* x, int64_t M, int64_t K, int64_t block,
+                                           QuantActivations& a);
+
+// The activations quantized on `isa`'s path (the same bits on every path); sizes a's buffers.
+void quantize_activations(const float* x, int64_t M, int64_t K, int64_t block, QuantActivations& a, CpuIsa isa);
+
+// a's buffers sized for M x K in blocks of `block`.
+inline void size_activations(int64_t M, int64_t K, int64_t block, QuantActivations& a) {
   a.M = M;
   a.K = K;
   a.block = block;
@@ -183,6 +191,33 @@ inline void quantize_activations(const float* x, int64_t M, int64_t K, int64_t b
     a.bsum32k.resize(static_cast<size_t>(M * (K / 32)));
   }
   else a.bsum32.resize(static_cast<size_t>(M * (K / 32)));
+}
+
+// Row m's block sums from its quantized values (bsum16 and bsum32k for K-quants, bsum32 otherwise).
+inline void activation_block_sums(int64_t m, QuantActivations& a) {
+  const int64_t K = a.K;
+  const int8_t* qr = a.q.data() + m * K;
+  if (a.block == kSuper) {
+    for (int64_t g = 0; g < K / 16; ++g) {
+      int s = 0;
+      for (int i = 0; i < 16; ++i) s += qr[g * 16 + i];
+      a.bsum16[m * (K / 16) + g] = static_cast<int16_t>(s);
+    }
+    for (int64_t g = 0; g < K / 32; ++g)  // |sum| <= 32 * 127: fits int16
+      a.bsum32k[m * (K / 32) + g] =
+          static_cast<int16_t>(a.bsum16[m * (K / 16) + 2 * g] + a.bsum16[m * (K / 16) + 2 * g + 1]);
+  } else {
+    for (int64_t g = 0; g < K / 32; ++g) {
+      int s = 0;
+      for (int i = 0; i < 32; ++i) s += qr[g * 32 + i];
+      a.bsum32[m * (K / 32) + g] = s;
+    }
+  }
+}
+
+inline void quantize_activations_reference(const float* x, int64_t M, int64_t K, int64_t block,
+                                           QuantActivations& a) {
+  size_activations(M, K, block, a);
   for (int64_t m = 0; m < M; ++m) {
     for (int64_t b = 0; b < K / block; ++b) {
       const float* xs = x + m * K + b * block;
@@ -196,23 +231,7 @@ inline void quantize_activations(const float* x, int64_t M, int64_t K, int64_t b
         qs[i] = static_cast<int8_t>(std::fmin(127.f, std::fmax(-127.f, v)));
       }
     }
-    const int8_t* qr = a.q.data() + m * K;
-    if (block == kSuper) {
-      for (int64_t g = 0; g < K / 16; ++g) {
-        int s = 0;
-        for (int i = 0; i < 16; ++i) s += qr[g * 16 + i];
-        a.bsum16[m * (K / 16) + g] = static_cast<int16_t>(s);
-      }
-      for (int64_t g = 0; g < K / 32; ++g)  // |sum| <= 32 * 127: fits int16
-        a.bsum32k[m * (K / 32) + g] =
-            static_cast<int16_t>(a.bsum16[m * (K / 16) + 2 * g] + a.bsum16[m * (K / 16) + 2 * g + 1]);
-    } else {
-      for (int64_t g = 0; g < K / 32; ++g) {
-        int s = 0;
-        for (int i = 0; i < 32; ++i) s += qr[g * 32 + i];
-        a.bsum32[m * (K / 32) + g] = s;
-      }
-    }
+    activation_block_sums(m, a);
   }
 }
 

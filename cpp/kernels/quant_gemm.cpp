@@ -144,7 +144,7 @@ void quant_gemm(QuantType t, const uint8_t* w, int64_t N, int64_t K, const float
   const int64_t row_bytes = quant_row_bytes(t, K);
   quant::check_gemm_call("quant_gemm", M, N, ldy, w, x, y, threads, isa);
   thread_local quant::QuantActivations acts;  // reused: no allocation per call
-  quant::quantize_activations(x, M, K, quant::is_kquant(t) ? quant::kSuper : quant::kSmall, acts);
+  quant::quantize_activations(x, M, K, quant::is_kquant(t) ? quant::kSuper : quant::kSmall, acts, isa);
   // A plain reference: the workers must read this thread's activations, not their own thread_local ones.
   const quant::QuantActivations& a = acts;
   auto columns = isa == CpuIsa::kAvx512 ? &quant::columns_avx512

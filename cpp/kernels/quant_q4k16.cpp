@@ -205,7 +205,7 @@ void q4k16_gemm(const uint8_t* packed, int64_t N, int64_t K, const float* x, int
   check(N, K);
   quant::check_gemm_call("q4k16", M, N, ldy, packed, x, y, threads, isa);
   thread_local QuantActivations acts;
-  quant::quantize_activations(x, M, K, kSuper, acts);
+  quant::quantize_activations(x, M, K, kSuper, acts, isa);
   const QuantActivations& a = acts;  // the workers read this thread's activations
   const int64_t nb = K / kSuper, groups = N / 16;
   auto run = [&](int64_t g0, int64_t g1) {

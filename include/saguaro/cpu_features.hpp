@@ -19,6 +19,15 @@ CpuIsa cpu_isa_supported();
 // when the variable holds anything but avx512, avx2, scalar or nothing.
 CpuIsa cpu_isa_selected();
 
+// AMX-INT8 tiles usable by this process: the CPU has AMX-TILE and AMX-INT8, the OS enables their state
+// (XCR0) and, on Linux, granted this process the tile data permission (asked once, here). The AMX
+// kernels run only inside the AVX-512 path.
+bool cpu_amx_supported();
+
+// cpu_amx_supported() and the AVX-512 path selected, unless $SAGUARO_CPU_AMX=0 (read at every call, so
+// the tests run the AVX-512 kernels on an AMX machine too).
+bool cpu_amx_selected();
+
 // "scalar", "avx2" or "avx512".
 const char* cpu_isa_name(CpuIsa isa);
 

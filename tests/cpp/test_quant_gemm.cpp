@@ -6,9 +6,11 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "saguaro/cpu_features.hpp"
@@ -259,6 +261,62 @@ TEST(QuantB16, RepackedProductHasTheGgufBlocksBits) {
     }
   EXPECT_THROW(saguaro::quant_b16_packed_bytes(QuantType::kQ4_K, 32, 256), std::invalid_argument);
   EXPECT_THROW(saguaro::quant_b16_packed_bytes(QuantType::kQ8_0, 40, 256), std::invalid_argument);
+}
+
+// The AMX tiles (12 rows and more, where the CPU and OS allow them) against the AVX-512 VNNI kernel and the
+// scalar reference: the same bits, with one row tile, a padded one and several (17, 33 rows), and a
+// partial last record (K = 896).
+TEST(QuantB16, AmxTilesGiveTheSameBitsAsTheOtherPaths) {
+  if (!saguaro::cpu_amx_supported()) GTEST_SKIP() << "this CPU or OS offers no AMX-INT8 tiles";
+  const char* saved = std::getenv("SAGUARO_CPU_AMX");
+  const std::string restore = saved == nullptr ? "" : saved;
+  for (QuantType t : {QuantType::kQ5_0, QuantType::kQ8_0})
+    for (int64_t K : {896, 256}) {
+      std::mt19937 rng(static_cast<unsigned>(K) * 7u + static_cast<unsigned>(t));
+      const int64_t N = 48;
+      const auto w = random_weights(t, N, K, rng);
+      std::vector<uint8_t> packed(static_cast<size_t>(saguaro::quant_b16_packed_bytes(t, N, K)));
+      saguaro::quant_b16_repack(t, w.data(), N, K, packed.data());
+      for (int64_t M : {12, 16, 17, 33}) {
+        const auto x = random_x(M, K, rng);
+        const auto ref = run(t, w, N, K, x, M, 1, CpuIsa::kScalar);
+        for (const char* amx : {"1", "0"}) {
+          setenv("SAGUARO_CPU_AMX", amx, 1);
+          ASSERT_EQ(saguaro::cpu_amx_selected(), std::string(amx) == "1");
+          for (int threads : {1, 2}) {
+            std::vector<float> y(static_cast<size_t>(M * N), -1.f);
+            saguaro::quant_b16_gemm(t, packed.data(), N, K, x.data(), M, y.data(), N, threads, CpuIsa::kAvx512);
+            ASSERT_EQ(std::memcmp(y.data(), ref.data(), y.size() * sizeof(float)), 0)
+                << saguaro::quant_type_name(t) << " K=" << K << " M=" << M << " amx=" << amx << " threads=" << threads;
+          }
+        }
+      }
+    }
+  if (saved == nullptr) unsetenv("SAGUARO_CPU_AMX");
+  else setenv("SAGUARO_CPU_AMX", restore.c_str(), 1);
+}
+
+// Activation blocks the vector quantizers could round differently: exact ties (x * 127 / amax = k + 1/2,
+// to even), an all-zero block, a NaN (ignored by the block's max, quantized to -127) and tiny values. Every
+// path must give the scalar path's bits.
+TEST(QuantGemm, ActivationQuantizationEdgesGiveTheSameBitsOnEveryPath) {
+  for (QuantType t : {QuantType::kQ8_0, QuantType::kQ4_K}) {
+    const int64_t K = 256, N = 32, M = 3;
+    std::mt19937 rng(5);
+    const auto w = random_weights(t, N, K, rng);
+    std::vector<float> x(static_cast<size_t>(M * K));
+    for (int64_t i = 0; i < K; ++i) x[i] = (i % 2 ? -1.f : 1.f) * (static_cast<float>(i % 8) + 0.5f);
+    x[5] = 127.f;  // amax 127: iscale 1, so the k + 0.5 values are ties
+    for (int64_t i = 0; i < K; ++i) x[K + i] = i < 32 ? 0.f : 1e-30f * static_cast<float>(i);
+    std::normal_distribution<float> g(0.f, 1.f);
+    for (int64_t i = 0; i < K; ++i) x[2 * K + i] = g(rng);
+    x[2 * K + 3] = std::nanf("");
+    const auto ref = run(t, w, N, K, x, M, 1, CpuIsa::kScalar);
+    for (CpuIsa isa : paths()) {
+      const auto y = run(t, w, N, K, x, M, 1, isa);
+      ASSERT_EQ(std::memcmp(y.data(), ref.data(), y.size() * sizeof(float)), 0) << saguaro::cpu_isa_name(isa);
+    }
+  }
 }
 
 }  // namespace

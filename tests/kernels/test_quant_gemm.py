@@ -143,8 +143,11 @@ def test_interleaved_q6k_gives_the_gguf_blocks_bits(m):
 
 @pytest.mark.skipif(not quant.b16_supported("Q5_0", 16, 32), reason="the interleaved kernel needs AVX-512 VNNI")
 @pytest.mark.parametrize("kind", ["Q5_0", "Q8_0"])
-@pytest.mark.parametrize("m", [1, 5, 16])
-def test_interleaved_q5_q8_give_the_gguf_blocks_bits(kind, m):
+@pytest.mark.parametrize("m", [1, 5, 16, 17])
+@pytest.mark.parametrize("amx", ["1", "0"])
+def test_interleaved_q5_q8_give_the_gguf_blocks_bits(kind, m, amx, monkeypatch):
+    """16 and 17 rows run the AMX tiles where this CPU has them ($SAGUARO_CPU_AMX=1), else VNNI."""
+    monkeypatch.setenv("SAGUARO_CPU_AMX", amx)
     n, k = 48, 896  # 28 blocks: three groups of eight and a partial one
     b = torch.from_numpy(random_blocks(kind, n, k, seed=12))
     packed = quant.b16_repack(b, kind, n, k)
@@ -152,3 +155,4 @@ def test_interleaved_q5_q8_give_the_gguf_blocks_bits(kind, m):
     ref = quant.gemm(x, b, kind, n, path="scalar")
     for path in PATHS:
         assert torch.equal(quant.b16_gemm(x, packed, kind, n, path=path), ref), path
+    assert quant.amx() == (amx == "1" and quant.core().cpu_amx_supported())

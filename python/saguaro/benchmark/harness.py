@@ -177,7 +177,7 @@ def machine_info() -> dict:
     try:
         from saguaro.kernels import quant
 
-        info["quant_kernel_path"] = quant.isa() if quant.available() else None  # $SAGUARO_CPU_ISA applied
+        info["quant_kernel_path"] = quant.path_name() if quant.available() else None  # env switches applied
     except ImportError:
         info["quant_kernel_path"] = None
     for pkg in ("transformers", "saguaro", "numpy"):

@@ -49,6 +49,18 @@ def isa() -> str:
     return str(core().cpu_isa_selected())
 
 
+def amx() -> bool:
+    """True when the calls run now use AMX-INT8 tiles where they have them (the Q5_0 / Q8_0 interleaved
+    kernel at 12 rows and more): the CPU and OS allow it, the AVX-512 path is selected and
+    $SAGUARO_CPU_AMX is not 0."""
+    return bool(getattr(core(), "cpu_amx_selected", lambda: False)())
+
+
+def path_name() -> str:
+    """The path a call runs now, as the benchmark pages record it: :func:`isa`, plus "+amx" with tiles."""
+    return isa() + ("+amx" if amx() else "")
+
+
 def type_id(ggml_type: int | str) -> int:
     """The GGML type id of a type name ('Q4_K', ...) or id; ValueError for other types."""
     if isinstance(ggml_type, str):

@@ -1,0 +1,44 @@
+// The 16-column interleaved Q5_0 / Q8_0 record (include/saguaro/quant_b16.hpp), shared by its AVX-512
+// kernels (quant_b16.cpp) and its AMX kernel (quant_b16_amx.cpp).
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "quant_formats.hpp"
+#include "saguaro/quant_gemm.hpp"
+
+namespace saguaro::quant {
+
+// Record layout: quads, then (Q5_0) the fifth-bit masks, then d.
+struct B16Layout {
+  bool q5;
+  int64_t quads, bits, d, record;
+};
+
+inline B16Layout b16_layout(QuantType t) {
+  if (t == QuantType::kQ5_0) return {true, 0, 2048, 2560, 3072};
+  if (t == QuantType::kQ8_0) return {false, 0, 4096, 4096, 4608};
+  throw std::invalid_argument(std::string("quant_b16: type ") + quant_type_name(t) + " is not Q5_0 or Q8_0");
+}
+
+// Records per 16 columns: K / 32 blocks in records of kGroup (8).
+inline int64_t b16_records(int64_t K) { return (K / kSmall + kGroup - 1) / kGroup; }
+
+}  // namespace saguaro::quant
+
+namespace saguaro::quant {
+
+// From this many rows quant_b16_gemm runs the AMX kernel where cpu_amx_selected(). Measured on the 0.5B
+// draft's Q5_0 / Q8_0 shapes, one thread: even with AVX-512 VNNI at 8 rows, 1.5x faster at 16.
+constexpr int64_t kB16AmxRows = 12;
+
+// Column groups [g0, g1) of the repacked matrix times a.M rows with AMX-INT8 tiles: the same integer sums
+// and float steps as the AVX-512 kernel, so the same bits. xq: the activations' int8 rows padded with
+// zero rows to a multiple of 16 (a.q itself when a.M % 16 == 0); dq: a.d padded
+// likewise with zero scales. Call only where cpu_amx_selected().
+void b16_groups_amx(const B16Layout& L, const uint8_t* packed, const QuantActivations& a, const int8_t* xq,
+                    const float* dq, int64_t g0, int64_t g1, float* y, int64_t ldy);
+
+}  // namespace saguaro::quant
