@@ -10,16 +10,31 @@ int64_t SpeculationGovernor::bucket_of(int64_t batch) {
   return b;
 }
 
-bool SpeculationGovernor::plain_faster_below(int64_t bucket) const {
-  // the largest smaller bucket with both arms measured; speculation must have won there by a margin,
-  // because a larger batch only makes verification relatively dearer
+const SpeculationGovernor::Bucket* SpeculationGovernor::measured_below(int64_t bucket) const {
   for (auto it = buckets_.lower_bound(bucket); it != buckets_.begin();) {
     --it;
     const Bucket& b = it->second;
-    if (b.speculating.rounds >= kWarmRounds && b.plain.rounds >= kWarmRounds)
-      return b.speculating.rate() < kLargerBatchMargin * b.plain.rate();
+    if (b.speculating.rounds >= kWarmRounds && b.plain.rounds >= kWarmRounds) return &b;
   }
-  return false;
+  return nullptr;
+}
+
+bool SpeculationGovernor::plain_faster_below(int64_t bucket) const {
+  // the largest smaller bucket with both arms measured; speculation must have won there by a margin,
+  // because a larger batch only makes verification relatively dearer
+  const Bucket* b = measured_below(bucket);
+  return b != nullptr && b->speculating.rate() < kLargerBatchMargin * b->plain.rate();
+}
+
+bool SpeculationGovernor::starts_plain(int64_t bucket) const {
+  return plain_faster_below(bucket) || (bucket >= kColdPlainBucket && measured_below(bucket) == nullptr);
+}
+
+bool SpeculationGovernor::speculation_judged(const Bucket& k) {
+  if (k.speculating.rounds >= kWarmRounds) return true;
+  // a first speculating round slower than the measured plain rounds ends speculation's warm-up: its
+  // further rounds would be the dearest of the bucket, and the probes measure it again later
+  return k.speculating.rounds >= 1 && k.plain.rounds >= kWarmRounds && k.speculating.rate() < k.plain.rate();
 }
 
 bool SpeculationGovernor::speculate(int64_t batch) {
@@ -28,15 +43,16 @@ bool SpeculationGovernor::speculate(int64_t batch) {
   Bucket& k = buckets_[bucket];
   // Where a smaller batch measured plain rounds faster, a larger one (more compute-bound still) starts
   // plain, and its speculation is first measured at a probe: warming speculation up first would spend
-  // its most expensive rounds on the arm least likely to win.
-  if (k.speculating.rounds == 0 && plain_faster_below(bucket)) {
+  // its most expensive rounds on the arm least likely to win. A large batch with nothing measured below
+  // it (a cold burst of requests) starts plain too, and measures one speculating round right after.
+  if (k.speculating.rounds == 0 && starts_plain(bucket)) {
     if (k.plain.rounds < kWarmRounds) return false;
-    if (++k.since_probe < kProbeEvery * 4) return false;
+    if (plain_faster_below(bucket) && ++k.since_probe < kProbeEvery * 4) return false;
     k.since_probe = 0;
     return true;  // the rest of speculation's warm-up follows below once this round is observed
   }
   // Measure both arms first: speculation, then plain rounds.
-  if (k.speculating.rounds < kWarmRounds) return true;
+  if (!speculation_judged(k)) return true;
   if (k.plain.rounds < kWarmRounds) return false;
   const bool faster_is_speculating = k.speculating.rate() >= k.plain.rate();
   if (k.probing > 0) {
@@ -66,9 +82,9 @@ bool SpeculationGovernor::backing_off(int64_t batch) const {
   if (!enabled_ || batch < 2) return false;
   const int64_t bucket = bucket_of(batch);
   const auto it = buckets_.find(bucket);
-  if (it == buckets_.end() || it->second.speculating.rounds == 0) return plain_faster_below(bucket);
+  if (it == buckets_.end() || it->second.speculating.rounds == 0) return starts_plain(bucket);
   const Bucket& k = it->second;
-  if (k.speculating.rounds < kWarmRounds || k.plain.rounds < kWarmRounds) return false;
+  if (!speculation_judged(k) || k.plain.rounds < kWarmRounds) return false;
   return k.plain.rate() > k.speculating.rate();
 }
 

@@ -6,8 +6,9 @@
 // plain rounds for each batch size and runs the faster, re-measuring the slower one now and then (less
 // often while it stays the slower), so a change of load or acceptance is followed. A batch size larger
 // than one where plain rounds measured faster (or speculation faster by less than kLargerBatchMargin)
-// starts plain and measures speculation at its first probe. Batch 1 always speculates (the mode was
-// chosen for it).
+// starts plain and measures speculation at its first probe; a large one with nothing measured below
+// it starts plain and measures one speculating round at once (kColdPlainBucket). Batch 1 always
+// speculates (the mode was chosen for it).
 // Exactness is untouched: a plain round is an exact AR step. Not thread-safe: the target worker owns it.
 #include <cstdint>
 #include <map>
@@ -56,6 +57,11 @@ class SpeculationGovernor {
   // batch costs the most expensive rounds there are. (Serving the default pair on 2 cores: speculation
   // won by 5-8% at 4 clients and lost 6-7% at 16, where its warm-up and probes ran.)
   static constexpr double kLargerBatchMargin = 1.2;
+  // From this bucket (batches of 5-8 rows) up, a batch size with no smaller one measured starts plain
+  // and measures a single speculating round after kWarmRounds plain ones; speculation warms up further
+  // only if that round was not slower. A cold burst of 16 clients on the default pair (2 cores) had
+  // spent its first rounds warming speculation up at 16 rows, ~3x a plain round each: SSD 0.80x AR.
+  static constexpr int64_t kColdPlainBucket = 8;
 
  private:
   struct Arm {
@@ -73,7 +79,10 @@ class SpeculationGovernor {
   };
   static int64_t bucket_of(int64_t batch);  // 2, 3-4, 5-8, ... (powers of two)
   bool speculate(int64_t batch);
+  const Bucket* measured_below(int64_t bucket) const;  // the nearest smaller bucket with both arms measured
   bool plain_faster_below(int64_t bucket) const;  // the nearest smaller measured bucket's verdict
+  bool starts_plain(int64_t bucket) const;        // an unmeasured bucket's first rounds run plain
+  static bool speculation_judged(const Bucket& k);  // speculation's warm-up is over (or cut short)
 
   bool enabled_;
   std::map<int64_t, Bucket> buckets_;

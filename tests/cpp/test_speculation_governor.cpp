@@ -71,24 +71,24 @@ TEST(SpeculationGovernor, MeasuresBothArmsThenRunsTheFasterAndProbesTheSlower) {
   constexpr int warm = SpeculationGovernor::kWarmRounds;
   // warm-up: speculating rounds first, then plain ones
   for (int i = 0; i < warm; ++i) {
-    const auto d = g.decide(8);
+    const auto d = g.decide(4);
     ASSERT_TRUE(d.speculate);
     g.observe(d, 10, 1.0);
   }
   for (int i = 0; i < warm; ++i) {
-    const auto d = g.decide(8);
+    const auto d = g.decide(4);
     ASSERT_FALSE(d.speculate);
     g.observe(d, 30, 1.0);
   }
-  EXPECT_DOUBLE_EQ(g.rate(8, true), 10.0);
-  EXPECT_DOUBLE_EQ(g.rate(8, false), 30.0);
+  EXPECT_DOUBLE_EQ(g.rate(4, true), 10.0);
+  EXPECT_DOUBLE_EQ(g.rate(4, false), 30.0);
   // plain is 3x faster: mostly plain rounds, with a probe of speculation every kProbeEvery rounds
   const int n = 10 * SpeculationGovernor::kProbeEvery;
-  const int speculated = run(g, 8, n, 10, 30);
+  const int speculated = run(g, 4, n, 10, 30);
   EXPECT_GT(speculated, 0);
   EXPECT_LT(speculated, n / 5);
   // the batch sizes of one bucket share the measurement; another bucket is measured on its own
-  EXPECT_FALSE(g.decide(7).speculate);
+  EXPECT_FALSE(g.decide(3).speculate);
   EXPECT_TRUE(g.decide(2).speculate);
 }
 
@@ -141,8 +141,8 @@ TEST(SpeculationGovernor, ALargerBatchStartsPlainWhereASmallerOneMeasuredPlainFa
   const int until_probe = SpeculationGovernor::kWarmRounds + 4 * SpeculationGovernor::kProbeEvery - 1;
   EXPECT_EQ(run(g, 16, until_probe, 10, 30), 0);
   EXPECT_DOUBLE_EQ(g.rate(16, false), 30.0);
-  EXPECT_EQ(run(g, 16, SpeculationGovernor::kWarmRounds, 10, 30), SpeculationGovernor::kWarmRounds)
-      << "the probe completes speculation's warm-up";
+  EXPECT_EQ(run(g, 16, SpeculationGovernor::kWarmRounds, 10, 30), 1)
+      << "the probe's first round was slower than plain: speculation's warm-up ends there";
   EXPECT_DOUBLE_EQ(g.rate(16, true), 10.0);
   EXPECT_FALSE(g.decide(16).speculate) << "measured: plain is faster";
   // where the smaller batch measured speculation clearly faster, a larger one warms speculation up first
@@ -162,18 +162,38 @@ TEST(SpeculationGovernor, BacksOffOnlyWherePlainRoundsMeasuredFaster) {
   run(off, 8, 50, 10, 30);
   EXPECT_FALSE(off.backing_off(8)) << "a disabled governor always speculates";
   SpeculationGovernor g(true);
-  EXPECT_FALSE(g.backing_off(8)) << "nothing measured yet";
-  run(g, 8, SpeculationGovernor::kWarmRounds, 10, 30);
-  EXPECT_FALSE(g.backing_off(8)) << "plain rounds not measured yet";
-  run(g, 8, SpeculationGovernor::kWarmRounds, 10, 30);
-  EXPECT_TRUE(g.backing_off(8));
-  EXPECT_TRUE(g.backing_off(16)) << "an unmeasured larger batch follows the smaller one";
-  EXPECT_FALSE(g.backing_off(4)) << "a smaller batch is not implied";
+  EXPECT_FALSE(g.backing_off(4)) << "nothing measured yet";
+  run(g, 4, SpeculationGovernor::kWarmRounds, 10, 30);
+  EXPECT_FALSE(g.backing_off(4)) << "plain rounds not measured yet";
+  run(g, 4, SpeculationGovernor::kWarmRounds, 10, 30);
+  EXPECT_TRUE(g.backing_off(4));
+  EXPECT_TRUE(g.backing_off(8)) << "an unmeasured larger batch follows the smaller one";
+  EXPECT_FALSE(g.backing_off(2)) << "a smaller batch is not implied";
   EXPECT_FALSE(g.backing_off(1)) << "batch 1 always speculates";
   SpeculationGovernor h(true);
-  run(h, 8, 50, 30, 10);
-  EXPECT_FALSE(h.backing_off(8)) << "speculation measured faster";
+  run(h, 4, 50, 30, 10);
+  EXPECT_FALSE(h.backing_off(4)) << "speculation measured faster";
   EXPECT_FALSE(h.backing_off(16));
+}
+
+TEST(SpeculationGovernor, AColdLargeBatchStartsPlainAndMeasuresOneSpeculatingRound) {
+  // Nothing measured below batch 16 (a burst of requests on a fresh engine): plain rounds first, the
+  // draft's prefill deferred meanwhile, then a single speculating round.
+  SpeculationGovernor g(true);
+  EXPECT_TRUE(g.backing_off(16));
+  EXPECT_EQ(run(g, 16, SpeculationGovernor::kWarmRounds, 10, 30), 0);
+  EXPECT_EQ(run(g, 16, 1, 10, 30), 1);
+  EXPECT_EQ(run(g, 16, 20, 10, 30), 0) << "it was slower: plain until a probe";
+  EXPECT_TRUE(g.backing_off(16));
+  // where that round was faster, speculation's warm-up goes on and it runs
+  SpeculationGovernor h(true);
+  EXPECT_EQ(run(h, 16, SpeculationGovernor::kWarmRounds, 30, 10), 0);
+  EXPECT_EQ(run(h, 16, 20, 30, 10), 20);
+  EXPECT_FALSE(h.backing_off(16));
+  // below kColdPlainBucket a cold batch warms speculation up first, as before
+  SpeculationGovernor small(true);
+  EXPECT_FALSE(small.backing_off(4));
+  EXPECT_EQ(run(small, 4, SpeculationGovernor::kWarmRounds, 10, 30), SpeculationGovernor::kWarmRounds);
 }
 
 TEST(SpeculationGovernor, RequestsAdmittedWhileBackingOffDeferTheDraftsPrefillAndStayExact) {
