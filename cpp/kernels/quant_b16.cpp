@@ -116,7 +116,8 @@ SAGUARO_B16_AVX512 inline void store_lanes(__m512 (&lane)[R][kGroup], int64_t g,
 // below the DRAM stream), then the block's lane step; the 8 lanes reduced at the end.
 template <int R>
 SAGUARO_B16_AVX512 void tile_q8(const Layout& L, const uint8_t* packed, const QuantActivations& a, int64_t g,
-                                int64_t m0, int off, float* y, int64_t ldy, bool prefetch_next) {
+                                int64_t m0, int off, float* y, int64_t ldy, bool prefetch_next, int row_tile,
+                                int row_tiles) {
   const int64_t K = a.K, nblocks = K / kSmall, n8 = groups8(K);
   __m512 lane[R][kGroup];
   for (int r = 0; r < R; ++r)
@@ -125,7 +126,7 @@ SAGUARO_B16_AVX512 void tile_q8(const Layout& L, const uint8_t* packed, const Qu
     const uint8_t* rec = packed + (g * n8 + b / kGroup) * L.record;
     const int jb = static_cast<int>(b % kGroup);
     // an eighth of the next group's record per block (stream_prefetch.hpp)
-    detail::prefetch_part(prefetch_next ? rec + n8 * L.record : nullptr, L.record, jb, kGroup);
+    detail::prefetch_part(prefetch_next ? rec + n8 * L.record : nullptr, L.record, row_tile * kGroup + jb, row_tiles * kGroup);
     __m512i s[R], s2[R];
     for (int r = 0; r < R; ++r) s[r] = s2[r] = _mm512_setzero_si512();
 #pragma GCC unroll 8
@@ -153,7 +154,8 @@ SAGUARO_B16_AVX512 void tile_q8(const Layout& L, const uint8_t* packed, const Qu
 // faster than one block at a time, 5 rows 22%); then each block's lane step as for Q8_0.
 template <int R>
 SAGUARO_B16_AVX512 void tile_q5(const Layout& L, const uint8_t* packed, const QuantActivations& a, int64_t g,
-                                int64_t m0, int off, float* y, int64_t ldy, bool prefetch_next) {
+                                int64_t m0, int off, float* y, int64_t ldy, bool prefetch_next, int row_tile,
+                                int row_tiles) {
   const int64_t K = a.K, nblocks = K / kSmall, n8 = groups8(K);
   const __m512i lo4 = _mm512_set1_epi8(0x0f), five = _mm512_set1_epi8(0x10);
   __m512 lane[R][kGroup];
@@ -163,7 +165,7 @@ SAGUARO_B16_AVX512 void tile_q5(const Layout& L, const uint8_t* packed, const Qu
     const uint8_t* rec = packed + (g * n8 + rix) * L.record;
     const int64_t b0 = rix * kGroup, count = std::min<int64_t>(kGroup, nblocks - b0);
     for (int jb = 0; jb < 4 && jb < count; ++jb) {
-      detail::prefetch_part(prefetch_next ? rec + n8 * L.record : nullptr, L.record, jb, 4);
+      detail::prefetch_part(prefetch_next ? rec + n8 * L.record : nullptr, L.record, row_tile * 4 + jb, row_tiles * 4);
       const bool high = jb + 4 < count;  // a partial last record may hold only blocks 0-3
       const int64_t blo = b0 + jb, bhi = b0 + jb + 4;
       __m512i slo[R], shi[R];
@@ -194,11 +196,12 @@ SAGUARO_B16_AVX512 void tile_q5(const Layout& L, const uint8_t* packed, const Qu
 
 template <int R, bool kQ5>
 SAGUARO_B16_AVX512 inline void tile(const Layout& L, const uint8_t* packed, const QuantActivations& a, int64_t g,
-                                    int64_t m0, int off, float* y, int64_t ldy, bool prefetch_next) {
+                                    int64_t m0, int off, float* y, int64_t ldy, bool prefetch_next, int row_tile,
+                                int row_tiles) {
   if constexpr (kQ5) {
-    tile_q5<R>(L, packed, a, g, m0, off, y, ldy, prefetch_next);
+    tile_q5<R>(L, packed, a, g, m0, off, y, ldy, prefetch_next, row_tile, row_tiles);
   } else {
-    tile_q8<R>(L, packed, a, g, m0, off, y, ldy, prefetch_next);
+    tile_q8<R>(L, packed, a, g, m0, off, y, ldy, prefetch_next, row_tile, row_tiles);
   }
 }
 
@@ -207,16 +210,20 @@ SAGUARO_B16_AVX512 void groups_avx512(const Layout& L, const uint8_t* packed, co
                                       int64_t g1, int off, float* y, int64_t ldy) {
   const int64_t M = a.M;
   const int64_t tiles = (M + 4) / 5, per = (M + tiles - 1) / tiles;  // row tiles of <= 5, as even as possible
-  // The first tile of each group prefetches the next group's records (stream_prefetch.hpp).
+  const int n = static_cast<int>((M + per - 1) / per);
+  // Each group's row tiles prefetch the next group's records, spread over all of them
+  // (stream_prefetch.hpp): at 16 rows the first tile alone would ask for them faster than one core's
+  // misses can be served, and stall.
   for (int64_t g = g0; g < g1; ++g)
     for (int64_t m0 = 0; m0 < M; m0 += per) {
-      const bool next = m0 == 0 && g + 1 < g1;
+      const bool next = g + 1 < g1;
+      const int i = static_cast<int>(m0 / per);
       switch (std::min<int64_t>(per, M - m0)) {
-        case 1: tile<1, kQ5>(L, packed, a, g, m0, off, y, ldy, next); break;
-        case 2: tile<2, kQ5>(L, packed, a, g, m0, off, y, ldy, next); break;
-        case 3: tile<3, kQ5>(L, packed, a, g, m0, off, y, ldy, next); break;
-        case 4: tile<4, kQ5>(L, packed, a, g, m0, off, y, ldy, next); break;
-        default: tile<5, kQ5>(L, packed, a, g, m0, off, y, ldy, next); break;
+        case 1: tile<1, kQ5>(L, packed, a, g, m0, off, y, ldy, next, i, n); break;
+        case 2: tile<2, kQ5>(L, packed, a, g, m0, off, y, ldy, next, i, n); break;
+        case 3: tile<3, kQ5>(L, packed, a, g, m0, off, y, ldy, next, i, n); break;
+        case 4: tile<4, kQ5>(L, packed, a, g, m0, off, y, ldy, next, i, n); break;
+        default: tile<5, kQ5>(L, packed, a, g, m0, off, y, ldy, next, i, n); break;
       }
     }
 }

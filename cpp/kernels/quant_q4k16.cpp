@@ -85,7 +85,7 @@ void groups_reference(const uint8_t* packed, int64_t nb, const QuantActivations&
 // column lane runs kind_a_step's float sequence.
 template <int R>
 SAGUARO_Q4K16_AVX512 void tile(const uint8_t* packed, int64_t nb, const QuantActivations& a, int64_t g, int64_t m0,
-                               float* y, int64_t ldy, const uint8_t* next) {
+                               float* y, int64_t ldy, const uint8_t* next, int row_tile, int row_tiles) {
   const int64_t K = a.K;
   const __m512i lo4 = _mm512_set1_epi8(0x0f);
   __m512 acc[R];
@@ -95,7 +95,7 @@ SAGUARO_Q4K16_AVX512 void tile(const uint8_t* packed, int64_t nb, const QuantAct
     __m512i isum[R], imin[R];
     for (int r = 0; r < R; ++r) isum[r] = imin[r] = _mm512_setzero_si512();
     for (int s = 0; s < 4; ++s) {
-      detail::prefetch_part(next == nullptr ? nullptr : next + b * kRecord, kRecord, s, 4);
+      detail::prefetch_part(next == nullptr ? nullptr : next + b * kRecord, kRecord, row_tile * 4 + s, row_tiles * 4);
       __m512i slo[R], shi[R];
       for (int r = 0; r < R; ++r) slo[r] = shi[r] = _mm512_setzero_si512();
 #pragma GCC unroll 8
@@ -145,16 +145,17 @@ SAGUARO_Q4K16_AVX512 void groups_avx512(const uint8_t* packed, int64_t nb, const
                                         int64_t g1, float* y, int64_t ldy) {
   const int64_t M = a.M;
   const int64_t tiles = (M + 4) / 5, per = (M + tiles - 1) / tiles;  // row tiles of <= 5, as even as possible
-  // The first tile of each group prefetches the next group's records (stream_prefetch.hpp).
+  // Each group's row tiles prefetch the next group's records, spread over all of them (stream_prefetch.hpp).
   for (int64_t g = g0; g < g1; ++g)
     for (int64_t m0 = 0; m0 < M; m0 += per) {
-      const uint8_t* next = (m0 == 0 && g + 1 < g1) ? packed + (g + 1) * nb * kRecord : nullptr;
+      const uint8_t* next = g + 1 < g1 ? packed + (g + 1) * nb * kRecord : nullptr;
+      const int i = static_cast<int>(m0 / per), n = static_cast<int>((M + per - 1) / per);
       switch (std::min<int64_t>(per, M - m0)) {
-        case 1: tile<1>(packed, nb, a, g, m0, y, ldy, next); break;
-        case 2: tile<2>(packed, nb, a, g, m0, y, ldy, next); break;
-        case 3: tile<3>(packed, nb, a, g, m0, y, ldy, next); break;
-        case 4: tile<4>(packed, nb, a, g, m0, y, ldy, next); break;
-        default: tile<5>(packed, nb, a, g, m0, y, ldy, next); break;
+        case 1: tile<1>(packed, nb, a, g, m0, y, ldy, next, i, n); break;
+        case 2: tile<2>(packed, nb, a, g, m0, y, ldy, next, i, n); break;
+        case 3: tile<3>(packed, nb, a, g, m0, y, ldy, next, i, n); break;
+        case 4: tile<4>(packed, nb, a, g, m0, y, ldy, next, i, n); break;
+        default: tile<5>(packed, nb, a, g, m0, y, ldy, next, i, n); break;
       }
     }
 }

@@ -154,7 +154,7 @@ SAGUARO_Q6K16_INLINE void all_groups(const uint8_t* rec, const int8_t* const (&a
 // lane, then kind_a_step's float sequence lane by lane.
 template <int R>
 SAGUARO_Q6K16_AVX512 void tile(const uint8_t* packed, int64_t nb, const QuantActivations& a, int64_t g, int64_t m0,
-                               float* y, int64_t ldy, const uint8_t* next) {
+                               float* y, int64_t ldy, const uint8_t* next, int row_tile, int row_tiles) {
   const int64_t K = a.K;
   __m512 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
@@ -167,9 +167,9 @@ SAGUARO_Q6K16_AVX512 void tile(const uint8_t* packed, int64_t nb, const QuantAct
       isum[r] = imin[r] = _mm512_setzero_si512();
     }
     const uint8_t* next_rec = next == nullptr ? nullptr : next + b * kRecord;
-    detail::prefetch_part(next_rec, kRecord, 0, 2);
+    detail::prefetch_part(next_rec, kRecord, row_tile * 2, row_tiles * 2);
     all_groups<R>(rec, aq, isum, std::make_integer_sequence<int, 8>{});
-    detail::prefetch_part(next_rec, kRecord, 1, 2);
+    detail::prefetch_part(next_rec, kRecord, row_tile * 2 + 1, row_tiles * 2);
     // imin = Σ_j 32 sc_j bsum16_j = 32 Σ_u (sc_2u, sc_2u+1) . (bsum_2u, bsum_2u+1): exact in int32
 #pragma GCC unroll 8
     for (int u = 0; u < 8; ++u) {
@@ -199,16 +199,17 @@ SAGUARO_Q6K16_AVX512 void groups_avx512(const uint8_t* packed, int64_t nb, const
   const int64_t M = a.M;
   // row tiles of <= 5, as even as possible: a K = 4 verification (5 rows) unpacks each record once
   const int64_t tiles = (M + 4) / 5, per = (M + tiles - 1) / tiles;
-  // The first tile of each group prefetches the next group's records (stream_prefetch.hpp).
+  // Each group's row tiles prefetch the next group's records, spread over all of them (stream_prefetch.hpp).
   for (int64_t g = g0; g < g1; ++g)
     for (int64_t m0 = 0; m0 < M; m0 += per) {
-      const uint8_t* next = (m0 == 0 && g + 1 < g1) ? packed + (g + 1) * nb * kRecord : nullptr;
+      const uint8_t* next = g + 1 < g1 ? packed + (g + 1) * nb * kRecord : nullptr;
+      const int i = static_cast<int>(m0 / per), n = static_cast<int>((M + per - 1) / per);
       switch (std::min<int64_t>(per, M - m0)) {
-        case 1: tile<1>(packed, nb, a, g, m0, y, ldy, next); break;
-        case 2: tile<2>(packed, nb, a, g, m0, y, ldy, next); break;
-        case 3: tile<3>(packed, nb, a, g, m0, y, ldy, next); break;
-        case 4: tile<4>(packed, nb, a, g, m0, y, ldy, next); break;
-        default: tile<5>(packed, nb, a, g, m0, y, ldy, next); break;
+        case 1: tile<1>(packed, nb, a, g, m0, y, ldy, next, i, n); break;
+        case 2: tile<2>(packed, nb, a, g, m0, y, ldy, next, i, n); break;
+        case 3: tile<3>(packed, nb, a, g, m0, y, ldy, next, i, n); break;
+        case 4: tile<4>(packed, nb, a, g, m0, y, ldy, next, i, n); break;
+        default: tile<5>(packed, nb, a, g, m0, y, ldy, next, i, n); break;
       }
     }
 }
