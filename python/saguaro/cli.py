@@ -315,6 +315,13 @@ def _info() -> dict[str, Any]:
     except AttributeError:
         pass
     info["torch_cuda_devices"] = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    try:
+        from saguaro.kernels import quant
+
+        # the quantized kernels' path now: avx512 / avx2 / scalar, "+amx" where AMX-INT8 tiles run
+        info["quant_kernel_path"] = quant.path_name() if quant.available() else "unavailable"
+    except Exception as e:  # info must print whatever the kernels say
+        info["quant_kernel_path"] = f"unavailable ({e})"
     import torch.distributed as dist
 
     # where a draft can run: a thread of the engine, or a draft-server (frames over gloo)

@@ -30,6 +30,8 @@ def test_info_prints_build_devices_and_cache():
     r = run_cli("info", "--json")
     info = json.loads(r.stdout)
     assert info["version"] == saguaro.__version__ and info["cuda_device_count"] >= 0
+    from saguaro.kernels import quant
+    assert info["quant_kernel_path"] == quant.path_name()  # e.g. "avx512+amx", "avx2"
 
 
 @pytest.mark.parametrize("args, msg", [
