@@ -21,7 +21,10 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from saguaro.serve.launch import launch_server
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: bench is a package
+from bench.quant_survey import cpu_flags, cpu_model  # noqa: E402
+
+from saguaro.serve.launch import launch_server  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PROMPTS = ["def quicksort(arr):", "import numpy as np\n\ndef normalize(x):", "class LinkedList:\n",
@@ -129,7 +132,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     record: dict[str, Any] = {
         "name": args.name, "target": args.target or "default pair", "draft": args.draft or "default pair",
         "dtype": args.dtype, "max_tokens": args.max_tokens, "requests_per_level": args.requests,
-        "engine_args": args.engine_args, "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "engine_args": args.engine_args, "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "cpu": cpu_model(),
+                                                "flags": cpu_flags()},
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "modes": {}}
     record["alternated"] = bool(args.alternate)
     if args.alternate:
@@ -179,7 +183,9 @@ def markdown(record: dict[str, Any]) -> str:
              f"Target {record['target']}, draft {record['draft']} ({record['dtype']}); {record['requests_per_level']} "
              f"streaming greedy completions of {record['max_tokens']} tokens per level (at least one per client); "
              f"{record['machine']['cpus']} CPUs, {record['date']}. Extra engine options: "
-             f"{' '.join(record['engine_args']) or 'none'}.", "",
+             f"{' '.join(record['engine_args']) or 'none'}.",
+             f"CPU: {record['machine'].get('cpu', 'not recorded')}; flags: "
+             f"{' '.join(record['machine'].get('flags', [])) or 'not recorded'}.", "",
              "| mode | clients | req/s | tok/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | tokens/round |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for mode, data in record["modes"].items():
