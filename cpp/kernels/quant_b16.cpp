@@ -43,8 +43,6 @@ void check(QuantType t, int64_t N, int64_t K) {
   if (K < kSmall || K % kSmall != 0) bad("K (in_features) must be a positive multiple of 32, got " + std::to_string(K));
 }
 
-int64_t groups8(int64_t K) { return quant::b16_records(K); }
-
 // Value v (0..255) of column i in a record, as u8 with its offset (Q5_0: 0..31, Q8_0: value + 128).
 uint8_t value_at(const Layout& L, const uint8_t* rec, int i, int v) {
   const int p = v / 4, j = v % 4;
@@ -58,7 +56,7 @@ uint8_t value_at(const Layout& L, const uint8_t* rec, int i, int v) {
 void groups_reference(QuantType t, const uint8_t* packed, const QuantActivations& a, int64_t g0, int64_t g1, float* y,
                       int64_t ldy) {
   const Layout L = layout(t);
-  const int64_t M = a.M, K = a.K, nblocks = K / kSmall, n8 = groups8(K);
+  const int64_t M = a.M, K = a.K, nblocks = K / kSmall, n8 = quant::b16_records(K);
   const int off = quant::offset_b(t);
   std::vector<float> lanes(static_cast<size_t>(M * kGroup));
   for (int64_t g = g0; g < g1; ++g)
@@ -104,11 +102,7 @@ SAGUARO_B16_AVX512 inline void lane_step(const Layout& L, const uint8_t* rec, in
 // The 8 lanes of each row reduced as kind_b_reduce does, into y.
 template <int R>
 SAGUARO_B16_AVX512 inline void store_lanes(__m512 (&lane)[R][kGroup], int64_t g, int64_t m0, float* y, int64_t ldy) {
-  for (int r = 0; r < R; ++r) {
-    const __m512 s0 = _mm512_add_ps(lane[r][0], lane[r][4]), s1 = _mm512_add_ps(lane[r][1], lane[r][5]);
-    const __m512 s2 = _mm512_add_ps(lane[r][2], lane[r][6]), s3 = _mm512_add_ps(lane[r][3], lane[r][7]);
-    _mm512_storeu_ps(y + (m0 + r) * ldy + 16 * g, _mm512_add_ps(_mm512_add_ps(s0, s2), _mm512_add_ps(s1, s3)));
-  }
+  for (int r = 0; r < R; ++r) _mm512_storeu_ps(y + (m0 + r) * ldy + 16 * g, quant::b16_reduce_lanes(lane[r]));
 }
 
 // Q8_0, R rows x 16 columns of group g: per 32-value block, 8 quads x R vpdpbusd (two accumulators
@@ -118,7 +112,7 @@ template <int R>
 SAGUARO_B16_AVX512 void tile_q8(const Layout& L, const uint8_t* packed, const QuantActivations& a, int64_t g,
                                 int64_t m0, int off, float* y, int64_t ldy, bool prefetch_next, int row_tile,
                                 int row_tiles) {
-  const int64_t K = a.K, nblocks = K / kSmall, n8 = groups8(K);
+  const int64_t K = a.K, nblocks = K / kSmall, n8 = quant::b16_records(K);
   __m512 lane[R][kGroup];
   for (int r = 0; r < R; ++r)
     for (int j = 0; j < kGroup; ++j) lane[r][j] = _mm512_setzero_ps();
@@ -126,7 +120,8 @@ SAGUARO_B16_AVX512 void tile_q8(const Layout& L, const uint8_t* packed, const Qu
     const uint8_t* rec = packed + (g * n8 + b / kGroup) * L.record;
     const int jb = static_cast<int>(b % kGroup);
     // an eighth of the next group's record per block (stream_prefetch.hpp)
-    detail::prefetch_part(prefetch_next ? rec + n8 * L.record : nullptr, L.record, row_tile * kGroup + jb, row_tiles * kGroup);
+    detail::prefetch_part(prefetch_next ? rec + n8 * L.record : nullptr, L.record, row_tile * kGroup + jb,
+                          row_tiles * kGroup);
     __m512i s[R], s2[R];
     for (int r = 0; r < R; ++r) s[r] = s2[r] = _mm512_setzero_si512();
 #pragma GCC unroll 8
@@ -156,7 +151,7 @@ template <int R>
 SAGUARO_B16_AVX512 void tile_q5(const Layout& L, const uint8_t* packed, const QuantActivations& a, int64_t g,
                                 int64_t m0, int off, float* y, int64_t ldy, bool prefetch_next, int row_tile,
                                 int row_tiles) {
-  const int64_t K = a.K, nblocks = K / kSmall, n8 = groups8(K);
+  const int64_t K = a.K, nblocks = K / kSmall, n8 = quant::b16_records(K);
   const __m512i lo4 = _mm512_set1_epi8(0x0f), five = _mm512_set1_epi8(0x10);
   __m512 lane[R][kGroup];
   for (int r = 0; r < R; ++r)
@@ -165,7 +160,8 @@ SAGUARO_B16_AVX512 void tile_q5(const Layout& L, const uint8_t* packed, const Qu
     const uint8_t* rec = packed + (g * n8 + rix) * L.record;
     const int64_t b0 = rix * kGroup, count = std::min<int64_t>(kGroup, nblocks - b0);
     for (int jb = 0; jb < 4 && jb < count; ++jb) {
-      detail::prefetch_part(prefetch_next ? rec + n8 * L.record : nullptr, L.record, row_tile * 4 + jb, row_tiles * 4);
+      detail::prefetch_part(prefetch_next ? rec + n8 * L.record : nullptr, L.record, row_tile * 4 + jb,
+                            row_tiles * 4);
       const bool high = jb + 4 < count;  // a partial last record may hold only blocks 0-3
       const int64_t blo = b0 + jb, bhi = b0 + jb + 4;
       __m512i slo[R], shi[R];
@@ -197,7 +193,7 @@ SAGUARO_B16_AVX512 void tile_q5(const Layout& L, const uint8_t* packed, const Qu
 template <int R, bool kQ5>
 SAGUARO_B16_AVX512 inline void tile(const Layout& L, const uint8_t* packed, const QuantActivations& a, int64_t g,
                                     int64_t m0, int off, float* y, int64_t ldy, bool prefetch_next, int row_tile,
-                                int row_tiles) {
+                                    int row_tiles) {
   if constexpr (kQ5) {
     tile_q5<R>(L, packed, a, g, m0, off, y, ldy, prefetch_next, row_tile, row_tiles);
   } else {
@@ -234,14 +230,15 @@ SAGUARO_B16_AVX512 void groups_avx512(const Layout& L, const uint8_t* packed, co
 
 int64_t quant_b16_packed_bytes(QuantType t, int64_t N, int64_t K) {
   check(t, N, K);
-  return N / 16 * groups8(K) * layout(t).record;
+  return N / 16 * quant::b16_records(K) * layout(t).record;
 }
 
 void quant_b16_repack(QuantType t, const uint8_t* w, int64_t N, int64_t K, uint8_t* out) {
   check(t, N, K);
   if (w == nullptr || out == nullptr) bad("w and out must not be null");
   const Layout L = layout(t);
-  const int64_t nblocks = K / kSmall, n8 = groups8(K), row_bytes = quant_row_bytes(t, K), bb = quant_block_bytes(t);
+  const int64_t nblocks = K / kSmall, n8 = quant::b16_records(K), row_bytes = quant_row_bytes(t, K);
+  const int64_t bb = quant_block_bytes(t);
   std::memset(out, 0, static_cast<size_t>(quant_b16_packed_bytes(t, N, K)));
   for (int64_t g = 0; g < N / 16; ++g)
     for (int i = 0; i < 16; ++i)
@@ -280,22 +277,16 @@ void quant_b16_gemm(QuantType t, const uint8_t* packed, int64_t N, int64_t K, co
   const int off = quant::offset_b(t);
   const int64_t groups = N / 16;
   const bool amx = isa == CpuIsa::kAvx512 && M >= quant::kB16AmxRows && cpu_amx_selected();
-  // The AMX kernel works on 16 rows at a time: zero rows (and zero scales) pad the activations.
+  // The AMX kernel's tiles read 16 activation rows at a time: zero rows pad them.
   thread_local std::vector<int8_t> padded_q;
-  thread_local std::vector<float> padded_d;
   const int8_t* xq = a.q.data();
-  const float* dq = a.d.data();
   if (amx && M % 16 != 0) {
-    const int64_t Mp = (M + 15) / 16 * 16;
-    padded_q.assign(static_cast<size_t>(Mp * K), 0);
+    padded_q.assign(static_cast<size_t>((M + 15) / 16 * 16 * K), 0);
     std::copy(a.q.begin(), a.q.begin() + M * K, padded_q.begin());
-    padded_d.assign(static_cast<size_t>(Mp * (K / kSmall)), 0.f);
-    std::copy(a.d.begin(), a.d.begin() + M * (K / kSmall), padded_d.begin());
     xq = padded_q.data();
-    dq = padded_d.data();
   }
   auto run = [&](int64_t g0, int64_t g1) {
-    if (amx) return quant::b16_groups_amx(L, packed, a, xq, dq, g0, g1, y, ldy);
+    if (amx) return quant::b16_groups_amx(L, packed, a, xq, g0, g1, y, ldy);
 #ifdef SAGUARO_B16_X86
     if (isa == CpuIsa::kAvx512) {
       if (L.q5) return groups_avx512<true>(L, packed, a, g0, g1, off, y, ldy);

@@ -119,20 +119,16 @@ SAGUARO_AMX_TARGET void lane_step(const B16Layout& L, const uint8_t* rec, const 
 // The 8 lanes of each row reduced as kind_b_reduce does, into y's 16 columns of group g.
 SAGUARO_AMX_TARGET void store_lanes(const float* lanes, int64_t M, int64_t g, float* y, int64_t ldy) {
   for (int64_t m = 0; m < M; ++m) {
-    const float* l = lanes + m * kGroup * 16;
-    const __m512 s0 = _mm512_add_ps(_mm512_loadu_ps(l + 0), _mm512_loadu_ps(l + 64));
-    const __m512 s1 = _mm512_add_ps(_mm512_loadu_ps(l + 16), _mm512_loadu_ps(l + 80));
-    const __m512 s2 = _mm512_add_ps(_mm512_loadu_ps(l + 32), _mm512_loadu_ps(l + 96));
-    const __m512 s3 = _mm512_add_ps(_mm512_loadu_ps(l + 48), _mm512_loadu_ps(l + 112));
-    _mm512_storeu_ps(y + m * ldy + 16 * g, _mm512_add_ps(_mm512_add_ps(s0, s2), _mm512_add_ps(s1, s3)));
+    __m512 l[kGroup];
+    for (int j = 0; j < kGroup; ++j) l[j] = _mm512_loadu_ps(lanes + (m * kGroup + j) * 16);
+    _mm512_storeu_ps(y + m * ldy + 16 * g, b16_reduce_lanes(l));
   }
 }
 
 }  // namespace
 
 SAGUARO_AMX_TARGET void b16_groups_amx(const B16Layout& L, const uint8_t* packed, const QuantActivations& a,
-                                       const int8_t* xq, const float* dq, int64_t g0, int64_t g1, float* y,
-                                       int64_t ldy) {
+                                       const int8_t* xq, int64_t g0, int64_t g1, float* y, int64_t ldy) {
   static const TileConfig config = tile_config();
   const int64_t M = a.M, K = a.K, nblocks = K / kSmall, n8 = b16_records(K), tiles = (M + 15) / 16;
   const int64_t total = (g1 - g0) * n8;  // records, in memory order
@@ -168,7 +164,7 @@ SAGUARO_AMX_TARGET void b16_groups_amx(const B16Layout& L, const uint8_t* packed
     for (int64_t t = 0; t < tiles; ++t)
       for (int jb = 0; jb < count(j); ++jb)
         lane_step(L, record(j), sum_buf.data() + j % 2 * sums_record + t * kGroup * 256, jb, b0 + jb,
-                  dq + 16 * t * nblocks, nblocks, std::min<int64_t>(16, M - 16 * t),
+                  a.d.data() + 16 * t * nblocks, nblocks, std::min<int64_t>(16, M - 16 * t),
                   lane_buf.data() + 16 * t * kGroup * 16);
     if (j % n8 == n8 - 1) {  // the group's last record
       store_lanes(lane_buf.data(), M, g0 + j / n8, y, ldy);
@@ -180,8 +176,8 @@ SAGUARO_AMX_TARGET void b16_groups_amx(const B16Layout& L, const uint8_t* packed
 
 #else
 
-void b16_groups_amx(const B16Layout&, const uint8_t*, const QuantActivations&, const int8_t*, const float*, int64_t,
-                    int64_t, float*, int64_t) {
+void b16_groups_amx(const B16Layout&, const uint8_t*, const QuantActivations&, const int8_t*, int64_t, int64_t,
+                    float*, int64_t) {
   throw std::logic_error("quant_b16: the AMX kernel is not built for this platform");
 }
 

@@ -9,6 +9,10 @@
 #include "quant_formats.hpp"
 #include "saguaro/quant_gemm.hpp"
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
 namespace saguaro::quant {
 
 // Record layout: quads, then (Q5_0) the fifth-bit masks, then d.
@@ -26,6 +30,15 @@ inline B16Layout b16_layout(QuantType t) {
 // Records per 16 columns: K / 32 blocks in records of kGroup (8).
 inline int64_t b16_records(int64_t K) { return (K / kSmall + kGroup - 1) / kGroup; }
 
+#if defined(__x86_64__) || defined(__i386__)
+// 16 columns' 8 lanes reduced in kind_b_reduce's order, for both AVX-512 kernels (VNNI and AMX).
+__attribute__((target("avx512f"), always_inline)) inline __m512 b16_reduce_lanes(const __m512 (&l)[kGroup]) {
+  const __m512 s0 = _mm512_add_ps(l[0], l[4]), s1 = _mm512_add_ps(l[1], l[5]);
+  const __m512 s2 = _mm512_add_ps(l[2], l[6]), s3 = _mm512_add_ps(l[3], l[7]);
+  return _mm512_add_ps(_mm512_add_ps(s0, s2), _mm512_add_ps(s1, s3));
+}
+#endif
+
 }  // namespace saguaro::quant
 
 namespace saguaro::quant {
@@ -36,9 +49,9 @@ constexpr int64_t kB16AmxRows = 12;
 
 // Column groups [g0, g1) of the repacked matrix times a.M rows with AMX-INT8 tiles: the same integer sums
 // and float steps as the AVX-512 kernel, so the same bits. xq: the activations' int8 rows padded with
-// zero rows to a multiple of 16 (a.q itself when a.M % 16 == 0); dq: a.d padded
-// likewise with zero scales. Call only where cpu_amx_selected().
+// zero rows to a multiple of 16 (a.q itself when a.M % 16 == 0): a tile reads 16 rows, while the
+// scales are read for the a.M real rows only. Call only where cpu_amx_selected().
 void b16_groups_amx(const B16Layout& L, const uint8_t* packed, const QuantActivations& a, const int8_t* xq,
-                    const float* dq, int64_t g0, int64_t g1, float* y, int64_t ldy);
+                    int64_t g0, int64_t g1, float* y, int64_t ldy);
 
 }  // namespace saguaro::quant
