@@ -66,6 +66,7 @@ py::dict runtime_metrics(const RuntimeMetrics& m) {
   d["target_failures"] = m.target_failures;
   d["backup_critical_batch"] = m.backup_critical_batch;
   d["plain_rounds"] = m.plain_rounds;
+  d["forwards_on_draft_threads"] = m.forwards_on_draft_threads;
   d["draft_prefills_deferred"] = m.draft_prefills_deferred;
   d["remote_q_wait_s"] = m.remote_q_wait_s;
   d["remote_q_fallbacks"] = m.remote_q_fallbacks;
@@ -87,9 +88,11 @@ py::dict update_dict(const RequestUpdate& u) {
 }
 
 RuntimeHolder make_runtime(py::object target, py::object draft, const RuntimeConfig& config,
-                           py::object target_thread_init, py::object draft_thread_init, bool test_plant_unadjusted_q) {
+                           py::object target_thread_init, py::object draft_thread_init, py::object set_target_threads,
+                           bool test_plant_unadjusted_q) {
   RuntimeConfig c = config;  // the runtime keeps its own copy; the hooks are not settings
   c.target_thread_init = worker_hook(target_thread_init);
+  c.set_target_threads = threads_hook(set_target_threads);
   c.draft_thread_init = worker_hook(draft_thread_init);
   c.test_plant_unadjusted_q = test_plant_unadjusted_q;
   auto target_model = std::make_shared<PyModel>(std::move(target), "target");
@@ -113,7 +116,7 @@ void bind_runtime(py::module_& m) {
   py::class_<Runtime, RuntimeHolder>(m, "Runtime", "The C++ target/draft runtime; use saguaro.runtime.Runtime.")
       .def(py::init(&make_runtime), py::arg("target"), py::arg("draft"), py::arg("config"), py::kw_only(),
            py::arg("target_thread_init") = py::none(), py::arg("draft_thread_init") = py::none(),
-           py::arg("_test_plant_unadjusted_q") = false)
+           py::arg("set_target_threads") = py::none(), py::arg("_test_plant_unadjusted_q") = false)
       .def_static("with_remote_draft", &make_remote_runtime, py::arg("target"), py::arg("wire"),
                   py::arg("draft_vocab"), py::arg("draft_max_context"), py::arg("config"), py::kw_only(),
                   py::arg("target_thread_init") = py::none(),

@@ -64,6 +64,7 @@ void DraftWorker::run() {
     }
     if (msg.kind == ToDraft::Kind::kStop) break;
     handle(msg);
+    handled_.fetch_add(1, std::memory_order_release);
   }
   for (auto& entry : seqs_) {
     if (!entry.second.allocated || failed_) continue;

@@ -60,12 +60,19 @@ Runtime::Runtime(std::shared_ptr<Model> target, std::shared_ptr<Model> draft, Ru
   impl_->config = std::move(config);
   impl_->vocab = impl_->target->vocab_size();
   const int64_t draft_context = impl_->draft ? impl_->draft->max_context() : impl_->target->max_context();
+  std::function<bool()> draft_idle;
   if (impl_->draft) {
-    impl_->transport = std::make_shared<InProcessTransport<ToDraft, ToTarget>>(64);
+    auto transport = std::make_shared<InProcessTransport<ToDraft, ToTarget>>(64);
+    impl_->transport = transport;
     impl_->draft_worker = std::make_unique<DraftWorker>(impl_->draft, *impl_->transport, impl_->config.draft_cores,
                                                         impl_->config.draft_thread_init);
+    // Read on the target worker, the only sender: the draft has handled everything sent to it.
+    const DraftWorker* worker = impl_->draft_worker.get();
+    draft_idle = [transport = transport.get(), worker] {
+      return worker->messages_handled() == transport->sent_to_draft();
+    };
   }
-  start(draft_context);
+  start(draft_context, std::move(draft_idle));
 }
 
 Runtime::Runtime(std::shared_ptr<Model> target, std::shared_ptr<TargetWire> wire, int64_t draft_vocab,
@@ -82,12 +89,12 @@ Runtime::Runtime(std::shared_ptr<Model> target, std::shared_ptr<TargetWire> wire
   impl_->config = std::move(config);
   impl_->vocab = impl_->target->vocab_size();
   impl_->transport = std::move(wire);
-  start(draft_max_context);
+  start(draft_max_context, {});  // a remote draft's threads are not this process's to lend
 }
 
-void Runtime::start(int64_t draft_context) {
+void Runtime::start(int64_t draft_context, std::function<bool()> draft_idle) {
   impl_->target_worker = std::make_unique<TargetWorker>(impl_->target, impl_->config, draft_context, impl_->inbox,
-                                                        impl_->board, impl_->transport.get());
+                                                        impl_->board, impl_->transport.get(), std::move(draft_idle));
   if (impl_->draft_worker) impl_->draft_worker->start();
   impl_->target_worker->start();
 }

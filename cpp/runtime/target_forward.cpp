@@ -1,11 +1,22 @@
 // The target's verification forward with failure isolation: when the batched call throws, each
-// row is retried alone so only the request that cannot run fails.
+// row is retried alone so only the request that cannot run fails. Also how many threads it runs on.
 #include <stdexcept>
 #include <string>
 
 #include "saguaro/target_worker.hpp"
 
 namespace saguaro {
+
+void TargetWorker::size_forward_threads() {
+  if (!config_.set_target_threads) return;
+  const bool lend = mode_ == Mode::kSsd && draft_idle_ && config_.target_cores.empty() &&
+                    config_.draft_cores.empty() && draft_idle_();
+  const int32_t want = config_.target_threads + (lend ? config_.draft_threads : 0);
+  if (lend) ++metrics_.forwards_on_draft_threads;
+  if (want == forward_threads_) return;
+  config_.set_target_threads(want);
+  forward_threads_ = want;
+}
 
 TargetWorker::RowLogits TargetWorker::forward(const Rows& rows, const std::vector<std::vector<int32_t>>& inputs) {
   RowLogits out;
@@ -24,6 +35,7 @@ TargetWorker::RowLogits TargetWorker::forward(const Rows& rows, const std::vecto
                                std::to_string(vocab_) + "]");
   };
   std::string batch_error;
+  size_forward_threads();
   try {
     Logits l = target_->extend(ids, inputs);
     check(l, total);

@@ -24,7 +24,8 @@ FanoutConfig effective_fanout(const RuntimeConfig& c) {
 }  // namespace
 
 TargetWorker::TargetWorker(std::shared_ptr<Model> target, const RuntimeConfig& config, int64_t draft_max_context,
-                           RequestInbox& inbox, UpdateBoard& board, DraftTransport* transport)
+                           RequestInbox& inbox, UpdateBoard& board, DraftTransport* transport,
+                           std::function<bool()> draft_idle)
     : target_(std::move(target)),
       config_(config),
       mode_(config.mode),
@@ -34,6 +35,8 @@ TargetWorker::TargetWorker(std::shared_ptr<Model> target, const RuntimeConfig& c
       inbox_(inbox),
       board_(board),
       transport_(transport),
+      draft_idle_(std::move(draft_idle)),
+      forward_threads_(config.target_threads),
       remote_(dynamic_cast<RemoteEntries*>(transport)),
       schedule_(config.k, effective_fanout(config)),
       backup_(config.backup, config.backup_critical_batch, config.k),
@@ -177,6 +180,7 @@ void TargetWorker::admit(std::vector<Submission> subs) {
     ids.push_back(s->id());
     prompts.push_back(s->tokens());
   }
+  size_forward_threads();
   try {
     Logits l = target_->prefill(ids, prompts);
     if (l.rows != static_cast<int64_t>(fresh.size()) || l.vocab != vocab_)

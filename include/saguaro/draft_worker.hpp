@@ -3,6 +3,8 @@
 // ssd, builds the speculation cache for the next round while the target verifies: trunk forward
 // over S_T, fork (top-F_j candidates per outcome position), K tree steps over all branches,
 // publish (tokens + the exact q rows they were sampled from).
+#include <atomic>
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -26,6 +28,9 @@ class DraftWorker {
   ~DraftWorker();  // joins
   void start();
   void join();
+  // Messages taken from the transport and handled to the end (any thread may read it): equal to the
+  // messages sent, the worker has no work and its threads are idle.
+  uint64_t messages_handled() const { return handled_.load(std::memory_order_acquire); }
 
  private:
   // What the draft knows of a sequence: the committed tokens and the tokens now in its KV.
@@ -59,6 +64,7 @@ class DraftWorker {
   std::deque<ToDraft> stash_;   // messages received while building a tree
   bool failed_ = false;
   std::string failure_;
+  std::atomic<uint64_t> handled_{0};
 };
 
 }  // namespace saguaro

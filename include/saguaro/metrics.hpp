@@ -52,6 +52,7 @@ struct RuntimeMetrics {
   int64_t target_failures = 0;
   int64_t backup_critical_batch = 0; // current auto choice (0 until known)
   int64_t plain_rounds = 0;          // rounds of sd/ssd that did not speculate (the governor backed off)
+  int64_t forwards_on_draft_threads = 0;  // ssd target forwards that ran on the idle draft's threads too
   int64_t draft_prefills_deferred = 0;  // ssd prompts not sent to the draft at admission (backing off)
   double remote_q_wait_s = 0;        // target idle waiting for a remote draft's q rows (remote_q.hpp)
   int64_t remote_q_fallbacks = 0;    // cache hits verified as deterministic: their q rows never came

@@ -4,6 +4,7 @@
 // while the target verifies, and serves chain drafting (sd and jit backups). The draft model is
 // only ever called from the draft worker, the target model only from the target worker.
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -52,7 +53,9 @@ class Runtime {
 
   struct Impl;
  private:
-  void start(int64_t draft_context);  // creates and starts the workers
+  // Creates and starts the workers; draft_idle (in-process drafts only) tells the target worker when
+  // the draft has no work.
+  void start(int64_t draft_context, std::function<bool()> draft_idle);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -40,6 +40,10 @@ struct RuntimeConfig {
   int32_t draft_threads = 1;
   std::function<void()> target_thread_init;  // run first on the target worker (e.g. set torch threads)
   std::function<void()> draft_thread_init;
+  // Sets the target worker's intra-op threads for its next forward (the Python binding sets torch's
+  // threads; empty: never changed after target_thread_init). In ssd the target worker lends itself the
+  // draft's threads while the in-process draft has no work (target_worker.hpp, forward threads).
+  std::function<void(int32_t)> set_target_threads;
   // ONLY FOR TESTS: the draft hands the verifier q (before the Saguaro adjustment) instead of the q~
   // its tokens were sampled from — the exactness bug the sampling tests must detect when C < 1.
   bool test_plant_unadjusted_q = false;

@@ -28,9 +28,11 @@ namespace saguaro {
 
 class TargetWorker {
  public:
-  // transport is null in mode ar (no draft worker).
+  // transport is null in mode ar (no draft worker). draft_idle, when given (an in-process draft), says
+  // whether the draft has handled everything sent to it: its threads are then free to lend.
   TargetWorker(std::shared_ptr<Model> target, const RuntimeConfig& config, int64_t draft_max_context,
-               RequestInbox& inbox, UpdateBoard& board, DraftTransport* transport);
+               RequestInbox& inbox, UpdateBoard& board, DraftTransport* transport,
+               std::function<bool()> draft_idle = {});
   ~TargetWorker();  // joins
   void start();
   void join();
@@ -76,6 +78,11 @@ class TargetWorker {
 
   // target forwards with failure isolation (target_forward.cpp)
   RowLogits forward(const Rows& rows, const std::vector<std::vector<int32_t>>& inputs);
+  // Before each target forward: in ssd, while the in-process draft has no work (the governor runs
+  // plain rounds, prefills are deferred), the draft's threads sit idle on their cores, so the forward
+  // runs on target_threads + draft_threads; otherwise on target_threads. Not with pinned workers (the
+  // kernels' helper threads would share the target's cores) or without a set_target_threads hook.
+  void size_forward_threads();
   void fail(SequenceState& s, const std::string& message);
   void finish_row(SequenceState& s);
   void release_finished();
@@ -90,6 +97,8 @@ class TargetWorker {
   RequestInbox& inbox_;
   UpdateBoard& board_;
   DraftTransport* transport_;
+  std::function<bool()> draft_idle_;
+  int32_t forward_threads_;         // what set_target_threads last set (target_threads at start)
   RemoteEntries* remote_;           // the transport, when its draft keeps sampled entries' q rows (a wire)
   FanoutSchedule schedule_;
   BackupPolicy backup_;

@@ -136,10 +136,16 @@ class InProcessTransport final : public Transport<ToDraft, ToTarget> {
   explicit InProcessTransport(size_t capacity = 1024)
       : to_draft_(capacity, &closed_), to_target_(capacity, &closed_) {}
 
-  void send_to_draft(ToDraft msg) override { to_draft_.send(std::move(msg)); }
+  void send_to_draft(ToDraft msg) override {
+    sent_to_draft_.fetch_add(1, std::memory_order_relaxed);  // counted before the draft can take it
+    to_draft_.send(std::move(msg));
+  }
   bool receive_at_draft(ToDraft& out, std::chrono::microseconds timeout) override {
     return to_draft_.receive(out, timeout);
   }
+  // Messages sent to the draft so far; with the draft worker's count of messages handled, tells
+  // whether it has work (runtime.cpp). Exact on the sending thread.
+  uint64_t sent_to_draft() const { return sent_to_draft_.load(std::memory_order_relaxed); }
   void send_to_target(ToTarget msg) override { to_target_.send(std::move(msg)); }
   bool receive_at_target(ToTarget& out, std::chrono::microseconds timeout) override {
     return to_target_.receive(out, timeout);
@@ -153,6 +159,7 @@ class InProcessTransport final : public Transport<ToDraft, ToTarget> {
 
  private:
   std::atomic<bool> closed_{false};
+  std::atomic<uint64_t> sent_to_draft_{0};
   InProcessChannel<ToDraft> to_draft_;
   InProcessChannel<ToTarget> to_target_;
 };

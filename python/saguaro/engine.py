@@ -12,7 +12,7 @@ from typing import Any, Optional, Sequence, Union
 import torch
 
 from saguaro.models.pair import load_pair
-from saguaro.planned_defaults import planned_shape
+from saguaro.planned_defaults import planned_shape, planned_threads
 from saguaro.request_book import RequestBook, TrackedRequest
 from saguaro.results import RequestOutput, derive_metrics
 from saguaro.sampling_params import SamplingParams
@@ -121,7 +121,9 @@ class Engine:
     why is ``engine.auto_choice`` and ``engine.metrics()["auto"]``; ``saguaro.auto_mode``). k, fanout, saguaro_c, backup, cache_policy, strict and the
     thread/core settings override ``speculation`` (default: ``SpeculationConfig`` with the K and
     fan-out budget the planner chose for this device and draft kind in the committed benchmark runs,
-    ``saguaro.planned_defaults``). ``seed`` seeds requests that give none. ``draft_vocab``
+    ``saguaro.planned_defaults``). Threads not given use every usable core: all of them for each
+    worker in ar and sd (the workers take turns), split between the two in ssd (they run at once; the
+    target borrows the draft's while the draft has no work). ``seed`` seeds requests that give none. ``draft_vocab``
     (a count N or a list of ids) makes a native draft score only those ids (the N lowest), its special
     tokens and each prompt's tokens: a cheaper draft forward, the same output distribution
     (``saguaro.models.draft_vocabulary``). ``draft_int8`` ("weight" or "dynamic") builds a native draft's
@@ -172,6 +174,9 @@ class Engine:
             planned_k, planned_budget = planned_shape(device, draft_int8)
             speculation = SpeculationConfig(k=planned_k, fanout_budget=planned_budget)
         self.config = resolve_speculation(speculation, mode=None if auto else mode, **given)
+        if not auto:  # auto calibrates the threads itself
+            planned = dict(zip(("target_threads", "draft_threads"), planned_threads(self.config.mode, device)))
+            self.config = resolve_speculation(self.config, **{f: v for f, v in planned.items() if f not in fixed})
         self.seed = seed
         from saguaro.distributed.address import is_draft_address
 

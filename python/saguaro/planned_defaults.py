@@ -1,5 +1,6 @@
 """The speculation shape (K, fan-out budget M) an Engine uses when the caller gives none: the planner's
-choice in the committed benchmark runs of the default pair (bench/results/), per device and draft kind.
+choice in the committed benchmark runs of the default pair (bench/results/), per device and draft kind;
+and the workers' threads when the caller gives none (``planned_threads``: every core is used).
 
 The planner (saguaro.benchmark.planner) picks K and M from measured latencies and acceptance; these are
 its picks on the project's reference CPU, so a default Engine runs the shape that was measured fastest
@@ -8,6 +9,7 @@ there. Another machine or model pair may plan differently: run ``saguaro bench -
 """
 from __future__ import annotations
 
+import os
 from typing import Union
 
 from saguaro import _core
@@ -31,3 +33,27 @@ def planned_shape(device: str, draft_int8: Union[bool, str, None] = False) -> tu
     """(k, fanout budget) for a draft on ``device`` ("cpu", "cuda", "cuda:1", ...); int8 drafts are CPU-only."""
     kind = "cuda" if str(device).startswith("cuda") else "cpu"
     return PLANS.get((kind, "int8" if draft_int8 else "bf16")) or PLANS[(kind, "bf16")]
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask; all of them where there is none)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def planned_threads(mode: str, device: str, cores: int | None = None) -> tuple[int, int]:
+    """(target_threads, draft_threads) for ``mode`` on ``device`` when the caller gives none.
+
+    On the CPU every usable core works: in ar and sd the workers never compute at the same time, so
+    each gets all the cores; in ssd they do, so the cores are split (the target gets the larger half,
+    and the runtime lends it the draft's while the draft has no work: plain rounds under load). On a
+    GPU the host threads only launch kernels: one each.
+    """
+    if str(device).startswith("cuda"):
+        return 1, 1
+    n = max(1, cores if cores is not None else usable_cores())
+    if mode == "ssd":
+        return max(1, n - n // 2), max(1, n // 2)
+    return n, n

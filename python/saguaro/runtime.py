@@ -69,6 +69,21 @@ def _thread_init(threads: int, adapter: Any = None) -> Callable[[], None]:
     return init
 
 
+def _threads_setter(adapter: Any) -> Optional[Callable[[int], None]]:
+    """The target worker's hook for its threads per forward (the runtime lends it the idle draft's
+    threads in ssd): torch's intra-op threads, which saguaro's CPU kernels follow. None on a GPU."""
+    device = getattr(adapter, "device", None)
+    if str(device or "cpu").startswith("cuda"):
+        return None
+
+    def set_threads(threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+    return set_threads
+
+
 class Runtime:
     """Serve requests with a target model and (for sd/ssd) a draft model.
 
@@ -104,6 +119,7 @@ class Runtime:
             runtime_config,
             target_thread_init=_thread_init(runtime_config.target_threads, _adapter(target)),
             draft_thread_init=_thread_init(runtime_config.draft_threads, _adapter(draft)),
+            set_target_threads=_threads_setter(_adapter(target)),
             _test_plant_unadjusted_q=_test_plant_unadjusted_q,
         )
         self._closed = False

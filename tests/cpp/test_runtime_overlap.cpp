@@ -4,6 +4,11 @@
 // the prompts' prefills.
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
+#include <string>
+#include <thread>
+
 #include "test_runtime_helpers.hpp"
 
 namespace saguaro::testing {
@@ -62,6 +67,88 @@ TEST(RuntimeOverlap, SdNeverOverlaps) {
   EXPECT_EQ(m.draft_tree_s, 0.0);
   EXPECT_GT(m.draft_chain_s, 0.0);
   EXPECT_EQ(m.hidden_fraction(), 0.0);
+}
+
+// What the threads hook set, and whether the draft is inside a model call, seen from the target's calls.
+struct ThreadsLog {
+  std::atomic<int32_t> threads{1};
+  std::atomic<int> draft_in_call{0};
+  std::atomic<int> lent_forwards{0}, own_forwards{0}, lent_while_draft_busy{0};
+};
+
+class ThreadsWatchingModel : public ToyModel {
+ public:
+  ThreadsWatchingModel(ToyOptions o, std::shared_ptr<ThreadsLog> log, bool is_target)
+      : ToyModel(std::move(o)), log_(std::move(log)), target_(is_target) {}
+
+ protected:
+  void before_call(const char* what, const std::vector<int64_t>& ids) override {
+    ToyModel::before_call(what, ids);
+    if (!target_) {
+      ++log_->draft_in_call;
+      // long enough that a target forward lent the threads while the draft works would overlap it
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      return;
+    }
+    const std::string w(what);
+    if (w != "extend" && w != "prefill") return;
+    if (log_->threads.load() > 1) {
+      ++log_->lent_forwards;
+      lent_ = true;
+      if (log_->draft_in_call.load() > 0) ++log_->lent_while_draft_busy;
+    } else {
+      ++log_->own_forwards;
+    }
+  }
+  void after_call(const char* what, const std::vector<int64_t>& ids, std::vector<float>* logits) override {
+    ToyModel::after_call(what, ids, logits);
+    if (!target_) {
+      --log_->draft_in_call;
+    } else if (lent_) {  // nothing was sent to the draft meanwhile: it is still idle
+      if (log_->draft_in_call.load() > 0) ++log_->lent_while_draft_busy;
+      lent_ = false;
+    }
+  }
+
+ private:
+  std::shared_ptr<ThreadsLog> log_;
+  bool target_;
+  bool lent_ = false;
+};
+
+// ssd: a cold batch of 8 starts with plain rounds and deferred draft prefills, so the draft has no
+// work and the target's forwards run on its threads too; the speculating rounds that follow give
+// them back (the draft builds trees then). Never lent while the draft is inside a model call, never
+// with pinned workers, and the output is the target's greedy output either way.
+TEST(RuntimeOverlap, TargetBorrowsTheDraftsThreadsOnlyWhileTheDraftHasNoWork) {
+  for (const bool pinned : {false, true}) {
+    auto log = std::make_shared<ThreadsLog>();
+    auto target = std::make_shared<ThreadsWatchingModel>(target_options(), log, true);
+    auto draft = std::make_shared<ThreadsWatchingModel>(perturbed_draft_options(), log, false);
+    RuntimeConfig c = config_for(Mode::kSsd, 3);
+    c.target_threads = 1;
+    c.draft_threads = 1;
+    if (pinned) c.target_cores = c.draft_cores = {0};
+    c.set_target_threads = [log](int32_t n) { log->threads = n; };
+    Runtime rt(target, draft, c);
+    const auto prompts = mixed_prompts(8, 24);
+    RequestParams p;
+    p.max_new_tokens = 24;
+    const auto got = run_all(rt, prompts, std::vector<RequestParams>(prompts.size(), p));
+    for (size_t i = 0; i < prompts.size(); ++i)
+      EXPECT_EQ(got[i].tokens, greedy_reference(*target, prompts[i], p.max_new_tokens, {})) << "prompt " << i;
+    const RuntimeMetrics m = rt.metrics();
+    EXPECT_EQ(log->lent_while_draft_busy.load(), 0);
+    EXPECT_GT(log->own_forwards.load(), 0);
+    if (pinned) {
+      EXPECT_EQ(log->lent_forwards.load(), 0);
+      EXPECT_EQ(m.forwards_on_draft_threads, 0);
+    } else {
+      EXPECT_GT(m.plain_rounds, 0);
+      EXPECT_GT(log->lent_forwards.load(), 0);
+      EXPECT_EQ(m.forwards_on_draft_threads, log->lent_forwards.load());
+    }
+  }
 }
 
 }  // namespace
