@@ -92,6 +92,8 @@ class ThreadsWatchingModel : public ToyModel {
     }
     const std::string w(what);
     if (w != "extend" && w != "prefill") return;
+    // long enough for a draft given work just before (a tree) to be inside a model call at the end
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
     if (log_->threads.load() > 1) {
       ++log_->lent_forwards;
       lent_ = true;
