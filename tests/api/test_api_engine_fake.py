@@ -360,3 +360,27 @@ def test_default_speculation_shape_is_the_planned_one_for_the_device(fake_engine
     with fake_engine_factory(speculation=SpeculationConfig(k=3, fanout_budget=9)):
         cfg = FakeRuntime.instances[-1].config
         assert (cfg.k, cfg.fanout_budget) == (3, 9)
+
+
+@pytest.mark.parametrize("cores,mode,expected", [
+    (2, "ar", (2, 2)), (2, "sd", (2, 2)), (2, "ssd", (1, 1)),
+    (1, "ssd", (1, 1)), (5, "ssd", (3, 2)), (16, "sd", (16, 16)),
+])
+def test_planned_threads_use_every_core(cores, mode, expected):
+    from saguaro.planned_defaults import planned_threads
+
+    assert planned_threads(mode, "cpu", cores=cores) == expected
+    assert planned_threads(mode, "cuda:0", cores=cores) == (1, 1)
+
+
+def test_engine_threads_default_to_the_plan_and_keep_the_callers(fake_engine_factory):
+    from saguaro.planned_defaults import planned_threads
+
+    for mode in ("ar", "sd", "ssd"):
+        with fake_engine_factory(mode=mode) as eng:
+            assert (eng.config.target_threads, eng.config.draft_threads) == planned_threads(mode, "cpu")
+            assert FakeRuntime.instances[-1].config.target_threads == eng.config.target_threads
+    with fake_engine_factory(mode="ar", target_threads=1) as eng:
+        assert eng.config.target_threads == 1
+    with fake_engine_factory(mode="sd", speculation=SpeculationConfig(draft_threads=3)) as eng:
+        assert (eng.config.target_threads, eng.config.draft_threads) == (planned_threads("sd", "cpu")[0], 3)

@@ -77,6 +77,10 @@ class _RuntimeCollector:
                                     "faster at that batch size (backup auto)")
         plain.add_metric([], float(_total(m, "plain_rounds")))
         yield plain
+        lent = CounterMetricFamily("saguaro_runtime_forwards_on_draft_threads",
+                                   "ssd target forwards that also ran on the draft's threads, idle at the time")
+        lent.add_metric([], float(_total(m, "forwards_on_draft_threads")))
+        yield lent
         hidden = GaugeMetricFamily("saguaro_draft_hidden_fraction",
                                    "Fraction of the draft's tree time hidden behind target verification")
         hidden.add_metric([], float(m.get("draft_hidden_fraction") or 0.0))
