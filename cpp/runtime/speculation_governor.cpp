@@ -44,10 +44,14 @@ bool SpeculationGovernor::speculate(int64_t batch) {
   // Where a smaller batch measured plain rounds faster, a larger one (more compute-bound still) starts
   // plain, and its speculation is first measured at a probe: warming speculation up first would spend
   // its most expensive rounds on the arm least likely to win. A large batch with nothing measured below
-  // it (a cold burst of requests) starts plain too, and measures one speculating round right after.
+  // it (a cold burst of requests) starts plain too and waits as long for its first probe: that round
+  // verifies K+1 tokens for every row and has the draft catch up on every deferred prompt, the dearest
+  // round there is, so it must be rare to be cheap. Speculation is found from below meanwhile: smaller
+  // batches measure it (cheaply), and a larger one where it won by the margin speculates at once.
   if (k.speculating.rounds == 0 && starts_plain(bucket)) {
     if (k.plain.rounds < kWarmRounds) return false;
-    if (plain_faster_below(bucket) && ++k.since_probe < kProbeEvery * 4) return false;
+    const bool cold = measured_below(bucket) == nullptr;
+    if (!(cold && cheap_verification(batch)) && ++k.since_probe < kProbeEvery * 4) return false;
     k.since_probe = 0;
     return true;  // the rest of speculation's warm-up follows below once this round is observed
   }
@@ -100,6 +104,37 @@ void SpeculationGovernor::observe(const Decision& decision, int64_t tokens, doub
   a.tokens = kDecay * a.tokens + static_cast<double>(tokens);
   a.seconds = kDecay * a.seconds + seconds;
   ++a.rounds;
+}
+
+void SpeculationGovernor::observe_forward(int64_t rows, double seconds) {
+  if (!enabled_ || rows < 1 || !(seconds > 0)) return;
+  forwards_[bucket_of(rows)] = {rows, seconds};
+}
+
+double SpeculationGovernor::predicted_cost_ratio(int64_t base, int64_t rows) const {
+  // The line through two measured forwards (ascending by rows, as their buckets are): the largest at
+  // or below `base` (else the smallest), and the smallest larger one that reaches `rows` (else the
+  // largest), evaluated at `rows` over its value at `base`.
+  const std::pair<int64_t, double>* lo = nullptr;
+  for (const auto& entry : forwards_)
+    if (lo == nullptr || entry.second.first <= base) lo = &entry.second;
+  if (lo == nullptr) return 0.0;
+  const std::pair<int64_t, double>* hi = nullptr;
+  for (const auto& entry : forwards_) {
+    if (entry.second.first <= lo->first) continue;
+    hi = &entry.second;
+    if (hi->first >= rows) break;
+  }
+  if (hi == nullptr) return 0.0;
+  const double slope = (hi->second - lo->second) / static_cast<double>(hi->first - lo->first);
+  const double at_base = lo->second + slope * static_cast<double>(base - lo->first);
+  const double at_rows = lo->second + slope * static_cast<double>(rows - lo->first);
+  return at_base > 0 ? at_rows / at_base : 0.0;
+}
+
+bool SpeculationGovernor::cheap_verification(int64_t batch) const {
+  const double ratio = predicted_cost_ratio(batch, batch * (1 + static_cast<int64_t>(k_)));
+  return ratio > 0 && ratio <= kCheapVerification;
 }
 
 double SpeculationGovernor::rate(int64_t batch, bool speculated) const {

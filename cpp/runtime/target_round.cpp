@@ -55,6 +55,8 @@ void TargetWorker::round() {
     inputs.push_back(std::move(in));
   }
   RowLogits logits = forward(rows, inputs);
+  int64_t forward_rows = 0;
+  for (const auto& in : inputs) forward_rows += static_cast<int64_t>(in.size());
   std::vector<int32_t> accepted(rows.size(), 0), bonus(rows.size(), -1);
   for (size_t b = 0; b < rows.size(); ++b) {
     SequenceState& s = *rows[b];
@@ -83,6 +85,7 @@ void TargetWorker::round() {
   const double verify_s = seconds(verify_end_[parity] - verify_start_[parity]);
   metrics_.target_verify_s += verify_s;
   backup_.observe_verify(verify_s);
+  if (logits.blocks.size() == 1) governor_.observe_forward(forward_rows, verify_s);
   logits = RowLogits{};
 
   // Commit k + 1 tokens per row; the target KV keeps r, x1..xk.

@@ -40,7 +40,7 @@ TargetWorker::TargetWorker(std::shared_ptr<Model> target, const RuntimeConfig& c
       remote_(dynamic_cast<RemoteEntries*>(transport)),
       schedule_(config.k, effective_fanout(config)),
       backup_(config.backup, config.backup_critical_batch, config.k),
-      governor_(config.backup == BackupKind::kAuto && config.mode != Mode::kAr) {
+      governor_(config.backup == BackupKind::kAuto && config.mode != Mode::kAr, config.k) {
   if (mode_ == Mode::kSd) config_.saguaro_c = 1.0;  // no cache to aim the residual at
   metrics_.totals = RequestMetrics(config.k);
   metrics_.mode = mode_name(mode_);
@@ -211,6 +211,9 @@ void TargetWorker::admit(std::vector<Submission> subs) {
   }
   const double prefill_s = seconds(Clock::now() - t0);
   metrics_.target_prefill_s += prefill_s;
+  int64_t prompt_rows = 0;
+  for (const auto& p : prompts) prompt_rows += static_cast<int64_t>(p.size());
+  if (blocks.size() == 1) governor_.observe_forward(prompt_rows, prefill_s);  // one batched forward
   // The first new token: drawn from p at position P with u(kResidual, P), like any bonus token.
   for (size_t i = 0; i < fresh.size(); ++i) {
     SequenceState& s = *fresh[i];

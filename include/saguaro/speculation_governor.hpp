@@ -6,18 +6,21 @@
 // plain rounds for each batch size and runs the faster, re-measuring the slower one now and then (less
 // often while it stays the slower), so a change of load or acceptance is followed. A batch size larger
 // than one where plain rounds measured faster (or speculation faster by less than kLargerBatchMargin)
-// starts plain and measures speculation at its first probe; a large one with nothing measured below
-// it starts plain and measures one speculating round at once (kColdPlainBucket). Batch 1 always
-// speculates (the mode was chosen for it).
+// starts plain and measures speculation at its first probe; so does a large one with nothing measured
+// below it (kColdPlainBucket), unless the target's forward times say that verifying K+1 tokens per row
+// costs little more than one (a latency-bound target): then it probes right after its plain warm-up.
+// Batch 1 always speculates (the mode was chosen for it).
 // Exactness is untouched: a plain round is an exact AR step. Not thread-safe: the target worker owns it.
 #include <cstdint>
 #include <map>
+#include <utility>
 
 namespace saguaro {
 
 class SpeculationGovernor {
  public:
-  explicit SpeculationGovernor(bool enabled) : enabled_(enabled) {}
+  // k: the draft tokens per row of a speculating round (its verification runs k + 1 rows per row).
+  explicit SpeculationGovernor(bool enabled, int32_t k = 1) : enabled_(enabled), k_(k) {}
 
   // What the governor decided for one round: the batch size it decided for and whether to speculate.
   // The round's observation is counted for that same batch size, whatever happens to its rows in
@@ -33,6 +36,11 @@ class SpeculationGovernor {
   Decision decide(int64_t batch);
   // The round decided by `decision` committed `tokens` in `seconds`.
   void observe(const Decision& decision, int64_t tokens, double seconds);
+  // A target forward (a prefill or a round's verification) of `rows` token rows took `seconds`.
+  void observe_forward(int64_t rows, double seconds);
+  // The predicted time of a forward of `rows` rows over `base` rows' (linear between the nearest
+  // measured row counts); 0 when no forward of more than `base` rows was measured.
+  double predicted_cost_ratio(int64_t base, int64_t rows) const;
 
   // Whether rounds of this batch size run plain for now (plain rounds measured faster at this size,
   // or at a smaller one where this size is unmeasured). The target then defers what only speculation
@@ -58,10 +66,15 @@ class SpeculationGovernor {
   // won by 5-8% at 4 clients and lost 6-7% at 16, where its warm-up and probes ran.)
   static constexpr double kLargerBatchMargin = 1.2;
   // From this bucket (batches of 5-8 rows) up, a batch size with no smaller one measured starts plain
-  // and measures a single speculating round after kWarmRounds plain ones; speculation warms up further
-  // only if that round was not slower. A cold burst of 16 clients on the default pair (2 cores) had
-  // spent its first rounds warming speculation up at 16 rows, ~3x a plain round each: SSD 0.80x AR.
+  // and measures a single speculating round at its first probe (after kProbeEvery * 4 plain rounds);
+  // speculation warms up further only if that round was not slower. A cold burst of 16 clients on the
+  // default pair (2 cores) had spent its first rounds warming speculation up at 16 rows, ~3x a plain
+  // round each: SSD 0.80x AR; with one speculating round after 3 plain ones, 0.75x AR once plain
+  // rounds ran on all cores (bench/results/serve-load-default-pair-alternated-c16-cold-all-cores).
   static constexpr int64_t kColdPlainBucket = 8;
+  // A cold batch probes speculation at once where its verification (k + 1 rows per row) is predicted
+  // at most this many times a plain round: a latency-bound target, where speculation pays from the start.
+  static constexpr double kCheapVerification = 1.5;
 
  private:
   struct Arm {
@@ -84,8 +97,12 @@ class SpeculationGovernor {
   bool starts_plain(int64_t bucket) const;        // an unmeasured bucket's first rounds run plain
   static bool speculation_judged(const Bucket& k);  // speculation's warm-up is over (or cut short)
 
+  bool cheap_verification(int64_t batch) const;  // kCheapVerification holds for this batch size
+
   bool enabled_;
+  int32_t k_;
   std::map<int64_t, Bucket> buckets_;
+  std::map<int64_t, std::pair<int64_t, double>> forwards_;  // by bucket of rows: the last (rows, seconds)
   int64_t plain_rounds_ = 0;
 };
 

@@ -118,10 +118,10 @@ class ThreadsWatchingModel : public ToyModel {
   bool lent_ = false;
 };
 
-// ssd: a cold batch of 8 starts with plain rounds and deferred draft prefills, so the draft has no
-// work and the target's forwards run on its threads too; the speculating rounds that follow give
-// them back (the draft builds trees then). Never lent while the draft is inside a model call, never
-// with pinned workers, and the output is the target's greedy output either way.
+// ssd: a cold batch of 8 runs plain rounds with the draft's prefills deferred, so the draft has no
+// work and the target's forwards run on its threads too; a request alone afterwards speculates, and
+// its forwards give them back (the draft builds trees then). Never lent while the draft is inside a
+// model call, never with pinned workers, and the output is the target's greedy output either way.
 TEST(RuntimeOverlap, TargetBorrowsTheDraftsThreadsOnlyWhileTheDraftHasNoWork) {
   for (const bool pinned : {false, true}) {
     auto log = std::make_shared<ThreadsLog>();
@@ -133,12 +133,15 @@ TEST(RuntimeOverlap, TargetBorrowsTheDraftsThreadsOnlyWhileTheDraftHasNoWork) {
     if (pinned) c.target_cores = c.draft_cores = {0};
     c.set_target_threads = [log](int32_t n) { log->threads = n; };
     Runtime rt(target, draft, c);
-    const auto prompts = mixed_prompts(8, 24);
+    const auto prompts = mixed_prompts(9, 24);
     RequestParams p;
     p.max_new_tokens = 24;
-    const auto got = run_all(rt, prompts, std::vector<RequestParams>(prompts.size(), p));
-    for (size_t i = 0; i < prompts.size(); ++i)
-      EXPECT_EQ(got[i].tokens, greedy_reference(*target, prompts[i], p.max_new_tokens, {})) << "prompt " << i;
+    const std::vector<std::vector<int32_t>> burst(prompts.begin(), prompts.begin() + 8), alone{prompts[8]};
+    const auto got = run_all(rt, burst, std::vector<RequestParams>(burst.size(), p));
+    const auto got_alone = run_all(rt, alone, {p});
+    for (size_t i = 0; i < burst.size(); ++i)
+      EXPECT_EQ(got[i].tokens, greedy_reference(*target, burst[i], p.max_new_tokens, {})) << "prompt " << i;
+    EXPECT_EQ(got_alone[0].tokens, greedy_reference(*target, alone[0], p.max_new_tokens, {}));
     const RuntimeMetrics m = rt.metrics();
     EXPECT_EQ(log->lent_while_draft_busy.load(), 0);
     EXPECT_GT(log->own_forwards.load(), 0);

@@ -176,24 +176,53 @@ TEST(SpeculationGovernor, BacksOffOnlyWherePlainRoundsMeasuredFaster) {
   EXPECT_FALSE(h.backing_off(16));
 }
 
-TEST(SpeculationGovernor, AColdLargeBatchStartsPlainAndMeasuresOneSpeculatingRound) {
-  // Nothing measured below batch 16 (a burst of requests on a fresh engine): plain rounds first, the
-  // draft's prefill deferred meanwhile, then a single speculating round.
+TEST(SpeculationGovernor, AColdLargeBatchStartsPlainAndMeasuresOneSpeculatingRoundAtItsFirstProbe) {
+  // Nothing measured below batch 16 (a burst of requests on a fresh engine): plain rounds, the draft's
+  // prefill deferred meanwhile, and a single speculating round at the first probe.
+  const int until_probe = SpeculationGovernor::kWarmRounds + 4 * SpeculationGovernor::kProbeEvery - 1;
   SpeculationGovernor g(true);
   EXPECT_TRUE(g.backing_off(16));
-  EXPECT_EQ(run(g, 16, SpeculationGovernor::kWarmRounds, 10, 30), 0);
+  EXPECT_EQ(run(g, 16, until_probe, 10, 30), 0);
+  EXPECT_TRUE(g.backing_off(16));
   EXPECT_EQ(run(g, 16, 1, 10, 30), 1);
   EXPECT_EQ(run(g, 16, 20, 10, 30), 0) << "it was slower: plain until a probe";
   EXPECT_TRUE(g.backing_off(16));
   // where that round was faster, speculation's warm-up goes on and it runs
   SpeculationGovernor h(true);
-  EXPECT_EQ(run(h, 16, SpeculationGovernor::kWarmRounds, 30, 10), 0);
+  EXPECT_EQ(run(h, 16, until_probe, 30, 10), 0);
   EXPECT_EQ(run(h, 16, 20, 30, 10), 20);
   EXPECT_FALSE(h.backing_off(16));
   // below kColdPlainBucket a cold batch warms speculation up first, as before
   SpeculationGovernor small(true);
   EXPECT_FALSE(small.backing_off(4));
   EXPECT_EQ(run(small, 4, SpeculationGovernor::kWarmRounds, 10, 30), SpeculationGovernor::kWarmRounds);
+}
+
+TEST(SpeculationGovernor, PredictsAForwardsCostFromTheMeasuredOnes) {
+  SpeculationGovernor g(true, 2);
+  EXPECT_EQ(g.predicted_cost_ratio(16, 48), 0.0) << "nothing measured";
+  g.observe_forward(16, 1.0);
+  EXPECT_EQ(g.predicted_cost_ratio(16, 48), 0.0) << "nothing measured above the base";
+  g.observe_forward(400, 25.0);  // compute-bound: 1/16 s a row
+  EXPECT_NEAR(g.predicted_cost_ratio(16, 48), 3.0, 1e-9);
+  g.observe_forward(64, 1.2);  // the nearest measurement above 48 rows is the one used
+  EXPECT_NEAR(g.predicted_cost_ratio(16, 48), (1.0 + 0.2 * 32.0 / 48.0) / 1.0, 1e-9);
+  g.observe_forward(4, 0.5);  // below the base: the largest at or below it stays the anchor
+  EXPECT_NEAR(g.predicted_cost_ratio(16, 48), (1.0 + 0.2 * 32.0 / 48.0) / 1.0, 1e-9);
+}
+
+TEST(SpeculationGovernor, AColdLargeBatchProbesAtOnceWhereVerificationIsCheap) {
+  // a latency-bound target (a GPU): a prefill of 480 rows cost little more than a plain round of 16
+  SpeculationGovernor g(true, 2);
+  g.observe_forward(480, 0.012);
+  g.observe_forward(16, 0.010);
+  EXPECT_EQ(run(g, 16, SpeculationGovernor::kWarmRounds, 30, 10), 0);
+  EXPECT_EQ(run(g, 16, 20, 30, 10), 20) << "the probe came at once and speculation won";
+  // a compute-bound one (a CPU): verifying 3 rows per row costs ~3x; the first probe waits
+  SpeculationGovernor h(true, 2);
+  h.observe_forward(480, 0.30);
+  h.observe_forward(16, 0.010);
+  EXPECT_EQ(run(h, 16, SpeculationGovernor::kWarmRounds + 20, 30, 10), 0);
 }
 
 TEST(SpeculationGovernor, RequestsAdmittedWhileBackingOffDeferTheDraftsPrefillAndStayExact) {
