@@ -44,10 +44,11 @@ bool SpeculationGovernor::speculate(int64_t batch) {
   // Where a smaller batch measured plain rounds faster, a larger one (more compute-bound still) starts
   // plain, and its speculation is first measured at a probe: warming speculation up first would spend
   // its most expensive rounds on the arm least likely to win. A large batch with nothing measured below
-  // it (a cold burst of requests) starts plain too and waits as long for its first probe: that round
-  // verifies K+1 tokens for every row and has the draft catch up on every deferred prompt, the dearest
-  // round there is, so it must be rare to be cheap. Speculation is found from below meanwhile: smaller
-  // batches measure it (cheaply), and a larger one where it won by the margin speculates at once.
+  // it (a cold burst of requests) starts plain too and waits as long for its first probe: on a
+  // compute-bound target that round verifies K+1 tokens for every row and has the draft catch up on
+  // every deferred prompt, the dearest round there is, so it must be rare to be cheap. Speculation is
+  // found from below meanwhile: smaller batches measure it (cheaply), and a larger one where it won by
+  // the margin speculates at once. A latency-bound target (cheap_verification) probes right away.
   if (k.speculating.rounds == 0 && starts_plain(bucket)) {
     if (k.plain.rounds < kWarmRounds) return false;
     const bool cold = measured_below(bucket) == nullptr;
