@@ -1,12 +1,15 @@
 """Load benchmark of ``saguaro serve``: requests/s, time to first token and inter-token latency
-(p50/p99) at several client concurrencies, for AR, SD and SSD.
+(p50/p99) at several client concurrencies, for AR, SD and SSD, beside llama.cpp's server as the peer.
 
 For each mode it starts a server on a free loopback port (``saguaro.serve.launch_server``), warms it
 up, then at each concurrency runs a fixed number of streaming completions (greedy, ``ignore_eos`` so
 every request has the same length) from that many concurrent clients. Results go to bench/results/serve-load-<name>.json and
-.md. Example (SmolLM2 as target and draft, a reduced run):
+.md. The modes ``llama.cpp`` and ``llama.cpp-sd`` run llama.cpp's own server on the same GGUF files (plain,
+and with its speculative decoding and the same draft; ``saguaro.benchmark.llamacpp_server``), one slot per
+client and every core; compare them with saguaro's quantized weights (``-- --quantized``). Examples:
 
     python -m bench.serve_load --target smollm2-135m --draft smollm2-135m --name smollm2 --requests 16
+    python -m bench.serve_load --alternate --modes ssd ar llama.cpp llama.cpp-sd --name NAME -- --quantized
 """
 from __future__ import annotations
 
@@ -31,6 +34,9 @@ PROMPTS = ["def quicksort(arr):", "import numpy as np\n\ndef normalize(x):", "cl
            "# read a CSV file and print the mean of each column\n", "def is_prime(n):",
            "async def fetch(url):", "SELECT name, COUNT(*) FROM", "def binary_search(a, x):"]
 SERVED = "bench"
+#: the peer's modes: llama.cpp's server, plain and with its speculative decoding
+PEER_MODES = ("llama.cpp", "llama.cpp-sd")
+SAGUARO_MODES = ("ar", "sd", "ssd")
 
 
 def percentile(values: list[float], q: float) -> Optional[float]:
@@ -55,17 +61,35 @@ def server_args(args: argparse.Namespace, mode: str) -> list[str]:
     return cmd + args.engine_args
 
 
-async def _one(http: Any, prompt: str, max_tokens: int) -> dict[str, Any]:
-    """One streaming completion: its TTFT, per-token gaps, tokens and SSD figures."""
+def start(args: argparse.Namespace, mode: str) -> Any:
+    """The context manager of one mode's server: ``saguaro serve``, or llama.cpp's for the peer's modes."""
+    if mode not in PEER_MODES:
+        return launch_server(server_args(args, mode), startup_timeout=args.startup_timeout, stop_timeout=120)
+    from saguaro.benchmark.llamacpp_peer import gguf_path
+    from saguaro.benchmark.llamacpp_server import launch_llama_server
+    from saguaro.models.loading import default_pair
+
+    target, draft = args.target or default_pair()[0], args.draft or default_pair()[1]
+    return launch_llama_server(gguf_path(target), gguf_path(draft) if mode == "llama.cpp-sd" else None,
+                               threads=os.cpu_count() or 1, parallel=max(args.concurrency),
+                               startup_timeout=args.startup_timeout)
+
+
+async def _one(http: Any, prompt: str, max_tokens: int, peer: bool = False) -> dict[str, Any]:
+    """One streaming completion: its TTFT, per-token gaps, tokens and SSD figures. ``peer``: llama.cpp's
+    server, through its own /completion endpoint, whose chunks carry their token ids."""
     body = {"model": SERVED, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True,
             "stream": True, "return_token_ids": True}
+    if peer:
+        body = {"prompt": prompt, "n_predict": max_tokens, "temperature": 0, "ignore_eos": True, "stream": True,
+                "return_tokens": True}
     start = time.perf_counter()
     first: Optional[float] = None
     last = start
     gaps: list[float] = []
     tokens = 0
     figures: dict[str, Any] = {}
-    async with http.stream("POST", "/v1/completions", json=body) as r:
+    async with http.stream("POST", "/completion" if peer else "/v1/completions", json=body) as r:
         if r.status_code != 200:
             raise RuntimeError(f"HTTP {r.status_code}: {await r.aread()!r}")
         async for line in r.aiter_lines():
@@ -75,7 +99,11 @@ async def _one(http: Any, prompt: str, max_tokens: int) -> dict[str, Any]:
             if "error" in chunk:
                 raise RuntimeError(chunk["error"]["message"])
             figures = chunk.get("saguaro", figures)
-            n = len(chunk["choices"][0].get("token_ids") or []) if chunk["choices"] else 0
+            if peer:
+                ids = chunk.get("tokens") or []
+            else:
+                ids = chunk["choices"][0].get("token_ids") or [] if chunk["choices"] else []
+            n = len(ids)
             if n == 0:
                 continue
             now = time.perf_counter()
@@ -84,13 +112,13 @@ async def _one(http: Any, prompt: str, max_tokens: int) -> dict[str, Any]:
                 n -= 1
             elif n:
                 gaps += [(now - last) / n] * n
-            tokens += len(chunk["choices"][0]["token_ids"])
+            tokens += len(ids)
             last = now
     return {"ttft_s": (first or last) - start, "gaps_s": gaps, "tokens": tokens, "total_s": last - start,
             "saguaro": figures}
 
 
-async def _level(url: str, concurrency: int, requests: int, max_tokens: int) -> dict[str, Any]:
+async def _level(url: str, concurrency: int, requests: int, max_tokens: int, peer: bool = False) -> dict[str, Any]:
     import httpx
 
     sem = asyncio.Semaphore(concurrency)
@@ -98,7 +126,7 @@ async def _level(url: str, concurrency: int, requests: int, max_tokens: int) -> 
                                  limits=httpx.Limits(max_connections=concurrency + 2)) as http:
         async def guarded(i: int) -> dict[str, Any]:
             async with sem:
-                return await _one(http, PROMPTS[i % len(PROMPTS)], max_tokens)
+                return await _one(http, PROMPTS[i % len(PROMPTS)], max_tokens, peer)
 
         t0 = time.perf_counter()
         runs = await asyncio.gather(*(guarded(i) for i in range(requests)))
@@ -116,8 +144,11 @@ async def _level(url: str, concurrency: int, requests: int, max_tokens: int) -> 
             "acceptance_rate": accepted / proposed if proposed else None}
 
 
-def _runtime_figures(url: str) -> dict[str, float]:
+def _runtime_figures(url: str, mode: str) -> dict[str, float]:
     import httpx
+
+    if mode in PEER_MODES:
+        return {}
 
     out = {}
     for line in httpx.get(url + "/metrics", timeout=60).text.splitlines():
@@ -139,17 +170,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.alternate:
         return _run_alternating(args, record)
     for mode in args.modes:
-        with launch_server(server_args(args, mode), startup_timeout=args.startup_timeout, stop_timeout=120) as server:
-            asyncio.run(_level(server.url, 2, 2, 4))  # warm-up
+        with start(args, mode) as server:
+            asyncio.run(_level(server.url, 2, 2, 4, mode in PEER_MODES))  # warm-up
             levels = []
             for c in args.concurrency:
                 levels.append(_measured_level(server.url, mode, c, args))
-            record["modes"][mode] = {"levels": levels, "runtime": _runtime_figures(server.url)}
+            record["modes"][mode] = {"levels": levels, "runtime": _runtime_figures(server.url, mode)}
     return record
 
 
 def _measured_level(url: str, mode: str, c: int, args: argparse.Namespace) -> dict[str, Any]:
-    lv = asyncio.run(_level(url, c, max(args.requests, c), args.max_tokens))
+    lv = asyncio.run(_level(url, c, max(args.requests, c), args.max_tokens, mode in PEER_MODES))
     print(f"{mode} c={c}: {lv['requests_per_s']:.2f} req/s, {lv['tokens_per_s']:.1f} tok/s, "
           f"TTFT p50 {lv['ttft_p50_s'] * 1e3:.0f} ms, ITL p50 {lv['itl_p50_s'] * 1e3:.1f} ms", file=sys.stderr, flush=True)
     return lv
@@ -160,17 +191,16 @@ def _run_alternating(args: argparse.Namespace, record: dict[str, Any]) -> dict[s
     against every mode in turn, the order rotating per level, so a slow spell of a shared machine falls
     on all modes alike."""
     with contextlib.ExitStack() as stack:
-        servers = {m: stack.enter_context(launch_server(server_args(args, m), startup_timeout=args.startup_timeout,
-                                                        stop_timeout=120)) for m in args.modes}
-        for server in servers.values():
-            asyncio.run(_level(server.url, 2, 2, 4))  # warm-up
+        servers = {m: stack.enter_context(start(args, m)) for m in args.modes}
+        for m, server in servers.items():
+            asyncio.run(_level(server.url, 2, 2, 4, m in PEER_MODES))  # warm-up
         levels: dict[str, list[dict[str, Any]]] = {m: [] for m in args.modes}
         for i, c in enumerate(args.concurrency):
             order = args.modes[i % len(args.modes):] + args.modes[: i % len(args.modes)]
             for m in order:
                 levels[m].append(_measured_level(servers[m].url, m, c, args))
         for m, server in servers.items():
-            record["modes"][m] = {"levels": levels[m], "runtime": _runtime_figures(server.url)}
+            record["modes"][m] = {"levels": levels[m], "runtime": _runtime_figures(server.url, m)}
     return record
 
 
@@ -194,17 +224,32 @@ def markdown(record: dict[str, Any]) -> str:
             lines.append(f"| {mode} | {lv['concurrency']} | {lv['requests_per_s']:.2f} | {lv['tokens_per_s']:.1f} | "
                          f"{ms(lv['ttft_p50_s'])} | {ms(lv['ttft_p99_s'])} | {ms(lv['itl_p50_s'])} | "
                          f"{ms(lv['itl_p99_s'])} | {tpr} |")
+    ratios = []
     if "ar" in record["modes"]:
         base = {lv["concurrency"]: lv["tokens_per_s"] for lv in record["modes"]["ar"]["levels"]}
-        ratios = [f"{mode} / ar tok/s at " + ", ".join(
+        ratios += [f"{mode} / ar tok/s at " + ", ".join(
             f"{lv['concurrency']}: {lv['tokens_per_s'] / base[lv['concurrency']]:.2f}"
             for lv in data["levels"] if base.get(lv["concurrency"]))
-            for mode, data in record["modes"].items() if mode != "ar"]
-        if ratios:
-            lines += ["", ("Modes alternated at each level (all servers up at once). " if record.get("alternated")
-                           else "Modes run one after the other. ") + "; ".join(ratios) + "."]
+            for mode, data in record["modes"].items() if mode != "ar" and mode not in PEER_MODES]
+    peers = [m for m in PEER_MODES if m in record["modes"]]
+    if peers:  # against the peer's faster mode at each level
+        best: dict[int, float] = {}
+        for m in peers:
+            for lv in record["modes"][m]["levels"]:
+                best[lv["concurrency"]] = max(best.get(lv["concurrency"], 0.0), lv["tokens_per_s"])
+        ratios += [f"{mode} / llama.cpp's best tok/s at " + ", ".join(
+            f"{lv['concurrency']}: {lv['tokens_per_s'] / best[lv['concurrency']]:.2f}"
+            for lv in data["levels"] if best.get(lv["concurrency"]))
+            for mode, data in record["modes"].items() if mode not in PEER_MODES]
+    if ratios:
+        lines += ["", ("Modes alternated at each level (all servers up at once). " if record.get("alternated")
+                       else "Modes run one after the other. ") + "; ".join(ratios) + "."]
     lines += ["", "Runtime figures after each mode's run (rounds, rows, backups, draft time hidden):", ""]
     for mode, data in record["modes"].items():
+        if mode in PEER_MODES:
+            lines.append(f"- {mode}: llama.cpp's server (llama-server, every core, one slot per client"
+                         + (", its speculative decoding with the same draft, draft-max 4)" if mode.endswith("-sd") else ")"))
+            continue
         rt = data["runtime"]
         rounds = rt.get("saguaro_runtime_rounds_total", 0)
         rows = rt.get("saguaro_runtime_round_rows_total", 0)
@@ -221,7 +266,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--target", default=None, help="target model (default: the default pair)")
     p.add_argument("--draft", default=None, help="draft model (default: the default pair)")
     p.add_argument("--dtype", default="bfloat16")
-    p.add_argument("--modes", nargs="+", default=["ar", "sd", "ssd"], choices=["ar", "sd", "ssd"])
+    p.add_argument("--modes", nargs="+", default=list(SAGUARO_MODES), choices=[*SAGUARO_MODES, *PEER_MODES])
     p.add_argument("--concurrency", nargs="+", type=int, default=[1, 4, 16])
     p.add_argument("--requests", type=int, default=32, help="requests per level (at least one per client)")
     p.add_argument("--max-tokens", type=int, default=64)

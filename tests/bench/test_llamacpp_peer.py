@@ -96,3 +96,17 @@ def test_the_prompt_reaches_the_peer_as_it_is(tmp_path, monkeypatch):
     for draft in (None, tmp_path / "d.gguf"):
         cmd = lp.LlamaCppRunner(tmp_path / "t.gguf", draft, tokenizer=None, threads=2).command("p.txt", 8, 0)
         assert "--no-escape" in cmd
+
+
+def test_the_serving_peer_uses_every_thread_one_slot_per_client_and_the_same_draft(tmp_path):
+    from saguaro.benchmark.llamacpp_server import server_command
+
+    plain = server_command(tmp_path / "llama-server", tmp_path / "t.gguf", None, port=8123, threads=2, parallel=16)
+    flag = {k: plain[plain.index(k) + 1] for k in ("-m", "--host", "--port", "-t", "-tb", "-np", "-ngl")}
+    assert flag == {"-m": str(tmp_path / "t.gguf"), "--host": "127.0.0.1", "--port": "8123", "-t": "2", "-tb": "2",
+                    "-np": "16", "-ngl": "0"}
+    assert int(plain[plain.index("-c") + 1]) >= 16 * 512 and "-md" not in plain
+    spec = server_command(tmp_path / "llama-server", tmp_path / "t.gguf", tmp_path / "d.gguf", port=8123, threads=2,
+                          parallel=4, draft_max=8)
+    assert spec[spec.index("-md") + 1] == str(tmp_path / "d.gguf") and spec[spec.index("-td") + 1] == "2"
+    assert spec[spec.index("--spec-draft-n-max") + 1] == "8"

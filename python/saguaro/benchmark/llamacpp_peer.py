@@ -43,10 +43,10 @@ def build_dir(version: str = VERSION) -> Path:
     return cache_root() / "llama.cpp" / f"{version}-{_FLAVOR}"
 
 
-def binaries(version: str = VERSION) -> dict[str, Path]:
+def binaries(version: str = VERSION, targets: Sequence[str] = _TARGETS) -> dict[str, Path]:
     """The built tools by name (FileNotFoundError naming the build command when missing)."""
     bin_dir = build_dir(version) / "build" / "bin"
-    out = {name: bin_dir / name for name in _TARGETS}
+    out = {name: bin_dir / name for name in targets}
     missing = [n for n, p in out.items() if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"llama.cpp peer not built ({', '.join(missing)} missing in {bin_dir}); build it with "
@@ -54,10 +54,12 @@ def binaries(version: str = VERSION) -> dict[str, Path]:
     return out
 
 
-def build(version: str = VERSION, *, jobs: Optional[int] = None, log: Any = sys.stderr) -> dict[str, Path]:
-    """Download the sdist, build the peer's tools (once) and return them."""
+def build(version: str = VERSION, *, jobs: Optional[int] = None, log: Any = sys.stderr,
+          targets: Sequence[str] = _TARGETS) -> dict[str, Path]:
+    """Download the sdist, build the peer's tools (once) and return them. ``targets``: which tools
+    (the benchmark's rows need the default ones; the serving benchmark builds ``llama-server``)."""
     try:
-        return binaries(version)
+        return binaries(version, targets)
     except FileNotFoundError:
         pass
     root = build_dir(version)
@@ -79,10 +81,12 @@ def build(version: str = VERSION, *, jobs: Optional[int] = None, log: Any = sys.
                     "-DGGML_NATIVE=ON", f"-DCMAKE_C_FLAGS={_NO_AMX}",
                     f"-DCMAKE_CXX_FLAGS={_NO_AMX}", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF",
                     "-DLLAMA_BUILD_TESTS=OFF",
-                    "-DLLAMA_BUILD_SERVER=OFF"], check=True, stdout=log, stderr=log)
+                    # the server without its web UI (built with npm or downloaded: neither is wanted here)
+                    "-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_BUILD_UI=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF"],
+                   check=True, stdout=log, stderr=log)
     subprocess.run(["cmake", "--build", str(root / "build"), "-j", str(jobs or os.cpu_count() or 2),
-                    "--target", *_TARGETS], check=True, stdout=log, stderr=log)
-    return binaries(version)
+                    "--target", *targets], check=True, stdout=log, stderr=log)
+    return binaries(version, targets)
 
 
 # ------------------------------------------------------------------------------------ parsing

@@ -67,7 +67,8 @@ class LaunchedServer:
             return None
 
 
-def _health_ok(url: str, timeout: float) -> bool:
+def health_ok(url: str, timeout: float) -> bool:
+    """Whether ``GET URL/health`` answers 200 with status "ok" within ``timeout`` seconds."""
     try:
         with urllib.request.urlopen(url + "/health", timeout=timeout) as r:
             return r.status == 200 and json.loads(r.read() or b"{}").get("status") == "ok"
@@ -108,7 +109,7 @@ def start_server(args: Sequence[str] = (), *, startup_timeout: float = DEFAULT_S
     if announced.wait(startup_timeout) and port:
         server = LaunchedServer(proc, port[0], log)
         while proc.poll() is None and time.monotonic() < deadline:
-            if _health_ok(server.url, timeout=max(0.1, min(5.0, deadline - time.monotonic()))):
+            if health_ok(server.url, timeout=max(0.1, min(5.0, deadline - time.monotonic()))):
                 return server
             time.sleep(0.1)
     code = proc.poll()
