@@ -174,13 +174,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             asyncio.run(_level(server.url, 2, 2, 4, mode in PEER_MODES))  # warm-up
             levels = []
             for c in args.concurrency:
-                levels.append(_measured_level(server.url, mode, c, args))
+                levels.append(_measured_level(server, mode, c, args))
             record["modes"][mode] = {"levels": levels, "runtime": _runtime_figures(server.url, mode)}
     return record
 
 
-def _measured_level(url: str, mode: str, c: int, args: argparse.Namespace) -> dict[str, Any]:
-    lv = asyncio.run(_level(url, c, max(args.requests, c), args.max_tokens, mode in PEER_MODES))
+def _measured_level(server: Any, mode: str, c: int, args: argparse.Namespace) -> dict[str, Any]:
+    try:
+        lv = asyncio.run(_level(server.url, c, max(args.requests, c), args.max_tokens, mode in PEER_MODES))
+    except Exception as e:
+        exit_status = server.proc.poll()
+        raise RuntimeError(f"{mode} at {c} clients failed ({e!r}); its server "
+                           f"{'is still up' if exit_status is None else f'exited with {exit_status}'}; "
+                           f"its log ends with:\n{server.log_tail(40)}") from e
     print(f"{mode} c={c}: {lv['requests_per_s']:.2f} req/s, {lv['tokens_per_s']:.1f} tok/s, "
           f"TTFT p50 {lv['ttft_p50_s'] * 1e3:.0f} ms, ITL p50 {lv['itl_p50_s'] * 1e3:.1f} ms", file=sys.stderr, flush=True)
     return lv
@@ -198,7 +204,7 @@ def _run_alternating(args: argparse.Namespace, record: dict[str, Any]) -> dict[s
         for i, c in enumerate(args.concurrency):
             order = args.modes[i % len(args.modes):] + args.modes[: i % len(args.modes)]
             for m in order:
-                levels[m].append(_measured_level(servers[m].url, m, c, args))
+                levels[m].append(_measured_level(servers[m], m, c, args))
         for m, server in servers.items():
             record["modes"][m] = {"levels": levels[m], "runtime": _runtime_figures(server.url, m)}
     return record
