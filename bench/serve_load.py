@@ -89,7 +89,10 @@ async def _one(http: Any, prompt: str, max_tokens: int, peer: bool = False) -> d
     gaps: list[float] = []
     tokens = 0
     figures: dict[str, Any] = {}
-    async with http.stream("POST", "/completion" if peer else "/v1/completions", json=body) as r:
+    # llama-server closes kept-alive connections after a few requests, and a request sent on one it is
+    # closing fails: the peer gets a connection per request (loopback: a fraction of a millisecond).
+    headers = {"Connection": "close"} if peer else None
+    async with http.stream("POST", "/completion" if peer else "/v1/completions", json=body, headers=headers) as r:
         if r.status_code != 200:
             raise RuntimeError(f"HTTP {r.status_code}: {await r.aread()!r}")
         async for line in r.aiter_lines():
