@@ -83,7 +83,8 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dtype", choices=_DTYPES, default="bfloat16")
     g.add_argument("--device", default="cpu")
     g.add_argument("--draft-device", default=None, help="the draft's device when it is not the target's (e.g. cuda:1)")
-    g.add_argument("--threads", type=_threads, default=None, help="torch threads per worker: N or T,D")
+    g.add_argument("--threads", type=_threads, default=None, help="torch threads per worker: N or T,D (default: every usable core, all of them for each "
+                        "worker in ar and sd, split between target and draft in ssd)")
     g.add_argument("--engine-seed", type=int, default=0, help=argparse.SUPPRESS)
 
 
