@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional, Sequence
 
+from saguaro.kernels.threads import use_worker_threads
 from saguaro.speculation_config import SpeculationConfig
 
 __all__ = ["Runtime", "RequestParams", "RequestUpdate"]
@@ -52,15 +53,16 @@ def _adapter(model: Any) -> Any:
 
 
 def _thread_init(threads: int, adapter: Any = None) -> Callable[[], None]:
-    """What each worker thread runs first: torch's intra-op threads, and for a model on a CUDA device
-    a stream of the worker's own (torch's current stream is per thread), so that the draft's tree
-    steps can overlap the target's verification on one GPU instead of queuing behind it."""
+    """What each worker thread runs first: its threads (``saguaro.kernels.threads.use_worker_threads``),
+    and for a model on a CUDA device a stream of the worker's own (torch's current stream is per
+    thread), so that the draft's tree steps can overlap the target's verification on one GPU instead
+    of queuing behind it."""
     device = getattr(adapter, "device", None)
 
     def init() -> None:
         import torch
 
-        torch.set_num_threads(threads)
+        use_worker_threads(adapter, threads)
         if isinstance(device, torch.device) and device.type == "cuda":
             stream = torch.cuda.Stream(device=device)
             stream.wait_stream(torch.cuda.default_stream(device))  # the weights and KV were made there
@@ -71,15 +73,13 @@ def _thread_init(threads: int, adapter: Any = None) -> Callable[[], None]:
 
 def _threads_setter(adapter: Any) -> Optional[Callable[[int], None]]:
     """The target worker's hook for its threads per forward (the runtime lends it the idle draft's
-    threads in ssd): torch's intra-op threads, which saguaro's CPU kernels follow. None on a GPU."""
+    threads in ssd). None on a GPU."""
     device = getattr(adapter, "device", None)
     if str(device or "cpu").startswith("cuda"):
         return None
 
     def set_threads(threads: int) -> None:
-        import torch
-
-        torch.set_num_threads(threads)
+        use_worker_threads(adapter, threads)
 
     return set_threads
 

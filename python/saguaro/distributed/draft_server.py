@@ -165,8 +165,9 @@ class DraftServer:
 
 def _make_host(adapter: Any, cores: list[int], threads: int) -> Any:
     from saguaro import _core
+    from saguaro.kernels.threads import use_worker_threads
 
     def thread_init() -> None:
-        torch.set_num_threads(threads)
+        use_worker_threads(adapter, threads)
 
     return _core.DraftHost(adapter, cores=cores, thread_init=thread_init)

@@ -234,14 +234,20 @@ class NativeModelAdapter:
     def _head(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
         return self._vocab.logits if self._vocab is not None else None
 
-    def _set_threads(self) -> None:
-        if self.num_threads is None:
-            return
-        set_kernel_threads(self.num_threads)
-        # an fp32 model's projections are torch matmuls (saguaro's kernels take bf16): they keep the threads
-        torch_threads = self.num_threads if self.model.dtype == torch.float32 else 1
+    def use_threads(self, threads: int) -> None:
+        """Give the calling thread ``threads`` threads for this model: saguaro's kernels run on all of them,
+        torch's own operators (norms, rotary, residual adds: tiny at decode sizes) on one, because torch's
+        pool waking on the other cores collides with the kernels' spinning one (saguaro.kernels.threads).
+        An fp32 model's projections are torch matmuls (saguaro's kernels take bf16): they keep the threads.
+        The runtime's workers call this (saguaro.runtime); ``num_threads`` applies it on every call."""
+        set_kernel_threads(threads)
+        torch_threads = threads if self.model.dtype == torch.float32 else 1
         if torch.get_num_threads() != torch_threads:
             torch.set_num_threads(torch_threads)
+
+    def _set_threads(self) -> None:
+        if self.num_threads is not None:
+            self.use_threads(self.num_threads)
 
     def _run_extend(self, slots: list[SequenceKV], rows: list[list[int]], last_only: bool) -> torch.Tensor:
         dev = self.device
