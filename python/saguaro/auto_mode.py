@@ -26,6 +26,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from saguaro.planned_defaults import usable_cores
 from saguaro.speculation_config import SpeculationConfig, resolve_speculation
 
 #: bumped when the calibration or the choice changes, so stale cached choices are not reused
@@ -86,15 +87,8 @@ def machine_fingerprint() -> dict:
     except OSError:  # not Linux: the processor string alone
         pass
     wanted = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_bf16")
-    return {"cpu": model, "features": [f for f in wanted if f in flags], "cores": _cores(),
+    return {"cpu": model, "features": [f for f in wanted if f in flags], "cores": usable_cores(),
             "torch": torch.__version__}
-
-
-def _cores() -> list[int]:
-    try:
-        return sorted(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return list(range(os.cpu_count() or 1))
 
 
 def _pair_fingerprint(target: Any, draft: Any, options: dict) -> dict:
@@ -157,7 +151,7 @@ def calibrate(target: Any, draft: Any, tokenizer: Any, *, k_max: int = 4, budget
     from saguaro.benchmark import speed_model as sm
     from saguaro.benchmark.adapter_probe import AdapterProbe
 
-    cores = _cores()
+    cores = usable_cores()
     a_core, b_core = cores[0], cores[1 % len(cores)]
     prompts = [tokenizer.encode(p) for p in CALIBRATION_PROMPTS]
     context = [t for p in prompts for t in p][:96]
@@ -219,7 +213,7 @@ def calibrate(target: Any, draft: Any, tokenizer: Any, *, k_max: int = 4, budget
 def config_for(method: str, plan: dict, base: SpeculationConfig, fixed: Sequence[str]) -> SpeculationConfig:
     """The speculation settings that run ``method`` as the standard comparison does (threads, cores,
     K, fan-out), keeping every field named in ``fixed`` (the caller's own settings) as it is in base."""
-    cores = _cores()
+    cores = usable_cores()
     a, b = cores[0], cores[1 % len(cores)]
     both = sorted({a, b})
     threads = len(both)

@@ -307,14 +307,12 @@ def _info() -> dict[str, Any]:
     import torch
 
     from saguaro import build_info
+    from saguaro.planned_defaults import usable_cores
 
     info: dict[str, Any] = dict(build_info())
     info["torch"] = torch.__version__
     info["cpu_cores"] = os.cpu_count()
-    try:
-        info["usable_cores"] = len(os.sched_getaffinity(0))
-    except AttributeError:
-        pass
+    info["usable_cores"] = len(usable_cores())
     info["torch_cuda_devices"] = torch.cuda.device_count() if torch.cuda.is_available() else 0
     try:
         from saguaro.kernels import quant

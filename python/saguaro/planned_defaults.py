@@ -35,12 +35,12 @@ def planned_shape(device: str, draft_int8: Union[bool, str, None] = False) -> tu
     return PLANS.get((kind, "int8" if draft_int8 else "bf16")) or PLANS[(kind, "bf16")]
 
 
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity mask; all of them where there is none)."""
+def usable_cores() -> list[int]:
+    """The cores this process may run on, sorted (its affinity mask; all of them where there is none)."""
     try:
-        return len(os.sched_getaffinity(0))
+        return sorted(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        return list(range(os.cpu_count() or 1))
 
 
 def planned_threads(mode: str, device: str, cores: int | None = None) -> tuple[int, int]:
@@ -53,7 +53,7 @@ def planned_threads(mode: str, device: str, cores: int | None = None) -> tuple[i
     """
     if str(device).startswith("cuda"):
         return 1, 1
-    n = max(1, cores if cores is not None else usable_cores())
+    n = max(1, cores if cores is not None else len(usable_cores()))
     if mode == "ssd":
         return max(1, n - n // 2), max(1, n // 2)
     return n, n

@@ -10,7 +10,6 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional, Sequence
 
-from saguaro.kernels.threads import use_worker_threads
 from saguaro.speculation_config import SpeculationConfig
 
 __all__ = ["Runtime", "RequestParams", "RequestUpdate"]
@@ -62,6 +61,8 @@ def _thread_init(threads: int, adapter: Any = None) -> Callable[[], None]:
     def init() -> None:
         import torch
 
+        from saguaro.kernels.threads import use_worker_threads
+
         use_worker_threads(adapter, threads)
         if isinstance(device, torch.device) and device.type == "cuda":
             stream = torch.cuda.Stream(device=device)
@@ -79,6 +80,8 @@ def _threads_setter(adapter: Any) -> Optional[Callable[[int], None]]:
         return None
 
     def set_threads(threads: int) -> None:
+        from saguaro.kernels.threads import use_worker_threads
+
         use_worker_threads(adapter, threads)
 
     return set_threads

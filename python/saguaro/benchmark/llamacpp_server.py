@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
 
 from saguaro.benchmark.llamacpp_peer import build
-from saguaro.serve.launch import LaunchedServer, health_ok
+from saguaro.serve.launch import LaunchedServer, follow_log, health_ok
 
 SERVER = "llama-server"
 #: context tokens per slot: the load benchmark's prompts are short and its outputs at most a few hundred
@@ -54,11 +53,7 @@ def launch_llama_server(target_gguf: Path, draft_gguf: Optional[Path] = None, *,
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     server = LaunchedServer(proc, int(cmd[cmd.index("--port") + 1]), [])
 
-    def pump() -> None:  # drains stderr for the server's whole life, so it never blocks on a full pipe
-        for line in proc.stderr:  # type: ignore[union-attr]
-            server.log.append(line)
-
-    threading.Thread(target=pump, daemon=True, name="llama-server-log").start()
+    follow_log(proc, server.log, "llama-server-log")
     deadline = time.monotonic() + startup_timeout
     try:
         while not health_ok(server.url, timeout=5.0):

@@ -1,10 +1,10 @@
 """The methods a benchmark compares (one table row each) and how they are pinned to cores."""
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field, replace
 from typing import Literal, Optional, Sequence, Union
 
+from saguaro.planned_defaults import usable_cores
 from saguaro.speculation_config import SpeculationConfig
 
 Family = Literal["saguaro", "transformers", "llama.cpp"]
@@ -63,8 +63,8 @@ class MethodSpec:
 
 
 def available_cores() -> list[int]:
-    """The cores this process may run on, sorted."""
-    return sorted(os.sched_getaffinity(0))
+    """The cores this process may run on, sorted (``saguaro.planned_defaults.usable_cores``)."""
+    return usable_cores()
 
 
 def _pair(cores: Optional[Sequence[int]]) -> tuple[int, int]:

@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping, Optional, Sequence
+from typing import Callable, Iterator, Mapping, Optional, Sequence
 
 #: the line ``saguaro serve`` prints once it listens (server.py's ready callback, via the CLI)
 _READY = re.compile(r"saguaro: serving .* on http://127\.0\.0\.1:(\d+)/v1")
@@ -67,6 +67,21 @@ class LaunchedServer:
             return None
 
 
+def follow_log(proc: subprocess.Popen, log: list, name: str, on_line: Optional[Callable[[str], None]] = None,
+               on_end: Optional[Callable[[], None]] = None) -> None:
+    """Drain ``proc``'s stderr into ``log`` on a daemon thread for the process's whole life (so it never
+    blocks on a full pipe), calling ``on_line`` with each line and ``on_end`` once it closes."""
+    def pump() -> None:
+        for line in proc.stderr:  # type: ignore[union-attr]
+            log.append(line)
+            if on_line is not None:
+                on_line(line)
+        if on_end is not None:
+            on_end()
+
+    threading.Thread(target=pump, daemon=True, name=name).start()
+
+
 def health_ok(url: str, timeout: float) -> bool:
     """Whether ``GET URL/health`` answers 200 with status "ok" within ``timeout`` seconds."""
     try:
@@ -94,16 +109,13 @@ def start_server(args: Sequence[str] = (), *, startup_timeout: float = DEFAULT_S
     port: list[int] = []
     announced = threading.Event()
 
-    def pump() -> None:  # drains stderr for the server's whole life, so it never blocks on a full pipe
-        for line in proc.stderr:  # type: ignore[union-attr]
-            log.append(line)
-            m = _READY.search(line)
-            if m and not port:
-                port.append(int(m.group(1)))
-                announced.set()
-        announced.set()  # stderr closed: the process ended
+    def ready(line: str) -> None:
+        m = _READY.search(line)
+        if m and not port:
+            port.append(int(m.group(1)))
+            announced.set()
 
-    threading.Thread(target=pump, daemon=True, name="saguaro-serve-log").start()
+    follow_log(proc, log, "saguaro-serve-log", on_line=ready, on_end=announced.set)  # end: the process ended
     deadline = time.monotonic() + startup_timeout
     server: Optional[LaunchedServer] = None
     if announced.wait(startup_timeout) and port:
