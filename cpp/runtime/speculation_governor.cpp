@@ -26,6 +26,11 @@ bool SpeculationGovernor::plain_faster_below(int64_t bucket) const {
   return b != nullptr && b->speculating.rate() < kLargerBatchMargin * b->plain.rate();
 }
 
+bool SpeculationGovernor::speculation_favoured_below(int64_t bucket) const {
+  const Bucket* b = measured_below(bucket);
+  return b != nullptr && b->speculating.rate() >= kLargerBatchMargin * b->plain.rate();
+}
+
 bool SpeculationGovernor::starts_plain(int64_t bucket) const {
   return plain_faster_below(bucket) || (bucket >= kColdPlainBucket && measured_below(bucket) == nullptr);
 }
@@ -56,10 +61,25 @@ bool SpeculationGovernor::speculate(int64_t batch) {
     k.since_probe = 0;
     return true;  // the rest of speculation's warm-up follows below once this round is observed
   }
-  // Measure both arms first: speculation, then plain rounds.
-  if (!speculation_judged(k)) return true;
-  if (k.plain.rounds < kWarmRounds) return false;
+  // Measure both arms first, the arm likelier to win last. Plain rounds first, unless a smaller batch
+  // measured speculation faster by the margin: plain rounds are the cheap arm wherever speculation does
+  // not pay (a compute-bound target, or SSD's target on fewer cores than a plain round borrows), and
+  // measured, they let a first speculating round that is slower end speculation's warm-up
+  // (speculation_judged): one dear round instead of kWarmRounds. Where speculation pays, that order
+  // costs kWarmRounds plain rounds once, in the first bucket measured.
+  if (speculation_favoured_below(bucket)) {
+    if (!speculation_judged(k)) return true;
+    if (k.plain.rounds < kWarmRounds) return false;
+  } else {
+    if (k.plain.rounds < kWarmRounds) return false;
+    if (!speculation_judged(k)) return true;
+  }
   const bool faster_is_speculating = k.speculating.rate() >= k.plain.rate();
+  // A probe of speculation whose round was slower than the plain rounds ends there, as its warm-up
+  // does: on a target where it does not pay a speculating round costs several plain ones (its first
+  // after a plain stretch, which also catches the draft up, the most), and under steady load the
+  // probes are the governor's whole cost against plain rounds alone.
+  if (k.probing > 0 && !faster_is_speculating && k.speculating.last_rate < k.plain.rate()) k.probing = 0;
   if (k.probing > 0) {
     --k.probing;
     return !faster_is_speculating;
@@ -104,6 +124,7 @@ void SpeculationGovernor::observe(const Decision& decision, int64_t tokens, doub
   Arm& a = decision.speculate ? k.speculating : k.plain;
   a.tokens = kDecay * a.tokens + static_cast<double>(tokens);
   a.seconds = kDecay * a.seconds + seconds;
+  a.last_rate = static_cast<double>(tokens) / seconds;
   ++a.rounds;
 }
 

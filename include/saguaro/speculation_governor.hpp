@@ -2,8 +2,9 @@
 // Whether a round speculates at all (docs/algorithm.md §3, "backing off"). On a compute-bound target a
 // K+1-token verification of every row of a large batch can cost more than the tokens it adds, so
 // plain batched decoding (every row verifies only its pending token) is faster. With backup "auto",
-// from a batch of two on, the governor measures the committed tokens per second of speculating and of
-// plain rounds for each batch size and runs the faster, re-measuring the slower one now and then (less
+// from a batch of two on, the governor measures the committed tokens per second of plain rounds, then of
+// speculating ones (a first speculating round slower than plain ends that warm-up; the order is reversed
+// where a smaller batch measured speculation clearly faster), for each batch size and runs the faster, re-measuring the slower one now and then (less
 // often while it stays the slower), so a change of load or acceptance is followed. A batch size larger
 // than one where plain rounds measured faster (or speculation faster by less than kLargerBatchMargin)
 // starts plain and measures speculation at its first probe; so does a large one with nothing measured
@@ -50,7 +51,8 @@ class SpeculationGovernor {
   // The measured committed tokens/s of speculating and plain rounds at this batch size (0: not yet).
   double rate(int64_t batch, bool speculated) const;
 
-  static constexpr int kWarmRounds = 3;     // rounds measured per arm before choosing
+  static constexpr int kWarmRounds = 3;     // rounds measured per arm before choosing, and per probe (a
+                                            // speculating round slower than plain ends either at once)
   static constexpr int kProbeEvery = 24;    // rounds of the faster arm between probes of the slower, times
                                             // how many times faster it is (at most 4), times the backoff
   static constexpr int kMaxProbeBackoff = 8;  // a probe that leaves the faster arm the faster doubles the
@@ -79,6 +81,7 @@ class SpeculationGovernor {
  private:
   struct Arm {
     double tokens = 0, seconds = 0;  // decayed sums
+    double last_rate = 0;            // the last round's own rate
     int rounds = 0;
     double rate() const { return seconds > 0 ? tokens / seconds : 0.0; }
   };
@@ -94,6 +97,7 @@ class SpeculationGovernor {
   bool speculate(int64_t batch);
   const Bucket* measured_below(int64_t bucket) const;  // the nearest smaller bucket with both arms measured
   bool plain_faster_below(int64_t bucket) const;  // the nearest smaller measured bucket's verdict
+  bool speculation_favoured_below(int64_t bucket) const;  // ... speculation won there by kLargerBatchMargin
   bool starts_plain(int64_t bucket) const;        // an unmeasured bucket's first rounds run plain
   static bool speculation_judged(const Bucket& k);  // speculation's warm-up is over (or cut short)
 

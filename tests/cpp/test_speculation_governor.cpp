@@ -1,7 +1,8 @@
 // The speculation governor: batch 1 and a disabled governor always speculate; otherwise both arms are
-// measured, the faster one runs, the slower one is probed again and a change of rates is followed.
+// measured (plain first), the faster one runs, the slower one is probed again and a change of rates is followed.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <thread>
 
@@ -69,27 +70,55 @@ TEST(SpeculationGovernor, DisabledOrBatchOneAlwaysSpeculates) {
 TEST(SpeculationGovernor, MeasuresBothArmsThenRunsTheFasterAndProbesTheSlower) {
   SpeculationGovernor g(true);
   constexpr int warm = SpeculationGovernor::kWarmRounds;
-  // warm-up: speculating rounds first, then plain ones
-  for (int i = 0; i < warm; ++i) {
-    const auto d = g.decide(4);
-    ASSERT_TRUE(d.speculate);
-    g.observe(d, 10, 1.0);
-  }
+  // warm-up: plain rounds first, then speculating ones (here faster, so all kWarmRounds of them)
   for (int i = 0; i < warm; ++i) {
     const auto d = g.decide(4);
     ASSERT_FALSE(d.speculate);
     g.observe(d, 30, 1.0);
   }
-  EXPECT_DOUBLE_EQ(g.rate(4, true), 10.0);
+  for (int i = 0; i < warm; ++i) {
+    const auto d = g.decide(4);
+    ASSERT_TRUE(d.speculate);
+    g.observe(d, 40, 1.0);
+  }
+  EXPECT_DOUBLE_EQ(g.rate(4, true), 40.0);
   EXPECT_DOUBLE_EQ(g.rate(4, false), 30.0);
-  // plain is 3x faster: mostly plain rounds, with a probe of speculation every kProbeEvery rounds
+  // speculation has since become 3x slower (decayed rates follow within a few rounds): plain runs,
+  // with a probe of speculation every kProbeEvery rounds
+  for (int i = 0; i < 20; ++i) g.observe(SpeculationGovernor::Decision{4, true}, 10, 1.0);
+  EXPECT_NEAR(g.rate(4, true), 10.0, 0.5);
+  EXPECT_DOUBLE_EQ(g.rate(4, false), 30.0);
   const int n = 10 * SpeculationGovernor::kProbeEvery;
   const int speculated = run(g, 4, n, 10, 30);
   EXPECT_GT(speculated, 0);
   EXPECT_LT(speculated, n / 5);
   // the batch sizes of one bucket share the measurement; another bucket is measured on its own
   EXPECT_FALSE(g.decide(3).speculate);
-  EXPECT_TRUE(g.decide(2).speculate);
+  EXPECT_FALSE(g.decide(2).speculate) << "bucket 2 starts its own warm-up, plain first";
+}
+
+TEST(SpeculationGovernor, AFirstSpeculatingRoundSlowerThanPlainEndsTheWarmUp) {
+  // Where speculation does not pay (SSD's target on one core, a compute-bound batch) its warm-up costs
+  // one dear round, not kWarmRounds
+  SpeculationGovernor g(true);
+  constexpr int warm = SpeculationGovernor::kWarmRounds;
+  EXPECT_EQ(run(g, 4, warm, 10, 30), 0) << "plain rounds first";
+  EXPECT_EQ(run(g, 4, 1, 10, 30), 1);
+  EXPECT_EQ(run(g, 4, 20, 10, 30), 0) << "it was slower: plain until a probe";
+  // so do the probes: each is one speculating round while speculation stays slower
+  int probes = 0, longest = 0, streak = 0;
+  for (int i = 0; i < 40 * SpeculationGovernor::kProbeEvery; ++i) {
+    const bool speculated = run(g, 4, 1, 10, 30) == 1;
+    streak = speculated ? streak + 1 : 0;
+    longest = std::max(longest, streak);
+    probes += speculated && streak == 1 ? 1 : 0;
+  }
+  EXPECT_GT(probes, 1);
+  EXPECT_EQ(longest, 1) << "a probe that found speculation slower went on";
+  // a first speculating round that is faster goes on warming speculation up, and speculation runs
+  SpeculationGovernor h(true);
+  EXPECT_EQ(run(h, 4, warm, 30, 10), 0);
+  EXPECT_EQ(run(h, 4, 20, 30, 10), 20);
 }
 
 TEST(SpeculationGovernor, ARoundIsObservedForTheBatchSizeItWasDecidedFor) {
@@ -101,23 +130,23 @@ TEST(SpeculationGovernor, ARoundIsObservedForTheBatchSizeItWasDecidedFor) {
   constexpr int warm = SpeculationGovernor::kWarmRounds;
   for (int i = 0; i < warm; ++i) {
     const auto d = g.decide(3);
-    ASSERT_TRUE(d.speculate) << "warm-up round " << i << " speculates";
+    ASSERT_FALSE(d.speculate) << "warm-up round " << i << " is plain";
     EXPECT_EQ(d.batch, 3);
-    g.observe(d, 10, 1.0);  // (the round ended with 2 rows: the decision keeps its 3)
+    g.observe(d, 30, 1.0);  // (the round ended with 2 rows: the decision keeps its 3)
   }
   for (int i = 0; i < warm; ++i) {
     const auto d = g.decide(3);
-    ASSERT_FALSE(d.speculate) << "warm-up round " << warm + i << " is plain";
-    g.observe(d, 30, 1.0);
+    ASSERT_TRUE(d.speculate) << "warm-up round " << warm + i << " speculates";
+    g.observe(d, 40, 1.0);
   }
-  EXPECT_DOUBLE_EQ(g.rate(3, true), 10.0);
+  EXPECT_DOUBLE_EQ(g.rate(3, true), 40.0);
   EXPECT_DOUBLE_EQ(g.rate(4, false), 30.0);
   EXPECT_DOUBLE_EQ(g.rate(2, true), 0.0);
   EXPECT_DOUBLE_EQ(g.rate(2, false), 0.0);
   EXPECT_EQ(g.plain_rounds(), warm);
-  // measured: plain is 3x faster at 3-4 rows, so it runs
-  EXPECT_FALSE(g.decide(3).speculate);
-  EXPECT_TRUE(g.decide(2).speculate) << "bucket 2 starts its own warm-up";
+  // measured: speculation is faster at 3-4 rows, so it runs
+  EXPECT_TRUE(g.decide(3).speculate);
+  EXPECT_FALSE(g.decide(2).speculate) << "bucket 2 starts its own warm-up, plain first";
 }
 
 TEST(SpeculationGovernor, ProbesLessOftenWhileTheSlowerArmStaysSlower) {
@@ -148,7 +177,9 @@ TEST(SpeculationGovernor, ALargerBatchStartsPlainWhereASmallerOneMeasuredPlainFa
   // where the smaller batch measured speculation clearly faster, a larger one warms speculation up first
   SpeculationGovernor h(true);
   run(h, 2, 20, 30, 10);
-  EXPECT_TRUE(h.decide(16).speculate);
+  EXPECT_EQ(run(h, 16, SpeculationGovernor::kWarmRounds, 30, 10), SpeculationGovernor::kWarmRounds);
+  EXPECT_EQ(run(h, 16, SpeculationGovernor::kWarmRounds, 30, 10), 0) << "then plain rounds";
+  EXPECT_EQ(run(h, 16, 20, 30, 10), 20);
   // a narrow win below (under kLargerBatchMargin) does not carry over: the larger batch starts plain
   SpeculationGovernor narrow(true);
   run(narrow, 4, 20, 11, 10);
@@ -164,8 +195,8 @@ TEST(SpeculationGovernor, BacksOffOnlyWherePlainRoundsMeasuredFaster) {
   SpeculationGovernor g(true);
   EXPECT_FALSE(g.backing_off(4)) << "nothing measured yet";
   run(g, 4, SpeculationGovernor::kWarmRounds, 10, 30);
-  EXPECT_FALSE(g.backing_off(4)) << "plain rounds not measured yet";
-  run(g, 4, SpeculationGovernor::kWarmRounds, 10, 30);
+  EXPECT_FALSE(g.backing_off(4)) << "speculation not measured yet";
+  run(g, 4, 1, 10, 30);
   EXPECT_TRUE(g.backing_off(4));
   EXPECT_TRUE(g.backing_off(8)) << "an unmeasured larger batch follows the smaller one";
   EXPECT_FALSE(g.backing_off(2)) << "a smaller batch is not implied";
@@ -192,10 +223,11 @@ TEST(SpeculationGovernor, AColdLargeBatchStartsPlainAndMeasuresOneSpeculatingRou
   EXPECT_EQ(run(h, 16, until_probe, 30, 10), 0);
   EXPECT_EQ(run(h, 16, 20, 30, 10), 20);
   EXPECT_FALSE(h.backing_off(16));
-  // below kColdPlainBucket a cold batch warms speculation up first, as before
+  // below kColdPlainBucket a cold batch measures speculation right after its plain warm-up
   SpeculationGovernor small(true);
   EXPECT_FALSE(small.backing_off(4));
-  EXPECT_EQ(run(small, 4, SpeculationGovernor::kWarmRounds, 10, 30), SpeculationGovernor::kWarmRounds);
+  EXPECT_EQ(run(small, 4, SpeculationGovernor::kWarmRounds, 10, 30), 0);
+  EXPECT_EQ(run(small, 4, 1, 10, 30), 1);
 }
 
 TEST(SpeculationGovernor, PredictsAForwardsCostFromTheMeasuredOnes) {
