@@ -72,6 +72,21 @@ def test_missing_build_names_the_build_command(tmp_path, monkeypatch):
         lp.binaries()
 
 
+def test_the_peer_build_follows_saguaros_isa_switch(tmp_path, monkeypatch):
+    # SAGUARO_CPU_ISA=avx2 holds both engines to AVX2 (an AVX2-only machine, measured on an AVX-512 one)
+    monkeypatch.setenv("SAGUARO_CACHE", str(tmp_path))
+    monkeypatch.delenv("SAGUARO_CPU_ISA", raising=False)
+    assert lp.flavor() == "native-noamx"
+    native = lp.build_dir()
+    monkeypatch.setenv("SAGUARO_CPU_ISA", "avx2")
+    assert lp.flavor() == "avx2"
+    assert lp.build_dir() != native and lp.build_dir().name.endswith("-avx2")
+    options = lp._FLAVORS["avx2"]
+    assert "-DGGML_NATIVE=OFF" in options and "-DGGML_AVX2=ON" in options and "-DGGML_AVX512=OFF" in options
+    monkeypatch.setenv("SAGUARO_CPU_ISA", "avx512")
+    assert lp.flavor() == "native-noamx"
+
+
 def test_rows_run_on_the_same_two_cores_and_select_by_name():
     ms = llamacpp_methods(cores=[0, 1])
     assert [m.name for m in ms] == ["llamacpp-ar-2t", "llamacpp-sd-2t-d4", "llamacpp-sd-2t-d8"]

@@ -180,6 +180,10 @@ def machine_info() -> dict:
         info["quant_kernel_path"] = quant.path_name() if quant.available() else None  # env switches applied
     except ImportError:
         info["quant_kernel_path"] = None
+    from saguaro.benchmark.llamacpp_peer import flavor
+
+    info["llamacpp_build"] = flavor()  # which peer build rows of llama.cpp use (its ISA ceiling)
+    info["aten_cpu_capability"] = os.environ.get("ATEN_CPU_CAPABILITY") or "default"
     for pkg in ("transformers", "saguaro", "numpy"):
         try:
             mod = __import__(pkg)

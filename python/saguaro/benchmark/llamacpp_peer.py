@@ -13,6 +13,11 @@ llama.cpp would) except Intel AMX: on the AMX Xeons lent here ggml's AMX matmul 
 an explicit ``-mno-`` win over ``-march=native``) and its AVX-512/VNNI kernels and weight repacking run,
 as a user would end up running it. Cached under ``$SAGUARO_CACHE/llama.cpp/<version>-<flavor>`` (about
 4-10 minutes on 2 cores, once). ``python -m saguaro.benchmark.llamacpp_peer --build`` builds it ahead of a run.
+
+``SAGUARO_CPU_ISA=avx2`` (which lowers saguaro's kernels to their AVX2 path) gives the peer the same
+ceiling: a build with ``GGML_NATIVE=OFF`` and AVX2/FMA/F16C only (flavor ``avx2``), so that an AVX-512
+machine measures both engines as an AVX2-only one (a Zen 3) would run them. Set ``ATEN_CPU_CAPABILITY=avx2``
+as well to hold torch's own operators to AVX2.
 """
 from __future__ import annotations
 
@@ -31,16 +36,29 @@ VERSION = "0.3.36"
 _TARGETS = ("llama-completion", "llama-speculative-simple")
 #: a bound on one generation (seconds): a hung peer fails the row instead of the run
 _TIMEOUT_S = 900
-#: the build's flavor (part of its cache path): which of ggml's native paths are compiled out
-_FLAVOR = "native-noamx"
 _NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+#: the build's flavors (part of its cache path) and their CMake options: the machine's own vector
+#: extensions but AMX, or AVX2 at most (to match saguaro's kernels under SAGUARO_CPU_ISA=avx2)
+_FLAVORS = {
+    "native-noamx": ["-DGGML_NATIVE=ON", f"-DCMAKE_C_FLAGS={_NO_AMX}", f"-DCMAKE_CXX_FLAGS={_NO_AMX}"],
+    "avx2": ["-DGGML_NATIVE=OFF", "-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON",
+             "-DGGML_BMI2=ON", "-DGGML_AVX512=OFF", "-DGGML_AVX_VNNI=OFF", "-DGGML_AMX_TILE=OFF",
+             "-DGGML_AMX_INT8=OFF", "-DGGML_AMX_BF16=OFF"],
+}
+
+
+def flavor() -> str:
+    """The build to use: ``avx2`` while ``$SAGUARO_CPU_ISA`` holds saguaro's kernels to AVX2 (or lower:
+    ggml has no scalar-only build worth comparing), else ``native-noamx``."""
+    isa = os.environ.get("SAGUARO_CPU_ISA", "").strip().lower()
+    return "avx2" if isa in ("avx2", "scalar") else "native-noamx"
 
 
 def build_dir(version: str = VERSION) -> Path:
     """Where the peer's build lives (binaries in ``build/bin``)."""
     from saguaro.models.model_store import cache_root
 
-    return cache_root() / "llama.cpp" / f"{version}-{_FLAVOR}"
+    return cache_root() / "llama.cpp" / f"{version}-{flavor()}"
 
 
 def binaries(version: str = VERSION, targets: Sequence[str] = _TARGETS) -> dict[str, Path]:
@@ -78,8 +96,7 @@ def build(version: str = VERSION, *, jobs: Optional[int] = None, log: Any = sys.
                 tar.extractall(src, members=[m for m in members if m.name], filter="data")
     generator = ["-G", "Ninja"] if shutil.which("ninja") else []
     subprocess.run(["cmake", "-S", str(src), "-B", str(root / "build"), *generator, "-DCMAKE_BUILD_TYPE=Release",
-                    "-DGGML_NATIVE=ON", f"-DCMAKE_C_FLAGS={_NO_AMX}",
-                    f"-DCMAKE_CXX_FLAGS={_NO_AMX}", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF",
+                    *_FLAVORS[flavor()], "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF",
                     "-DLLAMA_BUILD_TESTS=OFF",
                     # the server without its web UI (built with npm or downloaded: neither is wanted here)
                     "-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_BUILD_UI=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF"],

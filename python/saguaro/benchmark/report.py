@@ -59,7 +59,8 @@ def markdown(results: dict, title: Optional[str] = None) -> str:
               f"transformers {m.get('transformers_version')}, commit {str(m.get('git_commit'))[:10]}"
               f"{' (dirty tree)' if m.get('git_dirty') else ''}, load average at start {m.get('loadavg_at_start')}",
               f"- CPU flags: {' '.join(m.get('cpu_flags') or ['?'])}; quantized kernel path: "
-              f"{m.get('quant_kernel_path') or '?'}",
+              f"{m.get('quant_kernel_path') or '?'}; torch's CPU capability: {m.get('aten_cpu_capability', '?')}; "
+              f"llama.cpp build: {m.get('llamacpp_build', '?')}",
               f"- run {results['started_utc']} → {results['finished_utc']} ({results['wall_s']:.0f} s)", ""]
     header = ["method", "cores", "threads"] + [h for _, h, _ in ROW_FIGURES] + ["agreement"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
