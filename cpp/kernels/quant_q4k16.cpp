@@ -41,7 +41,7 @@ void check(int64_t N, int64_t K) {
   if (K < kSuper || K % kSuper != 0) bad("K (in_features) must be a positive multiple of 256, got " + std::to_string(K));
 }
 
-// Column i of record `rec` back into the kind A form (the scalar and AVX2 paths).
+// Column i of record `rec` back into the kind A form (the scalar path).
 void unpack_column(const uint8_t* rec, int i, UnpackedA& u) {
   for (int p = 0; p < 32; ++p)
     for (int j = 0; j < 4; ++j) {
@@ -59,7 +59,7 @@ void unpack_column(const uint8_t* rec, int i, UnpackedA& u) {
   std::memcpy(&u.dmin, rec + kDmin + 4 * i, 4);
 }
 
-// The reference arithmetic on the repacked layout (scalar and AVX2 paths).
+// The reference arithmetic on the repacked layout (the scalar path).
 void groups_reference(const uint8_t* packed, int64_t nb, const QuantActivations& a, int64_t g0, int64_t g1, float* y,
                       int64_t ldy) {
   const int64_t M = a.M;
@@ -160,6 +160,100 @@ SAGUARO_Q4K16_AVX512 void groups_avx512(const uint8_t* packed, int64_t nb, const
     }
 }
 
+#define SAGUARO_Q4K16_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+// The AVX2 path: R rows x the group's 16 columns as two halves of 8 (one ymm each). AVX2 has no
+// vpdpbusd: pmaddubsw multiplies the weights (0..15) by a broadcast activation quad into int16 pairs,
+// exact because 8 of them summed stay under 2^15 (|8 x 2 x 15 x 128| = 30720), and pmaddwd by the
+// sub-block's scale in both halves of each column's lane gives the scaled sum in int32. The integer sums
+// are those of the AVX-512 path and the float steps the same per lane, so the bits are the same.
+template <int R>
+SAGUARO_Q4K16_AVX2 void tile_avx2(const uint8_t* packed, int64_t nb, const QuantActivations& a, int64_t g, int64_t m0,
+                                  float* y, int64_t ldy) {
+  const int64_t K = a.K;
+  const __m256i lo4 = _mm256_set1_epi8(0x0f);
+  __m256 acc[R][2];
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* rec = packed + (g * nb + b) * kRecord;
+    _mm_prefetch(reinterpret_cast<const char*>(rec + kRecord), _MM_HINT_T0);
+    __m256i isum[R][2], imin[R][2];
+    for (int r = 0; r < R; ++r) isum[r][0] = isum[r][1] = imin[r][0] = imin[r][1] = _mm256_setzero_si256();
+    for (int s = 0; s < 4; ++s) {
+      __m256i slo[R][2], shi[R][2];  // int16 pair sums of sub-blocks s (low nibbles) and s + 4 (high)
+      for (int r = 0; r < R; ++r) slo[r][0] = slo[r][1] = shi[r][0] = shi[r][1] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+      for (int j = 0; j < 8; ++j) {
+        const int p = 8 * s + j;
+        _mm_prefetch(reinterpret_cast<const char*>(rec + kRecord + 64 * p + 64), _MM_HINT_T0);
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; ++h) {
+          const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rec + kQs + 64 * p + 32 * h));
+          const __m256i lo = _mm256_and_si256(v, lo4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
+#pragma GCC unroll 2
+          for (int r = 0; r < R; ++r) {
+            const int8_t* aq = a.row_q(m0 + r) + b * kSuper;
+            int32_t ql, qh;
+            std::memcpy(&ql, aq + 4 * p, 4);
+            std::memcpy(&qh, aq + 128 + 4 * p, 4);
+            slo[r][h] = _mm256_add_epi16(slo[r][h], _mm256_maddubs_epi16(lo, _mm256_set1_epi32(ql)));
+            shi[r][h] = _mm256_add_epi16(shi[r][h], _mm256_maddubs_epi16(hi, _mm256_set1_epi32(qh)));
+          }
+        }
+      }
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {
+        // each column's scale in both int16 halves of its lane
+        const __m256i sl = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(rec + kSc + 16 * s + 8 * h)));
+        const __m256i sh =
+            _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(rec + kSc + 16 * (s + 4) + 8 * h)));
+        const __m256i sl2 = _mm256_or_si256(sl, _mm256_slli_epi32(sl, 16)), sh2 = _mm256_or_si256(sh, _mm256_slli_epi32(sh, 16));
+#pragma GCC unroll 2
+        for (int r = 0; r < R; ++r)
+          isum[r][h] = _mm256_add_epi32(isum[r][h], _mm256_add_epi32(_mm256_madd_epi16(slo[r][h], sl2),
+                                                                     _mm256_madd_epi16(shi[r][h], sh2)));
+      }
+    }
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; ++q)
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {
+        const __m256i mn = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rec + kMn + 64 * q + 32 * h));
+#pragma GCC unroll 2
+        for (int r = 0; r < R; ++r) {
+          int32_t pair;
+          std::memcpy(&pair, a.bsum32k.data() + (m0 + r) * (K / 32) + b * 8 + 2 * q, 4);
+          imin[r][h] = _mm256_add_epi32(imin[r][h], _mm256_madd_epi16(mn, _mm256_set1_epi32(pair)));
+        }
+      }
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+      const __m256 d = _mm256_loadu_ps(reinterpret_cast<const float*>(rec + kD) + 8 * h);
+      const __m256 dmin = _mm256_loadu_ps(reinterpret_cast<const float*>(rec + kDmin) + 8 * h);
+#pragma GCC unroll 2
+      for (int r = 0; r < R; ++r) {
+        const __m256 da = _mm256_set1_ps(a.row_d(m0 + r)[b]);
+        acc[r][h] = _mm256_fmadd_ps(_mm256_mul_ps(d, da), _mm256_cvtepi32_ps(isum[r][h]), acc[r][h]);
+        const __m256 negmin = _mm256_xor_ps(_mm256_mul_ps(dmin, da), _mm256_set1_ps(-0.f));
+        acc[r][h] = _mm256_fmadd_ps(negmin, _mm256_cvtepi32_ps(imin[r][h]), acc[r][h]);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int h = 0; h < 2; ++h) _mm256_storeu_ps(y + (m0 + r) * ldy + 16 * g + 8 * h, acc[r][h]);
+}
+
+SAGUARO_Q4K16_AVX2 void groups_avx2(const uint8_t* packed, int64_t nb, const QuantActivations& a, int64_t g0,
+                                    int64_t g1, float* y, int64_t ldy) {
+  // row tiles of <= 2 (the registers of 16 columns x 2 rows); a group's records (2.5 KB a super-block)
+  // stay in cache for the tiles after the first
+  for (int64_t g = g0; g < g1; ++g)
+    for (int64_t m0 = 0; m0 < a.M; m0 += 2) {
+      if (a.M - m0 == 1) tile_avx2<1>(packed, nb, a, g, m0, y, ldy);
+      else tile_avx2<2>(packed, nb, a, g, m0, y, ldy);
+    }
+}
+
 #endif  // SAGUARO_Q4K16_X86
 
 }  // namespace
@@ -212,6 +306,7 @@ void q4k16_gemm(const uint8_t* packed, int64_t N, int64_t K, const float* x, int
   auto run = [&](int64_t g0, int64_t g1) {
 #ifdef SAGUARO_Q4K16_X86
     if (isa == CpuIsa::kAvx512) return groups_avx512(packed, nb, a, g0, g1, y, ldy);
+    if (isa == CpuIsa::kAvx2) return groups_avx2(packed, nb, a, g0, g1, y, ldy);
 #endif
     groups_reference(packed, nb, a, g0, g1, y, ldy);
   };

@@ -51,7 +51,7 @@ void check(int64_t N, int64_t K) {
 // Byte of (column i, value v) in a quad chunk: quad v / 4, position 4 i + v % 4.
 inline int64_t quad_byte(int i, int v) { return 4 * i + v % 4; }
 
-// Column i of record `rec` back into the kind A form (the scalar and AVX2 paths).
+// Column i of record `rec` back into the kind A form (the scalar path).
 void unpack_column(const uint8_t* rec, int i, UnpackedA& u) {
   for (int v = 0; v < kSuper; ++v) {
     const int quad = v / 4, half = quad / 32;  // half 1: the high nibbles of chunk quad - 32
@@ -68,7 +68,7 @@ void unpack_column(const uint8_t* rec, int i, UnpackedA& u) {
   u.dmin = u.d;
 }
 
-// The reference arithmetic on the repacked layout (scalar and AVX2 paths).
+// The reference arithmetic on the repacked layout (the scalar path).
 void groups_reference(const uint8_t* packed, int64_t nb, const QuantActivations& a, int64_t g0, int64_t g1, float* y,
                       int64_t ldy) {
   const int64_t M = a.M;
@@ -214,6 +214,121 @@ SAGUARO_Q6K16_AVX512 void groups_avx512(const uint8_t* packed, int64_t nb, const
     }
 }
 
+#define SAGUARO_Q6K16_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define SAGUARO_Q6K16_AVX2_INLINE __attribute__((target("avx2,fma,f16c"), always_inline)) inline
+
+// top_bits for one ymm half (16-bit shifts: after the 0x30 mask each byte keeps its own two bits)
+template <int k>
+SAGUARO_Q6K16_AVX2_INLINE __m256i top_bits_avx2(__m256i h) {
+  if constexpr (k == 0) return _mm256_slli_epi16(h, 4);
+  if constexpr (k == 1) return _mm256_slli_epi16(h, 2);
+  if constexpr (k == 2) return h;
+  return _mm256_srli_epi16(h, 2);
+}
+
+// The AVX2 path: R rows x the group's 16 columns as two halves of 8 (one ymm each). pmaddubsw multiplies
+// the 6-bit weights by a broadcast activation quad into int16 pairs; two quads summed stay exact
+// (|2 x 2 x 63 x 128| = 32256 < 2^15), and pmaddwd by the group's scale in both halves of each column's
+// lane adds them, scaled, in int32. The integer sums are those of the AVX-512 path and the float steps
+// the same per lane, so the bits are the same.
+template <int R>
+SAGUARO_Q6K16_AVX2 void tile_avx2(const uint8_t* packed, int64_t nb, const QuantActivations& a, int64_t g, int64_t m0,
+                                  float* y, int64_t ldy) {
+  const int64_t K = a.K;
+  const __m256i lo4 = _mm256_set1_epi8(0x0f), top = _mm256_set1_epi8(0x30);
+  __m256 acc[R][2];
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* rec = packed + (g * nb + b) * kRecord;
+    const int8_t* aq[R];
+    for (int r = 0; r < R; ++r) aq[r] = a.row_q(m0 + r) + b * kSuper;
+    // one half of the columns at a time: R rows' sums plus one half's weights fit the 16 registers
+#pragma GCC unroll 1
+    for (int h = 0; h < 2; ++h) {
+      __m256i isum[R], imin[R];
+      for (int r = 0; r < R; ++r) isum[r] = imin[r] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+      for (int j = 0; j < 8; ++j) {  // groups j and j + 8 share the nibble chunks 4j .. 4j + 3
+        if (h == 0)
+          for (int64_t c = 0; c < kPairBytes; c += 64)
+            _mm_prefetch(reinterpret_cast<const char*>(rec + kRecord + kPairBytes * j + c), _MM_HINT_T0);
+        const __m256i hl = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rec + qh_at(j) + 32 * h));
+        const __m256i hh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rec + qh_at(j + 8) + 32 * h));
+        // the scales of groups j (pair j / 2) and j + 8 (pair j / 2 + 4), each in both int16 halves of its
+        // column's lane
+        const __m256i pl = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rec + kSc + 32 * (j / 2) + 16 * h)));
+        const __m256i ph =
+            _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rec + kSc + 32 * (j / 2 + 4) + 16 * h)));
+        const __m256i sl = j % 2 ? _mm256_shufflehi_epi16(_mm256_shufflelo_epi16(pl, 0xF5), 0xF5)
+                                 : _mm256_shufflehi_epi16(_mm256_shufflelo_epi16(pl, 0xA0), 0xA0);
+        const __m256i sh = j % 2 ? _mm256_shufflehi_epi16(_mm256_shufflelo_epi16(ph, 0xF5), 0xF5)
+                                 : _mm256_shufflehi_epi16(_mm256_shufflelo_epi16(ph, 0xA0), 0xA0);
+#pragma GCC unroll 2
+        for (int k = 0; k < 4; k += 2) {
+          __m256i ql[2], qh[2];
+#pragma GCC unroll 2
+          for (int e = 0; e < 2; ++e) {
+            const __m256i nib = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rec + ql_at(4 * j + k + e) + 32 * h));
+            const int kk = k + e;
+            const __m256i tl = kk == 0 ? top_bits_avx2<0>(hl) : kk == 1 ? top_bits_avx2<1>(hl) : kk == 2 ? top_bits_avx2<2>(hl) : top_bits_avx2<3>(hl);
+            const __m256i th = kk == 0 ? top_bits_avx2<0>(hh) : kk == 1 ? top_bits_avx2<1>(hh) : kk == 2 ? top_bits_avx2<2>(hh) : top_bits_avx2<3>(hh);
+            ql[e] = _mm256_or_si256(_mm256_and_si256(nib, lo4), _mm256_and_si256(tl, top));
+            qh[e] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(nib, 4), lo4), _mm256_and_si256(th, top));
+          }
+#pragma GCC unroll 3
+          for (int r = 0; r < R; ++r) {
+            int32_t al[2], ah[2];
+            std::memcpy(al, aq[r] + 16 * j + 4 * k, 8);
+            std::memcpy(ah, aq[r] + 128 + 16 * j + 4 * k, 8);
+            const __m256i l2 = _mm256_add_epi16(_mm256_maddubs_epi16(ql[0], _mm256_set1_epi32(al[0])),
+                                                _mm256_maddubs_epi16(ql[1], _mm256_set1_epi32(al[1])));
+            const __m256i h2 = _mm256_add_epi16(_mm256_maddubs_epi16(qh[0], _mm256_set1_epi32(ah[0])),
+                                                _mm256_maddubs_epi16(qh[1], _mm256_set1_epi32(ah[1])));
+            isum[r] = _mm256_add_epi32(isum[r], _mm256_add_epi32(_mm256_madd_epi16(l2, sl), _mm256_madd_epi16(h2, sh)));
+          }
+        }
+      }
+      // imin = Σ_j sc_j bsum16_j (times 32 below): pmaddwd of each column's scale pair by the sums' pair
+#pragma GCC unroll 8
+      for (int u = 0; u < 8; ++u) {
+        const __m256i pairs =
+            _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rec + kSc + 32 * u + 16 * h)));
+#pragma GCC unroll 3
+        for (int r = 0; r < R; ++r) {
+          int32_t bs;
+          std::memcpy(&bs, a.bsum16.data() + (m0 + r) * (K / 16) + b * 16 + 2 * u, 4);
+          imin[r] = _mm256_add_epi32(imin[r], _mm256_madd_epi16(pairs, _mm256_set1_epi32(bs)));
+        }
+      }
+      const __m256 d = _mm256_loadu_ps(reinterpret_cast<const float*>(rec + kD) + 8 * h);
+#pragma GCC unroll 3
+      for (int r = 0; r < R; ++r) {
+        const __m256 dd = _mm256_mul_ps(d, _mm256_set1_ps(a.row_d(m0 + r)[b]));  // d * da (dmin = d)
+        acc[r][h] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(isum[r]), acc[r][h]);
+        const __m256 neg = _mm256_xor_ps(dd, _mm256_set1_ps(-0.f));
+        acc[r][h] = _mm256_fmadd_ps(neg, _mm256_cvtepi32_ps(_mm256_slli_epi32(imin[r], 5)), acc[r][h]);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int h = 0; h < 2; ++h) _mm256_storeu_ps(y + (m0 + r) * ldy + 16 * g + 8 * h, acc[r][h]);
+}
+
+SAGUARO_Q6K16_AVX2 void groups_avx2(const uint8_t* packed, int64_t nb, const QuantActivations& a, int64_t g0,
+                                    int64_t g1, float* y, int64_t ldy) {
+  // row tiles of <= 3, as even as possible (a K = 2 verification unpacks each record once); a group's
+  // records stay in cache for the tiles after the first
+  const int64_t M = a.M, tiles = (M + 2) / 3, per = (M + tiles - 1) / tiles;
+  for (int64_t g = g0; g < g1; ++g)
+    for (int64_t m0 = 0; m0 < M; m0 += per) {
+      switch (std::min<int64_t>(per, M - m0)) {
+        case 1: tile_avx2<1>(packed, nb, a, g, m0, y, ldy); break;
+        case 2: tile_avx2<2>(packed, nb, a, g, m0, y, ldy); break;
+        default: tile_avx2<3>(packed, nb, a, g, m0, y, ldy); break;
+      }
+    }
+}
+
 #endif  // SAGUARO_Q6K16_X86
 
 }  // namespace
@@ -266,6 +381,7 @@ void q6k16_gemm(const uint8_t* packed, int64_t N, int64_t K, const float* x, int
   auto run = [&](int64_t g0, int64_t g1) {
 #ifdef SAGUARO_Q6K16_X86
     if (isa == CpuIsa::kAvx512) return groups_avx512(packed, nb, a, g0, g1, y, ldy);
+    if (isa == CpuIsa::kAvx2) return groups_avx2(packed, nb, a, g0, g1, y, ldy);
 #endif
     groups_reference(packed, nb, a, g0, g1, y, ldy);
   };

@@ -27,8 +27,8 @@ int64_t q4k16_packed_bytes(int64_t N, int64_t K);
 void q4k16_repack(const uint8_t* w, int64_t N, int64_t K, uint8_t* out, int threads = 1);
 
 // y[m * ldy + n] = Σ_k x[m * K + k] W[n, k] from the repacked W: the same bits as quant_gemm on the GGUF
-// blocks. The AVX-512 path runs the interleaved kernel; the AVX2 and scalar paths rebuild each column's
-// blocks (the reference arithmetic, slower).
+// blocks. The AVX-512 and AVX2 paths run interleaved kernels (AVX2: pmaddubsw/pmaddwd on two halves of 8
+// columns); the scalar path rebuilds each column's blocks (the reference arithmetic, slower).
 void q4k16_gemm(const uint8_t* packed, int64_t N, int64_t K, const float* x, int64_t M, float* y, int64_t ldy,
                 int threads, CpuIsa isa);
 

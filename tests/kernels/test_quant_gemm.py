@@ -107,7 +107,7 @@ def test_output_slices_and_errors():
         quant.gemm(x, b, "Q4_K", 64, path="sse")
 
 
-@pytest.mark.skipif(not quant.q4k16_supported(16, 256), reason="the interleaved Q4_K kernel needs AVX-512 VNNI")
+@pytest.mark.skipif(not quant.q4k16_supported(16, 256), reason="the interleaved Q4_K kernels need AVX2")
 @pytest.mark.parametrize("m", [1, 5, 16])
 def test_interleaved_q4k_gives_the_gguf_blocks_bits(m):
     n, k = 96, 768
@@ -122,7 +122,7 @@ def test_interleaved_q4k_gives_the_gguf_blocks_bits(m):
         quant.q4k16_gemm(x, packed[:-1], n)
 
 
-@pytest.mark.skipif(not quant.q6k16_supported(16, 256), reason="the interleaved Q6_K kernel needs AVX-512 VNNI")
+@pytest.mark.skipif(not quant.q6k16_supported(16, 256), reason="the interleaved Q6_K kernels need AVX2")
 @pytest.mark.parametrize("m", [1, 2, 4, 5, 6, 16])
 def test_interleaved_q6k_gives_the_gguf_blocks_bits(m):
     """Every row tile (1-5 rows; 6 = 3 + 3, 16 = 4 x 4) on every path gives the scalar GGUF-block bits."""

@@ -104,7 +104,7 @@ def test_engine_quantized_loads_both_models_on_blocks_and_keeps_the_tokens(tiny_
 
 @pytest.mark.parametrize("kinds", [("Q4_K", "Q4_K"), ("Q6_K", "Q6_K"), ("Q4_K", "Q6_K")])
 def test_repacked_kquant_projection_has_the_gguf_blocks_bits(monkeypatch, kinds):
-    """QuantLinear's interleaved Q4_K / Q6_K copies (where AVX-512 runs them) give the GGUF blocks' bits,
+    """QuantLinear's interleaved Q4_K / Q6_K copies (run by the AVX-512 and AVX2 paths) give the GGUF blocks' bits,
     also for mixed segments (the 1.5B's q/k/v: Q4_K q, k and a Q6_K v), with a lowered path
     (SAGUARO_CPU_ISA) and for a pruned selection of rows."""
     import numpy as np

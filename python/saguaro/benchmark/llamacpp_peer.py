@@ -16,8 +16,10 @@ as a user would end up running it. Cached under ``$SAGUARO_CACHE/llama.cpp/<vers
 
 ``SAGUARO_CPU_ISA=avx2`` (which lowers saguaro's kernels to their AVX2 path) gives the peer the same
 ceiling: a build with ``GGML_NATIVE=OFF`` and AVX2/FMA/F16C only (flavor ``avx2``), so that an AVX-512
-machine measures both engines as an AVX2-only one (a Zen 3) would run them. Set ``ATEN_CPU_CAPABILITY=avx2``
-as well to hold torch's own operators to AVX2.
+machine measures both engines' kernels as an AVX2-only one (a Zen 3) would run them. Torch's own
+operators (saguaro's attention and norms) keep the machine's best path: torch 2.13 fails bf16 matmuls
+under ``ATEN_CPU_CAPABILITY=avx2`` on an AVX-512 machine ("pack_vnni2 is only supported when avx512 is
+supported").
 """
 from __future__ import annotations
 

@@ -97,9 +97,9 @@ def gemm(x: torch.Tensor, blocks: torch.Tensor, ggml_type: int | str, n: int, k:
 
 def q4k16_supported(n: int, k: int) -> bool:
     """True when an [n, k] Q4_K matrix can be repacked (n % 16 == 0, k % 256 == 0) and the interleaved
-    kernel is this CPU's fast path (AVX-512 VNNI); elsewhere the GGUF blocks run faster."""
+    kernel is this CPU's fast path (AVX-512 VNNI or AVX2); on the scalar path the GGUF blocks run faster."""
     return available() and hasattr(core(), "q4k16_gemm") and n % 16 == 0 and k % 256 == 0 and n > 0 \
-        and supported_isa() == "avx512"
+        and supported_isa() in ("avx512", "avx2")
 
 
 def q4k16_repack(blocks: torch.Tensor, n: int, k: int, threads: int | None = None) -> torch.Tensor:
@@ -122,9 +122,9 @@ def q4k16_gemm(x: torch.Tensor, packed: torch.Tensor, n: int, *, out: torch.Tens
 
 def q6k16_supported(n: int, k: int) -> bool:
     """True when an [n, k] Q6_K matrix can be repacked (n % 16 == 0, k % 256 == 0) and the interleaved
-    kernel is this CPU's fast path (AVX-512 VNNI)."""
+    kernel is this CPU's fast path (AVX-512 VNNI or AVX2)."""
     return available() and hasattr(core(), "q6k16_gemm") and n % 16 == 0 and k % 256 == 0 and n > 0 \
-        and supported_isa() == "avx512"
+        and supported_isa() in ("avx512", "avx2")
 
 
 def q6k16_repack(blocks: torch.Tensor, n: int, k: int, threads: int | None = None) -> torch.Tensor:
