@@ -46,8 +46,7 @@ class QuantProjection {
   }
 
   // out[M, n] = x[M, k] @ W^T. The interleaved copies run where the selected path ($SAGUARO_CPU_ISA, read
-  // at each call) has an interleaved kernel for their format (AVX-512: all; AVX2: Q4_K and Q6_K); other
-  // segments run on their GGUF blocks on the selected path.
+  // at each call) is AVX-512 or AVX2; otherwise every segment runs on its GGUF blocks on the selected path.
   void forward(py::handle x, py::handle out, int threads) const {
     auto xv = borrow_rows(x);
     const int64_t M = xv.shape[0];
@@ -61,8 +60,7 @@ class QuantProjection {
     float* y = ov.data<float>();
     py::gil_scoped_release release;
     for (const Segment& s : segments_) {
-      const bool kquant = s.type == QuantType::kQ4_K || s.type == QuantType::kQ6_K;
-      if (interleaved && s.packed && (isa == CpuIsa::kAvx512 || kquant)) {
+      if (interleaved && s.packed) {
         const uint8_t* p = s.packed->data<uint8_t>();
         if (s.type == QuantType::kQ4_K) q4k16_gemm(p, s.rows, k_, xp, M, y, ldy, threads, isa);
         else if (s.type == QuantType::kQ6_K) q6k16_gemm(p, s.rows, k_, xp, M, y, ldy, threads, isa);

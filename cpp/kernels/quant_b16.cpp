@@ -224,6 +224,166 @@ SAGUARO_B16_AVX512 void groups_avx512(const Layout& L, const uint8_t* packed, co
     }
 }
 
+#define SAGUARO_B16_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define SAGUARO_B16_AVX2_INLINE __attribute__((target("avx2,fma,f16c"), always_inline)) inline
+
+// 0x10 in each byte whose bit is set in m (byte i <- bit i): the Q5_0 fifth bits of half a chunk.
+SAGUARO_B16_AVX2_INLINE __m256i fifth_bits(uint32_t m) {
+  const __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(m)),
+                                            _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,  //
+                                                             2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+  const __m256i bit = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ULL));
+  return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit), _mm256_set1_epi8(0x10));
+}
+
+// The AVX2 lanes of R rows x 16 columns (two halves of 8) x kGroup blocks, kept in memory: 16 R
+// registers would not fit. Block b's exact sum into its lane as kind_b_lane_step does, and at the end
+// the 8 lanes reduced in kind_b_reduce's order, as the AVX-512 kernel does per lane.
+template <int R>
+struct LanesAvx2 {
+  alignas(32) float v[R][kGroup][16];
+
+  SAGUARO_B16_AVX2_INLINE void zero() { std::memset(v, 0, sizeof(v)); }
+  SAGUARO_B16_AVX2_INLINE void step(const Layout& L, const uint8_t* rec, int jb, int64_t b, int h, int r, __m256i sum,
+                                    const QuantActivations& a, int64_t m, int off, int64_t nblocks) {
+    const __m256 d = _mm256_loadu_ps(reinterpret_cast<const float*>(rec + L.d + jb * 64) + 8 * h);
+    const __m256i isum = _mm256_sub_epi32(sum, _mm256_set1_epi32(off * a.bsum32[m * nblocks + b]));
+    float* lane = v[r][jb] + 8 * h;
+    _mm256_store_ps(lane, _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(a.row_d(m)[b])), _mm256_cvtepi32_ps(isum),
+                                          _mm256_load_ps(lane)));
+  }
+  SAGUARO_B16_AVX2_INLINE void store(int64_t g, int64_t m0, float* y, int64_t ldy) const {
+    for (int r = 0; r < R; ++r)
+      for (int h = 0; h < 2; ++h) {
+        __m256 l[kGroup];
+        for (int j = 0; j < kGroup; ++j) l[j] = _mm256_load_ps(v[r][j] + 8 * h);
+        const __m256 s0 = _mm256_add_ps(l[0], l[4]), s1 = _mm256_add_ps(l[1], l[5]);
+        const __m256 s2 = _mm256_add_ps(l[2], l[6]), s3 = _mm256_add_ps(l[3], l[7]);
+        _mm256_storeu_ps(y + (m0 + r) * ldy + 16 * g + 8 * h,
+                         _mm256_add_ps(_mm256_add_ps(s0, s2), _mm256_add_ps(s1, s3)));
+      }
+  }
+};
+
+// Q8_0 on AVX2, R rows x 16 columns of group g: no vpdpbusd, and pmaddubsw of the stored w + 128 would
+// saturate int16, so pmaddubsw of |w| by the activation quad with w's sign (the GGUF blocks' AVX2 path
+// does the same), int16 pairs widened by pmaddwd at once (two products could overflow int16), then each
+// block's lane step with no offset: the signed sums are exactly the offset ones.
+template <int R>
+SAGUARO_B16_AVX2 void tile_q8_avx2(const Layout& L, const uint8_t* packed, const QuantActivations& a, int64_t g,
+                                   int64_t m0, float* y, int64_t ldy) {
+  const int64_t nblocks = a.K / kSmall, n8 = quant::b16_records(a.K);
+  const __m256i ones = _mm256_set1_epi16(1);
+  LanesAvx2<R> lanes;
+  lanes.zero();
+  for (int64_t b = 0; b < nblocks; ++b) {
+    const uint8_t* rec = packed + (g * n8 + b / kGroup) * L.record;
+    const int jb = static_cast<int>(b % kGroup);
+    // the next group's record, an eighth per block
+    for (int64_t c = 0; c < L.record / kGroup; c += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(rec + n8 * L.record + jb * (L.record / kGroup) + c), _MM_HINT_T0);
+    for (int h = 0; h < 2; ++h) {
+      __m256i sum[R];
+      for (int r = 0; r < R; ++r) sum[r] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+      for (int j = 0; j < 8; ++j) {
+        // the record holds w + 128 as u8 (for vpdpbusd); back to signed w, whose sum needs no offset
+        const __m256i q = _mm256_xor_si256(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rec + L.quads + 64 * (8 * jb + j) + 32 * h)),
+            _mm256_set1_epi8(static_cast<char>(0x80)));
+        const __m256i aw = _mm256_sign_epi8(q, q);
+#pragma GCC unroll 2
+        for (int r = 0; r < R; ++r) {
+          int32_t quad;
+          std::memcpy(&quad, a.row_q(m0 + r) + b * kSmall + 4 * j, 4);
+          const __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(_mm256_set1_epi32(quad), q));
+          sum[r] = _mm256_add_epi32(sum[r], _mm256_madd_epi16(p, ones));
+        }
+      }
+      for (int r = 0; r < R; ++r) lanes.step(L, rec, jb, b, h, r, sum[r], a, m0 + r, 0, nblocks);
+    }
+  }
+  lanes.store(g, m0, y, ldy);
+}
+
+// Q5_0 on AVX2: blocks jb and jb + 4 of a record share its quad bytes (low and high nibbles, the fifth
+// bits from the masks); four quads' int16 pairs summed stay exact (|4 x 2 x 31 x 128| < 2^15) before
+// pmaddwd widens them.
+template <int R>
+SAGUARO_B16_AVX2 void tile_q5_avx2(const Layout& L, const uint8_t* packed, const QuantActivations& a, int64_t g,
+                                   int64_t m0, int off, float* y, int64_t ldy) {
+  const int64_t nblocks = a.K / kSmall, n8 = quant::b16_records(a.K);
+  const __m256i lo4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+  LanesAvx2<R> lanes;
+  lanes.zero();
+  for (int64_t rix = 0; rix < n8; ++rix) {
+    const uint8_t* rec = packed + (g * n8 + rix) * L.record;
+    const int64_t b0 = rix * kGroup, count = std::min<int64_t>(kGroup, nblocks - b0);
+    for (int64_t c = 0; c < L.record; c += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(rec + n8 * L.record + c), _MM_HINT_T0);
+    for (int jb = 0; jb < 4 && jb < count; ++jb) {
+      const bool high = jb + 4 < count;  // a partial last record may hold only blocks 0-3
+      const int64_t blo = b0 + jb, bhi = b0 + jb + 4;
+      for (int h = 0; h < 2; ++h) {
+        __m256i slo[R], shi[R];
+        for (int r = 0; r < R; ++r) slo[r] = shi[r] = _mm256_setzero_si256();
+#pragma GCC unroll 2
+        for (int half = 0; half < 2; ++half) {  // quads 0-3, then 4-7: int16 sums flushed between
+          __m256i plo[R], phi[R];
+          for (int r = 0; r < R; ++r) plo[r] = phi[r] = _mm256_setzero_si256();
+#pragma GCC unroll 4
+          for (int jj = 0; jj < 4; ++jj) {
+            const int j = 4 * half + jj, p = 8 * jb + j;
+            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rec + L.quads + 64 * p + 32 * h));
+            uint64_t mlo, mhi;  // the fifth bits of the low-nibble values (chunk p) and the high ones (p + 32)
+            std::memcpy(&mlo, rec + L.bits + 8 * p, 8);
+            std::memcpy(&mhi, rec + L.bits + 8 * (p + 32), 8);
+            const __m256i qlo = _mm256_or_si256(_mm256_and_si256(v, lo4), fifth_bits(static_cast<uint32_t>(mlo >> (32 * h))));
+            const __m256i qhi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), lo4),
+                                                fifth_bits(static_cast<uint32_t>(mhi >> (32 * h))));
+#pragma GCC unroll 2
+            for (int r = 0; r < R; ++r) {
+              int32_t ql, qh = 0;
+              std::memcpy(&ql, a.row_q(m0 + r) + blo * kSmall + 4 * j, 4);
+              plo[r] = _mm256_add_epi16(plo[r], _mm256_maddubs_epi16(qlo, _mm256_set1_epi32(ql)));
+              if (high) {
+                std::memcpy(&qh, a.row_q(m0 + r) + bhi * kSmall + 4 * j, 4);
+                phi[r] = _mm256_add_epi16(phi[r], _mm256_maddubs_epi16(qhi, _mm256_set1_epi32(qh)));
+              }
+            }
+          }
+          for (int r = 0; r < R; ++r) {
+            slo[r] = _mm256_add_epi32(slo[r], _mm256_madd_epi16(plo[r], ones));
+            shi[r] = _mm256_add_epi32(shi[r], _mm256_madd_epi16(phi[r], ones));
+          }
+        }
+        for (int r = 0; r < R; ++r) {
+          lanes.step(L, rec, jb, blo, h, r, slo[r], a, m0 + r, off, nblocks);
+          if (high) lanes.step(L, rec, jb + 4, bhi, h, r, shi[r], a, m0 + r, off, nblocks);
+        }
+      }
+    }
+  }
+  lanes.store(g, m0, y, ldy);
+}
+
+SAGUARO_B16_AVX2 void groups_avx2(const Layout& L, const uint8_t* packed, const QuantActivations& a, int64_t g0,
+                                  int64_t g1, int off, float* y, int64_t ldy) {
+  // row tiles of <= 2 (the registers of 8 columns x 2 rows x two sums); a group's records stay in
+  // cache for the tiles after the first
+  for (int64_t g = g0; g < g1; ++g)
+    for (int64_t m0 = 0; m0 < a.M; m0 += 2) {
+      const bool one = a.M - m0 == 1;
+      if (L.q5) {
+        if (one) tile_q5_avx2<1>(L, packed, a, g, m0, off, y, ldy);
+        else tile_q5_avx2<2>(L, packed, a, g, m0, off, y, ldy);
+      } else {
+        if (one) tile_q8_avx2<1>(L, packed, a, g, m0, y, ldy);
+        else tile_q8_avx2<2>(L, packed, a, g, m0, y, ldy);
+      }
+    }
+}
+
 #endif  // SAGUARO_B16_X86
 
 }  // namespace
@@ -292,6 +452,7 @@ void quant_b16_gemm(QuantType t, const uint8_t* packed, int64_t N, int64_t K, co
       if (L.q5) return groups_avx512<true>(L, packed, a, g0, g1, off, y, ldy);
       return groups_avx512<false>(L, packed, a, g0, g1, off, y, ldy);
     }
+    if (isa == CpuIsa::kAvx2) return groups_avx2(L, packed, a, g0, g1, off, y, ldy);
 #endif
     groups_reference(t, packed, a, g0, g1, y, ldy);
   };

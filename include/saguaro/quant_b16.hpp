@@ -23,8 +23,9 @@ int64_t quant_b16_packed_bytes(QuantType t, int64_t N, int64_t K);
 // Repacks N rows of GGUF blocks of type t into `out` (quant_b16_packed_bytes(t, N, K) bytes).
 void quant_b16_repack(QuantType t, const uint8_t* w, int64_t N, int64_t K, uint8_t* out);
 
-// y[m * ldy + n] = Σ_k x[m * K + k] W[n, k] from the repacked W (the GGUF blocks' bits). The AVX-512 path
-// runs the interleaved kernel; the others rebuild each column's blocks (the reference arithmetic).
+// y[m * ldy + n] = Σ_k x[m * K + k] W[n, k] from the repacked W (the GGUF blocks' bits). The AVX-512 and
+// AVX2 paths run interleaved kernels (AVX-512 with AMX tiles from kB16AmxRows rows where selected; AVX2 with
+// pmaddubsw/pmaddwd on two halves of 8 columns); the scalar path rebuilds each column's blocks.
 void quant_b16_gemm(QuantType t, const uint8_t* packed, int64_t N, int64_t K, const float* x, int64_t M, float* y,
                     int64_t ldy, int threads, CpuIsa isa);
 

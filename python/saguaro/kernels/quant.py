@@ -147,9 +147,9 @@ def q6k16_gemm(x: torch.Tensor, packed: torch.Tensor, n: int, *, out: torch.Tens
 
 def b16_supported(ggml_type: int | str, n: int, k: int) -> bool:
     """True when an [n, k] Q5_0 / Q8_0 matrix can be repacked (n % 16 == 0) and the interleaved kernel is
-    this CPU's fast path (AVX-512 VNNI)."""
+    this CPU's fast path (AVX-512 VNNI or AVX2)."""
     return (available() and hasattr(core(), "quant_b16_gemm") and type_id(ggml_type) in (6, 8) and n > 0
-            and n % 16 == 0 and k % 32 == 0 and supported_isa() == "avx512")
+            and n % 16 == 0 and k % 32 == 0 and supported_isa() in ("avx512", "avx2"))
 
 
 def b16_repack(blocks: torch.Tensor, ggml_type: int | str, n: int, k: int) -> torch.Tensor:
