@@ -217,13 +217,15 @@ SAGUARO_Q6K16_AVX512 void groups_avx512(const uint8_t* packed, int64_t nb, const
 #define SAGUARO_Q6K16_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define SAGUARO_Q6K16_AVX2_INLINE __attribute__((target("avx2,fma,f16c"), always_inline)) inline
 
-// top_bits for one ymm half (16-bit shifts: after the 0x30 mask each byte keeps its own two bits)
-template <int k>
-SAGUARO_Q6K16_AVX2_INLINE __m256i top_bits_avx2(__m256i h) {
-  if constexpr (k == 0) return _mm256_slli_epi16(h, 4);
-  if constexpr (k == 1) return _mm256_slli_epi16(h, 2);
-  if constexpr (k == 2) return h;
-  return _mm256_srli_epi16(h, 2);
+// top_bits for one ymm half and quad k (a constant once the loops are unrolled; 16-bit shifts: after the
+// 0x30 mask each byte keeps its own two bits)
+SAGUARO_Q6K16_AVX2_INLINE __m256i top_bits_avx2(__m256i h, int k) {
+  switch (k) {
+    case 0: return _mm256_slli_epi16(h, 4);
+    case 1: return _mm256_slli_epi16(h, 2);
+    case 2: return h;
+    default: return _mm256_srli_epi16(h, 2);
+  }
 }
 
 // The AVX2 path: R rows x the group's 16 columns as two halves of 8 (one ymm each). pmaddubsw multiplies
@@ -269,11 +271,9 @@ SAGUARO_Q6K16_AVX2 void tile_avx2(const uint8_t* packed, int64_t nb, const Quant
 #pragma GCC unroll 2
           for (int e = 0; e < 2; ++e) {
             const __m256i nib = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rec + ql_at(4 * j + k + e) + 32 * h));
-            const int kk = k + e;
-            const __m256i tl = kk == 0 ? top_bits_avx2<0>(hl) : kk == 1 ? top_bits_avx2<1>(hl) : kk == 2 ? top_bits_avx2<2>(hl) : top_bits_avx2<3>(hl);
-            const __m256i th = kk == 0 ? top_bits_avx2<0>(hh) : kk == 1 ? top_bits_avx2<1>(hh) : kk == 2 ? top_bits_avx2<2>(hh) : top_bits_avx2<3>(hh);
-            ql[e] = _mm256_or_si256(_mm256_and_si256(nib, lo4), _mm256_and_si256(tl, top));
-            qh[e] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(nib, 4), lo4), _mm256_and_si256(th, top));
+            ql[e] = _mm256_or_si256(_mm256_and_si256(nib, lo4), _mm256_and_si256(top_bits_avx2(hl, k + e), top));
+            qh[e] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(nib, 4), lo4),
+                                    _mm256_and_si256(top_bits_avx2(hh, k + e), top));
           }
 #pragma GCC unroll 3
           for (int r = 0; r < R; ++r) {
