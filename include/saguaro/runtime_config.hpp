@@ -26,9 +26,8 @@ struct RuntimeConfig {
   // Saguaro constant C in [0, 1], forced to 1 in sd (no cache to aim at). A double so the value a user
   // sets round-trips through Python unchanged; the kernels take it as float.
   double saguaro_c = 1.0;
-  // kAuto: jit below a measured critical batch size, fast from it on, and from a batch of two on (one
-  // where ssd lends the draft's threads) no speculation at all in rounds where plain decoding measures
-  // faster (speculation_governor.hpp).
+  // kAuto: jit below a measured critical batch size, fast from it on, and from a batch of two on no
+  // speculation at all in rounds where plain decoding measures faster (speculation_governor.hpp).
   BackupKind backup = BackupKind::kAuto;
   int64_t backup_critical_batch = 0;   // 0: computed from measured hit rate and latencies
   CachePolicy cache_policy = CachePolicy::kWait;

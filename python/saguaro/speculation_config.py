@@ -31,8 +31,8 @@ class SpeculationConfig:
     power law 1 - hit(F) ~ F^-r (docs/algorithm.md §2.2). ``saguaro_c``: the Saguaro constant C in
     [0, 1] (1 is plain speculative sampling). ``backup``: what a cache miss gets (``"jit"``: the draft
     decodes now, ``"fast"``: an n-gram proposal, ``"auto"``: jit below a critical batch size, fast
-    from it on, and from a batch of two on (of one in ssd with an in-process CPU draft) plain rounds
-    without speculation where the runtime measures them faster, docs/algorithm.md §3);
+    from it on, and from a batch of two on plain rounds without speculation where the runtime measures
+    them faster, docs/algorithm.md §3);
     ``backup_critical_batch``: that batch size, None to compute it from measured rates. ``cache_policy``:
     what the target does when the tree is not finished at lookup. ``strict``: fail requests instead of
     finishing them autoregressively when the draft fails. Threads and cores per worker.
