@@ -5,7 +5,7 @@
 namespace saguaro {
 
 int64_t SpeculationGovernor::bucket_of(int64_t batch) {
-  int64_t b = 1;
+  int64_t b = 2;
   while (b < batch) b *= 2;
   return b;
 }
@@ -14,7 +14,7 @@ const SpeculationGovernor::Bucket* SpeculationGovernor::measured_below(int64_t b
   for (auto it = buckets_.lower_bound(bucket); it != buckets_.begin();) {
     --it;
     const Bucket& b = it->second;
-    if (speculation_judged(b) && b.plain.rounds >= kWarmRounds) return &b;  // (a cut-short warm-up counts)
+    if (b.speculating.rounds >= kWarmRounds && b.plain.rounds >= kWarmRounds) return &b;
   }
   return nullptr;
 }
@@ -43,7 +43,7 @@ bool SpeculationGovernor::speculation_judged(const Bucket& k) {
 }
 
 bool SpeculationGovernor::speculate(int64_t batch) {
-  if (!enabled_ || batch < min_batch()) return true;
+  if (!enabled_ || batch < 2) return true;
   const int64_t bucket = bucket_of(batch);
   Bucket& k = buckets_[bucket];
   // Where a smaller batch measured plain rounds faster, a larger one (more compute-bound still) starts
@@ -104,7 +104,7 @@ bool SpeculationGovernor::speculate(int64_t batch) {
 }
 
 bool SpeculationGovernor::backing_off(int64_t batch) const {
-  if (!enabled_ || batch < min_batch()) return false;
+  if (!enabled_ || batch < 2) return false;
   const int64_t bucket = bucket_of(batch);
   const auto it = buckets_.find(bucket);
   if (it == buckets_.end() || it->second.speculating.rounds == 0) return starts_plain(bucket);
@@ -119,7 +119,7 @@ SpeculationGovernor::Decision SpeculationGovernor::decide(int64_t batch) {
 
 void SpeculationGovernor::observe(const Decision& decision, int64_t tokens, double seconds) {
   if (!decision.speculate) ++plain_rounds_;
-  if (!enabled_ || decision.batch < min_batch() || !(seconds > 0)) return;
+  if (!enabled_ || decision.batch < 2 || !(seconds > 0)) return;
   Bucket& k = buckets_[bucket_of(decision.batch)];
   Arm& a = decision.speculate ? k.speculating : k.plain;
   a.tokens = kDecay * a.tokens + static_cast<double>(tokens);

@@ -7,14 +7,10 @@
 
 namespace saguaro {
 
-bool TargetWorker::may_lend_draft_threads(const RuntimeConfig& config, bool knows_draft_idle) {
-  return config.mode == Mode::kSsd && config.set_target_threads && knows_draft_idle && config.draft_threads > 0 &&
-         config.target_cores.empty() && config.draft_cores.empty();
-}
-
 void TargetWorker::size_forward_threads() {
   if (!config_.set_target_threads) return;
-  const bool lend = may_lend_draft_threads(config_, static_cast<bool>(draft_idle_)) && draft_idle_();
+  const bool lend = mode_ == Mode::kSsd && draft_idle_ && config_.target_cores.empty() &&
+                    config_.draft_cores.empty() && draft_idle_();
   const int32_t want = config_.target_threads + (lend ? config_.draft_threads : 0);
   if (lend) ++metrics_.forwards_on_draft_threads;
   if (want == forward_threads_) return;

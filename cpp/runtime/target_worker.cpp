@@ -40,8 +40,7 @@ TargetWorker::TargetWorker(std::shared_ptr<Model> target, const RuntimeConfig& c
       remote_(dynamic_cast<RemoteEntries*>(transport)),
       schedule_(config.k, effective_fanout(config)),
       backup_(config.backup, config.backup_critical_batch, config.k),
-      governor_(config.backup == BackupKind::kAuto && config.mode != Mode::kAr, config.k,
-                may_lend_draft_threads(config, static_cast<bool>(draft_idle_))) {
+      governor_(config.backup == BackupKind::kAuto && config.mode != Mode::kAr, config.k) {
   if (mode_ == Mode::kSd) config_.saguaro_c = 1.0;  // no cache to aim the residual at
   metrics_.totals = RequestMetrics(config.k);
   metrics_.mode = mode_name(mode_);

@@ -10,10 +10,7 @@
 // starts plain and measures speculation at its first probe; so does a large one with nothing measured
 // below it (kColdPlainBucket), unless the target's forward times say that verifying K+1 tokens per row
 // costs little more than one (a latency-bound target): then it probes right after its plain warm-up.
-// Batch 1 always speculates (the mode was chosen for it), unless the governor is told that a plain
-// round is cheaper than the mode's own rounds for a reason of the machine's (measure_batch_one: SSD's
-// target lends the idle draft's cores for plain rounds, so at batch 1 too a plain round runs on every
-// core while a speculating one verifies on the target's share); then batch 1 is measured like the rest.
+// Batch 1 always speculates (the mode was chosen for it).
 // Exactness is untouched: a plain round is an exact AR step. Not thread-safe: the target worker owns it.
 #include <cstdint>
 #include <map>
@@ -24,8 +21,7 @@ namespace saguaro {
 class SpeculationGovernor {
  public:
   // k: the draft tokens per row of a speculating round (its verification runs k + 1 rows per row).
-  explicit SpeculationGovernor(bool enabled, int32_t k = 1, bool measure_batch_one = false)
-      : enabled_(enabled), k_(k), measure_batch_one_(measure_batch_one) {}
+  explicit SpeculationGovernor(bool enabled, int32_t k = 1) : enabled_(enabled), k_(k) {}
 
   // What the governor decided for one round: the batch size it decided for and whether to speculate.
   // The round's observation is counted for that same batch size, whatever happens to its rows in
@@ -97,8 +93,7 @@ class SpeculationGovernor {
     bool probe_open = false;           // a probe ran and its verdict is not taken yet
     bool probed_from_speculating = false;  // the faster arm when the probe began
   };
-  static int64_t bucket_of(int64_t batch);  // 1, 2, 3-4, 5-8, ... (powers of two)
-  int64_t min_batch() const { return measure_batch_one_ ? 1 : 2; }  // the smallest batch measured
+  static int64_t bucket_of(int64_t batch);  // 2, 3-4, 5-8, ... (powers of two)
   bool speculate(int64_t batch);
   const Bucket* measured_below(int64_t bucket) const;  // the nearest smaller bucket with both arms measured
   bool plain_faster_below(int64_t bucket) const;  // the nearest smaller measured bucket's verdict
@@ -110,7 +105,6 @@ class SpeculationGovernor {
 
   bool enabled_;
   int32_t k_;
-  bool measure_batch_one_;
   std::map<int64_t, Bucket> buckets_;
   std::map<int64_t, std::pair<int64_t, double>> forwards_;  // by bucket of rows: the last (rows, seconds)
   int64_t plain_rounds_ = 0;

@@ -83,9 +83,6 @@ class TargetWorker {
   // runs on target_threads + draft_threads; otherwise on target_threads. Not with pinned workers (the
   // kernels' helper threads would share the target's cores) or without a set_target_threads hook.
   void size_forward_threads();
-  // Whether this configuration lends the draft's threads at all (knows_draft_idle: a draft_idle probe
-  // was given, i.e. the draft is an in-process thread); the governor then measures batch 1 too.
-  static bool may_lend_draft_threads(const RuntimeConfig& config, bool knows_draft_idle);
   void fail(SequenceState& s, const std::string& message);
   void finish_row(SequenceState& s);
   void release_finished();

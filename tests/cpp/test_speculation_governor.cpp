@@ -67,25 +67,6 @@ TEST(SpeculationGovernor, DisabledOrBatchOneAlwaysSpeculates) {
   EXPECT_EQ(run(on, 1, 100, 1, 100), 100);
 }
 
-TEST(SpeculationGovernor, BatchOneIsMeasuredOnlyWhereAPlainRoundBorrowsTheDraftsCores) {
-  // SSD whose target lends the idle draft's threads: at batch 1 too a plain round runs on every core and
-  // a speculating one on the target's share, so batch 1 is measured like a larger batch
-  SpeculationGovernor lending(true, 2, true);
-  EXPECT_EQ(run(lending, 1, SpeculationGovernor::kWarmRounds, 10, 30), 0) << "plain rounds first";
-  EXPECT_EQ(run(lending, 1, 1, 10, 30), 1);
-  EXPECT_EQ(run(lending, 1, 20, 10, 30), 0) << "it was slower: plain until a probe";
-  EXPECT_TRUE(lending.backing_off(1));
-  EXPECT_TRUE(lending.backing_off(2)) << "a larger batch follows batch 1's verdict";
-  EXPECT_DOUBLE_EQ(lending.rate(2, false), 0.0) << "batch 1 has a bucket of its own";
-  SpeculationGovernor pays(true, 2, true);
-  run(pays, 1, SpeculationGovernor::kWarmRounds, 30, 10);
-  EXPECT_EQ(run(pays, 1, 20, 30, 10), 20) << "where speculation pays at batch 1 it runs";
-  // otherwise batch 1 always speculates, whatever it would measure
-  SpeculationGovernor plain(true, 2, false);
-  EXPECT_EQ(run(plain, 1, 50, 10, 30), 50);
-  EXPECT_FALSE(plain.backing_off(1));
-}
-
 TEST(SpeculationGovernor, MeasuresBothArmsThenRunsTheFasterAndProbesTheSlower) {
   SpeculationGovernor g(true);
   constexpr int warm = SpeculationGovernor::kWarmRounds;
