@@ -13,6 +13,7 @@
 #include "vnni_broadcast.hpp"
 #include "quant_b16_layout.hpp"
 #include "quant_formats.hpp"
+#include "quant_simd.hpp"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -227,13 +228,10 @@ SAGUARO_B16_AVX512 void groups_avx512(const Layout& L, const uint8_t* packed, co
 #define SAGUARO_B16_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define SAGUARO_B16_AVX2_INLINE __attribute__((target("avx2,fma,f16c"), always_inline)) inline
 
-// 0x10 in each byte whose bit is set in m (byte i <- bit i): the Q5_0 fifth bits of half a chunk.
-SAGUARO_B16_AVX2_INLINE __m256i fifth_bits(uint32_t m) {
-  const __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(m)),
-                                            _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,  //
-                                                             2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
-  const __m256i bit = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ULL));
-  return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit), _mm256_set1_epi8(0x10));
+// 0x10 in each byte whose bit is set in the 32 bits at p (byte i <- bit i): the Q5_0 fifth bits of half
+// a chunk.
+SAGUARO_B16_AVX2_INLINE __m256i fifth_bits(const uint8_t* p) {
+  return _mm256_and_si256(quant::simd::bytes_from_bits_32(p), _mm256_set1_epi8(0x10));
 }
 
 // The AVX2 lanes of R rows x 16 columns (two halves of 8) x kGroup blocks, kept in memory: 16 R
@@ -335,12 +333,10 @@ SAGUARO_B16_AVX2 void tile_q5_avx2(const Layout& L, const uint8_t* packed, const
           for (int jj = 0; jj < 4; ++jj) {
             const int j = 4 * half + jj, p = 8 * jb + j;
             const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rec + L.quads + 64 * p + 32 * h));
-            uint64_t mlo, mhi;  // the fifth bits of the low-nibble values (chunk p) and the high ones (p + 32)
-            std::memcpy(&mlo, rec + L.bits + 8 * p, 8);
-            std::memcpy(&mhi, rec + L.bits + 8 * (p + 32), 8);
-            const __m256i qlo = _mm256_or_si256(_mm256_and_si256(v, lo4), fifth_bits(static_cast<uint32_t>(mlo >> (32 * h))));
+            // the fifth bits of the low-nibble values (chunk p) and the high ones (p + 32): this half's 32
+            const __m256i qlo = _mm256_or_si256(_mm256_and_si256(v, lo4), fifth_bits(rec + L.bits + 8 * p + 4 * h));
             const __m256i qhi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), lo4),
-                                                fifth_bits(static_cast<uint32_t>(mhi >> (32 * h))));
+                                                fifth_bits(rec + L.bits + 8 * (p + 32) + 4 * h));
 #pragma GCC unroll 2
             for (int r = 0; r < R; ++r) {
               int32_t ql, qh = 0;
