@@ -72,7 +72,7 @@ void TargetWorker::chain_from_draft(const Rows& rows, const std::vector<int32_t>
     msg.rows.push_back(std::move(row));
   }
   const auto t0 = Clock::now();
-  transport_->send_to_draft(std::move(msg));
+  send_to_draft(std::move(msg));
   ToTarget reply;
   if (!await_draft(ToTarget::Kind::kChainResult, round_, &reply)) return;
   const double waited = seconds(Clock::now() - t0);
@@ -150,7 +150,7 @@ bool TargetWorker::send_tree_request(const Rows& rows, Rows* in_tree) {
   ensure_caches(entries, q_entries);
   msg.cache = cache_;
   msg.q_cache = q_cache_;
-  transport_->send_to_draft(std::move(msg));
+  send_to_draft(std::move(msg));
   tree_pending_ = true;
   tree_done_ = false;
   return true;

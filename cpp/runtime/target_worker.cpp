@@ -100,6 +100,7 @@ void TargetWorker::run() {
       release_finished();
       board_.notify();  // first tokens and cancellations, before a round that may take a while
       if (active_.empty()) {
+        flush_draft_releases();
         publish_metrics();
         inbox_.wait(kIdleWait);
         continue;
@@ -131,7 +132,7 @@ void TargetWorker::shutdown() {
   if (transport_ != nullptr) {
     ToDraft stop;
     stop.kind = ToDraft::Kind::kStop;
-    transport_->send_to_draft(std::move(stop));
+    send_to_draft(std::move(stop));
   }
   publish_metrics();
   board_.notify();
@@ -167,7 +168,7 @@ void TargetWorker::admit(std::vector<Submission> subs) {
     ToDraft msg;
     msg.kind = ToDraft::Kind::kPrefill;
     for (auto* s : fresh) msg.rows.push_back(sync_row(*s));
-    transport_->send_to_draft(std::move(msg));
+    send_to_draft(std::move(msg));
   }
   // One batched prefill; a failure is isolated by retrying each request alone.
   const auto t0 = Clock::now();
@@ -274,12 +275,19 @@ void TargetWorker::finish_row(SequenceState& s) {
 void TargetWorker::release_finished() {
   active_.erase(std::remove_if(active_.begin(), active_.end(), [](const auto& s) { return s->finished(); }),
                 active_.end());
-  if (transport_ != nullptr && !to_release_in_draft_.empty()) {
-    ToDraft msg;
-    msg.kind = ToDraft::Kind::kRelease;
-    msg.released.swap(to_release_in_draft_);
-    transport_->send_to_draft(std::move(msg));
-  }
+}
+
+void TargetWorker::flush_draft_releases() {
+  if (transport_ == nullptr || to_release_in_draft_.empty()) return;
+  ToDraft msg;
+  msg.kind = ToDraft::Kind::kRelease;
+  msg.released.swap(to_release_in_draft_);
+  transport_->send_to_draft(std::move(msg));
+}
+
+void TargetWorker::send_to_draft(ToDraft msg) {
+  flush_draft_releases();
+  transport_->send_to_draft(std::move(msg));
 }
 
 }  // namespace saguaro

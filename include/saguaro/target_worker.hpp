@@ -85,7 +85,16 @@ class TargetWorker {
   void size_forward_threads();
   void fail(SequenceState& s, const std::string& message);
   void finish_row(SequenceState& s);
+  // Drops finished rows; their draft sequences are released lazily (send_to_draft, flush_draft_releases).
   void release_finished();
+  // Every message to the draft goes through here: the releases of finished sequences go first, in the
+  // same message stream. They are not sent on their own while rounds run: a message wakes the idle
+  // draft, and a round that starts before it has handled the message finds the draft busy and runs on
+  // the target's threads only (measured: serving 4 clients on 2 cores, the round after each finish ran
+  // on one thread, 125 ms instead of 80).
+  void send_to_draft(ToDraft msg);
+  // Sends the pending releases now (the runtime is idle: nothing to slow down).
+  void flush_draft_releases();
   void publish_metrics();
 
   std::shared_ptr<Model> target_;

@@ -3,6 +3,7 @@
 
 #include <sched.h>
 
+#include <chrono>
 #include <thread>
 
 #include "test_runtime_helpers.hpp"
@@ -82,6 +83,25 @@ TEST(RuntimeLifecycle, CancelRightAfterSubmitIsNeverLost) {
       ASSERT_EQ(f.reason, FinishReason::kCancelled) << mode_name(mode) << ", try " << i << ", " << f.tokens.size() << " tokens";
     }
     rt.close();
+  }
+}
+
+// The target releases finished sequences in the draft lazily (with its next message to the draft),
+// and all of them as soon as it has nothing to run: an idle runtime holds no draft memory.
+TEST(RuntimeLifecycle, AnIdleRuntimeHasReleasedFinishedSequencesInTheDraft) {
+  for (Mode mode : {Mode::kSd, Mode::kSsd}) {
+    auto [target, draft] = toy_pair(1 << 20);
+    Runtime rt(target, draft, config_for(mode, 3));
+    RequestParams p;
+    p.max_new_tokens = 12;
+    std::vector<int64_t> ids;
+    for (auto& prompt : mixed_prompts(3, target->vocab_size())) ids.push_back(rt.submit(prompt, p));
+    for (int64_t id : ids) EXPECT_EQ(drain(rt, id).reason, FinishReason::kLength) << mode_name(mode);
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (draft->live_sequences() > 0 && std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    EXPECT_EQ(draft->live_sequences(), 0) << mode_name(mode) << ": released only at close";
+    EXPECT_EQ(target->live_sequences(), 0) << mode_name(mode);
   }
 }
 
