@@ -8,6 +8,7 @@
 #include <string>
 
 #include "dlpack_tensor.hpp"
+#include "saguaro/huge_pages.hpp"
 #include "saguaro/memory_bandwidth.hpp"
 #include "saguaro/small_gemm.hpp"
 
@@ -143,6 +144,18 @@ void bind_linear(py::module_& m) {
       py::arg("bytes"), py::arg("threads") = 1, py::arg("reps") = 3,
       "Bytes per second that `threads` new threads (with the caller's CPU affinity) read from a buffer of "
       "`bytes` bytes, the best of `reps` passes: the memory roofline of a decode.");
+
+  m.def(
+      "advise_huge_pages",
+      [](py::handle buffer) {
+        auto v = borrow_tensor(buffer, "buffer");
+        v.require(DType::kUInt8, {-1});
+        v.require_cpu();
+        return static_cast<int64_t>(advise_huge_pages(v.data<uint8_t>(), static_cast<size_t>(v.numel())));
+      },
+      py::arg("buffer"),
+      "Asks for transparent huge pages behind the whole 2 MiB pages of a 1-D uint8 CPU tensor not yet "
+      "written; returns the bytes advised (0: none fit, or the kernel has no transparent huge pages).");
 
   m.def(
       "small_gemm_time_packed",

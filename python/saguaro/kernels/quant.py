@@ -14,6 +14,7 @@ import functools
 import torch
 
 from saguaro.kernels.threads import kernel_threads
+from saguaro.kernels.weight_memory import weight_buffer
 
 __all__ = ["GGML_TYPES", "available", "b16_gemm", "b16_repack", "b16_supported", "dequantize", "gemm", "isa", "q4k16_gemm", "q4k16_repack", "q4k16_supported",
            "q6k16_gemm", "q6k16_repack", "q6k16_supported",
@@ -104,7 +105,7 @@ def q4k16_supported(n: int, k: int) -> bool:
 
 def q4k16_repack(blocks: torch.Tensor, n: int, k: int, threads: int | None = None) -> torch.Tensor:
     """n rows of GGUF Q4_K blocks repacked into the 16-column interleaved layout (a new uint8 tensor)."""
-    out = torch.empty(int(core().q4k16_packed_bytes(int(n), int(k))), dtype=torch.uint8)
+    out = weight_buffer((int(core().q4k16_packed_bytes(int(n), int(k))),), torch.uint8)
     core().q4k16_repack(blocks, int(n), int(k), out, int(threads or kernel_threads()))
     return out
 
@@ -129,7 +130,7 @@ def q6k16_supported(n: int, k: int) -> bool:
 
 def q6k16_repack(blocks: torch.Tensor, n: int, k: int, threads: int | None = None) -> torch.Tensor:
     """n rows of GGUF Q6_K blocks repacked into the 16-column interleaved layout (a new uint8 tensor)."""
-    out = torch.empty(int(core().q6k16_packed_bytes(int(n), int(k))), dtype=torch.uint8)
+    out = weight_buffer((int(core().q6k16_packed_bytes(int(n), int(k))),), torch.uint8)
     core().q6k16_repack(blocks, int(n), int(k), out, int(threads or kernel_threads()))
     return out
 
@@ -155,7 +156,7 @@ def b16_supported(ggml_type: int | str, n: int, k: int) -> bool:
 def b16_repack(blocks: torch.Tensor, ggml_type: int | str, n: int, k: int) -> torch.Tensor:
     """n rows of GGUF Q5_0 / Q8_0 blocks repacked into the 16-column interleaved layout (a new uint8 tensor)."""
     tid = type_id(ggml_type)
-    out = torch.empty(int(core().quant_b16_packed_bytes(tid, int(n), int(k))), dtype=torch.uint8)
+    out = weight_buffer((int(core().quant_b16_packed_bytes(tid, int(n), int(k))),), torch.uint8)
     core().quant_b16_repack(blocks, tid, int(n), int(k), out)
     return out
 

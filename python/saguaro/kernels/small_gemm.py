@@ -15,6 +15,7 @@ import functools
 import torch
 
 from saguaro.kernels.threads import kernel_threads
+from saguaro.kernels.weight_memory import weight_buffer
 
 __all__ = ["PackedBf16", "available", "bf16_linear", "pack_bf16"]
 
@@ -74,7 +75,7 @@ def pack_bf16(weight: torch.Tensor, threads: int | None = None) -> PackedBf16:
     if weight.dim() != 2 or weight.shape[0] < 1 or weight.shape[1] < 1:
         raise ValueError(f"weight: expected shape [out_features, in_features], got {list(weight.shape)}")
     n, k = weight.shape
-    data = torch.empty(((n + 15) // 16, k, 16), dtype=torch.bfloat16)
+    data = weight_buffer(((n + 15) // 16, k, 16), torch.bfloat16)
     core().small_gemm_pack_bf16(weight.contiguous(), data, threads or kernel_threads())
     return PackedBf16(data, n)
 
