@@ -155,7 +155,7 @@ void bind_linear(py::module_& m) {
       },
       py::arg("buffer"),
       "Asks for transparent huge pages behind the whole 2 MiB pages of a 1-D uint8 CPU tensor not yet "
-      "written; returns the bytes advised (0: none fit, or the kernel has no transparent huge pages).");
+      "written; returns the bytes advised (0: none fit, or the kernel was built without them).");
 
   m.def(
       "small_gemm_time_packed",

@@ -3,9 +3,10 @@
 A decode streams every weight byte once per token (about 1 GB for the quantized 1.5B target), and on
 4 KiB pages that is a page walk for every 4 KiB read. Linux backs memory with 2 MiB pages when asked
 (``madvise``; /sys/kernel/mm/transparent_hugepage/enabled set to "always" or "madvise"). Measured on the
-quantized 1.5B target, 2 threads, Intel Xeon: decode projections 52-57 -> 48-50 ms
-(bench/results/forward-profile-qwen2.5-coder-1.5b-quantized-2t.md). Where the kernel has no transparent
-huge pages the buffer is ordinary memory: the same bits either way.
+quantized 1.5B target, 2 threads, Intel Xeon, alternated in one hour: a decode 61-67 -> 54-56 ms, its
+projections 52-57 -> 45-46 ms (bench/results/forward-profile-qwen2.5-coder-1.5b-quantized-2t.md); the
+machine's read bandwidth 21 -> 34 GB/s. Where the kernel has no transparent huge pages the buffer is
+ordinary memory: the same bits either way.
 """
 from __future__ import annotations
 
