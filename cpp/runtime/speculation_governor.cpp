@@ -46,6 +46,8 @@ bool SpeculationGovernor::speculate(int64_t batch) {
   if (!enabled_ || batch < 2) return true;
   const int64_t bucket = bucket_of(batch);
   Bucket& k = buckets_[bucket];
+  k.streak = bucket == last_bucket_ ? k.streak + 1 : 1;
+  last_bucket_ = bucket;
   // Where a smaller batch measured plain rounds faster, a larger one (more compute-bound still) starts
   // plain, and its speculation is first measured at a probe: warming speculation up first would spend
   // its most expensive rounds on the arm least likely to win. A large batch with nothing measured below
@@ -55,7 +57,7 @@ bool SpeculationGovernor::speculate(int64_t batch) {
   // found from below meanwhile: smaller batches measure it (cheaply), and a larger one where it won by
   // the margin speculates at once. A latency-bound target (cheap_verification) probes right away.
   if (k.speculating.rounds == 0 && starts_plain(bucket)) {
-    if (k.plain.rounds < kWarmRounds) return false;
+    if (k.plain.rounds < kWarmRounds || !lasted(k)) return false;
     const bool cold = measured_below(bucket) == nullptr;
     if (!(cold && cheap_verification(batch)) && ++k.since_probe < kProbeEvery * 4) return false;
     k.since_probe = 0;
@@ -66,12 +68,17 @@ bool SpeculationGovernor::speculate(int64_t batch) {
   // not pay (a compute-bound target, or SSD's target on fewer cores than a plain round borrows), and
   // measured, they let a first speculating round that is slower end speculation's warm-up
   // (speculation_judged): one dear round instead of kWarmRounds. Where speculation pays, that order
-  // costs kWarmRounds plain rounds once, in the first bucket measured.
+  // costs kWarmRounds plain rounds once, in the first bucket measured. The first speculating round
+  // waits until the batch size has lasted (lasted): under load the batch dips for a round or two while
+  // requests finish and others join, and a warm-up there would spend a dear round on a size that is
+  // gone the next round (serving 4 clients, SSD warmed batch 2 up in one such dip: a 0.32 s round for 4
+  // tokens, against 0.07 s plain).
   if (speculation_favoured_below(bucket)) {
     if (!speculation_judged(k)) return true;
     if (k.plain.rounds < kWarmRounds) return false;
   } else {
     if (k.plain.rounds < kWarmRounds) return false;
+    if (k.speculating.rounds == 0 && !lasted(k)) return false;
     if (!speculation_judged(k)) return true;
   }
   const bool faster_is_speculating = k.speculating.rate() >= k.plain.rate();
@@ -107,7 +114,8 @@ bool SpeculationGovernor::backing_off(int64_t batch) const {
   if (!enabled_ || batch < 2) return false;
   const int64_t bucket = bucket_of(batch);
   const auto it = buckets_.find(bucket);
-  if (it == buckets_.end() || it->second.speculating.rounds == 0) return starts_plain(bucket);
+  // unmeasured speculation: plain rounds come first unless a smaller batch measured it faster
+  if (it == buckets_.end() || it->second.speculating.rounds == 0) return !speculation_favoured_below(bucket);
   const Bucket& k = it->second;
   if (!speculation_judged(k) || k.plain.rounds < kWarmRounds) return false;
   return k.plain.rate() > k.speculating.rate();

@@ -10,6 +10,8 @@
 // starts plain and measures speculation at its first probe; so does a large one with nothing measured
 // below it (kColdPlainBucket), unless the target's forward times say that verifying K+1 tokens per row
 // costs little more than one (a latency-bound target): then it probes right after its plain warm-up.
+// A batch size warms speculation up only once it has lasted: after kWarmRounds rounds in a row at that
+// size (transient sizes, while requests finish and others join, run the cheap plain arm).
 // Batch 1 always speculates (the mode was chosen for it).
 // Exactness is untouched: a plain round is an exact AR step. Not thread-safe: the target worker owns it.
 #include <cstdint>
@@ -43,9 +45,11 @@ class SpeculationGovernor {
   // measured row counts); 0 when no forward of more than `base` rows was measured.
   double predicted_cost_ratio(int64_t base, int64_t rows) const;
 
-  // Whether rounds of this batch size run plain for now (plain rounds measured faster at this size,
-  // or at a smaller one where this size is unmeasured). The target then defers what only speculation
-  // needs: the draft's prefill of new prompts, which on a shared machine slows the target's rounds.
+  // Whether rounds of this batch size run plain for now: plain rounds measured faster at this size, or
+  // at a smaller one where this size is unmeasured, or speculation not measured here yet and plain rounds
+  // first in its warm-up. The target then defers what only speculation needs: the draft's prefill of
+  // new prompts, which on a shared machine slows the target's rounds (SSD's target prefill runs on its
+  // own cores only while the draft prefills).
   bool backing_off(int64_t batch) const;
   int64_t plain_rounds() const { return plain_rounds_; }
   // The measured committed tokens/s of speculating and plain rounds at this batch size (0: not yet).
@@ -90,6 +94,7 @@ class SpeculationGovernor {
     int since_probe = 0;
     int probing = 0;  // rounds left of a probe of the slower arm
     int backoff = 1;  // the probe interval's factor (1, 2, 4, ... kMaxProbeBackoff)
+    int streak = 0;   // decisions in a row for this bucket, the current one included
     bool probe_open = false;           // a probe ran and its verdict is not taken yet
     bool probed_from_speculating = false;  // the faster arm when the probe began
   };
@@ -100,6 +105,7 @@ class SpeculationGovernor {
   bool speculation_favoured_below(int64_t bucket) const;  // ... speculation won there by kLargerBatchMargin
   bool starts_plain(int64_t bucket) const;        // an unmeasured bucket's first rounds run plain
   static bool speculation_judged(const Bucket& k);  // speculation's warm-up is over (or cut short)
+  static bool lasted(const Bucket& k) { return k.streak > kWarmRounds; }  // not a transient batch size
 
   bool cheap_verification(int64_t batch) const;  // kCheapVerification holds for this batch size
 
@@ -108,6 +114,7 @@ class SpeculationGovernor {
   std::map<int64_t, Bucket> buckets_;
   std::map<int64_t, std::pair<int64_t, double>> forwards_;  // by bucket of rows: the last (rows, seconds)
   int64_t plain_rounds_ = 0;
+  int64_t last_bucket_ = 0;  // the bucket of the last decision (for the streaks)
 };
 
 }  // namespace saguaro

@@ -188,23 +188,46 @@ TEST(SpeculationGovernor, ALargerBatchStartsPlainWhereASmallerOneMeasuredPlainFa
   EXPECT_TRUE(narrow.backing_off(16));
 }
 
-TEST(SpeculationGovernor, BacksOffOnlyWherePlainRoundsMeasuredFaster) {
+TEST(SpeculationGovernor, BacksOffWherePlainRoundsComeFirstOrMeasuredFaster) {
   SpeculationGovernor off(false);
   run(off, 8, 50, 10, 30);
   EXPECT_FALSE(off.backing_off(8)) << "a disabled governor always speculates";
   SpeculationGovernor g(true);
-  EXPECT_FALSE(g.backing_off(4)) << "nothing measured yet";
+  EXPECT_TRUE(g.backing_off(4)) << "nothing measured yet: the warm-up's plain rounds come first";
   run(g, 4, SpeculationGovernor::kWarmRounds, 10, 30);
-  EXPECT_FALSE(g.backing_off(4)) << "speculation not measured yet";
+  EXPECT_TRUE(g.backing_off(4)) << "speculation not measured yet";
   run(g, 4, 1, 10, 30);
-  EXPECT_TRUE(g.backing_off(4));
+  EXPECT_TRUE(g.backing_off(4)) << "speculation measured slower";
   EXPECT_TRUE(g.backing_off(8)) << "an unmeasured larger batch follows the smaller one";
-  EXPECT_FALSE(g.backing_off(2)) << "a smaller batch is not implied";
   EXPECT_FALSE(g.backing_off(1)) << "batch 1 always speculates";
+  // a smaller batch is not implied: batch 2 measures speculation faster on its own, and speculates
+  run(g, 2, 20, 30, 10);
+  EXPECT_FALSE(g.backing_off(2));
+  EXPECT_TRUE(g.backing_off(4));
   SpeculationGovernor h(true);
   run(h, 4, 50, 30, 10);
   EXPECT_FALSE(h.backing_off(4)) << "speculation measured faster";
-  EXPECT_FALSE(h.backing_off(16));
+  EXPECT_FALSE(h.backing_off(16)) << "and by the margin: a larger batch warms speculation up first";
+}
+
+TEST(SpeculationGovernor, ATransientBatchSizeDoesNotWarmSpeculationUp) {
+  // Under load the batch dips for a round while requests finish and others join: 4, 4, 4, 2, 4, ...
+  // Bucket 2's rounds run plain (and are measured), but speculation's warm-up there waits until a batch
+  // of 2 lasts kWarmRounds rounds in a row.
+  SpeculationGovernor g(true);
+  run(g, 4, 20, 10, 30);  // bucket 3-4 measured: plain faster
+  int speculated_at_two = 0;
+  for (int i = 0; i < 40; ++i) {
+    run(g, 4, 3, 10, 30);
+    speculated_at_two += run(g, 2, 1, 10, 30);
+  }
+  EXPECT_EQ(speculated_at_two, 0);
+  EXPECT_DOUBLE_EQ(g.rate(2, false), 30.0);
+  EXPECT_DOUBLE_EQ(g.rate(2, true), 0.0);
+  // a batch of 2 that lasts is measured like any other: its plain rounds are done, and its first
+  // speculating round comes once kWarmRounds rounds in a row were at 2 (the last dip began the streak)
+  EXPECT_EQ(run(g, 2, SpeculationGovernor::kWarmRounds - 1, 30, 10), 0);
+  EXPECT_EQ(run(g, 2, 20, 30, 10), 20);
 }
 
 TEST(SpeculationGovernor, AColdLargeBatchStartsPlainAndMeasuresOneSpeculatingRoundAtItsFirstProbe) {
@@ -225,7 +248,7 @@ TEST(SpeculationGovernor, AColdLargeBatchStartsPlainAndMeasuresOneSpeculatingRou
   EXPECT_FALSE(h.backing_off(16));
   // below kColdPlainBucket a cold batch measures speculation right after its plain warm-up
   SpeculationGovernor small(true);
-  EXPECT_FALSE(small.backing_off(4));
+  EXPECT_TRUE(small.backing_off(4)) << "its plain rounds come first";
   EXPECT_EQ(run(small, 4, SpeculationGovernor::kWarmRounds, 10, 30), 0);
   EXPECT_EQ(run(small, 4, 1, 10, 30), 1);
 }
