@@ -61,6 +61,7 @@ bool SpeculationGovernor::speculate(int64_t batch) {
     const bool cold = measured_below(bucket) == nullptr;
     if (!(cold && cheap_verification(batch)) && ++k.since_probe < kProbeEvery * 4) return false;
     k.since_probe = 0;
+    k.since_probe_s = 0;
     return true;  // the rest of speculation's warm-up follows below once this round is observed
   }
   // Measure both arms first, the arm likelier to win last. Plain rounds first, unless a smaller batch
@@ -96,12 +97,14 @@ bool SpeculationGovernor::speculate(int64_t batch) {
     k.backoff = faster_is_speculating == k.probed_from_speculating ? std::min(2 * k.backoff, kMaxProbeBackoff) : 1;
   }
   // The slower arm's rate may have changed: measure it again, the less often the further behind it is
-  // (a probe of a much slower arm costs more, and a small change would not make it the faster).
+  // (a probe of a much slower arm costs more, and a small change would not make it the faster), and
+  // never before the last probe's measured cost fits kProbeBudget of the time since.
   const double fast = std::max(k.speculating.rate(), k.plain.rate());
   const double slow = std::max(1e-12, std::min(k.speculating.rate(), k.plain.rate()));
   const int interval = static_cast<int>(kProbeEvery * std::clamp(fast / slow, 1.0, 4.0)) * k.backoff;
-  if (++k.since_probe >= interval) {
+  if (++k.since_probe >= interval && probe_affordable(k)) {
     k.since_probe = 0;
+    k.since_probe_s = 0;
     k.probing = kWarmRounds - 1;
     k.probe_open = true;
     k.probed_from_speculating = faster_is_speculating;
@@ -122,7 +125,14 @@ bool SpeculationGovernor::backing_off(int64_t batch) const {
 }
 
 SpeculationGovernor::Decision SpeculationGovernor::decide(int64_t batch) {
-  return Decision{batch, speculate(batch)};
+  Decision d{batch, speculate(batch), false};
+  if (enabled_ && batch >= 2) {
+    const Bucket& k = buckets_[bucket_of(batch)];
+    const Arm& a = d.speculate ? k.speculating : k.plain;
+    const Arm& other = d.speculate ? k.plain : k.speculating;
+    d.measuring = other.rounds > 0 && other.rate() > 0 && (a.rounds == 0 || a.rate() < other.rate());
+  }
+  return d;
 }
 
 void SpeculationGovernor::observe(const Decision& decision, int64_t tokens, double seconds) {
@@ -130,6 +140,15 @@ void SpeculationGovernor::observe(const Decision& decision, int64_t tokens, doub
   if (!enabled_ || decision.batch < 2 || !(seconds > 0)) return;
   Bucket& k = buckets_[bucket_of(decision.batch)];
   Arm& a = decision.speculate ? k.speculating : k.plain;
+  // A measuring round (of the slower or unmeasured arm) costs the time beyond what the other arm would
+  // have taken for its tokens; a run of them (a warm-up's or a probe's) is the probe cost to budget.
+  const Arm& other = decision.speculate ? k.plain : k.speculating;
+  if (decision.measuring && other.rate() > 0) {
+    const double excess = std::max(0.0, seconds - static_cast<double>(tokens) / other.rate());
+    k.probe_cost_s = k.in_slower_run ? k.probe_cost_s + excess : excess;
+  }
+  k.in_slower_run = decision.measuring;
+  k.since_probe_s += seconds;
   a.tokens = kDecay * a.tokens + static_cast<double>(tokens);
   a.seconds = kDecay * a.seconds + seconds;
   a.last_rate = static_cast<double>(tokens) / seconds;

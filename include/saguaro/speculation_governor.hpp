@@ -33,6 +33,7 @@ class SpeculationGovernor {
   struct Decision {
     int64_t batch = 1;
     bool speculate = true;
+    bool measuring = false;  // the arm chosen is the slower (or unmeasured) one: a warm-up's or probe's round
   };
 
   // The decision for the next round of a batch of `batch` rows.
@@ -59,6 +60,12 @@ class SpeculationGovernor {
                                             // speculating round slower than plain ends either at once)
   static constexpr int kProbeEvery = 24;    // rounds of the faster arm between probes of the slower, times
                                             // how many times faster it is (at most 4), times the backoff
+  // A probe also waits until the bucket has run long enough that the last probe's measured cost (what
+  // its rounds lost against the faster arm's rate) is at most this fraction of the time since then
+  // (times the backoff): on SSD's shared cores a probe of speculation after a plain stretch has the
+  // draft catch up on every sequence first, and cost ~1 s (a dozen plain rounds) serving 4 clients,
+  // so probing every few dozen rounds cost 20% of the time.
+  static constexpr double kProbeBudget = 0.02;
   static constexpr int kMaxProbeBackoff = 8;  // a probe that leaves the faster arm the faster doubles the
                                               // interval to the next, up to this factor; one that finds
                                               // the other arm faster resets it (a probe of the slower arm
@@ -95,6 +102,9 @@ class SpeculationGovernor {
     int probing = 0;  // rounds left of a probe of the slower arm
     int backoff = 1;  // the probe interval's factor (1, 2, 4, ... kMaxProbeBackoff)
     int streak = 0;   // decisions in a row for this bucket, the current one included
+    double since_probe_s = 0;  // seconds of this bucket's rounds since its last probe began
+    double probe_cost_s = 0;   // the last run of slower-arm rounds: seconds beyond the faster arm's rate
+    bool in_slower_run = false;  // the last observed round was a measuring one
     bool probe_open = false;           // a probe ran and its verdict is not taken yet
     bool probed_from_speculating = false;  // the faster arm when the probe began
   };
@@ -106,6 +116,9 @@ class SpeculationGovernor {
   bool starts_plain(int64_t bucket) const;        // an unmeasured bucket's first rounds run plain
   static bool speculation_judged(const Bucket& k);  // speculation's warm-up is over (or cut short)
   static bool lasted(const Bucket& k) { return k.streak > kWarmRounds; }  // not a transient batch size
+  static bool probe_affordable(const Bucket& k) {  // kProbeBudget holds for a probe now
+    return k.since_probe_s * kProbeBudget >= k.probe_cost_s * k.backoff;
+  }
 
   bool cheap_verification(int64_t batch) const;  // kCheapVerification holds for this batch size
 

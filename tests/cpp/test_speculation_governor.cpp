@@ -163,6 +163,38 @@ TEST(SpeculationGovernor, ProbesLessOftenWhileTheSlowerArmStaysSlower) {
                                   << window / base * warm << " rounds)";
 }
 
+// Like run(), with each speculating round taking spec_seconds (a dear probe: SSD's draft catching up).
+int run_timed(SpeculationGovernor& g, int64_t batch, int rounds, double spec_tokens, double spec_seconds,
+              double plain_rate) {
+  int speculated = 0;
+  for (int i = 0; i < rounds; ++i) {
+    const SpeculationGovernor::Decision d = g.decide(batch);
+    speculated += d.speculate ? 1 : 0;
+    if (d.speculate) g.observe(d, static_cast<int64_t>(spec_tokens), spec_seconds);
+    else g.observe(d, static_cast<int64_t>(plain_rate), 1.0);
+  }
+  return speculated;
+}
+
+TEST(SpeculationGovernor, ProbesNoMoreOftenThanTheirMeasuredCostFitsTheBudget) {
+  // Plain: 30 tokens a second. A speculating round commits 10 tokens in 5 s: 5 - 10/30 s lost each time.
+  // The count rule alone would probe every 4 x kProbeEvery rounds; the budget allows one probe per
+  // (lost seconds) / kProbeBudget seconds of rounds, times the backoff.
+  SpeculationGovernor g(true);
+  constexpr int warm = SpeculationGovernor::kWarmRounds;
+  EXPECT_EQ(run_timed(g, 4, warm, 10, 5.0, 30), 0);
+  EXPECT_EQ(run_timed(g, 4, 1, 10, 5.0, 30), 1) << "the warm-up's one speculating round, slower: its end";
+  const double lost = 5.0 - 10.0 / 30.0;
+  const int until_affordable = static_cast<int>(lost / SpeculationGovernor::kProbeBudget);  // 1 s rounds
+  ASSERT_GT(until_affordable, 4 * SpeculationGovernor::kProbeEvery);
+  EXPECT_EQ(run_timed(g, 4, until_affordable - 10, 10, 5.0, 30), 0) << "not yet affordable";
+  EXPECT_EQ(run_timed(g, 4, 20, 10, 5.0, 30), 1) << "then one probe round";
+  // a cheap probe (1 s for 10 tokens: 0.67 s lost) is bounded by the count rule instead, as before
+  SpeculationGovernor h(true);
+  run_timed(h, 4, warm + 1, 10, 1.0, 30);
+  EXPECT_GE(run_timed(h, 4, 4 * SpeculationGovernor::kProbeEvery, 10, 1.0, 30), 1);
+}
+
 TEST(SpeculationGovernor, ALargerBatchStartsPlainWhereASmallerOneMeasuredPlainFaster) {
   SpeculationGovernor g(true);
   run(g, 2, 20, 10, 30);  // batch 2: both arms measured, plain 3x faster
