@@ -144,7 +144,42 @@ async def _level(url: str, concurrency: int, requests: int, max_tokens: int, pee
             "tokens_per_s": tokens / wall, "ttft_p50_s": percentile(ttft, 0.5), "ttft_p99_s": percentile(ttft, 0.99),
             "itl_p50_s": percentile(gaps, 0.5), "itl_p99_s": percentile(gaps, 0.99),
             "tokens_per_round": tokens / rounds if rounds else None,
+            "acceptance_rate": accepted / proposed if proposed else None,
+            "_raw": {"ttft": ttft, "gaps": gaps, "tokens": tokens, "rounds": rounds, "proposed": proposed,
+                     "accepted": accepted}}
+
+
+def merge_repeats(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One level measured several times (alternated with the other modes): the median throughput of the
+    runs (each run's figure kept in ``tokens_per_s_runs``), latency percentiles over every request of
+    every run, and the runs' tokens per round and acceptance pooled."""
+    import statistics
+
+    raw = [r["_raw"] for r in runs]
+    ttft = [x for r in raw for x in r["ttft"]]
+    gaps = [x for r in raw for x in r["gaps"]]
+    tokens, rounds = sum(r["tokens"] for r in raw), sum(r["rounds"] for r in raw)
+    proposed, accepted = sum(r["proposed"] for r in raw), sum(r["accepted"] for r in raw)
+    return {"concurrency": runs[0]["concurrency"], "requests": sum(r["requests"] for r in runs),
+            "repeats": len(runs), "wall_s": sum(r["wall_s"] for r in runs),
+            "requests_per_s": statistics.median(r["requests_per_s"] for r in runs),
+            "tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs),
+            "tokens_per_s_runs": [r["tokens_per_s"] for r in runs],
+            "ttft_p50_s": percentile(ttft, 0.5), "ttft_p99_s": percentile(ttft, 0.99),
+            "itl_p50_s": percentile(gaps, 0.5), "itl_p99_s": percentile(gaps, 0.99),
+            "tokens_per_round": tokens / rounds if rounds else None,
             "acceptance_rate": accepted / proposed if proposed else None}
+
+
+def paired_ratio(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float, float]:
+    """Median, min and max over the repeats of a's tokens/s over b's in the same repeat (a level of two
+    modes alternated; a single run gives its one ratio three times)."""
+    import statistics
+
+    ra = a.get("tokens_per_s_runs") or [a["tokens_per_s"]]
+    rb = b.get("tokens_per_s_runs") or [b["tokens_per_s"]]
+    ratios = [x / y for x, y in zip(ra, rb) if y]
+    return statistics.median(ratios), min(ratios), max(ratios)
 
 
 def _runtime_figures(url: str, mode: str) -> dict[str, float]:
@@ -177,7 +212,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             asyncio.run(_level(server.url, 2, 2, 4, mode in PEER_MODES))  # warm-up
             levels = []
             for c in args.concurrency:
-                levels.append(_measured_level(server, mode, c, args))
+                levels.append(_public(_measured_level(server, mode, c, args)))
             record["modes"][mode] = {"levels": levels, "runtime": _runtime_figures(server.url, mode)}
     return record
 
@@ -195,19 +230,30 @@ def _measured_level(server: Any, mode: str, c: int, args: argparse.Namespace) ->
     return lv
 
 
+def _public(level: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in level.items() if not k.startswith("_")}
+
+
 def _run_alternating(args: argparse.Namespace, record: dict[str, Any]) -> dict[str, Any]:
     """Every mode's server up at once (the idle ones cost memory, not CPU); each concurrency level runs
-    against every mode in turn, the order rotating per level, so a slow spell of a shared machine falls
-    on all modes alike."""
+    against every mode in turn, the order rotating per level and per repeat, so a slow spell of a shared
+    machine falls on all modes alike; with --repeat N each level runs N times per mode so."""
+    record["repeats"] = args.repeat
     with contextlib.ExitStack() as stack:
         servers = {m: stack.enter_context(start(args, m)) for m in args.modes}
         for m, server in servers.items():
             asyncio.run(_level(server.url, 2, 2, 4, m in PEER_MODES))  # warm-up
         levels: dict[str, list[dict[str, Any]]] = {m: [] for m in args.modes}
-        for i, c in enumerate(args.concurrency):
-            order = args.modes[i % len(args.modes):] + args.modes[: i % len(args.modes)]
-            for m in order:
-                levels[m].append(_measured_level(servers[m], m, c, args))
+        turn = 0
+        for c in args.concurrency:
+            runs: dict[str, list[dict[str, Any]]] = {m: [] for m in args.modes}
+            for _ in range(args.repeat):
+                order = args.modes[turn % len(args.modes):] + args.modes[: turn % len(args.modes)]
+                turn += 1
+                for m in order:
+                    runs[m].append(_measured_level(servers[m], m, c, args))
+            for m in args.modes:
+                levels[m].append(merge_repeats(runs[m]) if args.repeat > 1 else _public(runs[m][0]))
         for m, server in servers.items():
             record["modes"][m] = {"levels": levels[m], "runtime": _runtime_figures(server.url, m)}
     return record
@@ -235,11 +281,13 @@ def markdown(record: dict[str, Any]) -> str:
                          f"{ms(lv['itl_p99_s'])} | {tpr} |")
     ratios = []
     if "ar" in record["modes"]:
-        base = {lv["concurrency"]: lv["tokens_per_s"] for lv in record["modes"]["ar"]["levels"]}
-        ratios += [f"{mode} / ar tok/s at " + ", ".join(
-            f"{lv['concurrency']}: {lv['tokens_per_s'] / base[lv['concurrency']]:.2f}"
-            for lv in data["levels"] if base.get(lv["concurrency"]))
-            for mode, data in record["modes"].items() if mode != "ar" and mode not in PEER_MODES]
+        base = {lv["concurrency"]: lv for lv in record["modes"]["ar"]["levels"]}
+
+        def vs_ar(lv: dict[str, Any]) -> str:
+            med, lo, hi = paired_ratio(lv, base[lv["concurrency"]])
+            return f"{lv['concurrency']}: {med:.2f}" + (f" ({lo:.2f}-{hi:.2f})" if lv.get("repeats", 1) > 1 else "")
+        ratios += [f"{mode} / ar tok/s at " + ", ".join(vs_ar(lv) for lv in data["levels"] if lv["concurrency"] in base)
+                   for mode, data in record["modes"].items() if mode != "ar" and mode not in PEER_MODES]
     peers = [m for m in PEER_MODES if m in record["modes"]]
     if peers:  # against the peer's faster mode at each level
         best: dict[int, float] = {}
@@ -251,8 +299,12 @@ def markdown(record: dict[str, Any]) -> str:
             for lv in data["levels"] if best.get(lv["concurrency"]))
             for mode, data in record["modes"].items() if mode not in PEER_MODES]
     if ratios:
-        lines += ["", ("Modes alternated at each level (all servers up at once). " if record.get("alternated")
-                       else "Modes run one after the other. ") + "; ".join(ratios) + "."]
+        repeats = record.get("repeats", 1)
+        alternated = ("Modes alternated at each level (all servers up at once)"
+                      + (f", {repeats} times: tok/s are the medians of the runs, latencies over all their "
+                         "requests, ratios the medians (and ranges) of the runs' paired ratios. " if repeats > 1 else ". "))
+        lines += ["", (alternated if record.get("alternated") else "Modes run one after the other. ")
+                  + "; ".join(ratios) + "."]
     lines += ["", "Runtime figures after each mode's run (rounds, rows, backups, draft time hidden):", ""]
     for mode, data in record["modes"].items():
         if mode in PEER_MODES:
@@ -283,10 +335,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--startup-timeout", type=float, default=900.0)
     p.add_argument("--alternate", action="store_true",
                    help="keep every mode's server up and alternate the modes at each level (needs the memory of all)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="with --alternate: run each level this many times per mode, alternating (medians and paired ratios)")
     p.add_argument("--append", action="store_true",
                    help="add these modes to an existing serve-load-NAME.json (run the modes one at a time)")
     p.add_argument("engine_args", nargs="*", help="more `saguaro serve` options after --, e.g. -- --k 3")
     args = p.parse_args(argv)
+    if args.repeat < 1 or (args.repeat > 1 and not args.alternate):
+        p.error("--repeat takes an integer >= 1, and more than 1 only with --alternate")
     record = run(args)
     RESULTS.mkdir(parents=True, exist_ok=True)
     base = RESULTS / f"serve-load-{args.name}"

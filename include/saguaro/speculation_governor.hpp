@@ -5,7 +5,8 @@
 // from a batch of two on, the governor measures the committed tokens per second of plain rounds, then of
 // speculating ones (a first speculating round slower than plain ends that warm-up; the order is reversed
 // where a smaller batch measured speculation clearly faster), for each batch size and runs the faster, re-measuring the slower one now and then (less
-// often while it stays the slower), so a change of load or acceptance is followed. A batch size larger
+// often while it stays the slower, and only as often as the last probe's measured cost allows), so a
+// change of load or acceptance is followed. A batch size larger
 // than one where plain rounds measured faster (or speculation faster by less than kLargerBatchMargin)
 // starts plain and measures speculation at its first probe; so does a large one with nothing measured
 // below it (kColdPlainBucket), unless the target's forward times say that verifying K+1 tokens per row
