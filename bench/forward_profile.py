@@ -59,7 +59,7 @@ def _instrument(acc: dict[str, float]):
     try:
         wrap(linear.Linear, "_small", "projections")
         wrap(linear.DynamicInt8Linear, "forward_float", "projections")
-        wrap(quant_linear.QuantLinear, "forward_float", "projections")  # the head's too (it is also timed alone)
+        wrap(quant_linear.QuantLinear, "_run", "projections")  # the head's too (it is also timed alone)
         wrap(attention_kernel, "causal_attention", "attention")
         wrap(attention_kernel, "branch_attention", "attention")
         wrap(norm.RMSNorm, "__call__", "rmsnorm")

@@ -10,6 +10,7 @@ void bind_config(py::module_& m);
 void bind_kernels(py::module_& m);
 void bind_linear(py::module_& m);
 void bind_attention(py::module_& m);
+void bind_norm(py::module_& m);
 void bind_runtime(py::module_& m);
 void bind_schedule(py::module_& m);
 void bind_wire(py::module_& m);
@@ -30,6 +31,7 @@ PYBIND11_MODULE(_core, m) {
   saguaro::bindings::bind_kernels(m);
   saguaro::bindings::bind_linear(m);
   saguaro::bindings::bind_attention(m);
+  saguaro::bindings::bind_norm(m);
   saguaro::bindings::bind_runtime(m);
   saguaro::bindings::bind_schedule(m);
   saguaro::bindings::bind_wire(m);

@@ -137,6 +137,37 @@ def test_repacked_kquant_projection_has_the_gguf_blocks_bits(monkeypatch, kinds)
     assert torch.equal(fast.select_rows(ids).forward_float(x), want[:, ids])
 
 
+@pytest.mark.parametrize("repack", [True, False])
+def test_a_bf16_projection_has_the_bits_of_the_fp32_call_rounded(repack):
+    """bf16 in, bf16 out in one extension call: the bits of x.float() -> GGUF-block kernel -> + bias ->
+    .to(bfloat16), the three torch operators it replaces; also for the fp32 logits (forward_float) of a
+    bf16 input, and with non-finite outputs rounded as torch rounds them."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    n, k = 48, 512
+    b = rng.integers(0, 256, size=(n, quant.row_bytes("Q4_K", k)), dtype=np.uint8)
+    blk = b.reshape(n, -1, 144)
+    blk[..., 0:4] = rng.uniform(0.001, 0.02, size=(*blk.shape[:2], 2)).astype(np.float16).view(np.uint8)
+    w = QuantWeight.from_blocks(torch.from_numpy(b), "Q4_K", n, k)
+    bias = torch.randn(n)
+    bias[3] = float("inf")
+    bias[4] = float("nan")
+    lin = QuantLinear(w, bias, repack=repack)
+    for m in (1, 5, 16):
+        x = (torch.randn(2, m, k) * 3).bfloat16()
+        fp32 = quant.gemm(x.reshape(-1, k).float(), w.segments[0].blocks, "Q4_K", n, k) + bias
+        got = lin(x)
+        assert got.dtype == torch.bfloat16 and got.shape == (2, m, n)
+        want = fp32.to(torch.bfloat16)
+        finite = ~want.isnan()
+        assert torch.equal(got.reshape(-1, n).isnan(), ~finite)  # NaN payloads are not compared
+        assert torch.equal(got.reshape(-1, n)[finite].view(torch.int16), want[finite].view(torch.int16))
+        assert torch.allclose(lin.forward_float(x).reshape(-1, n), fp32, rtol=0, atol=0, equal_nan=True)
+        half = lin(x.half())  # other dtypes: through fp32, back to theirs
+        assert half.dtype == torch.float16
+
+
 def test_repacked_q5_model_has_the_gguf_blocks_bits(tmp_path, monkeypatch):
     """A Q5_0 model (hidden 64, intermediate 96: every matrix has a multiple of 16 rows) gives the same
     logits with and without the interleaved copies."""

@@ -3,15 +3,22 @@ from __future__ import annotations
 
 import torch
 
+from saguaro.kernels import norm as norm_kernel
+
 
 class RMSNorm:
-    """x / rms(x) * weight over the last dimension."""
+    """x / rms(x) * weight over the last dimension.
+
+    A bf16 model on the CPU runs it as one extension call (saguaro.kernels.norm: the squares summed in
+    double); other dtypes and devices run the torch formula."""
 
     def __init__(self, weight: torch.Tensor, eps: float) -> None:
         self.weight = weight.contiguous()
         self.eps = eps
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if norm_kernel.applies(x, self.weight):
+            return norm_kernel.rms_norm_bf16(x, self.weight, self.eps)
         dtype = x.dtype
         h = x.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)

@@ -141,7 +141,7 @@ class QuantLinear:
                 s.release()  # load peak: each segment's file pages leave as soon as its copy exists
         # every segment borrowed once by the extension: a call exports only x and the output
         self._projection = quant.core().QuantProjection(
-            k, [(s.blocks, s.ggml_type, s.rows, p) for s, p in zip(weight.segments, self.repacked)])
+            k, [(s.blocks, s.ggml_type, s.rows, p) for s, p in zip(weight.segments, self.repacked)], self.bias)
 
     @staticmethod
     def _repack(s: QuantSegment, k: int) -> torch.Tensor | None:
@@ -170,17 +170,25 @@ class QuantLinear:
         """Dequantized rows W[ids] (fp32): the embedding lookup of a tied head."""
         return self.qweight.rows(ids)
 
-    def forward_float(self, x: torch.Tensor) -> torch.Tensor:
+    def _run(self, x: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+        # bf16 and fp32 inputs go to the extension as they are (it converts bf16 exactly), and a bf16
+        # output is rounded there as .to(bfloat16) would: one call instead of three torch operators
         lead = x.shape[:-1]
-        x2 = x.reshape(-1, x.shape[-1]).float().contiguous()
-        out = torch.empty((x2.shape[0], self.out_features), dtype=torch.float32)
+        x2 = x.reshape(-1, x.shape[-1])
+        if x2.dtype not in (torch.float32, torch.bfloat16):
+            x2 = x2.float()
+        x2 = x2.contiguous()
+        out = torch.empty((x2.shape[0], self.out_features), dtype=out_dtype)
         if x2.shape[0] > 0:
             self._projection.forward(x2, out, kernel_threads())
-            if self.bias is not None:
-                out += self.bias
         return out.reshape(*lead, self.out_features)
 
+    def forward_float(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x, torch.float32)
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.bfloat16:
+            return self._run(x, torch.bfloat16)
         return self.forward_float(x).to(x.dtype)
 
     def select_rows(self, ids: torch.Tensor) -> "QuantLinear":
