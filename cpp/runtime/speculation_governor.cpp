@@ -43,7 +43,16 @@ bool SpeculationGovernor::speculation_judged(const Bucket& k) {
 }
 
 bool SpeculationGovernor::speculate(int64_t batch) {
-  if (!enabled_ || batch < 2) return true;
+  if (!enabled_) return true;
+  if (batch < 2) {
+    if (last_bucket_ >= 2) {  // the batch just fell to one
+      lone_dip_ = backing_off(last_bucket_);
+      lone_streak_ = 0;
+    }
+    last_bucket_ = 1;
+    ++lone_streak_;
+    return !(lone_dip_ && lone_streak_ <= kWarmRounds);
+  }
   const int64_t bucket = bucket_of(batch);
   Bucket& k = buckets_[bucket];
   k.streak = bucket == last_bucket_ ? k.streak + 1 : 1;
@@ -114,7 +123,11 @@ bool SpeculationGovernor::speculate(int64_t batch) {
 }
 
 bool SpeculationGovernor::backing_off(int64_t batch) const {
-  if (!enabled_ || batch < 2) return false;
+  if (!enabled_) return false;
+  if (batch < 2) {  // would the next batch-1 round be a dip's plain one?
+    if (last_bucket_ >= 2) return backing_off(last_bucket_);
+    return lone_dip_ && lone_streak_ < kWarmRounds;
+  }
   const int64_t bucket = bucket_of(batch);
   const auto it = buckets_.find(bucket);
   // unmeasured speculation: plain rounds come first unless a smaller batch measured it faster

@@ -67,6 +67,27 @@ TEST(SpeculationGovernor, DisabledOrBatchOneAlwaysSpeculates) {
   EXPECT_EQ(run(on, 1, 100, 1, 100), 100);
 }
 
+TEST(SpeculationGovernor, ALoneRequestBetweenWavesOfLoadRunsPlainForItsFirstRounds) {
+  // Waves: 4 requests finish together, the next wave's first arrives alone, the others a round later.
+  SpeculationGovernor g(true);
+  constexpr int warm = SpeculationGovernor::kWarmRounds;
+  EXPECT_FALSE(g.backing_off(1)) << "a fresh engine: batch 1 speculates from the start";
+  run(g, 4, 30, 10, 30);  // bucket 3-4: plain measured faster
+  ASSERT_TRUE(g.backing_off(4));
+  EXPECT_TRUE(g.backing_off(1)) << "a request admitted alone now is a dip: its draft prefill waits";
+  EXPECT_EQ(run(g, 1, 1, 10, 30), 0) << "the dip's round runs plain";
+  EXPECT_EQ(run(g, 4, 5, 10, 30), 0);
+  // a batch of one that lasts speculates again after kWarmRounds plain rounds, and from then on
+  EXPECT_EQ(run(g, 1, warm, 10, 30), 0);
+  EXPECT_FALSE(g.backing_off(1));
+  EXPECT_EQ(run(g, 1, 10, 10, 30), 10);
+  // where the load before speculated, batch 1 does at once
+  SpeculationGovernor h(true);
+  run(h, 4, 30, 30, 10);
+  EXPECT_FALSE(h.backing_off(1));
+  EXPECT_EQ(run(h, 1, 1, 30, 10), 1);
+}
+
 TEST(SpeculationGovernor, MeasuresBothArmsThenRunsTheFasterAndProbesTheSlower) {
   SpeculationGovernor g(true);
   constexpr int warm = SpeculationGovernor::kWarmRounds;
@@ -231,7 +252,7 @@ TEST(SpeculationGovernor, BacksOffWherePlainRoundsComeFirstOrMeasuredFaster) {
   run(g, 4, 1, 10, 30);
   EXPECT_TRUE(g.backing_off(4)) << "speculation measured slower";
   EXPECT_TRUE(g.backing_off(8)) << "an unmeasured larger batch follows the smaller one";
-  EXPECT_FALSE(g.backing_off(1)) << "batch 1 always speculates";
+  EXPECT_TRUE(g.backing_off(1)) << "batch 1 right after a size that backs off: a dip (below)";
   // a smaller batch is not implied: batch 2 measures speculation faster on its own, and speculates
   run(g, 2, 20, 30, 10);
   EXPECT_FALSE(g.backing_off(2));
