@@ -16,7 +16,7 @@
 #include "saguaro/quant_b16.hpp"
 #include "saguaro/quant_q4k16.hpp"
 #include "saguaro/quant_q6k16.hpp"
-#include "saguaro/small_gemm.hpp"  // the bf16 <-> float conversions (round to nearest even, as torch)
+#include "saguaro/bf16_convert.hpp"
 
 namespace py = pybind11;
 
@@ -82,8 +82,7 @@ class QuantProjection {
     const float* xp = nullptr;
     if (x_bf16) {
       x_buf.resize(static_cast<size_t>(M * k_));
-      const uint16_t* xb = xv.data<uint16_t>();
-      for (int64_t i = 0; i < M * k_; ++i) x_buf[static_cast<size_t>(i)] = bf16_to_float(xb[i]);
+      bf16_to_floats(xv.data<uint16_t>(), x_buf.data(), M * k_);
       xp = x_buf.data();
     } else {
       xp = xv.data<float>();
@@ -113,8 +112,7 @@ class QuantProjection {
         for (int64_t j = 0; j < n_; ++j) y0[m * ldy + j] += b[j];
     }
     if (out_bf16) {
-      uint16_t* ob = ov.data<uint16_t>();
-      for (int64_t i = 0; i < M * n_; ++i) ob[i] = float_to_bf16(y0[i]);
+      floats_to_bf16(y0, ov.data<uint16_t>(), M * n_);
     }
   }
 
