@@ -27,7 +27,8 @@ struct RuntimeConfig {
   // sets round-trips through Python unchanged; the kernels take it as float.
   double saguaro_c = 1.0;
   // kAuto: jit below a measured critical batch size, fast from it on, and from a batch of two on no
-  // speculation at all in rounds where plain decoding measures faster (speculation_governor.hpp).
+  // speculation at all in rounds where plain decoding measures faster, as for a lone request's first
+  // rounds right after such load (speculation_governor.hpp).
   BackupKind backup = BackupKind::kAuto;
   int64_t backup_critical_batch = 0;   // 0: computed from measured hit rate and latencies
   CachePolicy cache_policy = CachePolicy::kWait;

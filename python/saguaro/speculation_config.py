@@ -32,7 +32,7 @@ class SpeculationConfig:
     [0, 1] (1 is plain speculative sampling). ``backup``: what a cache miss gets (``"jit"``: the draft
     decodes now, ``"fast"``: an n-gram proposal, ``"auto"``: jit below a critical batch size, fast
     from it on, and from a batch of two on plain rounds without speculation where the runtime measures
-    them faster, docs/algorithm.md §3);
+    them faster, and a lone request's first rounds plain right after such load, docs/algorithm.md §3);
     ``backup_critical_batch``: that batch size, None to compute it from measured rates. ``cache_policy``:
     what the target does when the tree is not finished at lookup. ``strict``: fail requests instead of
     finishing them autoregressively when the draft fails. Threads and cores per worker.
