@@ -46,7 +46,7 @@ bool SpeculationGovernor::speculate(int64_t batch) {
   if (!enabled_) return true;
   if (batch < 2) {
     if (last_bucket_ >= 2) {  // the batch just fell to one
-      lone_dip_ = backing_off(last_bucket_);
+      lone_dip_ = measured_backing_off(last_bucket_);
       lone_streak_ = 0;
     }
     last_bucket_ = 1;
@@ -55,7 +55,11 @@ bool SpeculationGovernor::speculate(int64_t batch) {
   }
   const int64_t bucket = bucket_of(batch);
   Bucket& k = buckets_[bucket];
-  k.streak = bucket == last_bucket_ ? k.streak + 1 : 1;
+  if (bucket != last_bucket_) {
+    k.streak = 0;
+    k.dip = last_bucket_ > bucket && measured_backing_off(last_bucket_);
+  }
+  ++k.streak;
   last_bucket_ = bucket;
   // Where a smaller batch measured plain rounds faster, a larger one (more compute-bound still) starts
   // plain, and its speculation is first measured at a probe: warming speculation up first would spend
@@ -66,7 +70,7 @@ bool SpeculationGovernor::speculate(int64_t batch) {
   // found from below meanwhile: smaller batches measure it (cheaply), and a larger one where it won by
   // the margin speculates at once. A latency-bound target (cheap_verification) probes right away.
   if (k.speculating.rounds == 0 && starts_plain(bucket)) {
-    if (k.plain.rounds < kWarmRounds || !lasted(k)) return false;
+    if (k.plain.rounds < kWarmRounds || (k.dip && !lasted(k))) return false;
     const bool cold = measured_below(bucket) == nullptr;
     if (!(cold && cheap_verification(batch)) && ++k.since_probe < kProbeEvery * 4) return false;
     k.since_probe = 0;
@@ -78,17 +82,17 @@ bool SpeculationGovernor::speculate(int64_t batch) {
   // not pay (a compute-bound target, or SSD's target on fewer cores than a plain round borrows), and
   // measured, they let a first speculating round that is slower end speculation's warm-up
   // (speculation_judged): one dear round instead of kWarmRounds. Where speculation pays, that order
-  // costs kWarmRounds plain rounds once, in the first bucket measured. The first speculating round
-  // waits until the batch size has lasted (lasted): under load the batch dips for a round or two while
-  // requests finish and others join, and a warm-up there would spend a dear round on a size that is
-  // gone the next round (serving 4 clients, SSD warmed batch 2 up in one such dip: a 0.32 s round for 4
-  // tokens, against 0.07 s plain).
+  // costs kWarmRounds plain rounds once, in the first bucket measured. In a dip (entered from a larger
+  // size where plain measured faster) the first speculating round waits until the size has lasted:
+  // under load the batch dips for a round or two while requests finish and others join, and a warm-up
+  // there would spend a dear round on a size that is gone the next round (serving 4 clients, SSD warmed
+  // batch 2 up in one such dip: a 0.32 s round for 4 tokens, against 0.07 s plain).
   if (speculation_favoured_below(bucket)) {
     if (!speculation_judged(k)) return true;
     if (k.plain.rounds < kWarmRounds) return false;
   } else {
     if (k.plain.rounds < kWarmRounds) return false;
-    if (k.speculating.rounds == 0 && !lasted(k)) return false;
+    if (k.speculating.rounds == 0 && k.dip && !lasted(k)) return false;
     if (!speculation_judged(k)) return true;
   }
   const bool faster_is_speculating = k.speculating.rate() >= k.plain.rate();
@@ -125,7 +129,7 @@ bool SpeculationGovernor::speculate(int64_t batch) {
 bool SpeculationGovernor::backing_off(int64_t batch) const {
   if (!enabled_) return false;
   if (batch < 2) {  // would the next batch-1 round be a dip's plain one?
-    if (last_bucket_ >= 2) return backing_off(last_bucket_);
+    if (last_bucket_ >= 2) return measured_backing_off(last_bucket_);
     return lone_dip_ && lone_streak_ < kWarmRounds;
   }
   const int64_t bucket = bucket_of(batch);
@@ -135,6 +139,13 @@ bool SpeculationGovernor::backing_off(int64_t batch) const {
   const Bucket& k = it->second;
   if (!speculation_judged(k) || k.plain.rounds < kWarmRounds) return false;
   return k.plain.rate() > k.speculating.rate();
+}
+
+bool SpeculationGovernor::measured_backing_off(int64_t bucket) const {
+  const auto it = buckets_.find(bucket);
+  if (it == buckets_.end() || it->second.speculating.rounds == 0) return plain_faster_below(bucket);
+  const Bucket& k = it->second;
+  return speculation_judged(k) && k.plain.rounds >= kWarmRounds && k.plain.rate() > k.speculating.rate();
 }
 
 SpeculationGovernor::Decision SpeculationGovernor::decide(int64_t batch) {

@@ -11,10 +11,12 @@
 // starts plain and measures speculation at its first probe; so does a large one with nothing measured
 // below it (kColdPlainBucket), unless the target's forward times say that verifying K+1 tokens per row
 // costs little more than one (a latency-bound target): then it probes right after its plain warm-up.
-// A batch size warms speculation up only once it has lasted: after kWarmRounds rounds in a row at that
-// size (transient sizes, while requests finish and others join, run the cheap plain arm).
-// Batch 1 speculates (the mode was chosen for it), except in a dip: when the batch falls to one right
-// after rounds at a size where the governor backs off, its first kWarmRounds rounds run plain (a wave of
+// A smaller batch size entered from one where plain rounds measured faster (a dip under load, while
+// requests finish and others join) warms speculation up only once it has lasted kWarmRounds rounds in a
+// row; without such a verdict above (a cold engine, short requests of every batch size) it warms up as
+// any other. Batch 1 speculates (the mode was chosen for it), except in such a dip: when the batch
+// falls to one right after rounds at a size where plain measured faster, its first kWarmRounds rounds
+// run plain (a wave of
 // requests that finished together is followed by the next wave's first request alone, the others a
 // round later; speculating for it made SSD's first tokens of each wave wait for the draft's prefill
 // and a round on the target's own cores: 0.5 s against AR's 0.26 s serving 4 clients).
@@ -107,6 +109,7 @@ class SpeculationGovernor {
     int probing = 0;  // rounds left of a probe of the slower arm
     int backoff = 1;  // the probe interval's factor (1, 2, 4, ... kMaxProbeBackoff)
     int streak = 0;   // decisions in a row for this bucket, the current one included
+    bool dip = false; // entered (this streak) from a larger bucket where plain measured faster
     double since_probe_s = 0;  // seconds of this bucket's rounds since its last probe began
     double probe_cost_s = 0;   // the last run of slower-arm rounds: seconds beyond the faster arm's rate
     bool in_slower_run = false;  // the last observed round was a measuring one
@@ -121,6 +124,8 @@ class SpeculationGovernor {
   bool starts_plain(int64_t bucket) const;        // an unmeasured bucket's first rounds run plain
   static bool speculation_judged(const Bucket& k);  // speculation's warm-up is over (or cut short)
   static bool lasted(const Bucket& k) { return k.streak > kWarmRounds; }  // not a transient batch size
+  // plain rounds measured faster here (or, unmeasured, at the nearest smaller size by the margin)
+  bool measured_backing_off(int64_t bucket) const;
   static bool probe_affordable(const Bucket& k) {  // kProbeBudget holds for a probe now
     return k.since_probe_s * kProbeBudget >= k.probe_cost_s * k.backoff;
   }
@@ -133,7 +138,7 @@ class SpeculationGovernor {
   std::map<int64_t, std::pair<int64_t, double>> forwards_;  // by bucket of rows: the last (rows, seconds)
   int64_t plain_rounds_ = 0;
   int64_t last_bucket_ = 0;  // the bucket of the last decision (1: batch 1), for the streaks
-  bool lone_dip_ = false;    // batch 1 came right after a size that backs off
+  bool lone_dip_ = false;    // batch 1 came right after a size where plain measured faster
   int lone_streak_ = 0;      // batch-1 decisions in a row
 };
 
