@@ -59,6 +59,18 @@ class Mailbox {
   bool repeated_ids_ = false;
 };
 
+// A target whose every call takes a millisecond: the four requests below are all submitted long before
+// the first could finish alone, however the test thread is scheduled (with instant calls a busy CI
+// machine once let the first request's 200 rounds run before the second was submitted).
+class SlowTarget : public ToyModel {
+ public:
+  using ToyModel::ToyModel;
+  void after_call(const char* what, const std::vector<int64_t>& ids, std::vector<float>* logits) override {
+    ToyModel::after_call(what, ids, logits);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+};
+
 // Runs every id to the end polling only ids the listener named, with a zero timeout.
 std::map<int64_t, Finished> run_by_notification(Runtime& rt, Mailbox& box, const std::vector<int64_t>& ids) {
   std::map<int64_t, Finished> done;
@@ -87,7 +99,10 @@ std::map<int64_t, Finished> run_by_notification(Runtime& rt, Mailbox& box, const
 
 TEST(RuntimeUpdateCallback, ListenerAloneDrivesEveryRequestToTheEnd) {
   for (Mode mode : {Mode::kAr, Mode::kSd, Mode::kSsd}) {
-    auto [target, draft] = toy_pair(1 << 12);
+    auto draft = toy_pair(1 << 12).draft;
+    ToyOptions t = target_options();
+    t.max_context = 1 << 12;
+    auto target = std::make_shared<SlowTarget>(t);
     Runtime rt(target, draft, config_for(mode, 3));
     Mailbox box;
     rt.set_update_callback(box.listener());
