@@ -136,9 +136,7 @@ bool SpeculationGovernor::backing_off(int64_t batch) const {
   const auto it = buckets_.find(bucket);
   // unmeasured speculation: plain rounds come first unless a smaller batch measured it faster
   if (it == buckets_.end() || it->second.speculating.rounds == 0) return !speculation_favoured_below(bucket);
-  const Bucket& k = it->second;
-  if (!speculation_judged(k) || k.plain.rounds < kWarmRounds) return false;
-  return k.plain.rate() > k.speculating.rate();
+  return measured_backing_off(bucket);
 }
 
 bool SpeculationGovernor::measured_backing_off(int64_t bucket) const {
@@ -169,9 +167,9 @@ void SpeculationGovernor::observe(const Decision& decision, int64_t tokens, doub
   const Arm& other = decision.speculate ? k.plain : k.speculating;
   if (decision.measuring && other.rate() > 0) {
     const double excess = std::max(0.0, seconds - static_cast<double>(tokens) / other.rate());
-    k.probe_cost_s = k.in_slower_run ? k.probe_cost_s + excess : excess;
+    k.probe_cost_s = k.in_measuring_run ? k.probe_cost_s + excess : excess;
   }
-  k.in_slower_run = decision.measuring;
+  k.in_measuring_run = decision.measuring;
   k.since_probe_s += seconds;
   a.tokens = kDecay * a.tokens + static_cast<double>(tokens);
   a.seconds = kDecay * a.seconds + seconds;

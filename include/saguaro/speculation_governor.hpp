@@ -111,8 +111,8 @@ class SpeculationGovernor {
     int streak = 0;   // decisions in a row for this bucket, the current one included
     bool dip = false; // entered (this streak) from a larger bucket where plain measured faster
     double since_probe_s = 0;  // seconds of this bucket's rounds since its last probe began
-    double probe_cost_s = 0;   // the last run of slower-arm rounds: seconds beyond the faster arm's rate
-    bool in_slower_run = false;  // the last observed round was a measuring one
+    double probe_cost_s = 0;   // the last run of measuring rounds: seconds beyond the other arm's rate
+    bool in_measuring_run = false;  // the last observed round was a measuring one
     bool probe_open = false;           // a probe ran and its verdict is not taken yet
     bool probed_from_speculating = false;  // the faster arm when the probe began
   };
