@@ -5,14 +5,14 @@
 // block's integer sum horizontally, per row of x. This layout interleaves 16 output columns: for each
 // group of 16 columns and each 256-value super-block, 32 chunks of 64 bytes hold, for every column, 4
 // consecutive values of the low half (values 4p .. 4p + 3, low nibbles) and of the high half (128 + 4p ..,
-// high nibbles); then the 6-bit scales (8 x 16 bytes) and mins (as int16 pairs of sub-blocks, 4 x 16 x 4
-// bytes), then d and dmin as fp32 (16 each). One vpdpbusd multiplies a broadcast activation quad by 16
-// columns at once with no horizontal sums.
+// high nibbles); then the 6-bit scales (8 x 16 bytes) and mins (a byte each, in pairs of sub-blocks per
+// column: 4 x 16 x 2 bytes), then d and dmin as the GGUF's fp16 (16 each). One vpdpbusd multiplies a
+// broadcast activation quad by 16 columns at once with no horizontal sums.
 //
-// It holds exactly the GGUF's numbers (nibbles, 6-bit scales and mins, fp16 d / dmin widened exactly), and
+// It holds exactly the GGUF's numbers (nibbles, 6-bit scales and mins, fp16 d / dmin), and
 // every path computes the integer block sums and float steps of quant_gemm.hpp's contract, so
 // quant_gemm_q4k16 gives the bits quant_gemm gives on the GGUF blocks (any path, rows, threads).
-// 2560 bytes per 16 columns x 256 values (GGUF: 2304).
+// 2368 bytes per 16 columns x 256 values (GGUF: 2304).
 #include <cstdint>
 
 #include "saguaro/cpu_features.hpp"
