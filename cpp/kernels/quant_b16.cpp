@@ -66,8 +66,7 @@ void groups_reference(QuantType t, const uint8_t* packed, const QuantActivations
       for (int64_t b = 0; b < nblocks; ++b) {
         const uint8_t* rec = packed + (g * n8 + b / kGroup) * L.record;
         const int jb = static_cast<int>(b % kGroup);
-        float d;
-        std::memcpy(&d, rec + L.d + (jb * 16 + i) * 4, 4);
+        const float d = quant::half_to_float(quant::load_u16(rec + quant::b16_d_at(L, jb, i)));
         for (int64_t m = 0; m < M; ++m) {
           const int8_t* aq = a.row_q(m) + b * kSmall;
           int32_t isum = 0;
@@ -91,7 +90,7 @@ template <int R>
 SAGUARO_B16_AVX512 inline void lane_step(const Layout& L, const uint8_t* rec, int jb, int64_t b, const __m512i (&sum)[R],
                                          const QuantActivations& a, int64_t m0, int off, int64_t nblocks,
                                          __m512 (&lane)[R][kGroup]) {
-  const __m512 d = _mm512_loadu_ps(rec + L.d + jb * 64);
+  const __m512 d = quant::b16_load_d(L, rec, jb);
   for (int r = 0; r < R; ++r) {
     const int64_t m = m0 + r;
     const __m512i isum = _mm512_sub_epi32(sum[r], _mm512_set1_epi32(off * a.bsum32[m * nblocks + b]));
@@ -244,7 +243,8 @@ struct LanesAvx2 {
   SAGUARO_B16_AVX2_INLINE void zero() { std::memset(v, 0, sizeof(v)); }
   SAGUARO_B16_AVX2_INLINE void step(const Layout& L, const uint8_t* rec, int jb, int64_t b, int h, int r, __m256i sum,
                                     const QuantActivations& a, int64_t m, int off, int64_t nblocks) {
-    const __m256 d = _mm256_loadu_ps(reinterpret_cast<const float*>(rec + L.d + jb * 64) + 8 * h);
+    const __m256 d =
+        _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rec + quant::b16_d_at(L, jb, 8 * h))));
     const __m256i isum = _mm256_sub_epi32(sum, _mm256_set1_epi32(off * a.bsum32[m * nblocks + b]));
     float* lane = v[r][jb] + 8 * h;
     _mm256_store_ps(lane, _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(a.row_d(m)[b])), _mm256_cvtepi32_ps(isum),
@@ -403,8 +403,9 @@ void quant_b16_repack(QuantType t, const uint8_t* w, int64_t N, int64_t K, uint8
         const int jb = static_cast<int>(b % kGroup);
         uint8_t q[kSmall];
         float d;
-        quant::unpack_block_b_scalar(t, w + (16 * g + i) * row_bytes + b * bb, q, d);
-        std::memcpy(rec + L.d + (jb * 16 + i) * 4, &d, 4);
+        const uint8_t* blk = w + (16 * g + i) * row_bytes + b * bb;
+        quant::unpack_block_b_scalar(t, blk, q, d);
+        std::memcpy(rec + quant::b16_d_at(L, jb, i), blk, 2);  // the block's fp16 d (its first 2 bytes)
         for (int e = 0; e < kSmall; ++e) {
           const int v = jb * kSmall + e, p = v / 4, j = v % 4;
           if (!L.q5) {

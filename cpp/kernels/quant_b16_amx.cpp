@@ -105,7 +105,7 @@ SAGUARO_AMX_TARGET void record_sums(const int8_t* vals, const int8_t* xq, int64_
 // stride nblocks; lanes: [16 rows][kGroup][16].
 SAGUARO_AMX_TARGET void lane_step(const B16Layout& L, const uint8_t* rec, const int32_t* sums, int jb, int64_t b,
                                   const float* da, int64_t nblocks, int64_t rows, float* lanes) {
-  const __m512 d = _mm512_loadu_ps(rec + L.d + jb * 64);
+  const __m512 d = quant::b16_load_d(L, rec, jb);
   const int32_t* s = sums + 256 * jb;
 #pragma GCC unroll 16
   for (int64_t r = 0; r < rows; ++r) {

@@ -2,12 +2,12 @@
 // Q5_0 and Q8_0 weights repacked once into a column-interleaved layout ("x16"), like quant_q4k16.hpp
 // for Q4_K: per group of 16 output columns and 8 consecutive 32-value blocks (256 values), 64 quads of
 // 4 values for all 16 columns (Q8_0: the value + 128 as u8, 64 bytes a quad; Q5_0: two quads' low 4 bits
-// per byte and the fifth bits as one 64-bit mask a quad), then each block's d as fp32 (8 x 16). One
+// per byte and the fifth bits as one 64-bit mask a quad), then each block's d as the GGUF's fp16 (8 x 16). One
 // vpdpbusd multiplies a broadcast activation quad by 16 columns.
 //
 // Same numbers as the GGUF blocks and the same integer sums and float steps as quant_gemm.hpp's
 // contract for Q8_0 / Q5_0, so quant_b16_gemm gives the bits quant_gemm gives on the GGUF blocks.
-// Q5_0: 3072 bytes per 16 columns x 256 values (GGUF 2816); Q8_0: 4608 (GGUF 4352). A last group of
+// Q5_0: 2816 bytes per 16 columns x 256 values (as the GGUF); Q8_0: 4352 (as the GGUF). A last group of
 // fewer than 8 blocks takes a whole record (zero-filled).
 #include <cstdint>
 
