@@ -115,8 +115,6 @@ struct TensorView {
   }
 };
 
-// Borrows `obj` through its __dlpack__() method. Raises ValueError when obj has none, or when the
-// data type is not one of DType (lanes != 1 included).
 // torch.Tensor.__dlpack__ is a Python method (its checks and a keyword call cost ~10 us from here);
 // torch._C._to_dlpack makes the same capsule in ~0.5 us, and a decode step borrows ~600 tensors (~6% of
 // a 1.5B quantized decode on two cores). Used for plain torch.Tensor objects only (a subclass may
@@ -167,6 +165,9 @@ inline py::object torch_fast_capsule(const py::handle& obj) {
   return py::reinterpret_steal<py::object>(capsule);
 }
 
+// Borrows `obj`: a plain torch.Tensor through torch_fast_capsule, anything else through its __dlpack__()
+// method. Raises ValueError when obj has none, or when the data type is not one of DType (lanes != 1
+// included).
 inline TensorView borrow_tensor(const py::handle& obj, const std::string& name) {
   TensorView v;
   v.name = name;
