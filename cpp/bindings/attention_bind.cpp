@@ -8,6 +8,7 @@
 
 #include "dlpack_tensor.hpp"
 #include "saguaro/decode_attention.hpp"
+#include "saguaro/rope_store.hpp"
 
 namespace py = pybind11;
 
@@ -20,11 +21,17 @@ struct AttentionViews {
   TensorView q, keys, values, out;
   int64_t n, H, Hkv, D, capacity;
 
+  int64_t q_row_stride;  // elements between query rows: H * D, or more for the q heads of a q/k/v row
+
   AttentionViews(py::handle q_, py::handle keys_, py::handle values_, py::handle out_)
       : q(borrow_tensor(q_, "q")), keys(borrow_tensor(keys_, "keys")), values(borrow_tensor(values_, "values")),
         out(borrow_tensor(out_, "out")) {
-    q.require_bf16({-1, -1, -1});
+    if (!q.is_bf16() || q.ndim() != 3) q.fail("expected a 3-d bfloat16 tensor");
+    q.require_cpu();
     n = q.shape[0], H = q.shape[1], D = q.shape[2];
+    q_row_stride = n > 1 ? q.strides[0] : H * D;
+    if ((D > 1 && q.strides[2] != 1) || (H > 1 && q.strides[1] != D) || q_row_stride < H * D)
+      q.fail("each row's heads must be contiguous (call .contiguous())");
     keys.require_bf16({-1, -1, D});
     Hkv = keys.shape[0], capacity = keys.shape[1];
     values.require_bf16({Hkv, capacity, D});
@@ -55,7 +62,7 @@ void bind_attention(py::module_& m) {
         if (p == SmallGemmPath::kAvx2 && !small_gemm_has_avx2())
           throw py::value_error("path: 'avx2' was asked for but this CPU lacks AVX2+FMA");
         py::gil_scoped_release release;
-        causal_attention_bf16(a.q.data<uint16_t>(), H * D, a.keys.data<uint16_t>(), a.values.data<uint16_t>(), capacity, n, H, Hkv,
+        causal_attention_bf16(a.q.data<uint16_t>(), a.q_row_stride, a.keys.data<uint16_t>(), a.values.data<uint16_t>(), capacity, n, H, Hkv,
                               D, start, scale, a.out.data<uint16_t>(), threads, p);
       },
       py::arg("q"), py::arg("keys"), py::arg("values"), py::arg("start"), py::arg("scale"), py::arg("out"),
@@ -78,7 +85,7 @@ void bind_attention(py::module_& m) {
         fv.require(DType::kInt64, {n});
         if (threads < 1) throw py::value_error("threads: must be >= 1, got " + std::to_string(threads));
         py::gil_scoped_release release;  // std::invalid_argument (a bad slot) reaches Python as ValueError
-        branch_attention_bf16(a.q.data<uint16_t>(), H * D, a.keys.data<uint16_t>(), a.values.data<uint16_t>(), capacity, n, H,
+        branch_attention_bf16(a.q.data<uint16_t>(), a.q_row_stride, a.keys.data<uint16_t>(), a.values.data<uint16_t>(), capacity, n, H,
                               Hkv, D, pv.data<int64_t>(), fv.data<int64_t>(), own_stride, own_count, scale,
                               a.out.data<uint16_t>(), threads);
       },
@@ -86,6 +93,39 @@ void bind_attention(py::module_& m) {
       py::arg("own_stride"), py::arg("own_count"), py::arg("scale"), py::arg("out"), py::arg("threads") = 1,
       "Tree-step attention: row i of q [n, H, D] sees KV slots [0, prefix[i]) and own_first[i] + j * own_stride "
       "(j < own_count); bf16 CPU tensors, prefix / own_first int64 [n].");
+
+  m.def(
+      "rope_store_bf16",
+      [](py::handle qkv, py::handle cos, py::handle sin, int64_t q_heads, py::handle keys, py::handle values,
+         int64_t start) {
+        auto qv = borrow_tensor(qkv, "qkv");
+        qv.require_bf16({-1, -1, -1});
+        const int64_t n = qv.shape[0], heads = qv.shape[1], D = qv.shape[2];
+        if (n < 1) qv.fail("needs at least one row");
+        auto kv = borrow_tensor(keys, "keys");
+        kv.require_bf16({-1, -1, D});
+        const int64_t Hkv = kv.shape[0], capacity = kv.shape[1];
+        if (q_heads < 1 || heads != q_heads + 2 * Hkv)
+          qv.fail("expected q_heads + 2 * KV heads = " + std::to_string(q_heads + 2 * Hkv) + " heads, got " +
+                  std::to_string(heads));
+        auto vv = borrow_tensor(values, "values");
+        vv.require_bf16({Hkv, capacity, D});
+        auto cv = borrow_tensor(cos, "cos");
+        cv.require_bf16({n, D});
+        auto sv = borrow_tensor(sin, "sin");
+        sv.require_bf16({n, D});
+        if (start < 0 || start + n > capacity)
+          throw py::value_error("start: start + rows must be <= the KV capacity " + std::to_string(capacity) +
+                                ", got start=" + std::to_string(start) + " rows=" + std::to_string(n));
+        py::gil_scoped_release release;  // std::invalid_argument reaches Python as ValueError
+        rope_store_bf16(qv.data<uint16_t>(), n, q_heads, Hkv, D, cv.data<uint16_t>(), sv.data<uint16_t>(),
+                        kv.data<uint16_t>(), vv.data<uint16_t>(), capacity, start);
+      },
+      py::arg("qkv"), py::arg("cos"), py::arg("sin"), py::arg("q_heads"), py::arg("keys"), py::arg("values"),
+      py::arg("start"),
+      "Rotate the q and k heads of qkv [n, q_heads + 2 * Hkv, D] in place (rotate-half RoPE with cos / sin [n, D], "
+      "the bf16 roundings of x * cos + rotate_half(x) * sin) and copy row i's k and v heads to slot start + i of "
+      "keys / values [Hkv, capacity, D]; bf16 CPU, C-contiguous.");
 }
 
 }  // namespace saguaro::bindings

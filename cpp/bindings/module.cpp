@@ -13,6 +13,7 @@ void bind_attention(py::module_& m);
 void bind_norm(py::module_& m);
 void bind_runtime(py::module_& m);
 void bind_schedule(py::module_& m);
+void bind_swiglu(py::module_& m);
 void bind_wire(py::module_& m);
 }  // namespace saguaro::bindings
 
@@ -34,5 +35,6 @@ PYBIND11_MODULE(_core, m) {
   saguaro::bindings::bind_norm(m);
   saguaro::bindings::bind_runtime(m);
   saguaro::bindings::bind_schedule(m);
+  saguaro::bindings::bind_swiglu(m);
   saguaro::bindings::bind_wire(m);
 }

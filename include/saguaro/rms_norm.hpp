@@ -16,4 +16,11 @@ namespace saguaro {
 // D < 1, a null pointer or eps not > 0.
 void rms_norm_bf16(const uint16_t* x, const uint16_t* weight, int64_t M, int64_t D, float eps, uint16_t* out);
 
+// The residual add before a norm, in the same call: sum[m, d] = bf16(x[m, d] + delta[m, d]) (an fp32 add,
+// rounded, as torch's bf16 add does), then out = rms_norm_bf16(sum). A decoder layer's two residual adds
+// each feed the next norm, so each add and norm pair is one call. sum may be x or delta; out must differ
+// from both. Throws as rms_norm_bf16 does.
+void add_rms_norm_bf16(const uint16_t* x, const uint16_t* delta, const uint16_t* weight, int64_t M, int64_t D,
+                       float eps, uint16_t* sum, uint16_t* out);
+
 }  // namespace saguaro

@@ -13,7 +13,7 @@ import torch
 
 from saguaro.kernels.small_gemm import core
 
-__all__ = ["applies", "rms_norm_bf16"]
+__all__ = ["add_rms_norm_bf16", "applies", "rms_norm_bf16"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -38,3 +38,14 @@ def rms_norm_bf16(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Te
     out = torch.empty_like(x2)
     core().rms_norm_bf16(x2, weight.contiguous(), float(eps), out)
     return out.reshape(x.shape)
+
+
+def add_rms_norm_bf16(x: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor,
+                      eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x + delta, rms_norm_bf16(x + delta)) in one call for bf16 CPU x and delta of one shape [..., D]: a
+    residual add and the next norm. The sum has the bits of torch's bf16 add. Bad arguments raise ValueError."""
+    d = x.shape[-1]
+    x2, d2 = x.reshape(-1, d).contiguous(), delta.reshape(-1, d).contiguous()
+    total, out = torch.empty_like(x2), torch.empty_like(x2)
+    core().add_rms_norm_bf16(x2, d2, weight.contiguous(), float(eps), total, out)
+    return total.reshape(x.shape), out.reshape(x.shape)

@@ -76,6 +76,17 @@ class Attention:
         n = x.shape[0]
         h, kvh, d = self.h, self.kvh, self.d
         qkv = self.qkv(x).view(n, h + 2 * kvh, d)
+        layer = self.layer
+        if self._fused_rope(qkv, cos, groups):
+            # one call a group rotates q / k in place and stores k / v; attention reads q from the rows
+            cos2, sin2 = cos.view(n, d), sin.view(n, d)
+            for g in groups:
+                r = slice(g.row_start, g.row_end)
+                attention_kernel.rope_store(qkv[r], cos2[r], sin2[r], h, g.kv.keys[layer], g.kv.values[layer],
+                                            g.write_start)
+            q = qkv[:, :h]
+            outs = [self._attend(q[g.row_start : g.row_end], g, layer) for g in groups]
+            return self.out((outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)).reshape(n, h * d))
         if self.q_norm is not None:
             q = apply_rotary(self.q_norm(qkv[:, :h]), cos, sin)
             k = apply_rotary(self.k_norm(qkv[:, h : h + kvh]), cos, sin)
@@ -83,12 +94,18 @@ class Attention:
             qk = apply_rotary(qkv[:, : h + kvh], cos, sin)
             q, k = qk[:, :h], qk[:, h:]
         v = qkv[:, h + kvh :]
-        layer = self.layer
         if len(groups) == 1:
             return self.out(self._group(q, k, v, groups[0], layer).reshape(n, h * d))
         outs = [self._group(q[g.row_start : g.row_end], k[g.row_start : g.row_end],
                             v[g.row_start : g.row_end], g, layer) for g in groups]
         return self.out(torch.cat(outs, dim=0).reshape(n, h * d))
+
+    def _fused_rope(self, qkv: torch.Tensor, cos: torch.Tensor, groups: list[AttentionGroup]) -> bool:
+        """The rotation and KV store run as saguaro.kernels.attention.rope_store (the same bits) where the
+        attention kernel runs: bf16 CPU, no q/k norm, slots written from write_start, cos / sin rows as
+        RotaryTable.lookup gives them."""
+        return (self.q_norm is None and _kernel_rows(qkv) and cos.shape == (qkv.shape[0], 1, self.d)
+                and cos.is_contiguous() and all(g.write_index is None for g in groups))
 
     def _group(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: AttentionGroup,
                layer: int) -> torch.Tensor:
@@ -101,6 +118,12 @@ class Attention:
             end = g.write_start + n
             kc[:, g.write_start : end].copy_(k.transpose(0, 1))
             vc[:, g.write_start : end].copy_(v.transpose(0, 1))
+        return self._attend(q, g, layer)
+
+    def _attend(self, q: torch.Tensor, g: AttentionGroup, layer: int) -> torch.Tensor:
+        """The group's attention over its KV slots (its new rows already stored)."""
+        n = q.shape[0]
+        kc, vc = g.kv.keys[layer], g.kv.values[layer]
         if g.causal and g.mask is None:
             if _kernel_rows(q):
                 return attention_kernel.causal_attention(q, kc, vc, g.write_start)

@@ -16,7 +16,10 @@ from saguaro.models.rotary import RotaryTable
 
 
 class DecoderLayer:
-    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x)).
+
+    Each residual add is computed with the norm that reads its sum (RMSNorm.add_and_norm: one extension
+    call on a bf16 CPU model), so a layer takes the normed input along with x and returns the next norm's."""
 
     def __init__(self, attn_norm: RMSNorm, attention: Attention, mlp_norm: RMSNorm, mlp: MLP) -> None:
         self.attn_norm = attn_norm
@@ -24,10 +27,15 @@ class DecoderLayer:
         self.mlp_norm = mlp_norm
         self.mlp = mlp
 
-    def __call__(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                 groups: list[AttentionGroup]) -> torch.Tensor:
-        x = x + self.attention(self.attn_norm(x), cos, sin, groups)
-        return x + self.mlp(self.mlp_norm(x))
+    def __call__(self, x: torch.Tensor, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                 groups: list[AttentionGroup], next_norm: RMSNorm | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x the residual stream and h = attn_norm(x); returns the block's output and next_norm of it (None
+        when next_norm is None)."""
+        x, h = self.mlp_norm.add_and_norm(x, self.attention(h, cos, sin, groups))
+        delta = self.mlp(h)
+        if next_norm is None:
+            return x + delta, None
+        return next_norm.add_and_norm(x, delta)
 
 
 class DecoderModel:
@@ -151,10 +159,13 @@ class DecoderModel:
         head: computes the logits from the final-normed hidden states instead of the output head
         (a pruned draft vocabulary, see saguaro.models.draft_vocabulary)."""
         x = self._lookup(tokens)
-        for layer in self.layers:
-            x = layer(x, cos, sin, groups)
-        if logit_rows is not None:
-            x = x.index_select(0, logit_rows)
-        x = self.final_norm(x)
-        return head(x) if head is not None else self.head.forward_float(x)
+        layers = self.layers
+        # the last layer's residual add goes with the final norm unless only some rows are kept
+        last_norm = self.final_norm if logit_rows is None else None
+        h = layers[0].attn_norm(x) if layers else None
+        for i, layer in enumerate(layers):
+            x, h = layer(x, h, cos, sin, groups, layers[i + 1].attn_norm if i + 1 < len(layers) else last_norm)
+        if h is None or logit_rows is not None:
+            h = self.final_norm(x if logit_rows is None else x.index_select(0, logit_rows))
+        return head(h) if head is not None else self.head.forward_float(h)
 

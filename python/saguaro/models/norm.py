@@ -23,3 +23,12 @@ class RMSNorm:
         h = x.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * h.to(dtype)
+
+    def add_and_norm(self, x: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x + delta, norm(x + delta)): a residual add and the norm that reads it, one extension call for
+        a bf16 CPU model (the same bits as the add and the norm apart)."""
+        if norm_kernel.applies(x, self.weight) and delta.dtype == x.dtype and delta.shape == x.shape \
+                and delta.device.type == "cpu":
+            return norm_kernel.add_rms_norm_bf16(x, delta, self.weight, self.eps)
+        total = x + delta
+        return total, self(total)
