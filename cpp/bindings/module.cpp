@@ -7,6 +7,7 @@ namespace py = pybind11;
 namespace saguaro::bindings {
 // Each binding file registers one concept; they are defined beside this file.
 void bind_config(py::module_& m);
+void bind_decoder_chain(py::module_& m);
 void bind_kernels(py::module_& m);
 void bind_linear(py::module_& m);
 void bind_attention(py::module_& m);
@@ -29,6 +30,7 @@ PYBIND11_MODULE(_core, m) {
     return d;
   });
   saguaro::bindings::bind_config(m);
+  saguaro::bindings::bind_decoder_chain(m);
   saguaro::bindings::bind_kernels(m);
   saguaro::bindings::bind_linear(m);
   saguaro::bindings::bind_attention(m);

@@ -65,14 +65,19 @@ def test_rows_of_a_verification_equal_one_row_decodes(tiny_gguf):
     assert torch.equal(many[-len(more):], ones)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("mode", ["sd", "ssd"])
-def test_greedy_speculation_equals_ar_on_the_quantized_path(tiny_gguf, mode):
+def test_greedy_speculation_equals_ar_on_the_quantized_path(tiny_gguf, mode, dtype):
+    """bf16: single-sequence decodes and verifications run the C++ decoder chain, batches and tree steps
+    the Python layers (saguaro.models.decoder_chain): the runtime mixes both."""
     from saguaro.runtime import RequestParams
     from saguaro.speculation_config import SpeculationConfig
     from saguaro.runtime import Runtime
 
-    target = M.load(tiny_gguf, quantized=True, dtype=torch.float32).adapter
-    draft = M.load(tiny_gguf, quantized=True, dtype=torch.float32).adapter
+    target = M.load(tiny_gguf, quantized=True, dtype=dtype).adapter
+    draft = M.load(tiny_gguf, quantized=True, dtype=dtype).adapter
+    from saguaro.kernels import attention as attention_kernel
+    assert (target.model.chain is not None) == (dtype == torch.bfloat16 and attention_kernel.available())
     g = torch.Generator().manual_seed(5)
     prompts = [torch.randint(0, 95, (n,), generator=g).tolist() for n in (9, 6)]
     outs = {}

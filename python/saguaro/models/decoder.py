@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from saguaro.models.attention import Attention, AttentionGroup
 from saguaro.models.config import ModelConfig
+from saguaro.models.decoder_chain import DecoderChain
 from saguaro.models.linear import Linear, linear_class
 from saguaro.models.mlp import MLP
 from saguaro.models.norm import RMSNorm
@@ -56,6 +57,8 @@ class DecoderModel:
         self.head = head
         self.dtype = dtype
         self.device = device
+        # a GGUF model's decodes and verifications on the CPU: all layers in one extension call
+        self.chain = DecoderChain.build(layers, dtype, device)
 
     @classmethod
     def from_state_dict(cls, config: ModelConfig, tensors: Mapping[str, torch.Tensor],
@@ -159,6 +162,12 @@ class DecoderModel:
         head: computes the logits from the final-normed hidden states instead of the output head
         (a pruned draft vocabulary, see saguaro.models.draft_vocabulary)."""
         x = self._lookup(tokens)
+        if self.chain is not None and self.chain.applies(x, cos, groups):
+            x = x.contiguous()
+            h = self.chain.run(x, cos, sin, groups[0], self.final_norm if logit_rows is None else None)
+            if h is None:
+                h = self.final_norm(x.index_select(0, logit_rows))
+            return head(h) if head is not None else self.head.forward_float(h)
         layers = self.layers
         # the last layer's residual add goes with the final norm unless only some rows are kept
         last_norm = self.final_norm if logit_rows is None else None

@@ -164,6 +164,11 @@ class QuantLinear:
         return self.qweight.out_features
 
     @property
+    def projection(self) -> object:
+        """The extension's QuantProjection (the borrowed segments), for saguaro.models.decoder_chain."""
+        return self._projection
+
+    @property
     def weight(self) -> torch.Tensor:
         """The dequantized W [out, in] in fp32 (computed at each access: for tests and references)."""
         return self.qweight.dequantize()

@@ -1,0 +1,123 @@
+// saguaro._core.DecoderChain: a quantized bf16 decoder's layers run over one sequence's new rows in one
+// call (decoder_chain.hpp). The norm weights and the layers' QuantProjection objects are held from
+// construction; a call borrows only x, cos / sin, the KV buffer and the outputs.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "dlpack_tensor.hpp"
+#include "quant_args.hpp"  // check_threads
+#include "quant_projection.hpp"
+#include "saguaro/decoder_chain.hpp"
+
+namespace py = pybind11;
+
+namespace saguaro::bindings {
+
+namespace {
+
+using LayerArgs = std::tuple<py::object, py::object, py::object, py::object, py::object, py::object>;
+
+class DecoderChain {
+ public:
+  // layers: (attn_norm weight, mlp_norm weight, qkv, out, gate_up, down) per layer: bf16 [hidden] weights
+  // and QuantProjection objects.
+  DecoderChain(const std::vector<LayerArgs>& layers, int64_t hidden, int64_t heads, int64_t kv_heads,
+               int64_t head_dim, int64_t intermediate, float eps)
+      : shape_{hidden, heads, kv_heads, head_dim, intermediate, eps} {
+    if (layers.empty()) throw py::value_error("layers: needs at least one layer");
+    if (hidden < 1 || heads < 1 || kv_heads < 1 || heads % kv_heads != 0 || head_dim < 2 || head_dim % 2 != 0 ||
+        intermediate < 1)
+      throw py::value_error("DecoderChain: bad shape (hidden, heads, kv_heads, head_dim, intermediate)");
+    if (!(eps > 0.f)) throw py::value_error("eps: must be > 0");
+    for (const auto& [attn_norm, mlp_norm, qkv, out, gate_up, down] : layers) {
+      DecoderChainLayer l{};
+      norms_.push_back(borrow_tensor(attn_norm, "attn_norm"));
+      norms_.back().require_bf16({hidden});
+      l.attn_norm = norms_.back().data<uint16_t>();
+      norms_.push_back(borrow_tensor(mlp_norm, "mlp_norm"));
+      norms_.back().require_bf16({hidden});
+      l.mlp_norm = norms_.back().data<uint16_t>();
+      l.qkv = &projection(qkv, "qkv");
+      l.out = &projection(out, "out");
+      l.gate_up = &projection(gate_up, "gate_up");
+      l.down = &projection(down, "down");
+      layers_.push_back(l);
+    }
+    const auto& l0 = layers_.front();
+    if (l0.qkv->in_features() != hidden || l0.qkv->out_features() != (heads + 2 * kv_heads) * head_dim ||
+        l0.out->in_features() != heads * head_dim || l0.gate_up->out_features() != 2 * intermediate ||
+        l0.down->in_features() != intermediate)
+      throw py::value_error("layers: the projections do not fit (hidden, heads, kv_heads, head_dim, intermediate)");
+  }
+
+  void forward(py::handle x, py::handle cos, py::handle sin, py::handle kv, int64_t start, py::handle final_norm,
+               py::handle normed, int threads) const {
+    const int64_t hidden = shape_.hidden, D = shape_.head_dim;
+    auto xv = borrow_tensor(x, "x");
+    xv.require_bf16({-1, hidden});
+    const int64_t n = xv.shape[0];
+    if (n < 1) xv.fail("needs at least one row");
+    auto cv = borrow_tensor(cos, "cos");
+    cv.require_bf16({n, D});
+    auto sv = borrow_tensor(sin, "sin");
+    sv.require_bf16({n, D});
+    auto kvv = borrow_tensor(kv, "kv");
+    kvv.require_bf16({static_cast<int64_t>(layers_.size()), 2, shape_.kv_heads, -1, D});
+    const int64_t capacity = kvv.shape[3];
+    if (start < 0 || start + n > capacity)
+      throw py::value_error("start: start + rows must be <= the KV capacity " + std::to_string(capacity) +
+                            ", got start=" + std::to_string(start) + " rows=" + std::to_string(n));
+    const uint16_t* fn = nullptr;
+    uint16_t* out = nullptr;
+    TensorView fv, ov;
+    if (!final_norm.is_none()) {
+      fv = borrow_tensor(final_norm, "final_norm");
+      fv.require_bf16({hidden});
+      ov = borrow_tensor(normed, "normed");
+      ov.require_bf16({n, hidden});
+      fn = fv.data<uint16_t>();
+      out = ov.data<uint16_t>();
+    }
+    check_threads(threads);
+    const CpuIsa isa = cpu_isa_selected();
+    py::gil_scoped_release release;  // std::invalid_argument reaches Python as ValueError
+    decoder_chain_bf16(layers_, shape_, xv.data<uint16_t>(), n, cv.data<uint16_t>(), sv.data<uint16_t>(),
+                       kvv.data<uint16_t>(), capacity, start, fn, out, threads, isa);
+  }
+
+ private:
+  const QuantProjectionRef& projection(const py::object& obj, const char* name) {
+    if (!py::isinstance<QuantProjection>(obj))
+      throw py::value_error(std::string(name) + ": expected a saguaro._core.QuantProjection");
+    held_.push_back(obj);  // keeps the projection (and the weights it borrows) alive
+    return obj.cast<const QuantProjection&>().ref();
+  }
+
+  DecoderChainShape shape_;
+  std::vector<DecoderChainLayer> layers_;
+  std::vector<TensorView> norms_;
+  std::vector<py::object> held_;
+};
+
+}  // namespace
+
+void bind_decoder_chain(py::module_& m) {
+  py::class_<DecoderChain>(m, "DecoderChain",
+                           "A quantized bf16 decoder's layers (norm weights and QuantProjection objects), run over "
+                           "one sequence's new rows in one call.")
+      .def(py::init<const std::vector<LayerArgs>&, int64_t, int64_t, int64_t, int64_t, int64_t, float>(),
+           py::arg("layers"), py::arg("hidden"), py::arg("heads"), py::arg("kv_heads"), py::arg("head_dim"),
+           py::arg("intermediate"), py::arg("eps"))
+      .def("forward", &DecoderChain::forward, py::arg("x"), py::arg("cos"), py::arg("sin"), py::arg("kv"),
+           py::arg("start"), py::arg("final_norm"), py::arg("normed"), py::arg("threads") = 1,
+           "Run every layer over x [n, hidden] (bf16, updated in place: the residual stream after the last layer); "
+           "cos / sin [n, head_dim]; kv [layers, 2, kv_heads, capacity, head_dim], rows stored at start + i. "
+           "final_norm None, or a weight [hidden]: then normed [n, hidden] receives the final norm of the output.");
+}
+
+}  // namespace saguaro::bindings
