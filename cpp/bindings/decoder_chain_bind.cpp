@@ -1,6 +1,6 @@
-// saguaro._core.DecoderChain: a quantized bf16 decoder's layers run over one sequence's new rows in one
+// saguaro._core.DecoderChain: a quantized bf16 decoder's layers run over the new rows of its sequences in one
 // call (decoder_chain.hpp). The norm weights and the layers' QuantProjection objects are held from
-// construction; a call borrows only x, cos / sin, the KV buffer and the outputs.
+// construction; a call borrows only x, cos / sin, the groups' KV buffers and slots, and the outputs.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -55,7 +55,9 @@ class DecoderChain {
       throw py::value_error("layers: the projections do not fit (hidden, heads, kv_heads, head_dim, intermediate)");
   }
 
-  void forward(py::handle x, py::handle cos, py::handle sin, py::handle kv, int64_t start, py::handle final_norm,
+  // groups: (row_start, row_end, kv, start, branches) per sequence, covering x's rows in order; branches
+  // None (a causal chain) or (prefix, own_first, own_stride, own_count) with int64 [rows] tensors.
+  void forward(py::handle x, py::handle cos, py::handle sin, const py::list& groups, py::handle final_norm,
                py::handle normed, int threads) const {
     const int64_t hidden = shape_.hidden, D = shape_.head_dim;
     auto xv = borrow_tensor(x, "x");
@@ -66,12 +68,39 @@ class DecoderChain {
     cv.require_bf16({n, D});
     auto sv = borrow_tensor(sin, "sin");
     sv.require_bf16({n, D});
-    auto kvv = borrow_tensor(kv, "kv");
-    kvv.require_bf16({static_cast<int64_t>(layers_.size()), 2, shape_.kv_heads, -1, D});
-    const int64_t capacity = kvv.shape[3];
-    if (start < 0 || start + n > capacity)
-      throw py::value_error("start: start + rows must be <= the KV capacity " + std::to_string(capacity) +
-                            ", got start=" + std::to_string(start) + " rows=" + std::to_string(n));
+    std::vector<TensorView> held;  // the groups' tensors, alive for the call
+    held.reserve(3 * groups.size());
+    std::vector<DecoderChainGroup> gs;
+    const auto layers = static_cast<int64_t>(layers_.size());
+    for (const auto& item : groups) {
+      const auto t = item.cast<py::tuple>();
+      if (t.size() != 5) throw py::value_error("groups: expected (row_start, row_end, kv, start, branches) tuples");
+      DecoderChainGroup g;
+      g.row_start = t[0].cast<int64_t>();
+      g.rows = t[1].cast<int64_t>() - g.row_start;
+      held.push_back(borrow_tensor(t[2], "kv"));
+      held.back().require_bf16({layers, 2, shape_.kv_heads, -1, D});
+      g.kv = held.back().data<uint16_t>();
+      g.capacity = held.back().shape[3];
+      g.start = t[3].cast<int64_t>();
+      if (g.rows < 1 || g.start < 0 || g.start + g.rows > g.capacity)
+        throw py::value_error("start: start + rows must be <= the KV capacity " + std::to_string(g.capacity) +
+                              ", got start=" + std::to_string(g.start) + " rows=" + std::to_string(g.rows));
+      if (!t[4].is_none()) {
+        const auto b = t[4].cast<py::tuple>();
+        if (b.size() != 4) throw py::value_error("branches: expected (prefix, own_first, own_stride, own_count)");
+        for (int j = 0; j < 2; ++j) {
+          held.push_back(borrow_tensor(b[j], j == 0 ? "prefix" : "own_first"));
+          held.back().require_cpu();
+          held.back().require(DType::kInt64, {g.rows});
+        }
+        g.prefix = held[held.size() - 2].data<int64_t>();
+        g.own_first = held.back().data<int64_t>();
+        g.own_stride = b[2].cast<int64_t>();
+        g.own_count = b[3].cast<int64_t>();
+      }
+      gs.push_back(g);
+    }
     const uint16_t* fn = nullptr;
     uint16_t* out = nullptr;
     TensorView fv, ov;
@@ -85,9 +114,9 @@ class DecoderChain {
     }
     check_threads(threads);
     const CpuIsa isa = cpu_isa_selected();
-    py::gil_scoped_release release;  // std::invalid_argument reaches Python as ValueError
-    decoder_chain_bf16(layers_, shape_, xv.data<uint16_t>(), n, cv.data<uint16_t>(), sv.data<uint16_t>(),
-                       kvv.data<uint16_t>(), capacity, start, fn, out, threads, isa);
+    py::gil_scoped_release release;  // std::invalid_argument (groups that miss rows, a bad slot) -> ValueError
+    decoder_chain_bf16(layers_, shape_, xv.data<uint16_t>(), n, cv.data<uint16_t>(), sv.data<uint16_t>(), gs, fn, out,
+                       threads, isa);
   }
 
  private:
@@ -113,11 +142,12 @@ void bind_decoder_chain(py::module_& m) {
       .def(py::init<const std::vector<LayerArgs>&, int64_t, int64_t, int64_t, int64_t, int64_t, float>(),
            py::arg("layers"), py::arg("hidden"), py::arg("heads"), py::arg("kv_heads"), py::arg("head_dim"),
            py::arg("intermediate"), py::arg("eps"))
-      .def("forward", &DecoderChain::forward, py::arg("x"), py::arg("cos"), py::arg("sin"), py::arg("kv"),
-           py::arg("start"), py::arg("final_norm"), py::arg("normed"), py::arg("threads") = 1,
+      .def("forward", &DecoderChain::forward, py::arg("x"), py::arg("cos"), py::arg("sin"), py::arg("groups"),
+           py::arg("final_norm"), py::arg("normed"), py::arg("threads") = 1,
            "Run every layer over x [n, hidden] (bf16, updated in place: the residual stream after the last layer); "
-           "cos / sin [n, head_dim]; kv [layers, 2, kv_heads, capacity, head_dim], rows stored at start + i. "
-           "final_norm None, or a weight [hidden]: then normed [n, hidden] receives the final norm of the output.");
+           "cos / sin [n, head_dim]; groups (row_start, row_end, kv [layers, 2, kv_heads, capacity, head_dim], start, "
+           "branches None or (prefix, own_first, own_stride, own_count)) cover the rows in order. final_norm None, "
+           "or a weight [hidden]: then normed [n, hidden] receives the final norm of the output.");
 }
 
 }  // namespace saguaro::bindings

@@ -1,6 +1,7 @@
-"""The C++ decoder chain (saguaro.models.decoder_chain): a quantized bf16 model's decodes and
-verifications through all layers in one call give the bits of the Python layer loop, logits and KV
-slots alike; other forwards keep the Python path; bad arguments raise ValueError."""
+"""The C++ decoder chain (saguaro.models.decoder_chain): a quantized bf16 model's decodes, verifications
+and tree steps, of one sequence or a batch, through all layers in one call give the bits of the Python
+layer loop, logits and KV slots alike; prefills of more than 32 rows (masked) keep the Python path; bad
+arguments raise ValueError."""
 from __future__ import annotations
 
 import pytest
@@ -28,9 +29,11 @@ def gguf(request, tmp_path_factory):
 def _steps(adapter) -> list[torch.Tensor]:
     adapter.prefill([0, 1], [[3, 17, 42, 5, 88, 60, 21], [9, 1, 4]])
     outs = [adapter.extend([0], [[11]]), adapter.extend([0], [[12, 13, 14, 15]]),  # decode, verification
-            adapter.extend([0, 1], [[16], [17, 18]]),  # two sequences: the Python path
-            adapter.tree_step([1, 1], [5, 5], [19, 20], 0)]  # a tree step: the Python path
-    outs.append(adapter.extend([0], [[21]]))
+            adapter.extend([0, 1], [[16], [17, 18]])]  # a batch of two sequences
+    for depth in range(3):  # a tree of two branches on each sequence
+        outs.append(adapter.tree_step([0, 0, 1, 1], [9, 9, 4, 4], [19 + depth, 22, 25, 28 - depth], depth))
+    outs.append(adapter.extend([0], [[21]]))  # after the tree: a decode over its slots
+    outs.append(adapter.prefill([2], [list(range(40, 80))]))  # a prefill of 40 rows: masked, the Python path
     return outs
 
 
@@ -43,7 +46,7 @@ def test_the_chain_gives_the_bits_of_the_python_layers(gguf, monkeypatch):
     run = DecoderChain.run
     monkeypatch.setattr(DecoderChain, "run", lambda self, x, *a: runs.append(x.shape[0]) or run(self, x, *a))
     a, b = _steps(chained), _steps(plain)
-    assert runs == [1, 4, 1]  # the decodes and the verification, not the batch or the tree step
+    assert runs == [10, 1, 4, 3, 4, 4, 4, 1]  # all but the prefill of 40 rows (short prompts run as chains)
     for x, y in zip(a, b):
         assert torch.equal(x, y)
     ka, kb = chained._cache.get(0).buffer, plain._cache.get(0).buffer
@@ -75,13 +78,19 @@ def test_bad_arguments_raise_value_error(gguf):
     x = torch.zeros(2, c.hidden_size, dtype=torch.bfloat16)
     cs = torch.zeros(2, d, dtype=torch.bfloat16)
     kv = torch.zeros(c.num_layers, 2, c.num_kv_heads, 8, d, dtype=torch.bfloat16)
+    whole = [(0, 2, kv, 0, None)]
     with pytest.raises(ValueError, match="start"):
-        native.forward(x, cs, cs, kv, 7, None, None, 1)
+        native.forward(x, cs, cs, [(0, 2, kv, 7, None)], None, None, 1)
     with pytest.raises(ValueError, match="kv: expected shape"):
-        native.forward(x, cs, cs, kv[:1], 0, None, None, 1)
+        native.forward(x, cs, cs, [(0, 2, kv[:1], 0, None)], None, None, 1)
+    with pytest.raises(ValueError, match="cover"):
+        native.forward(x, cs, cs, [(0, 1, kv, 0, None)], None, None, 1)
+    with pytest.raises(ValueError, match="prefix: expected shape"):
+        native.forward(x, cs, cs, [(0, 2, kv, 0, (torch.zeros(3, dtype=torch.int64), torch.zeros(2, dtype=torch.int64),
+                                                  1, 1))], None, None, 1)
     with pytest.raises(ValueError, match="cos: expected shape"):
-        native.forward(x, cs[:1], cs, kv, 0, None, None, 1)
+        native.forward(x, cs[:1], cs, whole, None, None, 1)
     with pytest.raises(ValueError, match="x: expected"):
-        native.forward(x.float(), cs, cs, kv, 0, None, None, 1)
+        native.forward(x.float(), cs, cs, whole, None, None, 1)
     with pytest.raises(ValueError, match="normed"):
-        native.forward(x, cs, cs, kv, 0, model.final_norm.weight, x[:1], 1)
+        native.forward(x, cs, cs, whole, model.final_norm.weight, x[:1], 1)

@@ -57,7 +57,7 @@ class DecoderModel:
         self.head = head
         self.dtype = dtype
         self.device = device
-        # a GGUF model's decodes and verifications on the CPU: all layers in one extension call
+        # a GGUF model's decodes, verifications and tree steps on the CPU: all layers in one extension call
         self.chain = DecoderChain.build(layers, dtype, device)
 
     @classmethod
@@ -164,7 +164,7 @@ class DecoderModel:
         x = self._lookup(tokens)
         if self.chain is not None and self.chain.applies(x, cos, groups):
             x = x.contiguous()
-            h = self.chain.run(x, cos, sin, groups[0], self.final_norm if logit_rows is None else None)
+            h = self.chain.run(x, cos, sin, groups, self.final_norm if logit_rows is None else None)
             if h is None:
                 h = self.final_norm(x.index_select(0, logit_rows))
             return head(h) if head is not None else self.head.forward_float(h)

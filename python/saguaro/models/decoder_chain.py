@@ -1,10 +1,11 @@
-"""All layers of a quantized bf16 CPU decoder over one sequence's new rows in one extension call.
+"""All layers of a quantized bf16 CPU decoder over its sequences' new rows in one extension call.
 
 A decode or a verification chain of a GGUF model on the CPU runs ~10 kernels a layer; from Python, the
-~30 Python and torch calls between them cost ~5 ms of a ~60 ms decode of the 1.5B on two cores.
+~30 Python and torch calls between them cost ~11 ms of a ~63 ms decode of the 1.5B on two cores.
 ``saguaro._core.DecoderChain`` (include/saguaro/decoder_chain.hpp) runs the same kernels in the same order
-from C++, so its bits are the Python path's (tests/models/test_decoder_chain.py). Other forwards (prefills,
-tree steps, batches of several sequences, other dtypes and devices) keep the Python path.
+from C++, so its bits are the Python path's (tests/models/test_decoder_chain.py): decodes, verifications and
+tree steps, of one sequence or a batch. Prefills of more than 32 rows (masked SDPA), other dtypes and
+devices keep the Python path.
 """
 from __future__ import annotations
 
@@ -61,21 +62,33 @@ class DecoderChain:
 
     @staticmethod
     def applies(x: torch.Tensor, cos: torch.Tensor, groups: list[AttentionGroup]) -> bool:
-        """One sequence's causal chain without a mask (a decode or a verification), where the Python path
-        would run the attention kernel too (SAGUARO_CPU_ATTENTION, read per call)."""
-        if len(groups) != 1:
+        """Decodes, verification chains (no mask) and tree steps (branches) of any number of sequences,
+        where the Python path would run the attention kernel too (SAGUARO_CPU_ATTENTION, read per call);
+        not prefills of more than attention.ROW_BY_ROW_MAX rows (masked SDPA)."""
+        if not groups or cos.dim() != 3 or not cos.is_contiguous() or not _kernel_rows(x):
             return False
-        g = groups[0]
-        return (g.causal and g.mask is None and g.write_index is None and g.branches is None
-                and x.shape[0] == g.row_end - g.row_start and cos.dim() == 3 and cos.is_contiguous()
-                and _kernel_rows(x) and g.kv.buffer.is_contiguous())
+        row = 0
+        for g in groups:
+            if (g.row_start != row or g.write_index is not None or not g.kv.buffer.is_contiguous()
+                    or not ((g.causal and g.mask is None) or g.branches is not None)):
+                return False
+            row = g.row_end
+        return row == x.shape[0]
 
-    def run(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, group: AttentionGroup,
+    def run(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, groups: list[AttentionGroup],
             final_norm: "RMSNorm | None") -> torch.Tensor | None:
         """Every layer over x [n, hidden] (in place). Returns final_norm of the output, or None (and x holds
         the output) when final_norm is None."""
         n, d = x.shape[0], cos.shape[-1]
         normed = torch.empty_like(x) if final_norm is not None else None
-        self._native.forward(x, cos.view(n, d), sin.view(n, d), group.kv.buffer, group.write_start,
+        spans = [(g.row_start, g.row_end, g.kv.buffer, g.write_start, self._branches(g)) for g in groups]
+        self._native.forward(x, cos.view(n, d), sin.view(n, d), spans,
                              final_norm.weight if final_norm is not None else None, normed, kernel_threads())
         return normed
+
+    @staticmethod
+    def _branches(g: AttentionGroup) -> tuple | None:
+        if g.branches is None or (g.causal and g.mask is None):
+            return None
+        prefix, own_first, stride, count = g.branches
+        return (prefix.to(torch.int64).contiguous(), own_first.to(torch.int64).contiguous(), int(stride), int(count))
