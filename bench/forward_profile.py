@@ -8,7 +8,10 @@ Usage: python bench/forward_profile.py [--model qwen2.5-coder-1.5b] [--rows 5] [
 
 Each component is timed by wrapping its Python entry point (the wrappers add a few microseconds per
 call, the same for both forwards); the decode and the multi-row forward alternate inside each round and
-the figures are medians over rounds (a tree's figures: the mean over its depths 0-3 in each round).
+the figures are medians over rounds (a tree's figures: the mean over its depths 0-3 in each round). A
+model with a decoder chain (saguaro.models.decoder_chain: quantized bf16 on the CPU, all layers in one
+call) is split on its Python layers, and the chain's own total follows each of those forwards: the row
+"total (decoder chain)", what the engine runs.
 Writes bench/results/forward-profile-<model>[-int8dyn][-vocab<V>][-tree<N>].{json,md}.
 """
 from __future__ import annotations
@@ -90,6 +93,22 @@ def profile(spec: str, rows: int, rounds: int, int8: str = "none", tree: bool = 
         ad.extend([0], [[11 + i for i in range(n)]])
         return 1
 
+    chain = ad.model.chain  # saguaro.models.decoder_chain: all layers in one call (quantized bf16 CPU)
+
+    def chained(n: int) -> float:
+        """ms per forward of n rows through the decoder chain (no components: they run inside one call)."""
+        ad.model.chain = chain
+        try:
+            t = time.perf_counter()
+            per = run(n)
+            total = time.perf_counter() - t
+            ad.truncate(0, base)
+            return total * 1e3 / per
+        finally:
+            ad.model.chain = None
+
+    ad.model.chain = None  # the components are measured on the Python layers, whose steps they wrap
+
     def forward(n: int) -> dict[str, float]:
         acc.clear()
         t = time.perf_counter()
@@ -103,11 +122,16 @@ def profile(spec: str, rows: int, rounds: int, int8: str = "none", tree: bool = 
 
     for n in (1, rows):  # warm up before instrumenting too
         forward(n)
+        if chain is not None:
+            chained(n)
     samples: dict[int, list[dict[str, float]]] = {1: [], rows: []}
     with _instrument(acc):
         for _ in range(rounds):
             for n in (1, rows):
                 samples[n].append(forward(n))
+                if chain is not None:  # alternated with the Python layers' forward of the same rows
+                    samples[n][-1]["total (decoder chain)"] = chained(n)
+    ad.model.chain = chain
     med = {n: {k: statistics.median(s[k] for s in ss) for k in ss[0]} for n, ss in samples.items()}
     vocab = ad.draft_vocabulary  # a pruned vocabulary scores with its own head
     head = vocab.logits if vocab is not None else ad.model.head.forward_float
@@ -177,7 +201,9 @@ def write(res: dict, out: Path) -> Path:
              + (f"; CPU flags: {' '.join(res['flags'])}" if res.get("flags") else "") + ". "
              f"Medians over {res['rounds']} alternating rounds (bench/forward_profile.py).", "",
              f"| component | decode ms | {col} ms | ratio |", "|---|---|---|---|"]
-    for k in (*COMPONENTS, "other", "total"):
+    for k in (*COMPONENTS, "other", "total", "total (decoder chain)"):
+        if k not in d:
+            continue
         lines.append(f"| {k} | {d[k]:.1f} | {e[k]:.1f} | {e[k] / d[k]:.2f} |" if d[k] > 0 else
                      f"| {k} | {d[k]:.1f} | {e[k]:.1f} | – |")
     lines += ["", f"Output head alone: {res['head_ms']['1']:.1f} ms (1 row), {res['head_ms'][str(rows)]:.1f} ms ({rows} rows).",
