@@ -12,7 +12,7 @@ the figures are medians over rounds (a tree's figures: the mean over its depths 
 model with a decoder chain (saguaro.models.decoder_chain: quantized bf16 on the CPU, all layers in one
 call) is split on its Python layers, and the chain's own total follows each of those forwards: the row
 "total (decoder chain)", what the engine runs.
-Writes bench/results/forward-profile-<model>[-int8dyn][-vocab<V>][-tree<N>].{json,md}.
+Writes bench/results/forward-profile-<model>[-quantized][-int8dyn][-vocab<V>][-tree<N>][-<T>t][-<tag>].{json,md}.
 """
 from __future__ import annotations
 
@@ -172,11 +172,12 @@ def _projection_macs(model, config, head_rows: int | None = None) -> int:
 
 
 def stem(model: str, rows: int, int8: str, tree: bool, draft_vocab: int | None = None,
-         quantized: bool = False, threads: int = 1) -> str:
-    """The results' file name: forward-profile-<model>[-quantized][-int8dyn][-vocab<V>][-tree<N>]."""
+         quantized: bool = False, threads: int = 1, tag: str | None = None) -> str:
+    """The results' file name: forward-profile-<model>[-quantized][-int8dyn][-vocab<V>][-tree<N>][-<T>t][-<tag>]
+    (a tag names the machine or the build, so one machine's page never replaces another's)."""
     return (f"forward-profile-{model}" + ("-quantized" if quantized else "") + ("-int8dyn" if int8 == "dynamic" else "")
             + (f"-vocab{draft_vocab}" if draft_vocab else "") + (f"-tree{rows}" if tree else "")
-            + (f"-{threads}t" if threads > 1 else ""))
+            + (f"-{threads}t" if threads > 1 else "") + (f"-{tag}" if tag else ""))
 
 
 def write(res: dict, out: Path) -> Path:
@@ -214,7 +215,7 @@ def write(res: dict, out: Path) -> Path:
     if res.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in res["notes"]] + [""]
     path = out / (stem(res["model"], rows, int8, tree, res.get("draft_vocab"), res.get("quantized", False),
-                        res.get("threads", 1)) + ".md")
+                        res.get("threads", 1), res.get("tag")) + ".md")
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
 
@@ -233,11 +234,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="the model's kernel threads (its num_threads)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--note", action="append", default=[])
+    ap.add_argument("--tag", default=None, help="appended to the page's name: the machine or the build (e.g. icelake)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     res = profile(args.model, args.rows, args.rounds, args.int8, args.tree, args.draft_vocab, args.quantized,
                   args.threads)
-    res["machine"], res["notes"], res["flags"] = machine(), args.note, cpu_flags()
+    res["machine"], res["notes"], res["flags"], res["tag"] = machine(), args.note, cpu_flags(), args.tag
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     page = write(res, out)

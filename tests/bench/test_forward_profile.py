@@ -52,6 +52,7 @@ def test_result_names():
     assert fp.stem("m", 5, "none", False) == "forward-profile-m"
     assert fp.stem("m", 16, "dynamic", True) == "forward-profile-m-int8dyn-tree16"
     assert fp.stem("m", 16, "dynamic", True, 32768) == "forward-profile-m-int8dyn-vocab32768-tree16"
+    assert fp.stem("m", 5, "none", False, None, True, 2, "icelake") == "forward-profile-m-quantized-2t-icelake"
 
 
 def test_instrumentation_is_undone():
