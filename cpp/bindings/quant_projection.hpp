@@ -1,6 +1,6 @@
 // saguaro._core.QuantProjection: a whole quantized projection (QuantLinear's row segments of GGUF blocks and
 // their interleaved copies, include/saguaro/quant_projection.hpp) borrowed once, at construction; a call
-// borrows only x and the output. Declared here so the decoder stack's binding runs the same objects.
+// borrows only x and the output. Declared here so the decoder chain's binding runs the same objects.
 #pragma once
 
 #include <pybind11/pybind11.h>

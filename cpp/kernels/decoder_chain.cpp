@@ -1,4 +1,4 @@
-// A quantized bf16 decoder's layers over one sequence's new rows in one call (include/saguaro/decoder_chain.hpp).
+// A quantized bf16 decoder's layers over its sequences' new rows in one call (include/saguaro/decoder_chain.hpp).
 #include "saguaro/decoder_chain.hpp"
 
 #include <cmath>
