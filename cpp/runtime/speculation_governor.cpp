@@ -14,7 +14,8 @@ const SpeculationGovernor::Bucket* SpeculationGovernor::measured_below(int64_t b
   for (auto it = buckets_.lower_bound(bucket); it != buckets_.begin();) {
     --it;
     const Bucket& b = it->second;
-    if (b.speculating.rounds >= kWarmRounds && b.plain.rounds >= kWarmRounds) return &b;
+    // a verdict: plain rounds measured and speculation's warm-up over (or cut short by a slower round)
+    if (b.plain.rounds >= kWarmRounds && speculation_judged(b)) return &b;
   }
   return nullptr;
 }
@@ -24,6 +25,11 @@ bool SpeculationGovernor::plain_faster_below(int64_t bucket) const {
   // because a larger batch only makes verification relatively dearer
   const Bucket* b = measured_below(bucket);
   return b != nullptr && b->speculating.rate() < kLargerBatchMargin * b->plain.rate();
+}
+
+bool SpeculationGovernor::follows_plain_below(int64_t bucket, int64_t batch) const {
+  const Bucket* b = measured_below(bucket);
+  return b != nullptr && b->speculating.rate() < b->plain.rate() && !cheap_verification(batch);
 }
 
 bool SpeculationGovernor::speculation_favoured_below(int64_t bucket) const {
@@ -71,6 +77,7 @@ bool SpeculationGovernor::speculate(int64_t batch) {
   // the margin speculates at once. A latency-bound target (cheap_verification) probes right away.
   if (k.speculating.rounds == 0 && starts_plain(bucket)) {
     if (k.plain.rounds < kWarmRounds || (k.dip && !lasted(k))) return false;
+    if (follows_plain_below(bucket, batch)) return false;
     const bool cold = measured_below(bucket) == nullptr;
     if (!(cold && cheap_verification(batch)) && ++k.since_probe < kProbeEvery * 4) return false;
     k.since_probe = 0;
@@ -115,6 +122,9 @@ bool SpeculationGovernor::speculate(int64_t batch) {
   const double fast = std::max(k.speculating.rate(), k.plain.rate());
   const double slow = std::max(1e-12, std::min(k.speculating.rate(), k.plain.rate()));
   const int interval = static_cast<int>(kProbeEvery * std::clamp(fast / slow, 1.0, 4.0)) * k.backoff;
+  // Plain faster here and measured faster at a smaller batch too: speculation is not probed here, where
+  // its rounds are the dearest (follows_plain_below).
+  if (!faster_is_speculating && follows_plain_below(bucket, batch)) return false;
   if (++k.since_probe >= interval && probe_affordable(k)) {
     k.since_probe = 0;
     k.since_probe_s = 0;

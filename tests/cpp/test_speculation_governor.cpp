@@ -234,14 +234,24 @@ TEST(SpeculationGovernor, ProbesNoMoreOftenThanTheirMeasuredCostFitsTheBudget) {
 TEST(SpeculationGovernor, ALargerBatchStartsPlainWhereASmallerOneMeasuredPlainFaster) {
   SpeculationGovernor g(true);
   run(g, 2, 20, 10, 30);  // batch 2: both arms measured, plain 3x faster
-  // batch 16 (bucket 9-16) has never run: it warms up plain first and measures speculation at a probe
+  // batch 16 (bucket 9-16) has never run: plain rounds, and speculation is never probed there (its
+  // verification is only dearer than at batch 2): it follows batch 2's verdict
   const int until_probe = SpeculationGovernor::kWarmRounds + 4 * SpeculationGovernor::kProbeEvery - 1;
-  EXPECT_EQ(run(g, 16, until_probe, 10, 30), 0);
+  EXPECT_EQ(run(g, 16, 4 * until_probe, 10, 30), 0);
   EXPECT_DOUBLE_EQ(g.rate(16, false), 30.0);
-  EXPECT_EQ(run(g, 16, SpeculationGovernor::kWarmRounds, 10, 30), 1)
-      << "the probe's first round was slower than plain: speculation's warm-up ends there";
-  EXPECT_DOUBLE_EQ(g.rate(16, true), 10.0);
-  EXPECT_FALSE(g.decide(16).speculate) << "measured: plain is faster";
+  EXPECT_DOUBLE_EQ(g.rate(16, true), 0.0);
+  EXPECT_TRUE(g.backing_off(16));
+  // batch 2's own probes find speculation faster (acceptance rose): batch 16 then warms it up
+  run(g, 2, 400, 30, 10);
+  ASSERT_GT(g.rate(2, true), SpeculationGovernor::kLargerBatchMargin * g.rate(2, false));
+  EXPECT_EQ(run(g, 16, SpeculationGovernor::kWarmRounds, 60, 30), SpeculationGovernor::kWarmRounds);
+  EXPECT_FALSE(g.backing_off(16)) << "and measured faster there";
+  // a batch where both arms were measured (plain faster) stops probing speculation once a smaller batch
+  // measured plain faster too
+  SpeculationGovernor m(true);
+  run(m, 16, 20, 10, 30);  // cold, below kColdPlainBucket's probe: plain only
+  run(m, 4, 20, 10, 30);
+  EXPECT_EQ(run(m, 16, 50 * SpeculationGovernor::kProbeEvery, 10, 30), 0);
   // where the smaller batch measured speculation clearly faster, a larger one warms speculation up first
   SpeculationGovernor h(true);
   run(h, 2, 20, 30, 10);
