@@ -113,6 +113,7 @@ SAGUARO_B16_AVX512 void tile_q8(const Layout& L, const uint8_t* packed, const Qu
                                 int64_t m0, int off, float* y, int64_t ldy, bool prefetch_next, int row_tile,
                                 int row_tiles) {
   const int64_t K = a.K, nblocks = K / kSmall, n8 = quant::b16_records(K);
+  const detail::PrefetchPlan<kGroup> plan(L.record, row_tile, row_tiles);
   __m512 lane[R][kGroup];
   for (int r = 0; r < R; ++r)
     for (int j = 0; j < kGroup; ++j) lane[r][j] = _mm512_setzero_ps();
@@ -120,8 +121,7 @@ SAGUARO_B16_AVX512 void tile_q8(const Layout& L, const uint8_t* packed, const Qu
     const uint8_t* rec = packed + (g * n8 + b / kGroup) * L.record;
     const int jb = static_cast<int>(b % kGroup);
     // an eighth of the next group's record per block (stream_prefetch.hpp)
-    detail::prefetch_part(prefetch_next ? rec + n8 * L.record : nullptr, L.record, row_tile * kGroup + jb,
-                          row_tiles * kGroup);
+    plan.fetch(prefetch_next ? rec + n8 * L.record : nullptr, jb);
     __m512i s[R], s2[R];
     for (int r = 0; r < R; ++r) s[r] = s2[r] = _mm512_setzero_si512();
 #pragma GCC unroll 8
@@ -153,6 +153,7 @@ SAGUARO_B16_AVX512 void tile_q5(const Layout& L, const uint8_t* packed, const Qu
                                 int row_tiles) {
   const int64_t K = a.K, nblocks = K / kSmall, n8 = quant::b16_records(K);
   const __m512i lo4 = _mm512_set1_epi8(0x0f), five = _mm512_set1_epi8(0x10);
+  const detail::PrefetchPlan<4> plan(L.record, row_tile, row_tiles);
   __m512 lane[R][kGroup];
   for (int r = 0; r < R; ++r)
     for (int j = 0; j < kGroup; ++j) lane[r][j] = _mm512_setzero_ps();
@@ -160,8 +161,7 @@ SAGUARO_B16_AVX512 void tile_q5(const Layout& L, const uint8_t* packed, const Qu
     const uint8_t* rec = packed + (g * n8 + rix) * L.record;
     const int64_t b0 = rix * kGroup, count = std::min<int64_t>(kGroup, nblocks - b0);
     for (int jb = 0; jb < 4 && jb < count; ++jb) {
-      detail::prefetch_part(prefetch_next ? rec + n8 * L.record : nullptr, L.record, row_tile * 4 + jb,
-                            row_tiles * 4);
+      plan.fetch(prefetch_next ? rec + n8 * L.record : nullptr, jb);
       const bool high = jb + 4 < count;  // a partial last record may hold only blocks 0-3
       const int64_t blo = b0 + jb, bhi = b0 + jb + 4;
       __m512i slo[R], shi[R];

@@ -89,6 +89,7 @@ SAGUARO_Q4K16_AVX512 void tile(const uint8_t* packed, int64_t nb, const QuantAct
                                float* y, int64_t ldy, const uint8_t* next, int row_tile, int row_tiles) {
   const int64_t K = a.K;
   const __m512i lo4 = _mm512_set1_epi8(0x0f);
+  const detail::PrefetchPlan<4> plan(kRecord, row_tile, row_tiles);
   __m512 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
@@ -96,7 +97,7 @@ SAGUARO_Q4K16_AVX512 void tile(const uint8_t* packed, int64_t nb, const QuantAct
     __m512i isum[R], imin[R];
     for (int r = 0; r < R; ++r) isum[r] = imin[r] = _mm512_setzero_si512();
     for (int s = 0; s < 4; ++s) {
-      detail::prefetch_part(next == nullptr ? nullptr : next + b * kRecord, kRecord, row_tile * 4 + s, row_tiles * 4);
+      plan.fetch(next == nullptr ? nullptr : next + b * kRecord, s);
       __m512i slo[R], shi[R];
       for (int r = 0; r < R; ++r) slo[r] = shi[r] = _mm512_setzero_si512();
 #pragma GCC unroll 8

@@ -156,6 +156,7 @@ template <int R>
 SAGUARO_Q6K16_AVX512 void tile(const uint8_t* packed, int64_t nb, const QuantActivations& a, int64_t g, int64_t m0,
                                float* y, int64_t ldy, const uint8_t* next, int row_tile, int row_tiles) {
   const int64_t K = a.K;
+  const detail::PrefetchPlan<2> plan(kRecord, row_tile, row_tiles);
   __m512 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
@@ -167,9 +168,9 @@ SAGUARO_Q6K16_AVX512 void tile(const uint8_t* packed, int64_t nb, const QuantAct
       isum[r] = imin[r] = _mm512_setzero_si512();
     }
     const uint8_t* next_rec = next == nullptr ? nullptr : next + b * kRecord;
-    detail::prefetch_part(next_rec, kRecord, row_tile * 2, row_tiles * 2);
+    plan.fetch(next_rec, 0);
     all_groups<R>(rec, aq, isum, std::make_integer_sequence<int, 8>{});
-    detail::prefetch_part(next_rec, kRecord, row_tile * 2 + 1, row_tiles * 2);
+    plan.fetch(next_rec, 1);
     // imin = Σ_j 32 sc_j bsum16_j = 32 Σ_u (sc_2u, sc_2u+1) . (bsum_2u, bsum_2u+1): exact in int32
 #pragma GCC unroll 8
     for (int u = 0; u < 8; ++u) {

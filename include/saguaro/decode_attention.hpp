@@ -6,7 +6,8 @@
 // h / (H / Hkv)). Every (row, head) output is computed with one fixed sequence of fp32 operations
 // that depends only on D and its own visible length L = start + i + 1:
 //   s_t = hsum8(lane l: fma over d = l, l + 8, ... of q[d] * k[t, d]) * scale     (t < L)
-//   m = max_t s_t;  p_t = expf(s_t - m);  z = p_0 + p_1 + ... (in t order)
+//   m = max_t s_t;  p_t = exp(s_t - m);  z = p_0 + p_1 + ... (in t order)
+// (exp is cephes_exp.hpp's: the same fp32 operations, vectorized or not, on every path)
 //   o[d] = fma chain over t in order of p_t * v[t, d];  out[d] = bf16(o[d] / z)
 // (hsum8 is the fixed tree ((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7)) of the 8 lanes). So a row's output
 // is bit-identical whether it runs alone (a decode) or with others (a verification), whatever the
