@@ -132,7 +132,13 @@ def test_sd_and_ar_speed():
     assert sm.ar_speed(lat, 1) == pytest.approx(1 / lat.verify(1))
     assert sm.ar_speed(lat, 2) == pytest.approx(1 / lat.verify(1, "2t"))
     a, k = 0.8, 4
-    assert sm.sd_speed(lat, a, k, 1) == pytest.approx(sm.expected_tokens(a, k) / (lat.verify(5) + 4 * 0.095))
+    # the draft's first forward of a round feeds 2 tokens after a fully accepted round (a^K), else 1
+    draft = a**k * 0.095 * lat.draft_extend[2] / 0.095 + (1 - a**k) * 0.095 + 3 * 0.095
+    assert sm.sd_speed(lat, a, k, 1) == pytest.approx(sm.expected_tokens(a, k) / (lat.verify(5) + draft))
+    assert sm.sd_speed(lat, a, k, 1) < sm.expected_tokens(a, k) / (lat.verify(5) + 4 * 0.095)
+    # on 2 threads the 2-token forward scales with the 2-thread step
+    draft2 = a**k * 0.064 * lat.draft_extend[2] / 0.095 + (1 - a**k) * 0.064 + 3 * 0.064
+    assert sm.sd_speed(lat, a, k, 2) == pytest.approx(sm.expected_tokens(a, k) / (lat.verify(5, "2t") + draft2))
     k_best, best = sm.best_sd(lat, a, 1, range(1, 9))
     assert best == max(sm.sd_speed(lat, a, kk, 1) for kk in range(1, 9)) and 1 <= k_best <= 8
 
