@@ -18,12 +18,20 @@ namespace saguaro::detail {
 
 constexpr int64_t kCacheLine = 64;
 
+// The first cache line of part `part` of `parts` of a record of `bytes` (part == parts: its end).
+inline int64_t part_edge(int64_t bytes, int64_t part, int64_t parts) {
+  return (bytes + kCacheLine - 1) / kCacheLine * part / parts;
+}
+
+// Prefetches lines [begin, end) of the record at p into L2 (no-op when p is null).
+inline void prefetch_lines(const uint8_t* p, int64_t begin, int64_t end) {
+  if (p == nullptr) return;
+  for (int64_t l = begin; l < end; ++l) __builtin_prefetch(p + l * kCacheLine, 0, 2);
+}
+
 // Prefetches part `part` of `parts` of [p, p + bytes) into L2 (no-op when p is null).
 inline void prefetch_part(const uint8_t* p, int64_t bytes, int64_t part, int64_t parts) {
-  if (p == nullptr) return;
-  const int64_t lines = (bytes + kCacheLine - 1) / kCacheLine;
-  const int64_t begin = lines * part / parts, end = lines * (part + 1) / parts;
-  for (int64_t l = begin; l < end; ++l) __builtin_prefetch(p + l * kCacheLine, 0, 2);
+  prefetch_lines(p, part_edge(bytes, part, parts), part_edge(bytes, part + 1, parts));
 }
 
 // A row tile's kParts parts of the next group's record: part row_tile * kParts + i of row_tiles * kParts,
@@ -33,14 +41,11 @@ template <int kParts>
 class PrefetchPlan {
  public:
   PrefetchPlan(int64_t bytes, int row_tile, int row_tiles) {
-    const int64_t lines = (bytes + kCacheLine - 1) / kCacheLine, parts = static_cast<int64_t>(row_tiles) * kParts;
-    for (int i = 0; i <= kParts; ++i) edge_[i] = lines * (static_cast<int64_t>(row_tile) * kParts + i) / parts;
+    const int64_t parts = static_cast<int64_t>(row_tiles) * kParts;
+    for (int i = 0; i <= kParts; ++i) edge_[i] = part_edge(bytes, static_cast<int64_t>(row_tile) * kParts + i, parts);
   }
   // Prefetches part i of the record at p into L2 (no-op when p is null).
-  void fetch(const uint8_t* p, int i) const {
-    if (p == nullptr) return;
-    for (int64_t l = edge_[i]; l < edge_[i + 1]; ++l) __builtin_prefetch(p + l * kCacheLine, 0, 2);
-  }
+  void fetch(const uint8_t* p, int i) const { prefetch_lines(p, edge_[i], edge_[i + 1]); }
 
  private:
   int64_t edge_[kParts + 1];

@@ -119,12 +119,12 @@ bool SpeculationGovernor::speculate(int64_t batch) {
   // The slower arm's rate may have changed: measure it again, the less often the further behind it is
   // (a probe of a much slower arm costs more, and a small change would not make it the faster), and
   // never before the last probe's measured cost fits kProbeBudget of the time since.
-  const double fast = std::max(k.speculating.rate(), k.plain.rate());
-  const double slow = std::max(1e-12, std::min(k.speculating.rate(), k.plain.rate()));
-  const int interval = static_cast<int>(kProbeEvery * std::clamp(fast / slow, 1.0, 4.0)) * k.backoff;
   // Plain faster here and measured faster at a smaller batch too: speculation is not probed here, where
   // its rounds are the dearest (follows_plain_below).
   if (!faster_is_speculating && follows_plain_below(bucket, batch)) return false;
+  const double fast = std::max(k.speculating.rate(), k.plain.rate());
+  const double slow = std::max(1e-12, std::min(k.speculating.rate(), k.plain.rate()));
+  const int interval = static_cast<int>(kProbeEvery * std::clamp(fast / slow, 1.0, 4.0)) * k.backoff;
   if (++k.since_probe >= interval && probe_affordable(k)) {
     k.since_probe = 0;
     k.since_probe_s = 0;

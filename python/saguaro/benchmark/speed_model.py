@@ -203,7 +203,8 @@ def sd_draft_seconds(lat: Latencies, a: float, k: int, threads: int = 1) -> floa
 
 def sd_speed(lat: Latencies, a: float, k: int, threads: int = 1) -> float:
     """Tokens/s of synchronous SD: E(a, K) / (verify(K+1) + the draft's K forwards), same cores for both."""
-    return expected_tokens(a, k) / (lat.verify(k + 1, "2t" if threads == 2 else "1t") + sd_draft_seconds(lat, a, k, threads))
+    verify = lat.verify(k + 1, "2t" if threads == 2 else "1t")
+    return expected_tokens(a, k) / (verify + sd_draft_seconds(lat, a, k, threads))
 
 
 @dataclass
