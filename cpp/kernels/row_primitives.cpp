@@ -20,33 +20,6 @@ std::string where(int64_t row, int64_t position) {
 }
 }  // namespace
 
-RowScan scan_row(const float* logits, int64_t vocab) {
-  // Branch-free reductions (the compiler vectorises them), then a short search for the first maximum.
-  const float inf = std::numeric_limits<float>::infinity();
-  float best = -inf;
-  int64_t finite = 0;
-  int32_t nan = 0;
-  for (int64_t i = 0; i < vocab; ++i) {
-    const float v = logits[i];
-    best = v > best ? v : best;  // NaN never wins a comparison
-    finite += (std::fabs(v) < inf) ? 1 : 0;
-    nan |= (v != v) ? 1 : 0;
-  }
-  RowScan s;
-  s.nan = nan != 0;
-  s.pos_inf = best == inf;
-  s.finite = finite;
-  s.max = best;
-  if (finite > 0 && !s.pos_inf) {
-    for (int64_t i = 0; i < vocab; ++i)
-      if (logits[i] == best) {
-        s.argmax = static_cast<int32_t>(i);
-        break;
-      }
-  }
-  return s;
-}
-
 void check_row(const RowScan& scan, const char* what, int64_t row, int64_t position) {
   if (scan.nan) throw std::invalid_argument(std::string(what) + ": logits of " + where(row, position) + " contain NaN");
   if (scan.pos_inf)
@@ -137,9 +110,7 @@ int32_t top_boundary(const float* logits, int64_t vocab, int64_t count, int64_t 
 // Both paths accumulate the same cumsum in the same order, so they give identical results.
 // Returns true when the nucleus was found in the fast path: it is then scratch.kept (ids ascending)
 // and the weights outside it are left as they are (the row is sparse); otherwise they are zeroed.
-bool apply_top_p(const float* logits, double* w, int64_t vocab, double top_p, RowScratch& scratch) {
-  double total = 0.0;
-  for (int64_t i = 0; i < vocab; ++i) total += w[i];
+bool apply_top_p(const float* logits, double* w, int64_t vocab, double top_p, double total, RowScratch& scratch) {
   auto better = [w](int32_t a, int32_t b) { return w[a] > w[b] || (w[a] == w[b] && a < b); };
   int32_t cut = -1;
   {
@@ -199,7 +170,8 @@ bool apply_top_p(const float* logits, double* w, int64_t vocab, double top_p, Ro
 
 RowWeights row_weights(const float* logits, int64_t vocab, const ProcessParams& params, bool saguaro,
                        RowScratch& scratch, const char* what, int64_t row, int64_t position) {
-  const RowScan scan = scan_row(logits, vocab);
+  const CpuIsa isa = cpu_isa_selected();
+  const RowScan scan = scan_row(logits, vocab, isa);
   check_row(scan, what, row, position);
   RowWeights rw;
   rw.argmax = scan.argmax;
@@ -209,14 +181,9 @@ RowWeights row_weights(const float* logits, int64_t vocab, const ProcessParams& 
   }
   scratch.weight.resize(static_cast<size_t>(vocab));
   double* w = scratch.weight.data();
-  const double m = static_cast<double>(scan.max);
-  const double t = static_cast<double>(params.temperature);
-  double sum = 0.0;  // id-ordered: the total when nothing below changes a weight
-  for (int64_t i = 0; i < vocab; ++i) {
-    const float v = logits[i];
-    w[i] = std::isfinite(v) ? std::exp((static_cast<double>(v) - m) / t) : 0.0;
-    sum += w[i];
-  }
+  // the total when nothing below changes a weight
+  double sum = temperature_weights(logits, vocab, static_cast<double>(scan.max), static_cast<double>(params.temperature),
+                                   w, isa);
   bool changed = false;
   if (params.top_k > 0) {
     const int32_t b = top_boundary(logits, vocab, params.top_k, scan.finite, scratch);
@@ -227,10 +194,11 @@ RowWeights row_weights(const float* logits, int64_t vocab, const ProcessParams& 
     }
   }
   if (params.top_p < 1.f) {
+    const double total = changed ? lane_sum(w, vocab, isa) : sum;  // top-k zeroed some weights
     changed = true;
-    rw.sparse = apply_top_p(logits, w, vocab, static_cast<double>(params.top_p), scratch);
+    rw.sparse = apply_top_p(logits, w, vocab, static_cast<double>(params.top_p), total, scratch);
   }
-  // Sums run over ids ascending in both layouts (adding the zeros of a dense row changes nothing).
+  // A sparse row sums its nucleus in id order, a dense one in lane_sum's lanes (its zeros change nothing).
   const auto& kept = scratch.kept;
   if (saguaro && params.saguaro_c < 1.f && params.saguaro_topn > 0) {
     const int32_t b = top_boundary(logits, vocab, params.saguaro_topn, scan.finite, scratch);
@@ -258,7 +226,7 @@ RowWeights row_weights(const float* logits, int64_t vocab, const ProcessParams& 
     if (rw.sparse) {
       for (int32_t i : kept) sum += w[i];
     } else {
-      for (int64_t i = 0; i < vocab; ++i) sum += w[i];
+      sum = lane_sum(w, vocab, isa);
     }
   }
   rw.total = sum;
@@ -277,7 +245,7 @@ void write_probs(const RowWeights& rw, const RowScratch& scratch, int64_t vocab,
     for (int32_t i : scratch.kept) probs_out[i] = static_cast<float>(w[i] / rw.total);
     return;
   }
-  for (int64_t i = 0; i < vocab; ++i) probs_out[i] = static_cast<float>(w[i] / rw.total);
+  normalise(w, vocab, rw.total, probs_out, cpu_isa_selected());
 }
 
 float prob_of(const RowWeights& rw, const RowScratch& scratch, int32_t token) {

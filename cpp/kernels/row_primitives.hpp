@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "saguaro/cpu_features.hpp"
 #include "saguaro/logits_processing.hpp"
 
 namespace saguaro::detail {
@@ -18,7 +19,14 @@ struct RowScan {
   bool pos_inf = false;
 };
 
-RowScan scan_row(const float* logits, int64_t vocab);
+// The whole-row passes (row_passes.cpp), vectorised on `isa`; every path gives the scalar path's bits.
+RowScan scan_row(const float* logits, int64_t vocab, CpuIsa isa = cpu_isa_selected());
+// w[i] = exp((logits[i] - max) / t) in fp64 (0 for a -inf logit; exp_f64.hpp); returns lane_sum(w).
+double temperature_weights(const float* logits, int64_t vocab, double max, double t, double* w, CpuIsa isa);
+// The sum of w[0..n) in 8 lanes (lane i % 8 sums its values in id order), reduced in one fixed order.
+double lane_sum(const double* w, int64_t n, CpuIsa isa);
+// probs[i] = float(w[i] / total)
+void normalise(const double* w, int64_t n, double total, float* probs, CpuIsa isa);
 
 // Throws std::invalid_argument "<what>: <where> contains NaN / +inf / no finite logit".
 void check_row(const RowScan& scan, const char* what, int64_t row, int64_t position);
