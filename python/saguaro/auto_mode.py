@@ -5,9 +5,11 @@ the target's verification of 1..K+1 tokens and the draft's steps and tree steps,
 model busy on the other core, and with two threads; then the target's greedy text on a few built-in
 prompts and the rank of each of its tokens under the draft. The planner's speed model predicts the
 tokens/s of every method of the standard comparison (AR and SD on one or two threads, SSD with the
-draft on its own core) and the fastest one is used. The choice is cached per machine and pair (in
-``$SAGUARO_CACHE/auto``), so only the first engine of a pair on a machine pays the calibration
-(about half a minute for the default pair on two cores).
+draft on its own core). The predicted fastest then runs off against the best method of another family
+through the runtime (``saguaro.auto_confirmation``): the speed model times each model alone, and in
+the engine they ran slower. The measured faster one is used. The choice is cached per machine and
+pair (in ``$SAGUARO_CACHE/auto``), so only the first engine of a pair on a machine pays the
+calibration (under a minute for the default pair on two cores).
 
 The choice assumes greedy decoding at batch 1 (the calibration is greedy); the output is exact in every
 mode, only speed depends on it. Settings the caller gives (k, fanout, saguaro_c, ...) are kept.
@@ -30,7 +32,7 @@ from saguaro.planned_defaults import usable_cores
 from saguaro.speculation_config import SpeculationConfig, resolve_speculation
 
 #: bumped when the calibration or the choice changes, so stale cached choices are not reused
-_VERSION = 1
+_VERSION = 2
 #: the methods of the standard comparison, as the planner predicts them
 METHODS = ("saguaro-ar-1t", "saguaro-ar-2t", "saguaro-sd-1t", "saguaro-sd-2t", "saguaro-ssd")
 #: built-in calibration prompts: code and prose, as a default pair of coding models meets them
@@ -62,13 +64,15 @@ class AutoChoice:
     cache_path: str = ""
     #: the planner's plan (acceptance, latencies, K, fan-out), for reports
     plan: dict = field(default_factory=dict, repr=False)
+    #: the run-off's median measured decode tokens/s of each candidate (saguaro.auto_confirmation)
+    measured_tokens_per_s: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         """JSON-able summary (for engine.metrics() and the CLI)."""
         return {"mode": self.config.mode, "method": self.method, "k": self.config.k,
                 "fanout_budget": self.config.fanout_budget, "target_threads": self.config.target_threads,
                 "draft_threads": self.config.draft_threads, "predicted_tokens_per_s": dict(self.predicted_tokens_per_s),
-                "reason": self.reason, "cached": self.cached, "calibration_s": self.calibration_s,
+                "measured_tokens_per_s": dict(self.measured_tokens_per_s), "reason": self.reason, "cached": self.cached, "calibration_s": self.calibration_s,
                 "cache_path": self.cache_path}
 
 
@@ -233,12 +237,40 @@ def config_for(method: str, plan: dict, base: SpeculationConfig, fixed: Sequence
     return resolve_speculation(replace(base, **kept))
 
 
-def _reason(method: str, predicted: dict[str, float]) -> str:
+def _reason(method: str, predicted: dict[str, float], runoff: dict) -> str:
+    short = lambda m: m.removeprefix("saguaro-")  # noqa: E731
     ranked = sorted(predicted.items(), key=lambda kv: -kv[1])
-    best = predicted[method]
-    rest = ", ".join(f"{m.removeprefix('saguaro-')} {v:.1f}" for m, v in ranked if m != method)
-    return (f"{method.removeprefix('saguaro-')} predicted fastest at {best:.1f} tokens/s "
-            f"(greedy, batch 1; {rest})")
+    fastest = ranked[0][0]
+    rest = ", ".join(f"{short(m)} {v:.1f}" for m, v in ranked[1:])
+    said = f"{short(fastest)} predicted fastest at {predicted[fastest]:.1f} tokens/s (greedy, batch 1; {rest})"
+    measured = runoff.get("measured", {})
+    if len(measured) < 2:
+        return said
+    ran = " against ".join(f"{short(m)} {measured[m]:.1f}" for m in runoff["methods"])
+    return f"{short(method)} chosen: {said}; measured {ran} tokens/s"
+
+
+def _run_off(target: Any, draft: Any, tokenizer: Any, plan: dict, base: SpeculationConfig, fixed: Sequence[str],
+             predicted: dict[str, float]) -> dict:
+    """The run-off of the predicted fastest against its rival (saguaro.auto_confirmation), as cached."""
+    from saguaro import auto_confirmation as ac
+    from saguaro.runtime import Runtime
+
+    methods = ac.candidates(predicted)
+
+    def make_runtime(method: str) -> Any:
+        config = config_for(method, plan, base, fixed)
+        return Runtime(target.adapter, draft.adapter if config.mode != "ar" else None, config)
+
+    prompts = [tokenizer.encode(p) for p in CALIBRATION_PROMPTS]
+    rates = ac.run_off(methods, make_runtime, prompts)
+    chosen, ratio = ac.decide(methods, rates)
+    return {"methods": methods, "rates": rates, "ratio": ratio, "chosen": chosen,
+            "measured": {m: _median(r) for m, r in rates.items() if r}}
+
+
+def _predicted(plan: dict) -> dict[str, float]:
+    return {m: float(plan["predicted"][m]) for m in METHODS}
 
 
 def choose(target: Any, draft: Any, tokenizer: Any, base: SpeculationConfig, *, fixed: Sequence[str] = (),
@@ -255,12 +287,12 @@ def choose(target: Any, draft: Any, tokenizer: Any, base: SpeculationConfig, *, 
     key = {"version": _VERSION, "machine": machine_fingerprint(),
            "pair": _pair_fingerprint(target, draft, options or {}), "fixed": fixed_values}
     path = _cache_path(key)
-    plan, cached, took = None, False, 0.0
+    plan, runoff, cached, took = None, {}, False, 0.0
     if use_cache and path.exists():
         try:
             stored = json.loads(path.read_text())
             if stored.get("key") == json.loads(json.dumps(key)):
-                plan, cached = stored["plan"], True
+                plan, runoff, cached = stored["plan"], stored["runoff"], True
         except (OSError, ValueError, KeyError):
             plan = None  # unreadable: calibrate again and overwrite
     if plan is None:
@@ -269,17 +301,18 @@ def choose(target: Any, draft: Any, tokenizer: Any, base: SpeculationConfig, *, 
         lat, ranks = calibrate(target.adapter, draft.adapter, tokenizer, k_max=k_max)
         ks = [int(base.k)] if "k" in fixed else range(1, k_max + 1)
         plan = planner.make_plan(lat, ranks, k_range=ks)
+        runoff = _run_off(target, draft, tokenizer, plan, base, fixed, _predicted(plan))
         took = time.perf_counter() - t0
         if use_cache:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"key": key, "plan": plan, "calibration_s": took}, indent=1))
+            tmp.write_text(json.dumps({"key": key, "plan": plan, "runoff": runoff, "calibration_s": took}, indent=1))
             tmp.replace(path)
-    predicted = {m: float(plan["predicted"][m]) for m in METHODS}
-    method = max(predicted, key=lambda m: predicted[m])
+    predicted = _predicted(plan)
+    method = runoff["chosen"]
     return AutoChoice(method=method, config=config_for(method, plan, base, fixed), predicted_tokens_per_s=predicted,
-                      reason=_reason(method, predicted), cached=cached, calibration_s=round(took, 2),
-                      cache_path=str(path), plan=plan)
+                      reason=_reason(method, predicted, runoff), cached=cached, calibration_s=round(took, 2),
+                      cache_path=str(path), plan=plan, measured_tokens_per_s=dict(runoff["measured"]))
 
 
 def describe(choice: Optional[AutoChoice]) -> dict:
