@@ -1,5 +1,6 @@
 // The whole-row passes of the CPU twins (row_primitives.hpp): the scan (maximum, finite count, NaN),
-// a sampled row's temperature weights and their sum, and the normalisation into fp32 probabilities.
+// a sampled row's temperature weights and their sum, the normalisation into fp32 probabilities, and
+// the search past values a full top-k buffer would skip.
 // A vocabulary row is 151936 values, and each pass ran scalar: a sampled row took ~2 ms, which a
 // 16-branch draft tree step pays 16 times. Each path gives the scalar path's bits: the scan's results
 // are exact, the weights use exp_f64 (the same operations everywhere), the sum keeps 8 lanes in one
@@ -81,6 +82,12 @@ double sum_scalar(const double* w, int64_t n) {
 
 void normalise_scalar(const double* w, int64_t n, double total, float* probs) {
   for (int64_t i = 0; i < n; ++i) probs[i] = static_cast<float>(w[i] / total);
+}
+
+int64_t above_scalar(const float* x, int64_t from, int64_t n, float threshold) {
+  for (int64_t i = from; i < n; ++i)
+    if (x[i] > threshold) return i;
+  return n;
 }
 
 #ifdef SAGUARO_EXP_F64_X86
@@ -169,6 +176,16 @@ SAGUARO_ROW_AVX512 void normalise_avx512(const double* w, int64_t n, double tota
   normalise_scalar(w + i, n - i, total, probs + i);
 }
 
+SAGUARO_ROW_AVX512 int64_t above_avx512(const float* x, int64_t from, int64_t n, float threshold) {
+  const __m512 t = _mm512_set1_ps(threshold);
+  int64_t i = from;
+  for (; i + 16 <= n; i += 16) {
+    const __mmask16 hit = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + i), t, _CMP_GT_OQ);
+    if (hit) return i + __builtin_ctz(hit);
+  }
+  return above_scalar(x, i, n, threshold);
+}
+
 SAGUARO_ROW_AVX2 int32_t first_of_avx2(const float* logits, int64_t vocab, float best) {
   const __m256 b = _mm256_set1_ps(best);
   int64_t i = 0;
@@ -208,6 +225,16 @@ SAGUARO_ROW_AVX2 RowScan scan_avx2(const float* logits, int64_t vocab) {
   RowScan s = finish_scan(m, finite, any_nan);
   if (finite > 0 && !s.pos_inf) s.argmax = first_of_avx2(logits, vocab, m);
   return s;
+}
+
+SAGUARO_ROW_AVX2 int64_t above_avx2(const float* x, int64_t from, int64_t n, float threshold) {
+  const __m256 t = _mm256_set1_ps(threshold);
+  int64_t i = from;
+  for (; i + 8 <= n; i += 8) {
+    const int hit = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i), t, _CMP_GT_OQ));
+    if (hit) return i + __builtin_ctz(static_cast<unsigned>(hit));
+  }
+  return above_scalar(x, i, n, threshold);
 }
 
 // Lanes 0-3 in lo, 4-7 in hi: the AVX-512 path's 8 lanes as two halves.
@@ -290,6 +317,14 @@ void normalise(const double* w, int64_t n, double total, float* probs, CpuIsa is
   if (isa >= CpuIsa::kAvx2) return normalise_avx2(w, n, total, probs);
 #endif
   normalise_scalar(w, n, total, probs);
+}
+
+int64_t first_above(const float* x, int64_t from, int64_t n, float threshold, CpuIsa isa) {
+#ifdef SAGUARO_EXP_F64_X86
+  if (isa >= CpuIsa::kAvx512) return above_avx512(x, from, n, threshold);
+  if (isa >= CpuIsa::kAvx2) return above_avx2(x, from, n, threshold);
+#endif
+  return above_scalar(x, from, n, threshold);
 }
 
 }  // namespace saguaro::detail

@@ -46,10 +46,12 @@ int64_t select_top(const float* logits, int64_t vocab, int64_t count, int32_t ex
     float* bv = scratch.best_value.data();
     int32_t* bi = scratch.best_id.data();
     int64_t n = 0;
+    const CpuIsa isa = cpu_isa_selected();
     for (int64_t i = 0; i < vocab; ++i) {
+      // a full buffer takes only values above its last one: jump to the next (vectorised)
+      if (n == count && (i = first_above(logits, i, vocab, bv[n - 1], isa)) == vocab) break;
       const float v = logits[i];
       if (v == neg_inf || i == exclude) continue;
-      if (n == count && !(v > bv[n - 1])) continue;
       int64_t slot = (n == count) ? n - 1 : n;
       while (slot > 0 && v > bv[slot - 1]) {
         bv[slot] = bv[slot - 1];

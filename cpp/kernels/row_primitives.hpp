@@ -27,6 +27,8 @@ double temperature_weights(const float* logits, int64_t vocab, double max, doubl
 double lane_sum(const double* w, int64_t n, CpuIsa isa);
 // probs[i] = float(w[i] / total)
 void normalise(const double* w, int64_t n, double total, float* probs, CpuIsa isa);
+// The first i in [from, n) with x[i] > threshold (NaN never is), or n.
+int64_t first_above(const float* x, int64_t from, int64_t n, float threshold, CpuIsa isa);
 
 // Throws std::invalid_argument "<what>: <where> contains NaN / +inf / no finite logit".
 void check_row(const RowScan& scan, const char* what, int64_t row, int64_t position);

@@ -148,5 +148,18 @@ TEST(RowPasses, ScanFindsTheFirstMaximumAndTheBadValuesAnywhere) {
   }
 }
 
+TEST(RowPasses, FirstAboveFindsTheSameIdOnEveryPath) {
+  std::vector<float> l = random_row(1003, 9, true);
+  l[500] = std::nanf("");  // NaN is never above
+  for (CpuIsa isa : paths())
+    for (float threshold : {-kInf, -1.f, 2.f, 5.f, 8.f, 1e9f})
+      for (int64_t from : {0, 1, 17, 499, 500, 1000, 1003}) {
+        int64_t want = from;
+        while (want < 1003 && !(l[static_cast<size_t>(want)] > threshold)) ++want;
+        EXPECT_EQ(detail::first_above(l.data(), from, 1003, threshold, isa), want)
+            << cpu_isa_name(isa) << " threshold " << threshold << " from " << from;
+      }
+}
+
 }  // namespace
 }  // namespace saguaro
