@@ -68,6 +68,8 @@ py::dict runtime_metrics(const RuntimeMetrics& m) {
   d["plain_rounds"] = m.plain_rounds;
   d["forwards_on_draft_threads"] = m.forwards_on_draft_threads;
   d["draft_prefills_deferred"] = m.draft_prefills_deferred;
+  d["draft_catch_up_rows"] = m.draft_catch_up_rows;
+  d["catch_up_rounds"] = m.catch_up_rounds;
   d["remote_q_wait_s"] = m.remote_q_wait_s;
   d["remote_q_fallbacks"] = m.remote_q_fallbacks;
   d["fanout"] = m.fanout;

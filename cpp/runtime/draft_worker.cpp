@@ -100,6 +100,7 @@ void DraftWorker::handle(ToDraft& msg) {
     if (failed_) return;
     try {
       for (const auto& row : msg.rows) apply_sync(row);
+      catch_up(msg.rows);  // the rows it knows (before the new ones are prefilled whole)
       prefill_new(msg.rows, 0);
     } catch (const std::exception& e) {
       failed_ = true;
@@ -152,6 +153,32 @@ void DraftWorker::prefill_new(const std::vector<DraftRow>& rows, size_t hold_bac
   }
 }
 
+std::vector<int32_t> DraftWorker::resync(int64_t seq, DraftSequence& s, size_t limit) {
+  size_t common = 0;
+  while (common < s.kv.size() && common < limit && s.kv[common] == s.committed[common]) ++common;
+  if (common < s.kv.size()) {
+    draft_->truncate(seq, static_cast<int64_t>(common));
+    s.kv.resize(common);
+  }
+  return std::vector<int32_t>(s.committed.begin() + static_cast<std::ptrdiff_t>(common),
+                              s.committed.begin() + static_cast<std::ptrdiff_t>(limit));
+}
+
+void DraftWorker::catch_up(const std::vector<DraftRow>& rows) {
+  std::vector<int64_t> ids;
+  std::vector<std::vector<int32_t>> inputs;
+  for (const auto& row : rows) {
+    auto& s = seqs_.at(row.seq);
+    if (!s.allocated || s.committed.size() < 2) continue;
+    std::vector<int32_t> input = resync(row.seq, s, s.committed.size() - 1);
+    if (input.empty()) continue;
+    s.kv.insert(s.kv.end(), input.begin(), input.end());
+    ids.push_back(row.seq);
+    inputs.push_back(std::move(input));
+  }
+  if (!ids.empty()) draft_->extend(ids, inputs);
+}
+
 Logits DraftWorker::run_from_pending(const std::vector<DraftRow>& rows, const std::vector<std::vector<int32_t>>& extra,
                                      std::vector<int64_t>* first_row) {
   // New sequences (ones whose prompt no kPrefill brought): the draft's KV gets everything committed
@@ -164,14 +191,9 @@ Logits DraftWorker::run_from_pending(const std::vector<DraftRow>& rows, const st
   int64_t offset = 0;
   for (size_t i = 0; i < rows.size(); ++i) {
     auto& s = seqs_.at(rows[i].seq);
-    const size_t limit = s.committed.size() - 1;  // always re-run from the pending token at least
-    size_t common = 0;
-    while (common < s.kv.size() && common < limit && s.kv[common] == s.committed[common]) ++common;
-    if (common < s.kv.size()) {
-      draft_->truncate(rows[i].seq, static_cast<int64_t>(common));
-      s.kv.resize(common);
-    }
-    std::vector<int32_t> input(s.committed.begin() + common, s.committed.end());
+    // always re-run from the pending token at least
+    std::vector<int32_t> input = resync(rows[i].seq, s, s.committed.size() - 1);
+    input.push_back(s.committed.back());
     input.insert(input.end(), extra[i].begin(), extra[i].end());
     s.kv.insert(s.kv.end(), input.begin(), input.end());
     const int64_t len = static_cast<int64_t>(input.size());

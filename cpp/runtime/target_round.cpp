@@ -23,9 +23,14 @@ void TargetWorker::round() {
   // measured that plain batched decoding commits more tokens per second at this batch size. The
   // decision keeps the batch size it was made for: the round is observed for it, even when rows
   // finish before the verification below.
-  const SpeculationGovernor::Decision decision =
-      mode_ != Mode::kAr ? governor_.decide(static_cast<int64_t>(rows.size())) : SpeculationGovernor::Decision{};
-  const bool speculate = mode_ != Mode::kAr && decision.speculate;
+  // While the draft catches up in the background the round runs plain, unseen by the governor: it
+  // neither decided it nor should time it (the target runs on its own threads only meanwhile).
+  SpeculationGovernor::Decision decision{static_cast<int64_t>(rows.size()), false, false};
+  bool governed = mode_ != Mode::kAr && !draft_catching_up();
+  if (governed) decision = governor_.decide(static_cast<int64_t>(rows.size()));
+  if (governed && decision.speculate && start_catch_up(rows)) governed = false;
+  const bool speculate = governed && decision.speculate;
+  if (mode_ != Mode::kAr && !governed) ++metrics_.catch_up_rounds;
   std::vector<int32_t> budget(rows.size(), 0);
   for (size_t b = 0; b < rows.size(); ++b)
     budget[b] = speculate ? rows[b]->draft_budget(config_.k, max_context_) : 0;
@@ -126,7 +131,7 @@ void TargetWorker::round() {
   metrics_.round_rows += static_cast<int64_t>(rows.size());
   const double round_s = seconds(Clock::now() - t0);
   metrics_.round_s += round_s;
-  if (mode_ != Mode::kAr) governor_.observe(decision, committed_total, round_s);
+  if (governed) governor_.observe(decision, committed_total, round_s);
 }
 
 }  // namespace saguaro

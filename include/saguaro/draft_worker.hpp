@@ -46,6 +46,13 @@ class DraftWorker {
   // Prefills each not yet allocated row's committed tokens, less the last `hold_back` (the pending
   // token, which run_from_pending runs with the others).
   void prefill_new(const std::vector<DraftRow>& rows, size_t hold_back);
+  // The background catch-up (target_worker.hpp): each allocated row's KV brought to its committed
+  // tokens but the pending one in one forward, whose logits nobody reads. Rows not allocated are left
+  // to prefill_new.
+  void catch_up(const std::vector<DraftRow>& rows);
+  // Truncates the draft KV of `s` to its longest prefix that agrees with the committed tokens (at most
+  // `limit` of them) and returns the committed tokens after it, up to `limit`.
+  std::vector<int32_t> resync(int64_t seq, DraftSequence& s, size_t limit);
   // Brings each row's draft KV to the committed prefix minus the pending token and runs
   // [catch-up..., r] + extra[i]; returns the logits and each row's first row index of its
   // last 1 + extra[i].size() positions.

@@ -42,6 +42,8 @@ class SequenceState {
   std::vector<int32_t> take_new_tokens();
   // Committed tokens the draft has not been sent yet: [from, end). Marks them sent.
   std::vector<int32_t> take_unsent_to_draft(int64_t* from);
+  // How many committed tokens the draft has not been sent.
+  int64_t unsent_to_draft() const { return static_cast<int64_t>(tokens_.size()) - sent_to_draft_; }
   // A new draft knows nothing: the next take_unsent_to_draft() sends every committed token.
   void resend_all_to_draft() { sent_to_draft_ = 0; }
 

@@ -76,6 +76,21 @@ class TargetWorker {
   // sequence, so every live sequence is re-sent whole, and a target that fell back to ar speculates again.
   void follow_draft();
 
+  // the draft's catch-up in the background (draft_catch_up.cpp). A batch that turns to speculation
+  // after plain rounds has rows the draft is far behind on (prompts whose draft prefill was deferred,
+  // tokens committed by plain rounds): a tree or chain request would have the target wait while the
+  // draft runs all of them on its core (a probe at 16 rows waited 3.6 s; at the tail of a level of
+  // clients the last request waited for its draft prefill). Instead those rows are sent to the draft
+  // to catch up, and the rounds run plain until it has: the target decodes on its own threads then
+  // instead of waiting. An in-process draft only (its handled messages are known: draft_idle_).
+  static constexpr int64_t kBackgroundCatchUp = 16;  // tokens behind from which a row catches up first:
+                                                     // more are a forward dearer than a decode step
+  // Whether the draft is still catching up (the round then runs plain, decided by no one).
+  bool draft_catching_up();
+  // For a round the governor decided to speculate: sends the rows more than kBackgroundCatchUp tokens
+  // behind to the draft to catch up; true when it did (the round then runs plain).
+  bool start_catch_up(const Rows& rows);
+
   // target forwards with failure isolation (target_forward.cpp)
   RowLogits forward(const Rows& rows, const std::vector<std::vector<int32_t>>& inputs);
   // Before each target forward: in ssd, while the in-process draft has no work (the governor runs
@@ -112,6 +127,7 @@ class TargetWorker {
   FanoutSchedule schedule_;
   BackupPolicy backup_;
   SpeculationGovernor governor_;   // whether a round of a batch speculates at all (backup "auto")
+  bool catching_up_ = false;       // a catch-up was sent and the draft has not handled it yet
   std::shared_ptr<SpeculationCache> cache_, q_cache_;
   std::thread thread_;
   std::vector<std::unique_ptr<SequenceState>> active_;

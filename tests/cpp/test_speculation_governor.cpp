@@ -383,6 +383,43 @@ TEST(SpeculationGovernor, RequestsAdmittedWhileBackingOffDeferTheDraftsPrefillAn
   EXPECT_GT(rt.metrics().draft_prefills_deferred, 0);
 }
 
+TEST(SpeculationGovernor, ADraftFarBehindCatchesUpInTheBackgroundWhileTheRoundsRunPlain) {
+  // A cold batch of 16 starts plain with its draft prefills deferred; a latency-bound target makes the
+  // governor probe speculation after its plain warm-up. The rows are then a whole prompt behind at the
+  // draft: they are sent to catch up, and the rounds run plain, unobserved, until the draft has. The
+  // draft is the target's twin, so a draft KV that caught up right builds trees the target's greedy
+  // outcomes hit; the outputs are the target's.
+  auto target = std::make_shared<TimedToy>(testing::target_options(), 0.003, 0.0);
+  auto draft = std::make_shared<TimedToy>(testing::target_options(), 0.001, 0.0002);
+  RuntimeConfig c = testing::config_for(Mode::kSsd, 3);
+  c.backup = BackupKind::kAuto;
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < 16; ++i) {
+    std::vector<int32_t> p;
+    for (int j = 0; j < 40; ++j)  // well past the background catch-up's 16 tokens (target_worker.hpp)
+      p.push_back(static_cast<int32_t>((i * 13 + j * 7 + 3) % target->vocab_size()));
+    prompts.push_back(p);
+  }
+  RequestParams p;
+  p.max_new_tokens = 48;
+  Runtime rt(target, draft, c);
+  const auto got = testing::run_all(rt, prompts, std::vector<RequestParams>(prompts.size(), p));
+  int64_t lookups = 0, hits = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    EXPECT_EQ(got[i].tokens, testing::greedy_reference(*target, prompts[i], p.max_new_tokens, {})) << "request " << i;
+    for (size_t j = 0; j < got[i].metrics.lookups_per_position.size(); ++j) {
+      lookups += got[i].metrics.lookups_per_position[j];
+      hits += got[i].metrics.hits_per_position[j];
+    }
+  }
+  const RuntimeMetrics m = rt.metrics();
+  EXPECT_GT(m.draft_prefills_deferred, 0);
+  EXPECT_GT(m.draft_catch_up_rows, 0) << "the rows far behind caught up in the background";
+  EXPECT_GT(m.catch_up_rounds, 0) << "plain rounds ran meanwhile";
+  ASSERT_GT(lookups, 0) << "speculation resumed after the catch-up";
+  EXPECT_GE(hits, lookups * 9 / 10) << "the trees after the catch-up were the target's";
+}
+
 TEST(SpeculationGovernor, FollowsAChangeOfRates) {
   SpeculationGovernor g(true);
   run(g, 4, 200, 10, 30);  // plain wins

@@ -81,6 +81,11 @@ class _RuntimeCollector:
                                    "ssd target forwards that also ran on the draft's threads, idle at the time")
         lent.add_metric([], float(_total(m, "forwards_on_draft_threads")))
         yield lent
+        catch_up = CounterMetricFamily("saguaro_runtime_catch_up_rounds",
+                                       "ssd rounds run plain while the draft caught up in the background on rows "
+                                       "it was far behind on")
+        catch_up.add_metric([], float(_total(m, "catch_up_rounds")))
+        yield catch_up
         hidden = GaugeMetricFamily("saguaro_draft_hidden_fraction",
                                    "Fraction of the draft's tree time hidden behind target verification")
         hidden.add_metric([], float(m.get("draft_hidden_fraction") or 0.0))
