@@ -35,34 +35,46 @@ inline double weight_ref(float v, double max, double t) {
   return exp_f64::exp_ref((static_cast<double>(v) - max) / t);
 }
 
-RowScan finish_scan(float best, int64_t finite, bool nan) {
+// The scan of the values seen so far (vectorised paths: their lanes reduced, then the tail).
+struct ScanSoFar {
+  float best = -std::numeric_limits<float>::infinity();
+  int64_t finite = 0;
+  bool nan = false;
+};
+
+// Adds logits [from, to) to the scan, one value at a time.
+void scan_values(const float* logits, int64_t from, int64_t to, ScanSoFar& so) {
+  for (int64_t i = from; i < to; ++i) {
+    const float v = logits[i];
+    so.best = v > so.best ? v : so.best;  // NaN never wins a comparison
+    so.finite += (std::fabs(v) < std::numeric_limits<float>::infinity()) ? 1 : 0;
+    so.nan |= v != v;
+  }
+}
+
+// The first id in [from, vocab) holding `best`, or -1.
+int32_t first_equal_scalar(const float* logits, int64_t from, int64_t vocab, float best) {
+  for (int64_t i = from; i < vocab; ++i)
+    if (logits[i] == best) return static_cast<int32_t>(i);
+  return -1;
+}
+
+// The scan's results; first_of(best) finds the argmax (the lowest id holding the maximum).
+template <class FirstOf>
+RowScan finish_scan(const ScanSoFar& so, FirstOf first_of) {
   RowScan s;
-  s.nan = nan;
-  s.pos_inf = best == std::numeric_limits<float>::infinity();
-  s.finite = finite;
-  s.max = best;
+  s.nan = so.nan;
+  s.pos_inf = so.best == std::numeric_limits<float>::infinity();
+  s.finite = so.finite;
+  s.max = so.best;
+  if (so.finite > 0 && !s.pos_inf) s.argmax = first_of(so.best);
   return s;
 }
 
 RowScan scan_scalar(const float* logits, int64_t vocab) {
-  const float inf = std::numeric_limits<float>::infinity();
-  float best = -inf;
-  int64_t finite = 0;
-  bool nan = false;
-  for (int64_t i = 0; i < vocab; ++i) {
-    const float v = logits[i];
-    best = v > best ? v : best;  // NaN never wins a comparison
-    finite += (std::fabs(v) < inf) ? 1 : 0;
-    nan |= v != v;
-  }
-  RowScan s = finish_scan(best, finite, nan);
-  if (finite > 0 && !s.pos_inf)
-    for (int64_t i = 0; i < vocab; ++i)
-      if (logits[i] == best) {
-        s.argmax = static_cast<int32_t>(i);
-        break;
-      }
-  return s;
+  ScanSoFar so;
+  scan_values(logits, 0, vocab, so);
+  return finish_scan(so, [&](float best) { return first_equal_scalar(logits, 0, vocab, best); });
 }
 
 double weights_scalar(const float* logits, int64_t vocab, double max, double t, double* w) {
@@ -103,9 +115,7 @@ SAGUARO_ROW_AVX512 int32_t first_of_avx512(const float* logits, int64_t vocab, f
     const __mmask16 hit = _mm512_cmp_ps_mask(_mm512_loadu_ps(logits + i), b, _CMP_EQ_OQ);
     if (hit) return static_cast<int32_t>(i + __builtin_ctz(hit));
   }
-  for (; i < vocab; ++i)
-    if (logits[i] == best) return static_cast<int32_t>(i);
-  return -1;
+  return first_equal_scalar(logits, i, vocab, best);
 }
 
 SAGUARO_ROW_AVX512 RowScan scan_avx512(const float* logits, int64_t vocab) {
@@ -122,17 +132,9 @@ SAGUARO_ROW_AVX512 RowScan scan_avx512(const float* logits, int64_t vocab) {
     finite += __builtin_popcount(_mm512_cmp_ps_mask(a, inf, _CMP_LT_OQ));
     nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
   }
-  float m = _mm512_reduce_max_ps(best);
-  bool any_nan = nan != 0;
-  for (; i < vocab; ++i) {
-    const float v = logits[i];
-    m = v > m ? v : m;
-    finite += (std::fabs(v) < std::numeric_limits<float>::infinity()) ? 1 : 0;
-    any_nan |= v != v;
-  }
-  RowScan s = finish_scan(m, finite, any_nan);
-  if (finite > 0 && !s.pos_inf) s.argmax = first_of_avx512(logits, vocab, m);
-  return s;
+  ScanSoFar so{_mm512_reduce_max_ps(best), finite, nan != 0};
+  scan_values(logits, i, vocab, so);
+  return finish_scan(so, [&](float m) { return first_of_avx512(logits, vocab, m); });
 }
 
 // 8 weights at i (fp32 logits widened exactly): exp((v - max) / t)
@@ -193,9 +195,7 @@ SAGUARO_ROW_AVX2 int32_t first_of_avx2(const float* logits, int64_t vocab, float
     const int hit = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(logits + i), b, _CMP_EQ_OQ));
     if (hit) return static_cast<int32_t>(i + __builtin_ctz(static_cast<unsigned>(hit)));
   }
-  for (; i < vocab; ++i)
-    if (logits[i] == best) return static_cast<int32_t>(i);
-  return -1;
+  return first_equal_scalar(logits, i, vocab, best);
 }
 
 SAGUARO_ROW_AVX2 RowScan scan_avx2(const float* logits, int64_t vocab) {
@@ -215,16 +215,9 @@ SAGUARO_ROW_AVX2 RowScan scan_avx2(const float* logits, int64_t vocab) {
   _mm256_store_ps(l, best);
   float m = l[0];
   for (int k = 1; k < 8; ++k) m = l[k] > m ? l[k] : m;
-  bool any_nan = nan != 0;
-  for (; i < vocab; ++i) {
-    const float v = logits[i];
-    m = v > m ? v : m;
-    finite += (std::fabs(v) < std::numeric_limits<float>::infinity()) ? 1 : 0;
-    any_nan |= v != v;
-  }
-  RowScan s = finish_scan(m, finite, any_nan);
-  if (finite > 0 && !s.pos_inf) s.argmax = first_of_avx2(logits, vocab, m);
-  return s;
+  ScanSoFar so{m, finite, nan != 0};
+  scan_values(logits, i, vocab, so);
+  return finish_scan(so, [&](float m) { return first_of_avx2(logits, vocab, m); });
 }
 
 SAGUARO_ROW_AVX2 int64_t above_avx2(const float* x, int64_t from, int64_t n, float threshold) {
