@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <sstream>
 #include <stdexcept>
@@ -106,6 +107,52 @@ int32_t top_boundary(const float* logits, int64_t vocab, int64_t count, int64_t 
   return boundary;
 }
 
+// A power of two below which the positive weights hold less than half of (1 - top_p) of the mass:
+// the nucleus (the largest weights until their mass reaches top_p) lies at or above it. The weights are
+// binned by their binary exponent, and the bins summed from the smallest up.
+double nucleus_floor(const double* w, int64_t vocab, double total, double top_p) {
+  double mass[2048] = {};
+  for (int64_t i = 0; i < vocab; ++i) {
+    uint64_t bits;
+    std::memcpy(&bits, &w[i], 8);
+    mass[(bits >> 52) & 0x7ff] += w[i];  // a weight is >= 0: no sign bit
+  }
+  const double droppable = 0.5 * (1.0 - top_p) * total;
+  double below = 0.0;
+  for (int e = 1; e < 2047; ++e) {  // bin 0 (zeros and subnormals) is always below the floor
+    below += mass[e - 1];
+    if (below + mass[e] >= droppable) return std::ldexp(1.0, e - 1023);
+  }
+  return 0.0;
+}
+
+// The last token of the nucleus among the weights >= floor (> 0 when floor is 0), or -1 when their
+// mass stays below top_p.
+int32_t nucleus_cut(const double* w, int64_t vocab, double floor, double total, double top_p,
+                    std::vector<RowScratch::Weighted>& pairs) {
+  pairs.clear();
+  for (int64_t i = 0; i < vocab; ++i)
+    if (w[i] > 0.0 && w[i] >= floor) pairs.push_back({w[i], static_cast<int32_t>(i)});
+  auto before = [](const RowScratch::Weighted& a, const RowScratch::Weighted& b) {
+    return a.weight > b.weight || (a.weight == b.weight && a.id < b.id);
+  };
+  const int64_t n = static_cast<int64_t>(pairs.size());
+  int64_t start = 0, chunk = 256;
+  double cumsum = 0.0;
+  while (start < n) {
+    const int64_t end = std::min(n, start + chunk);
+    if (end < n) std::nth_element(pairs.begin() + start, pairs.begin() + end, pairs.end(), before);
+    std::sort(pairs.begin() + start, pairs.begin() + end, before);
+    for (int64_t r = start; r < end; ++r) {
+      cumsum += pairs[r].weight / total;
+      if (cumsum >= top_p) return pairs[r].id;
+    }
+    start = end;
+    chunk *= 4;
+  }
+  return -1;
+}
+
 // Zeroes the weights outside the smallest (probability desc, id asc) prefix whose mass >= top_p.
 // Fast path: the nucleus of a peaked row lies in the 64 largest logits (one pass with the insertion
 // buffer). When it does not (flat rows), partial selection in growing chunks over all positive tokens.
@@ -135,31 +182,13 @@ bool apply_top_p(const float* logits, double* w, int64_t vocab, double top_p, do
     }
   }
   if (cut < 0) {
-    // Flat rows: (weight, id) pairs in contiguous memory, partially sorted in growing chunks.
-    auto& pairs = scratch.weighted;
-    pairs.clear();
-    for (int64_t i = 0; i < vocab; ++i)
-      if (w[i] > 0.0) pairs.push_back({w[i], static_cast<int32_t>(i)});
-    auto before = [](const RowScratch::Weighted& a, const RowScratch::Weighted& b) {
-      return a.weight > b.weight || (a.weight == b.weight && a.id < b.id);
-    };
-    const int64_t n = static_cast<int64_t>(pairs.size());
-    int64_t start = 0, chunk = 256;
-    double cumsum = 0.0;
-    while (start < n && cut < 0) {
-      const int64_t end = std::min(n, start + chunk);
-      if (end < n) std::nth_element(pairs.begin() + start, pairs.begin() + end, pairs.end(), before);
-      std::sort(pairs.begin() + start, pairs.begin() + end, before);
-      for (int64_t r = start; r < end; ++r) {
-        cumsum += pairs[r].weight / total;
-        if (cumsum >= top_p) {
-          cut = pairs[r].id;
-          break;
-        }
-      }
-      start = end;
-      chunk *= 4;
-    }
+    // Flat rows: (weight, id) pairs in contiguous memory, partially sorted in growing chunks. Only the
+    // weights at or above nucleus_floor are paired first: the sorted pairs are then a prefix of the
+    // full order, with the same sums. Where that prefix's mass falls short of top_p after rounding,
+    // every positive weight is paired after all.
+    const double floor = nucleus_floor(w, vocab, total, top_p);
+    cut = nucleus_cut(w, vocab, floor, total, top_p, scratch.weighted);
+    if (cut < 0 && floor > 0.0) cut = nucleus_cut(w, vocab, 0.0, total, top_p, scratch.weighted);
   }
   if (cut < 0) return false;  // rounding kept the mass below top_p: keep every token
   const double wc = w[cut];

@@ -117,6 +117,25 @@ TEST(KernelsProcess, MatchesBruteForceOnRandomRows) {
   }
 }
 
+TEST(KernelsProcess, TopPOfFlatVocabularyRowsMatchesBruteForce) {
+  // Nuclei of thousands of tokens (far past the 64-logit fast path): the pairs sorted are only the
+  // weights above the nucleus floor (row_primitives.cpp), and the result is the full sort's.
+  std::mt19937 rng(11);
+  const int64_t V = 151936;
+  for (float top_p : {0.3f, 0.9f, 0.99f, 0.999f}) {
+    auto l = saguaro::testing_util::random_logits(rng, V, 1.f);
+    const ProcessParams p = params(0.7f, 0, top_p);
+    const auto want = brute_process(l, p, true);
+    const auto got = run(l, p);
+    int64_t kept = 0;
+    for (int64_t i = 0; i < V; ++i) {
+      ASSERT_EQ(got[i], want[i]) << "top_p=" << top_p << " i=" << i;
+      kept += got[i] > 0.f;
+    }
+    EXPECT_GT(kept, 64) << "top_p=" << top_p;
+  }
+}
+
 TEST(KernelsProcess, BadRowsThrowNamingTheRow) {
   const float nan = std::numeric_limits<float>::quiet_NaN();
   EXPECT_NE(error_of({0.f, 1.f, nan, 1.f}, 2, params(1.f)).find("row 1 contain NaN"), std::string::npos);
