@@ -155,7 +155,8 @@ int32_t nucleus_cut(const double* w, int64_t vocab, double floor, double total, 
 
 // Zeroes the weights outside the smallest (probability desc, id asc) prefix whose mass >= top_p.
 // Fast path: the nucleus of a peaked row lies in the 64 largest logits (one pass with the insertion
-// buffer). When it does not (flat rows), partial selection in growing chunks over all positive tokens.
+// buffer). When it does not (flat rows), partial selection in growing chunks over the weights above
+// the nucleus floor, and over all positive ones where those fall short after rounding.
 // Both paths accumulate the same cumsum in the same order, so they give identical results.
 // Returns true when the nucleus was found in the fast path: it is then scratch.kept (ids ascending)
 // and the weights outside it are left as they are (the row is sparse); otherwise they are zeroed.
