@@ -67,6 +67,11 @@ bool SpeculationGovernor::speculate(int64_t batch) {
   }
   ++k.streak;
   last_bucket_ = bucket;
+  // A decision to speculate that waited for the draft's catch-up is taken now (postpone); at another
+  // batch size it lapses, as a probe there would have.
+  const bool postponed = postponed_ == bucket;
+  postponed_ = 0;
+  if (postponed) return true;
   // Where a smaller batch measured plain rounds faster, a larger one (more compute-bound still) starts
   // plain, and its speculation is first measured at a probe: warming speculation up first would spend
   // its most expensive rounds on the arm least likely to win. A large batch with nothing measured below
@@ -175,16 +180,32 @@ void SpeculationGovernor::observe(const Decision& decision, int64_t tokens, doub
   // A measuring round (of the slower or unmeasured arm) costs the time beyond what the other arm would
   // have taken for its tokens; a run of them (a warm-up's or a probe's) is the probe cost to budget.
   const Arm& other = decision.speculate ? k.plain : k.speculating;
-  if (decision.measuring && other.rate() > 0) {
-    const double excess = std::max(0.0, seconds - static_cast<double>(tokens) / other.rate());
-    k.probe_cost_s = k.in_measuring_run ? k.probe_cost_s + excess : excess;
-  }
+  if (decision.measuring) charge_probe(k, other, tokens, seconds);
   k.in_measuring_run = decision.measuring;
   k.since_probe_s += seconds;
   a.tokens = kDecay * a.tokens + static_cast<double>(tokens);
   a.seconds = kDecay * a.seconds + seconds;
   a.last_rate = static_cast<double>(tokens) / seconds;
   ++a.rounds;
+}
+
+bool SpeculationGovernor::charge_probe(Bucket& k, const Arm& other, int64_t tokens, double seconds) {
+  if (!(other.rate() > 0)) return false;
+  const double excess = std::max(0.0, seconds - static_cast<double>(tokens) / other.rate());
+  k.probe_cost_s = k.in_measuring_run ? k.probe_cost_s + excess : excess;
+  return true;
+}
+
+void SpeculationGovernor::postpone(const Decision& decision) {
+  if (enabled_ && decision.speculate && decision.batch >= 2) postponed_ = bucket_of(decision.batch);
+}
+
+void SpeculationGovernor::observe_catch_up(int64_t tokens, double seconds) {
+  if (postponed_ == 0 || !(seconds > 0)) return;
+  Bucket& k = buckets_[postponed_];
+  // the speculating rounds after it continue the same probe's cost
+  if (charge_probe(k, k.plain, tokens, seconds)) k.in_measuring_run = true;
+  k.since_probe_s += seconds;
 }
 
 void SpeculationGovernor::observe_forward(int64_t rows, double seconds) {

@@ -23,12 +23,16 @@ void TargetWorker::round() {
   // measured that plain batched decoding commits more tokens per second at this batch size. The
   // decision keeps the batch size it was made for: the round is observed for it, even when rows
   // finish before the verification below.
-  // While the draft catches up in the background the round runs plain, unseen by the governor: it
-  // neither decided it nor should time it (the target runs on its own threads only meanwhile).
+  // While the draft catches up in the background the round runs plain, undecided by the governor and
+  // not timed as a plain round (the target runs on its own threads only meanwhile): its time beyond a
+  // plain round's is a cost of the probe that waits for the catch-up.
   SpeculationGovernor::Decision decision{static_cast<int64_t>(rows.size()), false, false};
   bool governed = mode_ != Mode::kAr && !draft_catching_up();
   if (governed) decision = governor_.decide(static_cast<int64_t>(rows.size()));
-  if (governed && decision.speculate && start_catch_up(rows)) governed = false;
+  if (governed && decision.speculate && start_catch_up(rows)) {
+    governor_.postpone(decision);  // the speculation waits for the draft, not for the next probe
+    governed = false;
+  }
   const bool speculate = governed && decision.speculate;
   if (mode_ != Mode::kAr && !governed) ++metrics_.catch_up_rounds;
   std::vector<int32_t> budget(rows.size(), 0);
@@ -131,7 +135,10 @@ void TargetWorker::round() {
   metrics_.round_rows += static_cast<int64_t>(rows.size());
   const double round_s = seconds(Clock::now() - t0);
   metrics_.round_s += round_s;
-  if (governed) governor_.observe(decision, committed_total, round_s);
+  if (governed)
+    governor_.observe(decision, committed_total, round_s);
+  else if (mode_ != Mode::kAr)
+    governor_.observe_catch_up(committed_total, round_s);  // a cost of the probe it waits for
 }
 
 }  // namespace saguaro

@@ -49,6 +49,16 @@ class SpeculationGovernor {
   Decision decide(int64_t batch);
   // The round decided by `decision` committed `tokens` in `seconds`.
   void observe(const Decision& decision, int64_t tokens, double seconds);
+  // The round `decision` chose to speculate runs plain instead, while the draft catches up on rows far
+  // behind (draft_catch_up.cpp): the next decision at that batch size speculates, so the speculation the
+  // decision was to measure is measured once the draft is ready. Without it a cold batch's probe was
+  // spent on the catch-up alone, and the next came kProbeEvery * 4 rounds later, its catch-up again:
+  // serving 16 clients, 18 catch-ups on one core and no speculating round measured at 16 rows.
+  void postpone(const Decision& decision);
+  // A round ran plain while the draft caught up for the postponed decision, committing `tokens` in
+  // `seconds`: what it took beyond the plain rate (its target ran without the draft's lent threads)
+  // counts to that probe's cost, which kProbeBudget bounds.
+  void observe_catch_up(int64_t tokens, double seconds);
   // A target forward (a prefill or a round's verification) of `rows` token rows took `seconds`.
   void observe_forward(int64_t rows, double seconds);
   // The predicted time of a forward of `rows` rows over `base` rows' (linear between the nearest
@@ -134,6 +144,9 @@ class SpeculationGovernor {
   static bool lasted(const Bucket& k) { return k.streak > kWarmRounds; }  // not a transient batch size
   // plain rounds measured faster here (or, unmeasured, at the nearest smaller size by the margin)
   bool measured_backing_off(int64_t bucket) const;
+  // A round's time beyond what `other` would have taken for its tokens, added to the current run of
+  // measuring rounds (or starting one): that run is the probe's cost. False where `other` is unmeasured.
+  static bool charge_probe(Bucket& k, const Arm& other, int64_t tokens, double seconds);
   static bool probe_affordable(const Bucket& k) {  // kProbeBudget holds for a probe now
     return k.since_probe_s * kProbeBudget >= k.probe_cost_s * k.backoff;
   }
@@ -146,6 +159,7 @@ class SpeculationGovernor {
   std::map<int64_t, std::pair<int64_t, double>> forwards_;  // by bucket of rows: the last (rows, seconds)
   int64_t plain_rounds_ = 0;
   int64_t last_bucket_ = 0;  // the bucket of the last decision (1: batch 1), for the streaks
+  int64_t postponed_ = 0;    // the bucket whose decision to speculate waits for a catch-up (0: none)
   bool lone_dip_ = false;    // batch 1 came right after a size where plain measured faster
   int lone_streak_ = 0;      // batch-1 decisions in a row
 };

@@ -331,6 +331,38 @@ TEST(SpeculationGovernor, AColdLargeBatchStartsPlainAndMeasuresOneSpeculatingRou
   EXPECT_EQ(run(small, 4, 1, 10, 30), 1);
 }
 
+TEST(SpeculationGovernor, ASpeculationPostponedForTheDraftsCatchUpIsMeasuredAfterItWithItsCost) {
+  // A cold batch of 16 reaches its first probe, but the draft is far behind: the round runs plain while
+  // the draft catches up (postpone), 3 rounds on the target's own threads at half the plain rate. The
+  // speculating round follows once the draft is ready, and the catch-up's lost time (1.5 s) counts to
+  // that probe's cost with the round's own (10 tokens in 1 s against 30/s: 0.67 s).
+  constexpr double budget = SpeculationGovernor::kProbeBudget;
+  const int until_probe = SpeculationGovernor::kWarmRounds + 4 * SpeculationGovernor::kProbeEvery - 1;
+  SpeculationGovernor g(true);
+  EXPECT_EQ(run(g, 16, until_probe, 10, 30), 0);
+  SpeculationGovernor::Decision d = g.decide(16);
+  ASSERT_TRUE(d.speculate) << "the first probe";
+  g.postpone(d);
+  for (int i = 0; i < 3; ++i) g.observe_catch_up(15, 1.0);
+  d = g.decide(16);
+  EXPECT_TRUE(d.speculate) << "the postponed speculation runs once the draft has caught up";
+  g.observe(d, 10, 1.0);
+  EXPECT_GT(g.rate(16, true), 0.0) << "speculation measured at 16 rows";
+  EXPECT_TRUE(g.backing_off(16)) << "it was slower";
+  // The next probe waits until (1.5 + 0.67) s / budget of rounds have run since this one began (4 s of
+  // it so far): ~104 plain rounds of 1 s, where the count rule alone allows one after 3 x kProbeEvery.
+  const int affordable = static_cast<int>((1.5 + 2.0 / 3.0) / budget) - 4;
+  ASSERT_GT(affordable, 3 * SpeculationGovernor::kProbeEvery + 10);
+  EXPECT_EQ(run(g, 16, affordable - 5, 10, 30), 0) << "the catch-up's cost is budgeted";
+  EXPECT_GE(run(g, 16, 20, 10, 30), 1) << "then a probe";
+  // Without the catch-up the same probe costs its round alone, and the count rule sets the next.
+  SpeculationGovernor h(true);
+  run(h, 16, until_probe, 10, 30);
+  d = h.decide(16);
+  h.observe(d, 10, 1.0);
+  EXPECT_GE(run(h, 16, affordable - 5, 10, 30), 1);
+}
+
 TEST(SpeculationGovernor, PredictsAForwardsCostFromTheMeasuredOnes) {
   SpeculationGovernor g(true, 2);
   EXPECT_EQ(g.predicted_cost_ratio(16, 48), 0.0) << "nothing measured";
