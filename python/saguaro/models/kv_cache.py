@@ -38,11 +38,29 @@ class SequenceKV:
         return int(self.buffer.shape[3])
 
 
+def _new_slot(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, zeroed: bool) -> torch.Tensor:
+    """A slot's buffer: zeroed, or left unwritten. Unwritten is safe where every attention path reads
+    only positions a forward wrote (a chain's [0, its row], a tree's prefix and its own branch slots),
+    as the ordinary CPU paths do. Zeroing a whole slot up front (120 MB for the 1.5B target at 4096 +
+    scratch positions) faulted in all its pages at once: the first burst of 16 requests to a fresh
+    engine spent 3-4 s more on its prefill (TTFT up to 4-5 s at 16 clients in every mode). Unwritten, a
+    slot's pages come in as its tokens are stored, and a short request holds the memory it used. The
+    step graphs (step_graphs.py; CUDA graphs on a GPU, the same fixed shapes eagerly on the CPU) attend
+    over a fixed span under a mask, which may reach past what was written: their slots are zeroed (a
+    masked weight 0 times a NaN left in reused memory is NaN), and so are all slots on a GPU, where
+    zeroing costs little."""
+    if zeroed:
+        return torch.zeros(shape, dtype=dtype, device=device)
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
 class KVCache:
     """Slots keyed by sequence id; released slots are kept and reused (no reallocation)."""
 
-    def __init__(self, config: ModelConfig, capacity: int, dtype: torch.dtype, device: torch.device) -> None:
+    def __init__(self, config: ModelConfig, capacity: int, dtype: torch.dtype, device: torch.device,
+                 zeroed: bool = True) -> None:
         self.config = config
+        self.zeroed = zeroed  # slots zeroed when allocated, else left unwritten (_new_slot)
         self.capacity = capacity
         self.dtype = dtype
         self.device = device
@@ -59,7 +77,7 @@ class KVCache:
         else:
             c = self.config
             shape = (c.num_layers, 2, c.num_kv_heads, self.capacity, c.head_dim)
-            kv = SequenceKV(torch.zeros(shape, dtype=self.dtype, device=self.device))
+            kv = SequenceKV(_new_slot(shape, self.dtype, self.device, self.zeroed))
         kv.length = 0
         kv.tree = None
         self._live[seq_id] = kv

@@ -72,10 +72,12 @@ class NativeModelAdapter:
         self.device = model.device
         capacity = self.max_context + self.scratch_tokens
         self._rotary = model.rotary(capacity)
-        self._cache = KVCache(c, capacity, model.dtype, model.device)
         if cuda_graphs is None:
             cuda_graphs = model.device.type == "cuda" and os.environ.get("SAGUARO_CUDA_GRAPHS", "1").strip() != "0"
         self._graphs = StepGraphs(model, self._rotary, capture=model.device.type == "cuda") if cuda_graphs else None
+        # the step graphs attend over a fixed span that may reach past what was written (kv_cache._new_slot)
+        self._cache = KVCache(c, capacity, model.dtype, model.device,
+                              zeroed=cuda_graphs or model.device.type != "cpu")
         self._lock = threading.Lock()
         # (seq_ids, visible) -> (row permutation, per-sequence plan) of the live trees: one per runtime
         # sharing this model (their sequence ids differ), the oldest dropped beyond _MAX_TREES
