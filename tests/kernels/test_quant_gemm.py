@@ -143,7 +143,7 @@ def test_interleaved_q6k_gives_the_gguf_blocks_bits(m):
 
 @pytest.mark.skipif(not quant.b16_supported("Q5_0", 16, 32), reason="the interleaved kernels need AVX2")
 @pytest.mark.parametrize("kind", ["Q5_0", "Q8_0"])
-@pytest.mark.parametrize("m", [1, 5, 16, 17])
+@pytest.mark.parametrize("m", [1, 3, 5, 16, 17])
 @pytest.mark.parametrize("amx", ["1", "0"])
 def test_interleaved_q5_q8_give_the_gguf_blocks_bits(kind, m, amx, monkeypatch):
     """16 and 17 rows run the AMX tiles where this CPU has them ($SAGUARO_CPU_AMX=1), else VNNI."""
