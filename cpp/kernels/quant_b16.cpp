@@ -196,12 +196,12 @@ SAGUARO_B16_AVX512 void tile_q5(const Layout& L, const uint8_t* packed, const Qu
         const int p = 8 * jb + j;
         const __m512i v = _mm512_loadu_si512(rec + L.quads + 64 * p);
         // the fifth bits of the low-nibble values (chunk p) and the high ones (p + 32)
-        uint64_t mlo, mhi;
-        std::memcpy(&mlo, rec + L.bits + 8 * p, 8);
-        std::memcpy(&mhi, rec + L.bits + 8 * (p + 32), 8);
+        // kmovq straight from memory (a load), not through a general register
+        const __mmask64 mlo = _load_mask64(reinterpret_cast<__mmask64*>(const_cast<uint8_t*>(rec + L.bits + 8 * p)));
+        const __mmask64 mhi = _load_mask64(reinterpret_cast<__mmask64*>(const_cast<uint8_t*>(rec + L.bits + 8 * (p + 32))));
         const __m512i nlo = _mm512_and_si512(v, lo4), nhi = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
-        const __m512i qlo = _mm512_mask_add_epi8(nlo, _cvtu64_mask64(mlo), nlo, five);  // + 16 where set
-        const __m512i qhi = _mm512_mask_add_epi8(nhi, _cvtu64_mask64(mhi), nhi, five);
+        const __m512i qlo = _mm512_mask_add_epi8(nlo, mlo, nlo, five);  // + 16 where set
+        const __m512i qhi = _mm512_mask_add_epi8(nhi, mhi, nhi, five);
 #pragma GCC unroll 8
         for (int r = 0; r < R; ++r) {
           slo[r] = quant::dpbusd_broadcast(slo[r], qlo, a.row_q(m0 + r) + blo * kSmall + 4 * j);
