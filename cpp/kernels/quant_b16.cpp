@@ -92,7 +92,8 @@ SAGUARO_B16_AVX512 inline void block_step(const Layout& L, const uint8_t* rec, i
                                           __m512 (&lane)[R]) {
   const __m512 d = quant::b16_load_d(L, rec, jb);
   for (int r = 0; r < R; ++r)
-    lane[r] = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(a.row_d(m0 + r)[b])), _mm512_cvtepi32_ps(isum[r]), lane[r]);
+    lane[r] = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(a.row_d(m0 + r)[b])), _mm512_cvtepi32_ps(isum[r]),
+                              lane[r]);
 }
 
 // Block b's vpdpbusd chain of row m starts at - offset * bsum rather than 0: the exact sum comes out of
@@ -196,9 +197,11 @@ SAGUARO_B16_AVX512 void tile_q5(const Layout& L, const uint8_t* packed, const Qu
         const int p = 8 * jb + j;
         const __m512i v = _mm512_loadu_si512(rec + L.quads + 64 * p);
         // the fifth bits of the low-nibble values (chunk p) and the high ones (p + 32)
-        // kmovq straight from memory (a load), not through a general register
-        const __mmask64 mlo = _load_mask64(reinterpret_cast<__mmask64*>(const_cast<uint8_t*>(rec + L.bits + 8 * p)));
-        const __mmask64 mhi = _load_mask64(reinterpret_cast<__mmask64*>(const_cast<uint8_t*>(rec + L.bits + 8 * (p + 32))));
+        // kmovq straight from memory (a load), not through a general register; GCC's _load_mask64
+        // takes a non-const pointer but only reads it
+        uint8_t* bits = const_cast<uint8_t*>(rec + L.bits);
+        const __mmask64 mlo = _load_mask64(reinterpret_cast<__mmask64*>(bits + 8 * p));
+        const __mmask64 mhi = _load_mask64(reinterpret_cast<__mmask64*>(bits + 8 * (p + 32)));
         const __m512i nlo = _mm512_and_si512(v, lo4), nhi = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
         const __m512i qlo = _mm512_mask_add_epi8(nlo, mlo, nlo, five);  // + 16 where set
         const __m512i qhi = _mm512_mask_add_epi8(nhi, mhi, nhi, five);
