@@ -74,9 +74,11 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--draft-vocab", type=int, default=None, metavar="N",
                    help="the draft scores only the N lowest token ids, special tokens and the prompt's tokens "
                         "(cheaper draft, same output distribution)")
-    g.add_argument("--quantized", action="store_true",
-                   help="keep the GGUF files' quantized weights (Q4_K, Q6_K, Q5_0, Q8_0) and run saguaro's quantized "
-                        "kernels instead of converting to --dtype (CPU; presets and .gguf files)")
+    g.add_argument("--quantized", action=argparse.BooleanOptionalAction, default=None,
+                   help="run the GGUF files' quantized weights (Q4_K, Q6_K, Q5_0, Q8_0) on saguaro's quantized kernels "
+                        "(--no-quantized: convert them to --dtype). Default: quantized for a preset or .gguf file "
+                        "on a CPU with AVX2 or AVX-512, in bf16, without --draft-int8, whose matrices are all in "
+                        "those formats")
     g.add_argument("--draft-int8", choices=("weight", "dynamic"), default=None,
                    help="the draft's projections in int8: weight-only, or with int8 activations too (dynamic: "
                         "the cheapest CPU draft); same output distribution, different acceptance")
@@ -129,7 +131,9 @@ def _parser() -> argparse.ArgumentParser:
     ml.set_defaults(func=cmd_models_list)
     mp = msub.add_parser("prepare", help="assemble, verify and convert the default pair (or the given presets)")
     mp.add_argument("presets", nargs="*", help="preset names (default: the default pair)")
-    mp.add_argument("--dtype", choices=_DTYPES, default="bfloat16", help="weight dtype to convert to")
+    mp.add_argument("--dtype", choices=_DTYPES, default=None,
+                    help="weight dtype to convert to (default: no conversion for a preset that runs quantized, "
+                         "bfloat16 otherwise)")
     mp.set_defaults(func=cmd_models_prepare)
 
     sv = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (needs the serve extra: pip install "
@@ -146,7 +150,8 @@ def _parser() -> argparse.ArgumentParser:
     ds.add_argument("--cores", default=None, metavar="LIST", help="pin the draft worker to these cores, e.g. 1 or 2,3")
     ds.add_argument("--device", default="cpu")
     ds.add_argument("--dtype", choices=_DTYPES, default="bfloat16")
-    ds.add_argument("--quantized", action="store_true", help="run the GGUF file's quantized weights as they are")
+    ds.add_argument("--quantized", action=argparse.BooleanOptionalAction, default=None,
+                    help="run the GGUF file's quantized weights as they are (default: as for generate --quantized)")
     ds.add_argument("--draft-int8", choices=("weight", "dynamic"), default=None)
     ds.add_argument("--peer-timeout", type=float, default=5.0, metavar="SECONDS",
                     help="a target silent this long is gone: its sequences are freed (default 5)")
@@ -437,14 +442,15 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 def cmd_models_prepare(args: argparse.Namespace) -> int:
     """Assemble (checking the sha256) and convert the default pair or the named presets, with
-    progress bars on stderr."""
+    progress bars on stderr. Without --dtype, a preset that runs quantized by default needs no conversion."""
     import torch
 
     from saguaro import models
     from saguaro.models.convert import convert_gguf, converted_directory
+    from saguaro.models.loading import runs_quantized
     from saguaro.models.presets import preset_gguf
 
-    dtype = getattr(torch, args.dtype)
+    dtype = getattr(torch, args.dtype or "bfloat16")
     names = args.presets or list(models.default_pair())
     for name in names:
         if name not in models.PRESETS:
@@ -452,6 +458,9 @@ def cmd_models_prepare(args: argparse.Namespace) -> int:
     for name in names:
         preset = models.PRESETS[name]
         gguf = preset_gguf(preset)
+        if args.dtype is None and runs_quantized(name):
+            print(f"{name}: ready, runs quantized from {gguf} (no conversion; --dtype converts)")
+            continue
         if preset.sha256 is not None:
             out = converted_directory(Path(preset.file_name), dtype, key=preset.sha256[:12])
         else:

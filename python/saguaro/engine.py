@@ -82,7 +82,7 @@ class _Nothing:
         pass
 
 
-def _connect_draft(draft: Any, start_process: bool, pair: Any, dtype: torch.dtype, quantized: bool,
+def _connect_draft(draft: Any, start_process: bool, pair: Any, dtype: torch.dtype, quantized: Optional[bool],
                    config: SpeculationConfig, timeout: float) -> tuple[Any, Any]:
     """A RemoteDraft for the draft at ``draft`` (an address), or for a draft process started for
     ``draft`` (a preset name or path; None: the default pair's draft), and that process."""
@@ -131,6 +131,9 @@ class Engine:
     distribution (only acceptance changes). ``quantized=True`` (CPU; presets and .gguf files) keeps the
     GGUF files' quantized weights as they are and runs them on saguaro's quantized kernels
     (``saguaro.models.quant_linear``): the model computed is the GGUF model, as llama.cpp computes it.
+    ``quantized=None`` (the default) does so wherever ``saguaro.models.runs_quantized`` says the blocks
+    are the model asked for (a GGUF in the kernels' formats, on a SIMD CPU, in bf16, not int8: the
+    default pair on a CPU); ``quantized=False`` converts the GGUF to ``dtype``.
     ``draft="tcp://HOST:PORT"`` uses the draft a ``saguaro draft-server`` serves there (another process
     or host; ``saguaro.distributed``); ``draft_process=True`` starts such a server for ``draft`` on this
     host and stops it on close(). ``draft_timeout``: a remote draft silent this long is gone; live
@@ -150,7 +153,7 @@ class Engine:
                  target_threads: Optional[int] = None, draft_threads: Optional[int] = None,
                  target_cores: Optional[Sequence[int]] = None, draft_cores: Optional[Sequence[int]] = None,
                  draft_vocab: Union[int, Sequence[int], None] = None,
-                 draft_int8: Union[bool, str] = False, quantized: bool = False,
+                 draft_int8: Union[bool, str] = False, quantized: Optional[bool] = None,
                  draft_process: bool = False, draft_timeout: float = 5.0,
                  draft_device: Optional[str] = None) -> None:
         self._closed = True  # until the runtime exists, so close()/__del__ are safe
@@ -202,7 +205,7 @@ class Engine:
 
             self.auto_choice = auto_mode.choose(pair.target, pair.draft, pair.tokenizer, self.config, fixed=fixed,
                                                 options={"draft_int8": str(draft_int8), "draft_vocab": str(draft_vocab),
-                                                         "quantized": bool(quantized)})
+                                                         "quantized": getattr(pair.target, "quantized", False)})
             self.config = self.auto_choice.config
         self.mode = self.config.mode
         self.target = pair.target

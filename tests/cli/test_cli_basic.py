@@ -115,8 +115,12 @@ def test_generate_options_reach_engine_and_sampling(monkeypatch, capsys):
         "t", "d", "sd", 3, [2, 1, 1, 1], 0.5, "jit")
     assert (kw["target_threads"], kw["draft_threads"], str(kw["dtype"])) == (2, 1, "torch.float32")
     assert capsys.readouterr().err == "error: recorded\n"
+    assert kw["quantized"] is None  # the engine decides (saguaro.models.runs_quantized)
     main(["generate", "x", "--threads", "2", "--fanout", "6"])
     assert (seen["engine"]["target_threads"], seen["engine"]["draft_threads"], seen["engine"]["fanout"]) == (2, 2, 6)
+    for flag, want in (("--quantized", True), ("--no-quantized", False)):
+        main(["generate", "x", flag])
+        assert seen["engine"]["quantized"] is want
 
 
 def test_stop_strings_from_the_shell_are_unescaped():

@@ -29,6 +29,19 @@ def test_models_prepare_small_preset():
     assert "float32" in line
 
 
+def test_models_prepare_converts_nothing_for_a_preset_that_runs_quantized():
+    import pytest
+
+    from saguaro.kernels import quant
+    if not quant.available() or quant.supported_isa() == "scalar":
+        pytest.skip("this CPU has only the scalar quantized path: presets are converted")
+    r = run_cli("models", "prepare", "qwen2.5-coder-0.5b")
+    if r.returncode != 0 and "not installed" in r.stderr:
+        pytest.skip(r.stderr.strip())
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("qwen2.5-coder-0.5b: ready, runs quantized from ") and "no conversion" in r.stdout
+
+
 def test_models_prepare_unknown_preset(capsys):
     from saguaro.cli import main
     assert main(["models", "prepare", "gpt-17"]) == 2

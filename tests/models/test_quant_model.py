@@ -274,26 +274,3 @@ def test_a_large_mapped_matrix_is_repacked_in_chunks_with_the_same_bits(tiny_ggu
         assert len(picked.segments) == 1 and torch.equal(picked.dequantize(), a.select_rows(keep).dequantize())
     tokens = list(range(1, 13))
     assert torch.equal(chunked.adapter.prefill([0], [tokens]), whole.adapter.prefill([0], [tokens]))
-
-
-def test_the_readers_large_fields_are_dropped_once_read(tmp_path):
-    """The reader's per-element views of big array fields (a real vocabulary: ~380 MB) go once the
-    metadata holds their values."""
-    import gguf
-    import numpy as np
-
-    from saguaro.models import gguf_file
-
-    path = tmp_path / "fields.gguf"
-    w = gguf.GGUFWriter(str(path), "llama")
-    tokens = [f"t{i}" for i in range(gguf_file._LARGE_FIELD_PARTS + 5)]
-    w.add_token_list(tokens)
-    w.add_uint32("llama.block_count", 1)
-    w.add_tensor("output_norm.weight", np.ones(8, dtype=np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    g = gguf_file.GGUFFile(path)
-    assert g.metadata["tokenizer.ggml.tokens"] == tokens
-    assert "tokenizer.ggml.tokens" not in g.reader.fields and "llama.block_count" in g.reader.fields

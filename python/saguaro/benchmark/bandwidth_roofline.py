@@ -27,10 +27,9 @@ def weight_bytes_per_token(gguf_file: str | os.PathLike, vocab_keep: Optional[in
     """Bytes one decode step of the GGUF model streams: every tensor, less the token embedding when a
     separate ``output.weight`` is the head; with `vocab_keep` (a pruned draft vocabulary) the head
     counts only that share of its rows."""
-    import gguf
+    from saguaro.models.gguf_header import read_header
 
-    reader = gguf.GGUFReader(str(gguf_file))
-    tensors = {t.name: t for t in reader.tensors}
+    tensors = {t.name: t for t in read_header(gguf_file).tensors}
     total = sum(int(t.n_bytes) for t in tensors.values())
     if "output.weight" in tensors:
         total -= int(tensors["token_embd.weight"].n_bytes) if "token_embd.weight" in tensors else 0

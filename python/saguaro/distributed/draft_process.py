@@ -20,7 +20,7 @@ class DraftProcess:
     """Start ``saguaro draft-server`` for ``draft`` (a preset name or a path) on 127.0.0.1."""
 
     def __init__(self, draft: str, *, threads: Optional[int] = None, cores: Optional[Sequence[int]] = None,
-                 dtype: str = "bfloat16", quantized: bool = False, int8: Optional[str] = None,
+                 dtype: str = "bfloat16", quantized: Optional[bool] = None, int8: Optional[str] = None,
                  start_timeout_s: float = 600.0, extra_args: Sequence[str] = ()) -> None:
         if not isinstance(draft, (str, os.PathLike)):
             raise ValueError(f"draft_process=True starts `saguaro draft-server --draft ...`, which loads the draft by "
@@ -31,8 +31,8 @@ class DraftProcess:
             cmd += ["--threads", str(int(threads))]
         if cores:
             cmd += ["--cores", ",".join(str(int(c)) for c in cores)]
-        if quantized:
-            cmd.append("--quantized")
+        if quantized is not None:  # None: the server's default (saguaro.models.runs_quantized)
+            cmd.append("--quantized" if quantized else "--no-quantized")
         if int8:
             cmd += ["--draft-int8", str(int8)]
         cmd += list(extra_args)

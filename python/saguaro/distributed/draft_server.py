@@ -38,7 +38,7 @@ class DraftServer:
 
     def __init__(self, draft: Any, listen: str = "tcp://127.0.0.1:7600", *, threads: Optional[int] = None,
                  cores: Optional[Sequence[int]] = None, device: str = "cpu", dtype: torch.dtype = torch.bfloat16,
-                 quantized: bool = False, int8: Any = False, heartbeat_s: float = 0.5,
+                 quantized: Optional[bool] = None, int8: Any = False, heartbeat_s: float = 0.5,
                  peer_timeout_s: float = 5.0, hello_wait_s: float = 5.0) -> None:
         from saguaro.models import load
 

@@ -19,7 +19,7 @@ from saguaro.models.config import SUPPORTED_ARCHITECTURES, ModelConfig, Unsuppor
 from saguaro.models.decoder import DecoderModel
 from saguaro.models.hf_adapter import HFModelAdapter
 from saguaro.models.draft_vocabulary import DraftVocabulary
-from saguaro.models.loading import LoadedModel, default_pair, load, restrict_draft_vocabulary
+from saguaro.models.loading import LoadedModel, default_pair, load, restrict_draft_vocabulary, runs_quantized
 from saguaro.models.native_adapter import NativeModelAdapter
 from saguaro.models.pair import ModelPair, check_pair, load_pair
 from saguaro.models.presets import PRESETS
@@ -28,7 +28,7 @@ from saguaro.models.vocab import check_vocab_compatible
 
 __all__ = [
     "ModelAdapter", "NativeModelAdapter", "HFModelAdapter", "CallableAdapter", "DecoderModel", "ModelConfig",
-    "SUPPORTED_ARCHITECTURES", "UnsupportedArchitectureError", "LoadedModel", "load", "default_pair", "PRESETS",
-    "Tokenizer", "check_vocab_compatible", "DraftVocabulary", "restrict_draft_vocabulary", "ModelPair", "load_pair",
+    "SUPPORTED_ARCHITECTURES", "UnsupportedArchitectureError", "LoadedModel", "load", "runs_quantized", "default_pair",
+    "PRESETS", "Tokenizer", "check_vocab_compatible", "DraftVocabulary", "restrict_draft_vocabulary", "ModelPair", "load_pair",
     "check_pair",
 ]

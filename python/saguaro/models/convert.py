@@ -34,7 +34,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path, dtype: torch.dtype) -> dict[str
     config = g.config()
     tokenizer = Tokenizer.from_gguf_metadata(g.metadata)
     weights: dict[str, torch.Tensor] = {}
-    for name, w in tqdm(g.tensors(config), total=len(g.reader.tensors), desc=f"dequantizing {gguf_path.name}",
+    for name, w in tqdm(g.tensors(config), total=len(g.tensor_infos), desc=f"dequantizing {gguf_path.name}",
                         unit="tensor", leave=False):
         weights[name] = w.to(dtype).contiguous()
     weights = stack_projections(weights, config.num_layers)

@@ -9,7 +9,10 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from gguf.quants import quant_shape_to_byte_shape
+
 from saguaro.models.config import SUPPORTED_ARCHITECTURES, ModelConfig, check_rope_scaling, unsupported
+from saguaro.models.gguf_header import TensorInfo, read_header
 from saguaro.models.rotary import inverse_frequencies
 
 _LAYER_NAMES = {
@@ -32,45 +35,37 @@ class GGUFFile:
     """An opened GGUF file (memory-mapped): metadata, config and tensors."""
 
     def __init__(self, path: str | os.PathLike) -> None:
-        import gguf
-
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"GGUF file not found: {self.path}")
         size = self.path.stat().st_size
         try:
-            self.reader = gguf.GGUFReader(str(self.path))
-        except Exception as e:  # the reader fails in many ways on a cut or corrupt file
+            header = read_header(self.path)
+        except Exception as e:  # a cut or corrupt header fails in many ways
             raise ValueError(f"{self.path} is truncated or corrupt ({size} bytes), not a readable GGUF file: "
                              f"{type(e).__name__}: {e}") from e
-        for t in self.reader.tensors:
-            if t.data_offset + t.n_bytes > size or t.data.nbytes != t.n_bytes:
+        for t in header.tensors:
+            if t.data_offset + t.n_bytes > size:
                 raise ValueError(f"{self.path} is truncated: tensor {t.name} ends at byte "
                                  f"{t.data_offset + t.n_bytes} but the file has {size} bytes; "
                                  "re-download or reassemble it")
-        self.metadata = self._metadata()
-        self._drop_large_fields()
+        #: the tensor table (name, type, shape innermost first, offset, bytes)
+        self.tensor_infos: list[TensorInfo] = header.tensors
+        #: metadata key -> value (str, int, float, bool or a list of those)
+        self.metadata: dict[str, Any] = header.fields
+        self._map = np.memmap(self.path, dtype=np.uint8, mode="r")
         self.architecture = str(self.metadata.get("general.architecture", "unknown"))
-        self.tensor_names = {t.name for t in self.reader.tensors}
+        self.tensor_names = {t.name for t in self.tensor_infos}
 
-    def _drop_large_fields(self) -> None:
-        """The reader keeps a numpy view per element of every array field: the tokenizer's 151,936 tokens,
-        their types and the merges cost ~380 MB of Python objects per Qwen file (measured), held until
-        the file is closed, so loading the second model of a pair peaked with both. Their values are in
-        self.metadata; the reader's parts are dropped."""
-        for key in [k for k, f in self.reader.fields.items() if len(f.parts) > _LARGE_FIELD_PARTS]:
-            del self.reader.fields[key]
-
-    def _metadata(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, field in self.reader.fields.items():
-            if key.startswith("GGUF."):
-                continue
-            try:
-                out[key] = field.contents()
-            except Exception:  # a field kind this gguf version cannot decode; not needed
-                continue
-        return out
+    def data(self, t: TensorInfo) -> np.ndarray:
+        """A tensor's bytes in the map, shaped as gguf-py's reader shapes them: float and integer types as
+        their values (outermost dimension first), block types as uint8 rows of whole blocks."""
+        kind = t.tensor_type
+        raw = self._map[t.data_offset:t.data_offset + t.n_bytes]
+        dims = tuple(reversed(t.shape))
+        if kind.name in _PLAIN_DTYPES:
+            return raw.view(_PLAIN_DTYPES[kind.name]).reshape(dims)
+        return raw.reshape(quant_shape_to_byte_shape(dims, kind))
 
     def config(self) -> ModelConfig:
         """ModelConfig from the `{arch}.*` metadata (and the tensors it implies)."""
@@ -135,12 +130,12 @@ class GGUFFile:
     def _dequantized(self, name: str) -> np.ndarray:
         from gguf import quants
 
-        t = next(t for t in self.reader.tensors if t.name == name)
-        return quants.dequantize(t.data, t.tensor_type)
+        t = next(t for t in self.tensor_infos if t.name == name)
+        return quants.dequantize(self.data(t), t.tensor_type)
 
     def tensors(self, config: ModelConfig) -> Iterator[tuple[str, torch.Tensor]]:
         """(transformers name, float32 tensor) for every weight, dequantized, q/k un-permuted for llama."""
-        for t in self.reader.tensors:
+        for t in self.tensor_infos:
             if t.name == "rope_freqs.weight":
                 continue
             name = _hf_name(t.name)
@@ -174,14 +169,14 @@ class GGUFFile:
         from saguaro.kernels import quant
         from saguaro.models.quant_linear import QuantWeight
 
-        for t in self.reader.tensors:
+        for t in self.tensor_infos:
             if t.name == "rope_freqs.weight":
                 continue
             name = _hf_name(t.name)
             kind = t.tensor_type.name
             if kind in quant.GGML_TYPES and len(t.shape) == 2:
                 rows, k = int(t.shape[1]), int(t.shape[0])
-                data = t.data.reshape(rows, -1)
+                data = self.data(t).reshape(rows, -1)
                 heads = self._permuted_heads(name, config)
                 if heads:
                     data = np.ascontiguousarray(_unpermute(data, heads))  # a row permutation: blocks stay whole
@@ -225,7 +220,7 @@ class GGUFFile:
         access, so it is always safe); None where the map or madvise is not available."""
         import mmap
 
-        raw = getattr(getattr(self.reader, "data", None), "_mmap", None)
+        raw = getattr(self._map, "_mmap", None)
         if raw is None or not hasattr(raw, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
             return None
         start = offset - offset % mmap.PAGESIZE
@@ -239,8 +234,9 @@ class GGUFFile:
         return release
 
 
-#: a metadata field with more parts than this is dropped from the reader once read (GGUFFile._drop_large_fields)
-_LARGE_FIELD_PARTS = 1000
+#: numpy dtypes of the GGML types whose values are stored plainly (GGUFFile.data)
+_PLAIN_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I8": np.int8, "I16": np.int16,
+                 "I32": np.int32, "I64": np.int64}
 #: the largest mapped row segment of a repacked matrix (GGUFFile._chunked)
 _CHUNK_BYTES = 32 << 20
 

@@ -37,7 +37,7 @@ def _is_loaded(spec: Any) -> bool:
 
 
 def _load_model(spec: Any, *, dtype: torch.dtype, device: str, role: str,
-                int8: Union[bool, str, None] = False, quantized: bool = False) -> Any:
+                int8: Union[bool, str, None] = False, quantized: Optional[bool] = None) -> Any:
     """A LoadedModel for spec (an already loaded one passes through)."""
     if _is_loaded(spec):
         if int8:
@@ -69,13 +69,14 @@ def check_pair(target: Any, draft: Any) -> None:
 
 def load_pair(target: Any = None, draft: Any = None, *, mode: str = "ssd", dtype: torch.dtype = torch.bfloat16,
               device: str = "cpu", draft_int8: Union[bool, str, None] = False,
-              draft_vocab: Union[int, Sequence[int], None] = None, quantized: bool = False,
+              draft_vocab: Union[int, Sequence[int], None] = None, quantized: Optional[bool] = None,
               draft_device: Optional[str] = None) -> ModelPair:
     """Load (or take) a target and, unless mode is "ar", a draft; check that they pair.
 
     ``target``/``draft``: anything ``saguaro.models.load`` takes, or an already loaded model; both
-    None: the default pair. ``quantized``: models this call loads from a preset or .gguf file keep the
-    GGUF's quantized blocks (``saguaro.models.load(quantized=True)``; an int8 draft stays int8).
+    None: the default pair. ``quantized``: True: models this call loads from a preset or .gguf file keep the
+    GGUF's quantized blocks (``saguaro.models.load(quantized=True)``; an int8 draft stays int8); None:
+    where ``saguaro.models.runs_quantized`` says so; False: never.
     ``draft_int8`` and ``draft_vocab`` shape a draft this call loads (see
     ``saguaro.Engine``); ``draft_device`` puts it on another device than the target (default: ``device``). Raises ValueError saying what to change when the two cannot pair.
     """
