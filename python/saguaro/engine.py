@@ -6,6 +6,7 @@ holds the blocking API (generate, stream, metrics).
 """
 from __future__ import annotations
 
+import os
 import weakref
 from typing import Any, Optional, Sequence, Union
 
@@ -80,6 +81,22 @@ class _Nothing:
 
     def set_update_callback(self, callback: Any) -> None:
         pass
+
+
+def _draft_on_blocks(target: Any, draft: Any, quantized: Optional[bool], *, dtype: torch.dtype, device: str,
+                     draft_int8: Union[bool, str]) -> bool:
+    """Whether the draft this engine loads will run on GGUF blocks (for its planned K and fan-out): as
+    ``load_pair`` decides it, before loading; False for a draft loaded already, remote or none."""
+    from saguaro.distributed.address import is_draft_address
+    from saguaro.models.loading import default_pair, runs_quantized
+
+    if draft is None and target is None:
+        draft = default_pair()[1]
+    if draft is None or draft_int8 or is_draft_address(draft) or not isinstance(draft, (str, os.PathLike)):
+        return False
+    if quantized is not None:
+        return bool(quantized)
+    return runs_quantized(draft, dtype=dtype, device=device)
 
 
 def _connect_draft(draft: Any, start_process: bool, pair: Any, dtype: torch.dtype, quantized: Optional[bool],
@@ -174,7 +191,8 @@ class Engine:
                      draft_threads=draft_threads, target_cores=target_cores, draft_cores=draft_cores)
         fixed = _fixed_fields(speculation, given)
         if speculation is None:
-            planned_k, planned_budget = planned_shape(device, draft_int8)
+            planned_k, planned_budget = planned_shape(device, draft_int8, _draft_on_blocks(
+                target, draft, quantized, dtype=dtype, device=draft_device or device, draft_int8=draft_int8))
             speculation = SpeculationConfig(k=planned_k, fanout_budget=planned_budget)
         self.config = resolve_speculation(speculation, mode=None if auto else mode, **given)
         if not auto:  # auto calibrates the threads itself

@@ -24,15 +24,20 @@ PLANS: dict[tuple[str, str], tuple[int, int]] = {
     ("cpu", "bf16"): (_RUNTIME_DEFAULTS.k, _RUNTIME_DEFAULTS.fanout_budget),
     # quick-greedy-b1-int8dyn and its repeat: K = 2, fan-out [2, 2, 4]
     ("cpu", "int8"): (2, 8),
+    # the GGUF files' quantized blocks (quantized=True, the default on SIMD CPUs):
+    # llamacpp-vs-quantized-greedy-b1-icelake-planned and -zen4-planned both chose K = 1, fan-out [1, 3]
+    ("cpu", "quantized"): (1, 4),
     # no SSD-loop benchmark on a GPU yet: the public reproduction's best K = 4 (docs/algorithm.md §2.1)
     ("cuda", "bf16"): (4, 6),
 }
 
 
-def planned_shape(device: str, draft_int8: Union[bool, str, None] = False) -> tuple[int, int]:
-    """(k, fanout budget) for a draft on ``device`` ("cpu", "cuda", "cuda:1", ...); int8 drafts are CPU-only."""
+def planned_shape(device: str, draft_int8: Union[bool, str, None] = False, quantized: bool = False) -> tuple[int, int]:
+    """(k, fanout budget) for a draft on ``device`` ("cpu", "cuda", "cuda:1", ...): an int8 draft, else a
+    draft on GGUF blocks (``quantized``), else a bf16 one; int8 and quantized drafts are CPU-only."""
     kind = "cuda" if str(device).startswith("cuda") else "cpu"
-    return PLANS.get((kind, "int8" if draft_int8 else "bf16")) or PLANS[(kind, "bf16")]
+    draft = "int8" if draft_int8 else ("quantized" if quantized else "bf16")
+    return PLANS.get((kind, draft)) or PLANS[(kind, "bf16")]
 
 
 def usable_cores() -> list[int]:

@@ -353,6 +353,8 @@ def test_default_speculation_shape_is_the_planned_one_for_the_device(fake_engine
     assert planned_shape("cpu") == PLANS[("cpu", "bf16")] == (SpeculationConfig().k, SpeculationConfig().fanout_budget)
     assert planned_shape("cpu", "dynamic") == PLANS[("cpu", "int8")] != planned_shape("cpu")
     assert planned_shape("cuda:1") == planned_shape("cuda", "weight") == PLANS[("cuda", "bf16")]
+    assert planned_shape("cpu", quantized=True) == PLANS[("cpu", "quantized")] != planned_shape("cpu")
+    assert planned_shape("cpu", "weight", quantized=True) == PLANS[("cpu", "int8")]  # an int8 draft is not on blocks
     with fake_engine_factory():
         cfg = FakeRuntime.instances[-1].config
         assert (cfg.k, cfg.fanout_budget) == PLANS[("cpu", "bf16")]

@@ -14,6 +14,7 @@ import saguaro.models as M
 from saguaro.kernels import quant
 from saguaro.models.loading import runs_quantized
 from saguaro.models.quant_linear import QuantLinear
+from saguaro.planned_defaults import PLANS
 
 pytestmark = pytest.mark.skipif(not quant.available(), reason="the extension lacks the quantized kernels")
 SIMD = quant.available() and quant.supported_isa() != "scalar"
@@ -61,8 +62,11 @@ def test_engine_default_runs_the_blocks_and_quantized_false_converts(ggufs):
         assert sd.target.quantized and sd.draft.quantized
         [got] = sd.generate(prompt, sp)
     assert got.token_ids == want.token_ids
-    with saguaro.Engine(k, k, mode="sd", k=2, draft_int8="weight") as e:
+    with saguaro.Engine(k, k, mode="ssd", draft_int8="weight") as e:
         assert e.target.quantized and not e.draft.quantized
+        assert (e.config.k, e.config.fanout_budget) == PLANS[("cpu", "int8")]
+    with saguaro.Engine(k, k, mode="ssd") as e:  # the planner's shape for a draft on blocks
+        assert (e.config.k, e.config.fanout_budget) == PLANS[("cpu", "quantized")]
     with saguaro.Engine(k, mode="ar", quantized=False) as e:
         assert not e.target.quantized and not isinstance(_qkv(e.target), QuantLinear)
 
