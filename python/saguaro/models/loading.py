@@ -86,12 +86,12 @@ def runs_quantized(spec: Any, *, dtype: torch.dtype = torch.bfloat16, device: st
 
     Yes when all of these hold: `spec` is a preset or a .gguf file that is there; every quantized matrix
     in it is in a format the quantized kernels run (Q4_K, Q6_K, Q5_0, Q8_0; a Q4_1 file such as
-    SmolLM2-135M's is dequantized); the model runs on the CPU in bf16
-    (another dtype asks for that model: fp32 weights, say); no int8 is asked for; and the CPU has the
-    kernels' SIMD paths (AVX2 or AVX-512). Then the model computed is the GGUF model as llama.cpp
-    computes it, about twice as fast as its bf16 conversion and in a third of the memory
-    (bench/results/quant-kernels.md). Otherwise the GGUF is dequantized to `dtype`. Never raises: a
-    missing or unreadable file is left to the load that follows, which says what is wrong.
+    SmolLM2-135M's is dequantized); the model runs on the CPU in bf16 (another dtype asks for that
+    model: fp32 weights, say); no int8 is asked for; and the CPU has the kernels' SIMD paths (AVX2 or
+    AVX-512). Then the model computed is the GGUF model as llama.cpp computes it, two to three times
+    as fast as its bf16 conversion in a fifth of the memory (bench/results/quick-start-*.md). Otherwise
+    the GGUF is dequantized to `dtype`. Never raises: a missing or unreadable file is left to the load
+    that follows, which says what is wrong.
     """
     if int8 or dtype != torch.bfloat16 or not isinstance(spec, (str, os.PathLike)):
         return False
