@@ -110,15 +110,17 @@ def _markdown(out: dict[str, Any]) -> str:
              f"{out['kernel_path']}.",
              f"- {out['reps']} runs per variant after one warm-up run each, alternating; medians (peak RSS: the "
              f"largest). Date: {out['date']}.", "",
-             "| variant | mode | wall s | decode tokens/s | peak RSS MiB | warm-up wall s |", "|---|---|---:|---:|---:|---:|"]
+             "| variant | mode | wall s | decode tokens/s | peak RSS MiB | warm-up wall s |",
+             "|---|---|---:|---:|---:|---:|"]
     for name, r in out["rows"].items():
         lines.append(f"| `{out['variants'][name]}` | {r['mode']} | {r['wall_s']:.1f} | {r['tokens_per_s']:.1f} | "
                      f"{r['peak_rss_mib']:.0f} | {r['warm_up']['wall_s']:.1f} |")
     rows = list(out["rows"].values())
     if len(rows) >= 2:
         a, b = rows[0], rows[1]
-        lines += ["", f"The default against `{list(out['variants'].values())[1]}`: {a['wall_s'] / b['wall_s']:.2f}x the "
-                  f"wall time, {a['tokens_per_s'] / b['tokens_per_s']:.2f}x the decode speed, "
+        other = list(out["variants"].values())[1]
+        lines += ["", f"The default against `{other}`: {a['wall_s'] / b['wall_s']:.2f}x the wall time, "
+                  f"{a['tokens_per_s'] / b['tokens_per_s']:.2f}x the decode speed, "
                   f"{a['peak_rss_mib'] / b['peak_rss_mib']:.2f}x the peak memory."]
     return "\n".join(lines) + "\n"
 

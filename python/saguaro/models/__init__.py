@@ -29,6 +29,6 @@ from saguaro.models.vocab import check_vocab_compatible
 __all__ = [
     "ModelAdapter", "NativeModelAdapter", "HFModelAdapter", "CallableAdapter", "DecoderModel", "ModelConfig",
     "SUPPORTED_ARCHITECTURES", "UnsupportedArchitectureError", "LoadedModel", "load", "runs_quantized", "default_pair",
-    "PRESETS", "Tokenizer", "check_vocab_compatible", "DraftVocabulary", "restrict_draft_vocabulary", "ModelPair", "load_pair",
-    "check_pair",
+    "PRESETS", "Tokenizer", "check_vocab_compatible", "DraftVocabulary", "restrict_draft_vocabulary", "ModelPair",
+    "load_pair", "check_pair",
 ]
