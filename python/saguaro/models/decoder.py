@@ -86,7 +86,9 @@ class DecoderModel:
                     raise ValueError(f"quantized GGUF weights run on the CPU only, not on {device}: load with "
                                      "quantized=False for this device")
                 return v
-            return v.to(device=device, dtype=dtype)
+            # vectors (norms, biases) are copied: a view of a loader's memory-mapped file would keep that
+            # whole mapping, with every page the load read, resident beside the packed projections
+            return v.to(device=device, dtype=dtype, copy=v.dim() < 2)
 
         def fused(name: str, parts: list[str]) -> torch.Tensor | QuantWeight:
             # a conversion cache stores [q; k; v] and [gate; up] already stacked: no copy at load time
@@ -133,6 +135,9 @@ class DecoderModel:
         head = lin(embed if tied else t("lm_head.weight"))
         if tied and (head.packed is not None or isinstance(head, QuantLinear)):
             embed = None  # lookups read the packed (or quantized) head's rows: one copy of the largest matrix
+        elif (not tied and isinstance(embed, torch.Tensor)
+              and embed.data_ptr() == tensors["model.embed_tokens.weight"].data_ptr()):
+            embed = embed.clone()  # the model's own copy, not a view of the loader's file (see t)
         return cls(c, embed, layers, RMSNorm(t("model.norm.weight"), c.rms_norm_eps), head, dtype, device)
 
     @property
