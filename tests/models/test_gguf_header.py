@@ -91,6 +91,30 @@ def test_cut_or_foreign_files_are_refused(every_kind, tmp_path):
         read_header(v1)
 
 
+def test_tensor_types_reads_a_file_once_until_it_changes(every_kind, tmp_path, monkeypatch):
+    import os
+
+    from saguaro.models import gguf_header
+
+    reads = []
+    real = gguf_header.read_header
+    monkeypatch.setattr(gguf_header, "read_header", lambda p: reads.append(p) or real(p))
+    copy = tmp_path / "copy.gguf"
+    copy.write_bytes(every_kind.read_bytes())
+    first = tensor_types(copy)
+    first["mine"] = ("F32", 1)  # the caller's copy: the remembered table is not changed
+    assert tensor_types(str(copy)) == tensor_types(copy) != first and len(reads) == 1
+    # the same path written anew (another size and time) is read again
+    w = gguf.GGUFWriter(str(copy), "llama")
+    w.add_tensor("only", np.zeros((2, 32), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    os.utime(copy, ns=(1, 1))
+    assert tensor_types(copy) == {"only": ("F32", 2)} and len(reads) == 2
+
+
 @pytest.mark.slow
 def test_real_files_read_as_gguf_py_reads_them():
     """The three presets' files (the default pair's tokenizers: 151,936 tokens, 151,387 merges)."""

@@ -28,7 +28,8 @@ def test_smollm2_gguf_matches_transformers_gguf_loading():
                                                            dtype=torch.float32).eval()
     hf_tok = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     lm = M.load("smollm2-135m", dtype=torch.float32)
-    assert lm.config.architecture == "llama" and lm.adapter.eos_token_ids == [2]
+    # the declared <|im_end|>, then <|endoftext|> (llama.cpp's end-of-generation set)
+    assert lm.config.architecture == "llama" and lm.adapter.eos_token_ids == [2, 0]
     for text in TEXTS:
         ids = lm.tokenizer.encode(text)
         assert ids == hf_tok.encode(text, add_special_tokens=False), text
@@ -76,7 +77,9 @@ def test_qwen_pair_loads_from_packages_and_writes_code():
         assert (assembled.with_name(assembled.name + ".sha256-ok")).read_text() == p.sha256
     M.check_vocab_compatible(target, draft)
     assert target.adapter.vocab_size == draft.adapter.vocab_size == 151936
-    assert 151645 in target.adapter.eos_token_ids
+    # the Instruct files declare <|im_end|>; a plain-text completion ends with <|endoftext|> (or a code
+    # model's <|file_sep|>), which must stop it too
+    assert target.adapter.eos_token_ids[:2] == [151645, 151643] and 151664 in target.adapter.eos_token_ids
     assert target.config.architecture == "qwen2" and not target.config.tie_word_embeddings
     for lm in (target, draft):
         ids = lm.tokenizer.encode(FIB_PROMPT)

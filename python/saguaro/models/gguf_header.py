@@ -10,9 +10,11 @@ gguf-py's reader. The tensors' bytes stay in the file: ``saguaro.models.gguf_fil
 from __future__ import annotations
 
 import dataclasses
+import functools
 import mmap
 import os
 import struct
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +26,7 @@ _SCALAR = {GGUFValueType.UINT8: "B", GGUFValueType.INT8: "b", GGUFValueType.UINT
            GGUFValueType.UINT32: "I", GGUFValueType.INT32: "i", GGUFValueType.FLOAT32: "f", GGUFValueType.BOOL: "?",
            GGUFValueType.UINT64: "Q", GGUFValueType.INT64: "q", GGUFValueType.FLOAT64: "d"}
 _DEFAULT_ALIGNMENT = 32
+_U64 = struct.Struct("<Q")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +76,24 @@ class _Cursor:
     def string(self) -> str:
         return self.bytes(self.take("Q")).decode("utf-8")
 
+    def _strings(self, count: int) -> list[str]:
+        # 300,000 strings per Qwen file: one bounds check per string and no method calls in the loop
+        # halve the time of [self.string() for ...]
+        buf, pos, end, length = self.buf, self.pos, len(self.buf), _U64.unpack_from
+        out = []
+        append = out.append
+        for _ in range(count):
+            if pos + 8 > end:
+                raise ValueError("the GGUF header ends early")
+            (n,) = length(buf, pos)
+            pos += 8
+            if pos + n > end:
+                raise ValueError("the GGUF header ends early")
+            append(buf[pos:pos + n].decode("utf-8"))
+            pos += n
+        self.pos = pos
+        return out
+
     def value(self, kind: GGUFValueType) -> Any:
         if kind == GGUFValueType.STRING:
             return self.string()
@@ -83,7 +104,7 @@ class _Cursor:
                 raw = self.bytes(struct.calcsize(code) * count)
                 return np.frombuffer(raw, dtype=np.dtype("<" + code) if code != "?" else np.bool_).tolist()
             if item == GGUFValueType.STRING:  # the tokenizer's tokens and merges: the hot loop
-                return [self.string() for _ in range(count)]
+                return self._strings(count)
             return [self.value(item) for _ in range(count)]
         return self.take(_SCALAR[kind])
 
@@ -121,5 +142,16 @@ def read_header(path: str | os.PathLike) -> GGUFHeader:
 
 
 def tensor_types(path: str | os.PathLike) -> dict[str, tuple[str, int]]:
-    """{tensor name: (GGML type name, number of dimensions)} of a GGUF file (ValueError as read_header)."""
+    """{tensor name: (GGML type name, number of dimensions)} of a GGUF file (ValueError as read_header).
+
+    Remembered per file (path, size and modification time): an Engine asks it for both models before
+    loading them (``saguaro.models.runs_quantized``) and again in the load, a fifth of a second a read.
+    """
+    p = Path(path).resolve()
+    st = p.stat()
+    return dict(_tensor_types(p, st.st_size, st.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=8)
+def _tensor_types(path: Path, size: int, mtime_ns: int) -> dict[str, tuple[str, int]]:
     return {t.name: (t.tensor_type.name, len(t.shape)) for t in read_header(path).tensors}

@@ -26,6 +26,13 @@ _SPLITS = {"qwen2": _QWEN2_SPLIT, "deepseek-r1-qwen": _QWEN2_SPLIT, "llama3": _L
 # llama.cpp splits digits one by one before the GPT-2 pattern for these vocabularies.
 _DIGIT_SPLIT = {"smollm", "starcoder", "refact", "codeshell"}
 _CONTROL, _USER_DEFINED = 3, 4
+#: Added tokens that end a generation wherever a vocabulary has them, besides its declared EOS: the end
+#: of a chat turn, of a document, and code models' fill-in-the-middle pad, repository and file markers.
+#: llama.cpp counts the same texts as end-of-generation tokens. Without them a GGUF whose declared EOS
+#: is the chat turn's end (Qwen2.5's Instruct files: <|im_end|>) writes past its own <|endoftext|>.
+END_OF_GENERATION_TEXTS = frozenset({
+    "<|eot_id|>", "<|eom_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>",
+    "<EOT>", "_<EOT>", "<\uff5cend\u2581of\u2581sentence\uff5c>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>"})
 
 
 class Tokenizer:
@@ -94,7 +101,8 @@ class Tokenizer:
         backend = tokenizers.Tokenizer.from_file(str(d / "tokenizer.json"))
         if (d / META_FILE).is_file():
             meta = json.loads((d / META_FILE).read_text(encoding="utf-8"))
-            return cls(backend, eos_token_ids=meta["eos_token_ids"], bos_token_id=meta["bos_token_id"],
+            return cls(backend, eos_token_ids=_end_of_generation(backend, meta["eos_token_ids"]),
+                       bos_token_id=meta["bos_token_id"],
                        add_bos=meta["add_bos"], chat_template=meta["chat_template"])
         cfg: dict[str, Any] = {}
         if (d / "tokenizer_config.json").is_file():
@@ -110,7 +118,7 @@ class Tokenizer:
             eos.append(backend.token_to_id(eos_tok))
         bos_tok = _token_text(cfg.get("bos_token"))
         bos = backend.token_to_id(bos_tok) if bos_tok is not None else None
-        return cls(backend, eos_token_ids=sorted(set(eos)), bos_token_id=bos,
+        return cls(backend, eos_token_ids=_end_of_generation(backend, sorted(set(eos))), bos_token_id=bos,
                    add_bos=bool(cfg.get("add_bos_token", False)), chat_template=template)
 
     @classmethod
@@ -147,9 +155,18 @@ class Tokenizer:
             backend.add_tokens(user)
         eos = [int(meta[k]) for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id") if k in meta]
         bos = meta.get("tokenizer.ggml.bos_token_id")
-        return cls(backend, eos_token_ids=sorted(set(eos)), bos_token_id=None if bos is None else int(bos),
+        return cls(backend, eos_token_ids=_end_of_generation(backend, sorted(set(eos))), bos_token_id=None if bos is None else int(bos),
                    add_bos=bool(meta.get("tokenizer.ggml.add_bos_token", False)),
                    chat_template=meta.get("tokenizer.chat_template"))
+
+
+def _end_of_generation(backend: tokenizers.Tokenizer, eos: Sequence[int]) -> list[int]:
+    """The declared EOS ids in their order, then every other added token named in
+    END_OF_GENERATION_TEXTS (sorted): the first id stays the declared EOS, which chat templates render
+    as ``eos_token``."""
+    declared = list(dict.fromkeys(int(e) for e in eos))
+    named = {int(i) for i, t in backend.get_added_tokens_decoder().items() if t.content in END_OF_GENERATION_TEXTS}
+    return declared + sorted(named - set(declared))
 
 
 def _token_text(tok: Any) -> str | None:
