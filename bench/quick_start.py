@@ -31,13 +31,22 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SUMMARY = re.compile(r"^\[(?P<mode>[^\]]+)\] (?P<tokens>\d+) tokens, (?P<tps>[\d.]+) tokens/s")
 
 
-def quick_start_argv() -> list[str]:
-    """The README's quick-start ``saguaro generate ...`` step, as argv (tests/cli/test_cli_quickstart.py
-    reads the same line)."""
+def quick_start_line() -> str:
+    """The README's quick-start bash line that ends with ``saguaro generate ...`` (install steps
+    included); ValueError unless the "Quick start" section's bash blocks hold exactly one. The CLI's
+    quick-start tests run this line and this benchmark times its last step."""
     text = (ROOT / "README.md").read_text()
     section = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
-    line = next(ln for ln in section.splitlines() if "saguaro generate" in ln)
-    return shlex.split(line.split("&&")[-1].strip())
+    blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
+    lines = [ln.strip() for b in blocks for ln in b.splitlines() if "saguaro generate" in ln]
+    if len(lines) != 1:
+        raise ValueError(f"expected one quick-start line running saguaro generate in README.md, found {lines}")
+    return lines[0]
+
+
+def quick_start_argv() -> list[str]:
+    """The quick-start line's last step, ``saguaro generate ...``, as argv."""
+    return shlex.split(quick_start_line().split("&&")[-1].strip())
 
 
 def run_once(argv: list[str], timeout_s: float) -> dict[str, Any]:

@@ -1,6 +1,5 @@
 """The README's quick-start command, as written."""
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -11,16 +10,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from bench import quick_start  # noqa: E402  (the one reader of the README's quick-start line)
 
 
 def quick_start_command() -> str:
     """The bash line in the README's "Quick start" section that ends with ``saguaro generate``."""
-    text = (ROOT / "README.md").read_text()
-    section = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
-    lines = [ln for b in blocks for ln in b.splitlines() if "saguaro generate" in ln]
-    assert len(lines) == 1, f"expected one quick-start line running saguaro generate, found {lines}"
-    return lines[0].strip()
+    return quick_start.quick_start_line()
 
 
 def test_quick_start_command_is_parsable():
