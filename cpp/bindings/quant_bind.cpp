@@ -84,14 +84,14 @@ void bind_b16(py::module_& m) {
         "Bytes of the 16-column interleaved form of an [n, k] Q5_0 / Q8_0 matrix (n % 16 == 0).");
   m.def(
       "quant_b16_repack",
-      [](py::handle blocks, int ggml_type, int64_t n, int64_t k, py::handle out) {
+      [](py::handle blocks, int ggml_type, int64_t n, int64_t k, py::handle out, int threads) {
         const QuantType t = parse_type(ggml_type);
         auto wv = borrow_blocks(blocks, t, n, k);
         auto ov = borrow_bytes(out, "out", quant_b16_packed_bytes(t, n, k));
         py::gil_scoped_release release;
-        quant_b16_repack(t, wv.data<uint8_t>(), n, k, ov.data<uint8_t>());
+        quant_b16_repack(t, wv.data<uint8_t>(), n, k, ov.data<uint8_t>(), threads);
       },
-      py::arg("blocks"), py::arg("ggml_type"), py::arg("n"), py::arg("k"), py::arg("out"),
+      py::arg("blocks"), py::arg("ggml_type"), py::arg("n"), py::arg("k"), py::arg("out"), py::arg("threads") = 1,
       "Repacks n rows of GGUF Q5_0 / Q8_0 blocks into the 16-column interleaved layout (quant_b16.hpp).");
   m.def(
       "quant_b16_gemm",

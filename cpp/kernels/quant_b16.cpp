@@ -422,38 +422,46 @@ int64_t quant_b16_packed_bytes(QuantType t, int64_t N, int64_t K) {
   return N / 16 * quant::b16_records(K) * layout(t).record;
 }
 
-void quant_b16_repack(QuantType t, const uint8_t* w, int64_t N, int64_t K, uint8_t* out) {
+void quant_b16_repack(QuantType t, const uint8_t* w, int64_t N, int64_t K, uint8_t* out, int threads) {
   check(t, N, K);
   if (w == nullptr || out == nullptr) bad("w and out must not be null");
+  if (threads < 1) bad("threads must be >= 1, got " + std::to_string(threads));
   const Layout L = layout(t);
   const int64_t nblocks = K / kSmall, n8 = quant::b16_records(K), row_bytes = quant_row_bytes(t, K);
-  const int64_t bb = quant_block_bytes(t);
-  std::memset(out, 0, static_cast<size_t>(quant_b16_packed_bytes(t, N, K)));
-  for (int64_t g = 0; g < N / 16; ++g)
-    for (int i = 0; i < 16; ++i)
-      for (int64_t b = 0; b < nblocks; ++b) {
-        uint8_t* rec = out + (g * n8 + b / kGroup) * L.record;
-        const int jb = static_cast<int>(b % kGroup);
-        uint8_t q[kSmall];
-        float d;
-        const uint8_t* blk = w + (16 * g + i) * row_bytes + b * bb;
-        quant::unpack_block_b_scalar(t, blk, q, d);
-        std::memcpy(rec + quant::b16_d_at(L, jb, i), blk, 2);  // the block's fp16 d (its first 2 bytes)
-        for (int e = 0; e < kSmall; ++e) {
-          const int v = jb * kSmall + e, p = v / 4, j = v % 4;
-          if (!L.q5) {
-            rec[L.quads + 64 * p + 4 * i + j] = q[e];
-            continue;
-          }
-          rec[L.quads + 64 * (p % 32) + 4 * i + j] |= static_cast<uint8_t>((q[e] & 0x0f) << (p < 32 ? 0 : 4));
-          if (q[e] & 0x10) {
-            uint64_t mask;
-            std::memcpy(&mask, rec + L.bits + 8 * p, 8);
-            mask |= uint64_t{1} << (4 * i + j);
-            std::memcpy(rec + L.bits + 8 * p, &mask, 8);
+  const int64_t bb = quant_block_bytes(t), groups = N / 16;
+  // each part owns whole groups of 16 rows: their records are written (and first zeroed) by it alone
+  const std::function<void(int)> part = [&](int th) {
+    const int64_t per = (groups + threads - 1) / threads, g0 = th * per, g1 = std::min(groups, (th + 1) * per);
+    if (g0 >= g1) return;
+    std::memset(out + g0 * n8 * L.record, 0, static_cast<size_t>((g1 - g0) * n8 * L.record));
+    for (int64_t g = g0; g < g1; ++g)
+      for (int i = 0; i < 16; ++i)
+        for (int64_t b = 0; b < nblocks; ++b) {
+          uint8_t* rec = out + (g * n8 + b / kGroup) * L.record;
+          const int jb = static_cast<int>(b % kGroup);
+          uint8_t q[kSmall];
+          float d;
+          const uint8_t* blk = w + (16 * g + i) * row_bytes + b * bb;
+          quant::unpack_block_b_scalar(t, blk, q, d);
+          std::memcpy(rec + quant::b16_d_at(L, jb, i), blk, 2);  // the block's fp16 d (its first 2 bytes)
+          for (int e = 0; e < kSmall; ++e) {
+            const int v = jb * kSmall + e, p = v / 4, j = v % 4;
+            if (!L.q5) {
+              rec[L.quads + 64 * p + 4 * i + j] = q[e];
+              continue;
+            }
+            rec[L.quads + 64 * (p % 32) + 4 * i + j] |= static_cast<uint8_t>((q[e] & 0x0f) << (p < 32 ? 0 : 4));
+            if (q[e] & 0x10) {
+              uint64_t mask;
+              std::memcpy(&mask, rec + L.bits + 8 * p, 8);
+              mask |= uint64_t{1} << (4 * i + j);
+              std::memcpy(rec + L.bits + 8 * p, &mask, 8);
+            }
           }
         }
-      }
+  };
+  if (threads == 1 || !detail::ColumnPool::instance().try_run(threads, part))
+    for (int th = 0; th < threads; ++th) part(th);
 }
 
 void quant_b16_gemm(QuantType t, const uint8_t* packed, int64_t N, int64_t K, const float* x, int64_t M, float* y,

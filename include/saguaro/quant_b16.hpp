@@ -20,8 +20,9 @@ namespace saguaro {
 // K % 32 == 0.
 int64_t quant_b16_packed_bytes(QuantType t, int64_t N, int64_t K);
 
-// Repacks N rows of GGUF blocks of type t into `out` (quant_b16_packed_bytes(t, N, K) bytes).
-void quant_b16_repack(QuantType t, const uint8_t* w, int64_t N, int64_t K, uint8_t* out);
+// Repacks N rows of GGUF blocks of type t into `out` (quant_b16_packed_bytes(t, N, K) bytes), on `threads`
+// threads (each writes whole groups of 16 rows; the bytes do not depend on the count).
+void quant_b16_repack(QuantType t, const uint8_t* w, int64_t N, int64_t K, uint8_t* out, int threads = 1);
 
 // y[m * ldy + n] = Σ_k x[m * K + k] W[n, k] from the repacked W (the GGUF blocks' bits). The AVX-512 and
 // AVX2 paths run interleaved kernels (AVX-512 with AMX tiles from kB16AmxRows rows where selected; AVX2 with

@@ -247,6 +247,11 @@ TEST(QuantB16, RepackedProductHasTheGgufBlocksBits) {
       const auto w = random_weights(t, N, K, rng);
       std::vector<uint8_t> packed(static_cast<size_t>(saguaro::quant_b16_packed_bytes(t, N, K)));
       saguaro::quant_b16_repack(t, w.data(), N, K, packed.data());
+      for (int threads : {2, 3}) {  // 2 groups of 16 rows: one part each, and a part with none
+        std::vector<uint8_t> split(packed.size(), 0xab);
+        saguaro::quant_b16_repack(t, w.data(), N, K, split.data(), threads);
+        ASSERT_EQ(split, packed) << saguaro::quant_type_name(t) << " K=" << K << " threads=" << threads;
+      }
       for (int64_t M : {1, 5, 16}) {
         const auto x = random_x(M, K, rng);
         const auto ref = run(t, w, N, K, x, M, 1, CpuIsa::kScalar);
@@ -261,6 +266,9 @@ TEST(QuantB16, RepackedProductHasTheGgufBlocksBits) {
     }
   EXPECT_THROW(saguaro::quant_b16_packed_bytes(QuantType::kQ4_K, 32, 256), std::invalid_argument);
   EXPECT_THROW(saguaro::quant_b16_packed_bytes(QuantType::kQ8_0, 40, 256), std::invalid_argument);
+  std::vector<uint8_t> w(static_cast<size_t>(16 * saguaro::quant_row_bytes(QuantType::kQ8_0, 256)));
+  std::vector<uint8_t> out(static_cast<size_t>(saguaro::quant_b16_packed_bytes(QuantType::kQ8_0, 16, 256)));
+  EXPECT_THROW(saguaro::quant_b16_repack(QuantType::kQ8_0, w.data(), 16, 256, out.data(), 0), std::invalid_argument);
 }
 
 // The AMX tiles (12 rows and more, where the CPU and OS allow them) against the AVX-512 VNNI kernel and the

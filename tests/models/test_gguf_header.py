@@ -60,6 +60,8 @@ def test_header_equals_gguf_readers(every_kind):
         True, False, True]
     assert all(t.data_offset % 64 == 0 for t in h.tensors)
     assert tensor_types(every_kind)["q_Q4_1"] == ("Q4_1", 2)
+    bare = read_header(every_kind, arrays=False)  # the arrays stepped over, the rest as read in full
+    assert bare.tensors == h.tensors and bare.fields == {k: v for k, v in fields.items() if not isinstance(v, list)}
     g = GGUFFile(every_kind)
     for mine, theirs in zip(g.tensor_infos, reader.tensors):
         got = g.data(mine)
@@ -74,6 +76,8 @@ def test_cut_or_foreign_files_are_refused(every_kind, tmp_path):
         cut.write_bytes(raw[:n])
         with pytest.raises(ValueError):
             read_header(cut)
+        with pytest.raises(ValueError):
+            read_header(cut, arrays=False)
         with pytest.raises(ValueError, match="truncated or corrupt"):
             GGUFFile(cut)
     tail = tmp_path / "tail.gguf"  # the whole header, the last tensor's data cut
@@ -98,7 +102,7 @@ def test_tensor_types_reads_a_file_once_until_it_changes(every_kind, tmp_path, m
 
     reads = []
     real = gguf_header.read_header
-    monkeypatch.setattr(gguf_header, "read_header", lambda p: reads.append(p) or real(p))
+    monkeypatch.setattr(gguf_header, "read_header", lambda p, **kw: reads.append(p) or real(p, **kw))
     copy = tmp_path / "copy.gguf"
     copy.write_bytes(every_kind.read_bytes())
     first = tensor_types(copy)

@@ -153,11 +153,11 @@ def b16_supported(ggml_type: int | str, n: int, k: int) -> bool:
             and n % 16 == 0 and k % 32 == 0 and supported_isa() in ("avx512", "avx2"))
 
 
-def b16_repack(blocks: torch.Tensor, ggml_type: int | str, n: int, k: int) -> torch.Tensor:
+def b16_repack(blocks: torch.Tensor, ggml_type: int | str, n: int, k: int, threads: int | None = None) -> torch.Tensor:
     """n rows of GGUF Q5_0 / Q8_0 blocks repacked into the 16-column interleaved layout (a new uint8 tensor)."""
     tid = type_id(ggml_type)
     out = weight_buffer((int(core().quant_b16_packed_bytes(tid, int(n), int(k))),), torch.uint8)
-    core().quant_b16_repack(blocks, tid, int(n), int(k), out)
+    core().quant_b16_repack(blocks, tid, int(n), int(k), out, int(threads or kernel_threads()))
     return out
 
 
