@@ -66,6 +66,17 @@ def test_spec_bench_is_read_from_beside_the_repo():
     assert len(ps) == 26 and all(p.chat for p in ps)
 
 
+def test_the_long_suite_is_the_longest_document_questions():
+    ps = P.suite_prompts("long")
+    assert [p.category for p in ps] == ["summarization", "rag"] * 2 and all(p.chat for p in ps)
+    every = P.spec_bench(per_category=None)
+    for c in P.LONG_CATEGORIES:
+        chosen = [p for p in ps if p.category == c]
+        rest = [p for p in every if p.category == c and p.id not in {q.id for q in chosen}]
+        assert min(len(p.text) for p in chosen) >= max(len(p.text) for p in rest)
+    assert [p.id for p in P.long_prompts(per_category=1)] == [ps[0].id, ps[1].id]
+
+
 def test_interleave_covers_every_source():
     a = [P.Prompt(f"a{i}", "a", "c", "x", False) for i in range(3)]
     b = [P.Prompt(f"b{i}", "b", "c", "x", True) for i in range(1)]

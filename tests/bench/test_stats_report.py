@@ -39,6 +39,15 @@ def test_sample_figures_exclude_the_prefill():
     assert f["tokens_per_round"] == pytest.approx(4.5)
 
 
+def test_prompt_processing_is_the_prompts_tokens_over_the_time_to_the_first_token():
+    s = dict(_sample("x", "p", 9, 3.0, 0.5), prompt_tokens=700)
+    assert stats.sample_figures(s)["prompt_tps"] == pytest.approx(1400)
+    assert stats.sample_figures(_sample("x", "p", 9, 3.0, None))["prompt_tps"] is None  # no TTFT: no figure
+    rows = [dict(_sample("x", f"p{i}", 9, 3.0, t), prompt_tokens=100) for i, t in enumerate((0.5, 1.0, 2.0))]
+    assert stats.summarize(rows, ["x"])["x"]["prompt_tps"] == pytest.approx(100)  # the median
+    assert "| prompt tok/s |" in markdown(_results())
+
+
 def test_summary_and_ratios_come_from_the_same_run():
     names = ["saguaro-ar-1t", "saguaro-ar-2t", "saguaro-sd-1t", "saguaro-ssd", "transformers-ar-2t"]
     s = stats.summarize(_samples(), names, reference="saguaro-ar-1t")

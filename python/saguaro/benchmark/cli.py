@@ -23,8 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="saguaro bench", description=(
         "Measure saguaro AR/SD/SSD and the transformers peers in one run, alternating per prompt, "
         "each pinned to its cores; write JSON + Markdown + PNG under bench/results/."))
-    p.add_argument("--suite", choices=("quick", "full"), default="quick",
-                   help="quick: HumanEval 0-7 + MT-Bench one per category; full adds Spec-Bench, 2 per category")
+    p.add_argument("--suite", choices=prompts_mod.SUITES, default="quick",
+                   help="quick: HumanEval 0-7 + MT-Bench one per category; full adds Spec-Bench, 2 per category; "
+                        "long: Spec-Bench's long-document questions (summarization, RAG), 2 of each")
     p.add_argument("--prompts", metavar="FILE.jsonl", help="use this JSONL file instead of the suite's prompts")
     p.add_argument("--humaneval", type=int, metavar="N", help="HumanEval problems in the suite (default 8)")
     p.add_argument("--mtbench", type=int, metavar="N", help="MT-Bench questions in the suite (default one per category: 8)")
@@ -78,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _prompts(args: argparse.Namespace) -> list[prompts_mod.Prompt]:
     if args.prompts:
         ps = prompts_mod.load_jsonl(args.prompts)
+    elif args.suite == "long":
+        ps = prompts_mod.long_prompts()
     else:
         he = prompts_mod.human_eval(limit=8 if args.humaneval is None else args.humaneval)
         mt = prompts_mod.mt_bench(per_category=1, limit=args.mtbench)

@@ -19,6 +19,8 @@ MT_BENCH_RELPATH = ("fastchat", "fastchat", "llm_judge", "data", "mt_bench", "qu
 #: Spec-Bench lives beside the repository (never copied into it): <repo>/../shared/data/...
 SPEC_BENCH_RELPATH = ("..", "shared", "data", "spec_bench_question.jsonl")
 
+#: the standard suites (suite_prompts)
+SUITES = ("quick", "full", "long")
 #: keys tried, in order, for the text of a JSONL record
 _TEXT_KEYS = ("prompt", "question", "instruction", "input", "text", "query", "content")
 
@@ -94,6 +96,21 @@ def spec_bench(per_category: Optional[int] = 2) -> list[Prompt]:
     return load_jsonl(spec_bench_path(), source="specbench", per_category=per_category)
 
 
+#: Spec-Bench's categories whose questions carry a document (articles to summarize: up to ~1,500
+#: Qwen2.5 tokens; retrieved passages: up to ~850): the prompt-processing and long-context comparison
+#: of ``--suite long``
+LONG_CATEGORIES = ("summarization", "rag")
+
+
+def long_prompts(per_category: Optional[int] = 2) -> list[Prompt]:
+    """The ``per_category`` longest Spec-Bench questions (in characters; file order among equals) of each
+    of LONG_CATEGORIES, interleaved."""
+    every = load_jsonl(spec_bench_path(), source="specbench")
+    longest = [sorted((p for p in every if p.category == c), key=lambda p: -len(p.text))[:per_category]
+               for c in LONG_CATEGORIES]
+    return interleave(longest)
+
+
 def _record_text(record: dict, where: str) -> tuple[str, bool, Optional[str]]:
     """(text, chat, system) of one JSONL record; raises ValueError naming the fields it looked for."""
     if "messages" in record and isinstance(record["messages"], list):
@@ -162,9 +179,12 @@ def load_jsonl(path: os.PathLike | str, *, source: Optional[str] = None,
 def suite_prompts(suite: str, *, humaneval_n: Optional[int] = None, mtbench_per_category: Optional[int] = None,
                   mtbench_n: Optional[int] = None, specbench_per_category: Optional[int] = None) -> list[Prompt]:
     """The prompts of a standard suite (docs/measuring-speed.md): ``quick`` = HumanEval 0-7 + MT-Bench one per
-    category; ``full`` adds Spec-Bench, two per category. The counts can be reduced for short runs."""
-    if suite not in ("quick", "full"):
-        raise ValueError(f"suite must be 'quick' or 'full', got {suite!r}")
+    category; ``full`` adds Spec-Bench, two per category; ``long`` is Spec-Bench's long-document questions
+    (LONG_CATEGORIES, two of each). The counts can be reduced for short runs."""
+    if suite not in SUITES:
+        raise ValueError(f"suite must be one of {SUITES}, got {suite!r}")
+    if suite == "long":
+        return long_prompts(per_category=2 if specbench_per_category is None else specbench_per_category)
     prompts = human_eval(limit=8 if humaneval_n is None else humaneval_n)
     prompts += mt_bench(per_category=1 if mtbench_per_category is None else mtbench_per_category, limit=mtbench_n)
     if suite == "full":

@@ -23,6 +23,7 @@ ROW_FIGURES: tuple[tuple[str, str, str], ...] = (
     ("decode_tps", "decode tok/s", "{:.2f}"),
     ("e2e_tps", "end-to-end tok/s", "{:.2f}"),
     ("ttft_s", "TTFT s", "{:.2f}"),
+    ("prompt_tps", "prompt tok/s", "{:.0f}"),
     ("tokens_per_round", "tokens/round", "{:.2f}"),
     ("hit_rate", "hit rate", "{:.0%}"),
     ("round_time_ms", "round ms", "{:.0f}"),
@@ -57,6 +58,9 @@ def sample_figures(sample: dict) -> dict:
     ttft = _number(sample.get("ttft_s"))
     out: dict[str, Optional[float]] = {"tokens": float(n), "elapsed_s": elapsed, "ttft_s": ttft,
                                        "e2e_tps": n / elapsed if elapsed > 0 else None}
+    # prompt processing as the user waits for it: the prompt's tokens over the time to the first token
+    prompt_tokens = _number(sample.get("prompt_tokens"))
+    out["prompt_tps"] = prompt_tokens / ttft if prompt_tokens and ttft else None
     decode_s = elapsed - ttft if ttft is not None else None
     out["decode_s"] = decode_s
     # tokens that arrived after the first token's moment (assisted generation delivers rounds)
@@ -135,7 +139,7 @@ def summarize(samples: list[dict], method_names: Sequence[str], reference: Optio
         rows = [s for s in samples if s["method"] == name]
         figs = [sample_figures(s) for s in rows]
         summary: dict[str, Any] = {"n": len(rows)}
-        for key in ("decode_tps", "e2e_tps", "ttft_s"):
+        for key in ("decode_tps", "e2e_tps", "ttft_s", "prompt_tps"):
             summary[key] = median(f[key] for f in figs)
         tokens = sum(f["tokens"] for f in figs)
         rounds = [f["rounds"] for f in figs]
