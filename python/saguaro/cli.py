@@ -99,7 +99,9 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=None)
     g.add_argument("--stop", action="append", default=[], type=_unescape,
                    help=r"stop string (repeatable); \n, \t and \\ are escapes")
-    g.add_argument("--ignore-eos", action="store_true")
+    g.add_argument("--ignore-eos", action="store_true",
+                   help="generate past the model's end-of-generation tokens (its EOS, <|endoftext|>, <|im_end|>, ...) "
+                        "up to --max-new-tokens")
 
 
 def _parser() -> argparse.ArgumentParser:
