@@ -157,13 +157,34 @@ def test_bf16_model_extend_equals_successive_decodes(family, model_helpers):
 
 @needs_kernel
 def test_multi_query_attention_would_break_invariance(monkeypatch, model_helpers):
-    """The check above can fail: with one multi-query SDPA call per group (ROW_BY_ROW_MAX = 0) the
-    verify rows differ from the decodes on this CPU."""
+    """The check above can fail: with one multi-query SDPA call per group (SDPA instead of the kernel,
+    ROW_BY_ROW_MAX = 0) the verify rows differ from the decodes on this CPU."""
     from saguaro.models import attention
 
+    monkeypatch.setenv("SAGUARO_CPU_ATTENTION", "torch")
     monkeypatch.setattr(attention, "ROW_BY_ROW_MAX", 0)
     verify, decodes = _verify_and_decodes(model_helpers, "qwen2-untied")
     assert not torch.equal(verify, decodes)
+
+
+@needs_kernel
+@pytest.mark.parametrize("sdpa", [False, True])
+def test_a_long_bf16_prefill_runs_the_kernel_unmasked(sdpa, monkeypatch, model_helpers):
+    """A prefill of more rows than ROW_BY_ROW_MAX runs the attention kernel too (every kernel thread;
+    masked SDPA ran on one torch thread): its last row has the bits of a token-by-token decode. With
+    SDPA (SAGUARO_CPU_ATTENTION=torch) it runs one masked multi-query call, which does not."""
+    from saguaro.models import attention
+
+    pytest.importorskip("transformers")
+    if sdpa:
+        monkeypatch.setenv("SAGUARO_CPU_ATTENTION", "torch")
+    adapter = model_helpers.native_from_hf(model_helpers.make_hf("qwen2-untied"), dtype=torch.bfloat16)
+    prompt = torch.randint(0, 97, (attention.ROW_BY_ROW_MAX + 9,), generator=torch.Generator().manual_seed(3)).tolist()
+    whole = adapter.prefill([1], [prompt])[-1]
+    adapter.prefill([2], [prompt[:1]])
+    for t in prompt[1:]:
+        step = adapter.extend([2], [[t]])[-1]
+    assert torch.equal(whole, step) != sdpa, (whole - step).abs().max()
 
 
 @needs_kernel

@@ -33,7 +33,7 @@ def _steps(adapter) -> list[torch.Tensor]:
     for depth in range(3):  # a tree of two branches on each sequence
         outs.append(adapter.tree_step([0, 0, 1, 1], [9, 9, 4, 4], [19 + depth, 22, 25, 28 - depth], depth))
     outs.append(adapter.extend([0], [[21]]))  # after the tree: a decode over its slots
-    outs.append(adapter.prefill([2], [list(range(40, 80))]))  # a prefill of 40 rows: masked, the Python path
+    outs.append(adapter.prefill([2], [list(range(40, 80))]))  # a prefill of 40 rows (unmasked: the kernel)
     return outs
 
 
@@ -46,7 +46,7 @@ def test_the_chain_gives_the_bits_of_the_python_layers(gguf, monkeypatch):
     run = DecoderChain.run
     monkeypatch.setattr(DecoderChain, "run", lambda self, x, *a: runs.append(x.shape[0]) or run(self, x, *a))
     a, b = _steps(chained), _steps(plain)
-    assert runs == [10, 1, 4, 3, 4, 4, 4, 1]  # all but the prefill of 40 rows (short prompts run as chains)
+    assert runs == [10, 1, 4, 3, 4, 4, 4, 1, 40]  # every step, the prefill of 40 rows too
     for x, y in zip(a, b):
         assert torch.equal(x, y)
     ka, kb = chained._cache.get(0).buffer, plain._cache.get(0).buffer

@@ -22,7 +22,8 @@ class AttentionGroup:
     [write_start, write_start + n) and attend to slots [0, kv_len) under `mask`
     (bool [n, kv_len], True = may attend; None = every query sees all kv_len slots).
     causal=True (a chain of new tokens): row i sees slots [0, write_start + i]. With mask None each
-    row runs its own attention call (see ROW_BY_ROW_MAX); otherwise `mask` is that causal mask.
+    row gets its own attention (the kernel, or one SDPA call a row: ROW_BY_ROW_MAX); otherwise `mask`
+    is that causal mask.
     """
 
     kv: SequenceKV
@@ -41,19 +42,26 @@ class AttentionGroup:
     write_index: torch.Tensor | None = None
 
 
-#: causal chains of at most this many rows (verification, decode) get no mask from the adapter and
-#: run attention one query row at a time: the very call a one-token decode makes, so a K+1-token verification gives each row the
-#: bits of K+1 successive decodes (multi-query SDPA reduces in a row-count-dependent order on the
-#: CPU). With the batch-invariant linears this makes greedy bf16 speculative decoding exact.
+#: Where SDPA runs (not the kernel: kernel_runs), causal chains of at most this many rows
+#: (verification, decode) get no mask from the adapter and run attention one query row at a time: the
+#: very call a one-token decode makes, so a K+1-token verification gives each row the bits of K+1
+#: successive decodes (multi-query SDPA reduces in a row-count-dependent order on the CPU). With the
+#: batch-invariant linears this makes greedy bf16 speculative decoding exact. The kernel gives every
+#: row of a chain of any length (prefills too) its decode's bits.
 ROW_BY_ROW_MAX = 32
 
 
-def _kernel_rows(q: torch.Tensor) -> bool:
-    """bf16 CPU chains and tree steps run saguaro's attention kernel (a chain's rows in one call, each
-    with the bits of its one-row decode; a tree's branches without a mask); SAGUARO_CPU_ATTENTION=torch
-    (read per call) keeps SDPA (one call per chain row, one masked call per tree step) instead."""
-    return (q.dtype == torch.bfloat16 and q.device.type == "cpu" and attention_kernel.available()
+def kernel_runs(dtype: torch.dtype, device: torch.device | str) -> bool:
+    """Whether attention in ``dtype`` on ``device`` runs saguaro's kernel: bf16 CPU chains of any length
+    (prefills included: one call, each row with the bits of its one-row decode, on the kernel threads)
+    and tree steps (a tree's branches without a mask); SAGUARO_CPU_ATTENTION=torch (read per call) keeps
+    SDPA (one call per chain row up to ROW_BY_ROW_MAX rows, one masked call per prefill or tree step)."""
+    return (dtype == torch.bfloat16 and torch.device(device).type == "cpu" and attention_kernel.available()
             and os.environ.get("SAGUARO_CPU_ATTENTION", "").strip().lower() != "torch")
+
+
+def _kernel_rows(q: torch.Tensor) -> bool:
+    return kernel_runs(q.dtype, q.device)
 
 
 class Attention:

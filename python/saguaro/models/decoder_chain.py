@@ -62,9 +62,8 @@ class DecoderChain:
 
     @staticmethod
     def applies(x: torch.Tensor, cos: torch.Tensor, groups: list[AttentionGroup]) -> bool:
-        """Decodes, verification chains (no mask) and tree steps (branches) of any number of sequences,
-        where the Python path would run the attention kernel too (SAGUARO_CPU_ATTENTION, read per call);
-        not prefills of more than attention.ROW_BY_ROW_MAX rows (masked SDPA)."""
+        """Decodes, verification chains and prefills (no mask) and tree steps (branches) of any number of
+        sequences, where the Python path would run the attention kernel too (attention.kernel_runs)."""
         if not groups or cos.dim() != 3 or not cos.is_contiguous() or not _kernel_rows(x):
             return False
         row = 0
