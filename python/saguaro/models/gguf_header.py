@@ -66,12 +66,16 @@ class _Cursor:
         self.pos += size
         return value
 
-    def bytes(self, n: int) -> bytes:
+    def skip(self, n: int) -> int:
+        """Steps over n bytes; returns where they began."""
         if n < 0 or self.pos + n > len(self.buf):
             raise ValueError("the GGUF header ends early")
-        out = self.buf[self.pos:self.pos + n]
-        self.pos += n
-        return out
+        start, self.pos = self.pos, self.pos + n
+        return start
+
+    def bytes(self, n: int) -> bytes:
+        start = self.skip(n)
+        return self.buf[start:self.pos]
 
     def string(self) -> str:
         return self.bytes(self.take("Q")).decode("utf-8")
@@ -98,7 +102,7 @@ class _Cursor:
         """Steps over an array value without building it (the tensor table is after the tokenizer's)."""
         item, count = GGUFValueType(self.take("I")), self.take("Q")
         if item in _SCALAR:
-            self.bytes(struct.calcsize(_SCALAR[item]) * count)
+            self.skip(struct.calcsize(_SCALAR[item]) * count)  # no copy of the token types' 600 KB
         elif item == GGUFValueType.STRING:
             buf, pos, end, length = self.buf, self.pos, len(self.buf), _U64.unpack_from
             for _ in range(count):
