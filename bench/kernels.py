@@ -15,6 +15,7 @@ Logits are "LLM-like" (see llm_like_logits). Workloads (per call):
   fanout          fanout_candidates, F_j = 3 at each of the K + 1 positions
   sample_rows     sample_rows over B * (K + 1) rows (one tree step with M = K + 1 branches),
                   temperature 0.7, top-p 0.95, Saguaro C = 0.5 on the top 4
+  sample_greedy   sample_rows over the same rows, temperature 0 (a greedy draft's tree step)
 """
 from __future__ import annotations
 
@@ -72,6 +73,7 @@ def workloads(B: int, k: int, device: str) -> dict[str, tuple[Callable, Callable
     branch_logits = llm_like_logits((B * (k + 1),), g)
     branch = dict(temperature=0.7, top_p=0.95, saguaro_c=0.5, saguaro_topn=4, seed=7,
                   positions=torch.arange(B * (k + 1)))
+    greedy_branch = dict(temperature=0.0, seed=7, positions=torch.arange(B * (k + 1)))
     fan = [3] * (k + 1)
     dev = lambda t: t.to(device) if device != "cpu" else t
     tl_d, p_d, drafts_d, greedy_d, branch_d = map(dev, (tl, p, drafts, greedy_drafts, branch_logits))
@@ -83,6 +85,8 @@ def workloads(B: int, k: int, device: str) -> dict[str, tuple[Callable, Callable
         "fanout": (lambda: K.fanout_candidates(tl_d, greedy_d, fan),
                    lambda: R.fanout_candidates(tl, greedy_drafts, fan)),
         "sample_rows": (lambda: K.sample_rows(branch_d, **branch), lambda: R.sample_rows(branch_logits, **branch)),
+        "sample_greedy": (lambda: K.sample_rows(branch_d, **greedy_branch),
+                          lambda: R.sample_rows(branch_logits, **greedy_branch)),
     }
 
 

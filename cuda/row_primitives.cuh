@@ -120,6 +120,20 @@ struct RowScan {
   int32_t error;  // RowError
 };
 
+// The block's scan from each thread's share: argmax, finite count and the error, by precedence NaN,
+// +inf, no finite value. Every thread gets it.
+static __device__ RowScan block_scan(ArgMax best, long long finite, int nan, int pos_inf) {
+  best = block_argmax(best);
+  finite = block_sum(finite);
+  nan = block_sum(nan);
+  pos_inf = block_sum(pos_inf);
+  RowScan s{best.value, best.id, finite, kOk};
+  if (nan) s.error = kNaN;
+  else if (pos_inf) s.error = kPosInf;
+  else if (finite == 0) s.error = kNoFinite;
+  return s;
+}
+
 static __device__ RowScan scan_row(const float* logits, int64_t V) {
   ArgMax best{0.f, -1};
   long long finite = 0;
@@ -148,15 +162,7 @@ static __device__ RowScan scan_row(const float* logits, int64_t V) {
       }
     }
   }
-  best = block_argmax(best);
-  finite = block_sum(finite);
-  nan = block_sum(nan);
-  pos_inf = block_sum(pos_inf);
-  RowScan s{best.value, best.id, finite, kOk};
-  if (nan) s.error = kNaN;
-  else if (pos_inf) s.error = kPosInf;
-  else if (finite == 0) s.error = kNoFinite;
-  return s;
+  return block_scan(best, finite, nan, pos_inf);
 }
 
 // A token set "top by (logit desc, id asc)" ends at the boundary (key, last_id):

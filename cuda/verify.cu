@@ -1,10 +1,14 @@
-// CUDA twin of verify_chain_cpu. Sampled rows: one block per (row, position) first turns every target
-// logits row into p in parallel (the expensive part); then one block per batch row walks the chain
-// position by position, reading the prepared p rows and their error codes in the walk's order.
+// CUDA twin of verify_chain_cpu.
+// A batch of greedy rows only (the greedy fast path): every (row, position) the walk can reach is
+// scanned in slices by many blocks at once (row_slices.cuh), then one warp per batch row merges the
+// slices and walks the chain. Otherwise, sampled rows: one block per (row, position) first turns every
+// target logits row into p in parallel (the expensive part); then one block per batch row walks the
+// chain position by position, reading the prepared p rows and their error codes in the walk's order
+// (greedy rows of such a batch scan their rows in that walk).
 #include <sstream>
 #include <vector>
 
-#include "row_primitives.cuh"
+#include "row_slices.cuh"
 #include "saguaro/verify.hpp"
 
 namespace saguaro {
@@ -30,6 +34,42 @@ __global__ void prepare_kernel(const float* target_logits, const VerifyRow* rows
   const int32_t e = cuda_detail::process_row(target_logits + cell * V, V, row.params, false, p_rows + cell * V,
                                                 weights + cell * V);
   if (threadIdx.x == 0) row_errors[cell] = e;
+}
+
+// Greedy fast path, step 1: block (cell, slice) scans one slice of one target row; rows past a batch
+// row's drafts are never reached by the walk and are skipped.
+__global__ void greedy_slices_kernel(const float* target_logits, const VerifyRow* rows, int64_t K, int64_t V, int64_t S,
+                                     cuda_detail::RowScan* parts) {
+  const int64_t cell = blockIdx.x / S, s = blockIdx.x % S;
+  const int64_t b = cell / (K + 1), i = cell % (K + 1);
+  if (i > rows[b].num_draft) return;
+  cuda_detail::SliceValues mine;
+  const cuda_detail::RowScan scan = cuda_detail::scan_slice(target_logits + cell * V, V, s, mine);
+  if (threadIdx.x == 0) parts[blockIdx.x] = scan;
+}
+
+// Greedy fast path, step 2: one warp per batch row merges each position's slices and walks the chain.
+__global__ void greedy_walk_kernel(const int32_t* draft_tokens, const VerifyRow* rows, int64_t K, int64_t V, int64_t S,
+                                   const cuda_detail::RowScan* parts, int32_t* accepted, int32_t* bonus,
+                                   int32_t* errors) {
+  using namespace cuda_detail;
+  const int64_t b = blockIdx.x;
+  const int32_t* x = draft_tokens + b * K;
+  const int32_t n = rows[b].num_draft;
+  auto finish = [&](int32_t a, int32_t t, int32_t code, int32_t position) {
+    if (threadIdx.x == 0) {
+      accepted[b] = a;
+      bonus[b] = t;
+      errors[b] = code ? code * 65536 + position : 0;
+    }
+  };
+  for (int32_t i = 0; i < n; ++i)
+    if (x[i] < 0 || x[i] >= V) return finish(0, -1, kBadToken, i);
+  for (int32_t i = 0; i <= n; ++i) {
+    const RowScan scan = warp_merge_scans(parts + (b * (K + 1) + i) * S, S);
+    if (scan.error != kOk) return finish(0, -1, scan.error, i);
+    if (i == n || x[i] != scan.argmax) return finish(i, scan.argmax, kOk, 0);
+  }
 }
 
 __global__ void verify_kernel(const float* target_logits, const int32_t* draft_tokens, const float* q,
@@ -127,20 +167,29 @@ void verify_chain_cuda(const float* target_logits, const int32_t* draft_tokens, 
   bool sampled = false;
   for (const auto& r : rows) sampled = sampled || r.params.temperature != 0.f;
   const int64_t cells = B * (K + 1);
-  if (sampled && cells > 2147483647) throw std::invalid_argument("verify_chain: too many rows for one launch");
-  DeviceBuffer<float> d_p(sampled ? static_cast<size_t>(cells * V) : 0, stream);
-  DeviceBuffer<int32_t> d_row_errors(sampled ? static_cast<size_t>(cells) : 0, stream);
-  DeviceBuffer<double> d_weights(sampled ? static_cast<size_t>(cells * V) : 0, stream);
-  if (sampled) {
+  if (!sampled) {
+    const int64_t S = slice_count(V);
+    if (cells * S > 2147483647) throw std::invalid_argument("verify_chain: too many rows for one launch");
+    DeviceBuffer<RowScan> d_parts(static_cast<size_t>(cells * S), stream);
+    greedy_slices_kernel<<<static_cast<unsigned>(cells * S), kThreads, 0, stream>>>(target_logits, d_rows.get(), K, V, S,
+                                                                                   d_parts.get());
+    check_cuda(cudaGetLastError(), "verify_chain slices launch");
+    greedy_walk_kernel<<<static_cast<unsigned>(B), 32, 0, stream>>>(draft_tokens, d_rows.get(), K, V, S, d_parts.get(),
+                                                                   accepted, bonus, d_errors.get());
+  } else {
+    if (cells > 2147483647) throw std::invalid_argument("verify_chain: too many rows for one launch");
+    DeviceBuffer<float> d_p(static_cast<size_t>(cells * V), stream);
+    DeviceBuffer<int32_t> d_row_errors(static_cast<size_t>(cells), stream);
+    DeviceBuffer<double> d_weights(static_cast<size_t>(cells * V), stream);
     check_cuda(cudaMemsetAsync(d_row_errors.get(), 0, static_cast<size_t>(cells) * sizeof(int32_t), stream),
                "verify_chain row errors");
     prepare_kernel<<<static_cast<unsigned>(cells), kThreads, 0, stream>>>(target_logits, d_rows.get(), K, V, d_p.get(),
                                                                          d_weights.get(), d_row_errors.get());
     check_cuda(cudaGetLastError(), "verify_chain prepare launch");
+    verify_kernel<<<static_cast<unsigned>(B), kThreads, 0, stream>>>(target_logits, draft_tokens, q, d_rows.get(), K, V,
+                                                                    d_p.get(), d_row_errors.get(), accepted, bonus,
+                                                                    d_errors.get());
   }
-  verify_kernel<<<static_cast<unsigned>(B), kThreads, 0, stream>>>(target_logits, draft_tokens, q, d_rows.get(), K, V,
-                                                                  d_p.get(), d_row_errors.get(), accepted, bonus,
-                                                                  d_errors.get());
   check_cuda(cudaGetLastError(), "verify_chain launch");
   std::vector<int32_t> errors(rows.size());
   check_cuda(cudaMemcpyAsync(errors.data(), d_errors.get(), errors.size() * sizeof(int32_t), cudaMemcpyDeviceToHost, stream),
