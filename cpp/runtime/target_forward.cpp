@@ -1,19 +1,50 @@
 // The target's verification forward with failure isolation: when the batched call throws, each
 // row is retried alone so only the request that cannot run fails. Also how many threads it runs on.
+#include <algorithm>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "saguaro/target_worker.hpp"
+#include "saguaro/thread_affinity.hpp"
 
 namespace saguaro {
 
+namespace {
+
+// The cores a lent forward runs on: the target's and the draft's. Empty when the workers are not
+// pinned, or when the draft's cores add none to the target's (nothing to lend).
+std::vector<int> lent_cores(const std::vector<int>& target, const std::vector<int>& draft) {
+  if (target.empty() || draft.empty()) return {};
+  std::vector<int> all(target);
+  for (int c : draft)
+    if (std::find(all.begin(), all.end(), c) == all.end()) all.push_back(c);
+  if (all.size() == target.size()) return {};
+  std::sort(all.begin(), all.end());
+  return all;
+}
+
+}  // namespace
+
+bool TargetWorker::draft_threads_free() const {
+  if (!config_.set_target_threads || mode_ != Mode::kSsd || !draft_idle_) return false;
+  const bool pinned = !config_.target_cores.empty() || !config_.draft_cores.empty();
+  if (pinned && lent_cores(config_.target_cores, config_.draft_cores).empty()) return false;
+  return draft_idle_();
+}
+
 void TargetWorker::size_forward_threads() {
   if (!config_.set_target_threads) return;
-  const bool lend = mode_ == Mode::kSsd && draft_idle_ && config_.target_cores.empty() &&
-                    config_.draft_cores.empty() && draft_idle_();
+  const bool lend = draft_threads_free();
   const int32_t want = config_.target_threads + (lend ? config_.draft_threads : 0);
   if (lend) ++metrics_.forwards_on_draft_threads;
   if (want == forward_threads_) return;
+  // Pinned workers: a lent forward widens the target worker's pin to the draft's cores too, and the
+  // next forward on its own threads narrows it back. The kernels' helper threads are created by the
+  // first call that needs them and keep the pin their creator had then (column_pool.hpp): in ssd
+  // that is a lent forward, so they may run on either set.
+  if (!config_.target_cores.empty())
+    pin_current_thread(lend ? lent_cores(config_.target_cores, config_.draft_cores) : config_.target_cores);
   config_.set_target_threads(want);
   forward_threads_ = want;
 }

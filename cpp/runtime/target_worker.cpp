@@ -156,13 +156,20 @@ void TargetWorker::admit(std::vector<Submission> subs) {
     }
   }
   if (fresh.empty()) return;
-  // ssd: the draft has its own core, so its prefill of the prompts runs during the target's instead
-  // of after it (the first round's backup would otherwise wait for it). Not while the governor runs
-  // this batch size plain: then the prefill would only take memory bandwidth from the target's rounds;
-  // the draft prefills those sequences when it is next asked to speculate for them (draft_worker.cpp).
+  // ssd: the draft has its own core, so its prefill of the prompts can run during the target's instead
+  // of after it (the first round's backup would otherwise wait for it). It is deferred
+  //  - while the governor runs this batch size plain: then the prefill would only take memory
+  //    bandwidth from the target's rounds;
+  //  - when these prompts are all the work there is and the draft's threads are free to lend: then the
+  //    target prefills on both its threads and the draft's (a prefill is compute-bound: on its own
+  //    threads alone the time to the first token was 1.6x AR's on 2 cores), and the draft catches up
+  //    in the background afterwards while the first rounds run plain (draft_catch_up.cpp).
+  // A deferred row is caught up in the background or, when only a few tokens behind, when the draft is
+  // next asked to speculate for it (draft_worker.cpp).
   int64_t batch = 0;
   for (auto& s : active_) batch += s->finished() ? 0 : 1;
-  const bool defer = governor_.backing_off(batch);
+  const bool alone = batch == static_cast<int64_t>(fresh.size());
+  const bool defer = governor_.backing_off(batch) || (alone && draft_threads_free());
   if (defer) metrics_.draft_prefills_deferred += static_cast<int64_t>(fresh.size());
   if (mode_ == Mode::kSsd && transport_ != nullptr && !draft_failed_ && !defer) {
     ToDraft msg;

@@ -95,9 +95,12 @@ class TargetWorker {
   RowLogits forward(const Rows& rows, const std::vector<std::vector<int32_t>>& inputs);
   // Before each target forward: in ssd, while the in-process draft has no work (the governor runs
   // plain rounds, prefills are deferred), the draft's threads sit idle on their cores, so the forward
-  // runs on target_threads + draft_threads; otherwise on target_threads. Not with pinned workers (the
-  // kernels' helper threads would share the target's cores) or without a set_target_threads hook.
+  // runs on target_threads + draft_threads (pinned workers: on the target's and the draft's cores);
+  // otherwise on target_threads. Not without a set_target_threads hook, and not with pinned workers
+  // whose draft cores add none to the target's.
   void size_forward_threads();
+  // Whether the next target forward would run on the draft's threads too (the conditions above).
+  bool draft_threads_free() const;
   void fail(SequenceState& s, const std::string& message);
   void finish_row(SequenceState& s);
   // Drops finished rows; their draft sequences are released lazily (send_to_draft, flush_draft_releases).

@@ -4,10 +4,13 @@
 // the prompts' prefills.
 #include <gtest/gtest.h>
 
+#include <sched.h>
+
 #include <atomic>
 #include <chrono>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "test_runtime_helpers.hpp"
 
@@ -74,6 +77,8 @@ struct ThreadsLog {
   std::atomic<int32_t> threads{1};
   std::atomic<int> draft_in_call{0};
   std::atomic<int> lent_forwards{0}, own_forwards{0}, lent_while_draft_busy{0};
+  std::atomic<int> lent_prefills{0}, own_prefills{0};
+  std::atomic<int> lent_cpus{0};  // the most CPUs the target worker could run on in a lent forward
 };
 
 class ThreadsWatchingModel : public ToyModel {
@@ -96,10 +101,16 @@ class ThreadsWatchingModel : public ToyModel {
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
     if (log_->threads.load() > 1) {
       ++log_->lent_forwards;
+      if (w == "prefill") ++log_->lent_prefills;
+      cpu_set_t mask;
+      CPU_ZERO(&mask);
+      if (sched_getaffinity(0, sizeof(mask), &mask) == 0 && CPU_COUNT(&mask) > log_->lent_cpus.load())
+        log_->lent_cpus = CPU_COUNT(&mask);
       lent_ = true;
       if (log_->draft_in_call.load() > 0) ++log_->lent_while_draft_busy;
     } else {
       ++log_->own_forwards;
+      if (w == "prefill") ++log_->own_prefills;
     }
   }
   void after_call(const char* what, const std::vector<int64_t>& ids, std::vector<float>* logits) override {
@@ -153,6 +164,50 @@ TEST(RuntimeOverlap, TargetBorrowsTheDraftsThreadsOnlyWhileTheDraftHasNoWork) {
       EXPECT_GT(log->lent_forwards.load(), 0);
       EXPECT_EQ(m.forwards_on_draft_threads, log->lent_forwards.load());
     }
+  }
+}
+
+// ssd: a prompt that is all the work there is prefills on the draft's threads too, and the draft's
+// prefill waits (deferred) and then catches up in the background: the time to the first token is a
+// prefill on both workers' threads, not on the target's alone. Pinned workers on two cores likewise:
+// the lent prefill runs with the target worker's pin widened to the draft's core. Output unchanged.
+TEST(RuntimeOverlap, APromptAlonePrefillsOnTheDraftsThreadsToo) {
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  ASSERT_EQ(sched_getaffinity(0, sizeof(allowed), &allowed), 0);
+  std::vector<int> cores;
+  for (int c = 0; c < CPU_SETSIZE && cores.size() < 2; ++c)
+    if (CPU_ISSET(c, &allowed)) cores.push_back(c);
+  for (const bool pinned : {false, true}) {
+    if (pinned && cores.size() < 2) GTEST_SKIP() << "pinning to two cores needs two usable cores";
+    auto log = std::make_shared<ThreadsLog>();
+    auto target = std::make_shared<ThreadsWatchingModel>(target_options(), log, true);
+    auto draft = std::make_shared<ThreadsWatchingModel>(perturbed_draft_options(), log, false);
+    RuntimeConfig c = config_for(Mode::kSsd, 3);
+    c.target_threads = 1;
+    c.draft_threads = 1;
+    if (pinned) {
+      c.target_cores = {cores[0]};
+      c.draft_cores = {cores[1]};
+    }
+    c.set_target_threads = [log](int32_t n) { log->threads = n; };
+    Runtime rt(target, draft, c);
+    RequestParams p;
+    p.max_new_tokens = 24;
+    const auto prompt = mixed_prompts(1, 24)[0];
+    std::vector<int32_t> long_prompt;
+    while (long_prompt.size() < 64)  // far enough behind (> 16 tokens) for the draft to catch up first
+      long_prompt.insert(long_prompt.end(), prompt.begin(), prompt.end());
+    const auto got = run_all(rt, {long_prompt}, {p});
+    EXPECT_EQ(got[0].tokens, greedy_reference(*target, long_prompt, p.max_new_tokens, {})) << "pinned " << pinned;
+    const RuntimeMetrics m = rt.metrics();
+    EXPECT_EQ(log->lent_prefills.load(), 1) << "pinned " << pinned;
+    EXPECT_EQ(log->own_prefills.load(), 0) << "pinned " << pinned;
+    EXPECT_EQ(log->lent_while_draft_busy.load(), 0) << "pinned " << pinned;
+    EXPECT_EQ(m.draft_prefills_deferred, 1) << "pinned " << pinned;
+    EXPECT_EQ(m.draft_catch_up_rows, 1) << "pinned " << pinned;
+    EXPECT_GT(m.catch_up_rounds, 0) << "pinned " << pinned;
+    if (pinned) EXPECT_EQ(log->lent_cpus.load(), 2) << "the lent forwards run on both workers' cores";
   }
 }
 
