@@ -101,7 +101,7 @@ void DraftWorker::handle(ToDraft& msg) {
     try {
       for (const auto& row : msg.rows) apply_sync(row);
       catch_up(msg.rows);  // the rows it knows (before the new ones are prefilled whole)
-      prefill_new(msg.rows, 0);
+      prefill_in_chunks(msg.rows);
     } catch (const std::exception& e) {
       failed_ = true;
       failure_ = e.what();
@@ -277,8 +277,7 @@ ToTarget DraftWorker::draft_chain(const ToDraft& msg) {
 }
 
 bool DraftWorker::newer_work_arrived() {
-  ToDraft msg;
-  while (transport_.receive_at_draft(msg, std::chrono::microseconds(0))) stash_.push_back(std::move(msg));
+  take_new_messages();
   // Releases and prefills are bookkeeping, not newer speculation work: the tree finishes first.
   for (const auto& m : stash_)
     if (m.kind != ToDraft::Kind::kRelease && m.kind != ToDraft::Kind::kPrefill) return true;

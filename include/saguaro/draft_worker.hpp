@@ -46,6 +46,13 @@ class DraftWorker {
   // Prefills each not yet allocated row's committed tokens, less the last `hold_back` (the pending
   // token, which run_from_pending runs with the others).
   void prefill_new(const std::vector<DraftRow>& rows, size_t hold_back);
+  // A kPrefill message's new rows, prefilled whole in chunks; a row the target released meanwhile, or
+  // every row once a stop arrived, is left where its last chunk ended (draft_background_prefill.cpp).
+  void prefill_in_chunks(const std::vector<DraftRow>& rows);
+  // Takes every message waiting on the transport into stash_, in order, without handling it.
+  void take_new_messages();
+  // Whether stash_ holds a release of `seq` or a stop.
+  bool stashed_release_or_stop(int64_t seq) const;
   // The background catch-up (target_worker.hpp): each allocated row's KV brought to its committed
   // tokens but the pending one in one forward, whose logits nobody reads. Rows not allocated are left
   // to prefill_new.
@@ -68,7 +75,7 @@ class DraftWorker {
   std::function<void()> thread_init_;
   std::thread thread_;
   std::unordered_map<int64_t, DraftSequence> seqs_;
-  std::deque<ToDraft> stash_;   // messages received while building a tree
+  std::deque<ToDraft> stash_;   // messages received while building a tree or prefilling in chunks
   bool failed_ = false;
   std::string failure_;
   std::atomic<uint64_t> handled_{0};
