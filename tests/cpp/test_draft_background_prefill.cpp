@@ -6,6 +6,8 @@
 #include <atomic>
 #include <chrono>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "test_runtime_helpers.hpp"
 
@@ -37,6 +39,20 @@ class SlowCountingDraft : public ToyModel {
   }
 };
 
+// A target and a slow counting draft with room for long prompts.
+std::pair<std::shared_ptr<ToyModel>, std::shared_ptr<SlowCountingDraft>> long_context_pair() {
+  ToyOptions t = target_options(), d = perturbed_draft_options();
+  t.max_context = d.max_context = 2048;
+  return {std::make_shared<ToyModel>(t), std::make_shared<SlowCountingDraft>(d)};
+}
+
+// Generates max_new tokens greedily and checks them against the target's own greedy decoding.
+void generate_exactly(Runtime& rt, const ToyModel& target, const std::vector<int32_t>& prompt, int64_t max_new) {
+  RequestParams p;
+  p.max_new_tokens = max_new;
+  EXPECT_EQ(run_all(rt, {prompt}, {p})[0].tokens, greedy_reference(target, prompt, max_new, {}));
+}
+
 std::vector<int32_t> long_prompt(size_t n) {
   const auto base = mixed_prompts(1, 24)[0];
   std::vector<int32_t> p;
@@ -49,17 +65,10 @@ std::vector<int32_t> long_prompt(size_t n) {
 // The request wants one token, so it ends at admission, long before the draft's 4 chunks of 256
 // tokens would; the draft reads at most two of them (the second may start before the release lands).
 TEST(DraftBackgroundPrefill, StopsReadingThePromptOfAFinishedRequest) {
-  ToyOptions t = target_options(), d = perturbed_draft_options();
-  t.max_context = d.max_context = 2048;
-  auto target = std::make_shared<ToyModel>(t);
-  auto draft = std::make_shared<SlowCountingDraft>(d);
-  const auto prompt = long_prompt(1000);
+  auto [target, draft] = long_context_pair();
   {
     Runtime rt(target, draft, config_for(Mode::kSsd, 3));
-    RequestParams p;
-    p.max_new_tokens = 1;
-    const auto got = run_all(rt, {prompt}, {p});
-    EXPECT_EQ(got[0].tokens, greedy_reference(*target, prompt, 1, {}));
+    generate_exactly(rt, *target, long_prompt(1000), 1);
     std::this_thread::sleep_for(std::chrono::milliseconds(600));  // the time of all 4 chunks and more
   }
   EXPECT_EQ(draft->prefill_calls.load(), 1);
@@ -69,16 +78,9 @@ TEST(DraftBackgroundPrefill, StopsReadingThePromptOfAFinishedRequest) {
 // A request that lasts: its draft reads the whole prompt in chunks of 256 (one prefill, then extends),
 // and the output is still the target's.
 TEST(DraftBackgroundPrefill, ALastingRequestsPromptIsReadWholeInChunks) {
-  ToyOptions t = target_options(), d = perturbed_draft_options();
-  t.max_context = d.max_context = 2048;
-  auto target = std::make_shared<ToyModel>(t);
-  auto draft = std::make_shared<SlowCountingDraft>(d);
-  const auto prompt = long_prompt(600);
+  auto [target, draft] = long_context_pair();
   Runtime rt(target, draft, config_for(Mode::kSsd, 3));
-  RequestParams p;
-  p.max_new_tokens = 16;
-  const auto got = run_all(rt, {prompt}, {p});
-  EXPECT_EQ(got[0].tokens, greedy_reference(*target, prompt, 16, {}));
+  generate_exactly(rt, *target, long_prompt(600), 16);
   EXPECT_EQ(draft->prefill_calls.load(), 1);
   EXPECT_EQ(draft->largest_prefill.load(), 256) << "600 tokens: one prefill of 256, then extends of 256 and 88";
   EXPECT_GE(draft->extend_calls.load(), 2);
