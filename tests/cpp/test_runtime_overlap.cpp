@@ -129,21 +129,30 @@ class ThreadsWatchingModel : public ToyModel {
   bool lent_ = false;
 };
 
+// ssd with one thread per worker and the threads hook writing to `log`; pinned where cores are given.
+RuntimeConfig lending_config(const std::shared_ptr<ThreadsLog>& log, std::vector<int> target_cores,
+                             std::vector<int> draft_cores) {
+  RuntimeConfig c = config_for(Mode::kSsd, 3);
+  c.target_threads = 1;
+  c.draft_threads = 1;
+  c.target_cores = std::move(target_cores);
+  c.draft_cores = std::move(draft_cores);
+  c.set_target_threads = [log](int32_t n) { log->threads = n; };
+  return c;
+}
+
 // ssd: a cold batch of 8 runs plain rounds with the draft's prefills deferred, so the draft has no
 // work and the target's forwards run on its threads too; a request alone afterwards speculates, and
 // its forwards give them back (the draft builds trees then). Never lent while the draft is inside a
-// model call, never with pinned workers, and the output is the target's greedy output either way.
+// model call, never with both workers pinned to one core, and the output is the target's greedy output
+// either way.
 TEST(RuntimeOverlap, TargetBorrowsTheDraftsThreadsOnlyWhileTheDraftHasNoWork) {
   for (const bool pinned : {false, true}) {
     auto log = std::make_shared<ThreadsLog>();
     auto target = std::make_shared<ThreadsWatchingModel>(target_options(), log, true);
     auto draft = std::make_shared<ThreadsWatchingModel>(perturbed_draft_options(), log, false);
-    RuntimeConfig c = config_for(Mode::kSsd, 3);
-    c.target_threads = 1;
-    c.draft_threads = 1;
-    if (pinned) c.target_cores = c.draft_cores = {0};
-    c.set_target_threads = [log](int32_t n) { log->threads = n; };
-    Runtime rt(target, draft, c);
+    Runtime rt(target, draft, lending_config(log, pinned ? std::vector<int>{0} : std::vector<int>{},
+                                             pinned ? std::vector<int>{0} : std::vector<int>{}));
     const auto prompts = mixed_prompts(9, 24);
     RequestParams p;
     p.max_new_tokens = 24;
@@ -183,15 +192,8 @@ TEST(RuntimeOverlap, APromptAlonePrefillsOnTheDraftsThreadsToo) {
     auto log = std::make_shared<ThreadsLog>();
     auto target = std::make_shared<ThreadsWatchingModel>(target_options(), log, true);
     auto draft = std::make_shared<ThreadsWatchingModel>(perturbed_draft_options(), log, false);
-    RuntimeConfig c = config_for(Mode::kSsd, 3);
-    c.target_threads = 1;
-    c.draft_threads = 1;
-    if (pinned) {
-      c.target_cores = {cores[0]};
-      c.draft_cores = {cores[1]};
-    }
-    c.set_target_threads = [log](int32_t n) { log->threads = n; };
-    Runtime rt(target, draft, c);
+    Runtime rt(target, draft, lending_config(log, pinned ? std::vector<int>{cores[0]} : std::vector<int>{},
+                                             pinned ? std::vector<int>{cores[1]} : std::vector<int>{}));
     RequestParams p;
     p.max_new_tokens = 24;
     const auto prompt = mixed_prompts(1, 24)[0];
