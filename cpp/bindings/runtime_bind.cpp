@@ -70,6 +70,7 @@ py::dict runtime_metrics(const RuntimeMetrics& m) {
   d["draft_prefills_deferred"] = m.draft_prefills_deferred;
   d["draft_catch_up_rows"] = m.draft_catch_up_rows;
   d["catch_up_rounds"] = m.catch_up_rounds;
+  d["rounds_without_draft"] = m.rounds_without_draft;
   d["remote_q_wait_s"] = m.remote_q_wait_s;
   d["remote_q_fallbacks"] = m.remote_q_fallbacks;
   d["fanout"] = m.fanout;

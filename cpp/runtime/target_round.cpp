@@ -29,12 +29,16 @@ void TargetWorker::round() {
   SpeculationGovernor::Decision decision{static_cast<int64_t>(rows.size()), false, false};
   bool governed = mode_ != Mode::kAr && !draft_catching_up();
   if (governed) decision = governor_.decide(static_cast<int64_t>(rows.size()));
-  if (governed && decision.speculate && start_catch_up(rows)) {
-    governor_.postpone(decision);  // the speculation waits for the draft, not for the next probe
-    governed = false;
+  bool unpaid = false;  // a lone request the draft cannot serve in time: plain, without the draft
+  if (governed && decision.speculate) {
+    const CatchUp c = start_catch_up(rows);
+    if (c == CatchUp::kStarted) governor_.postpone(decision);  // the speculation waits for the draft, not for the next probe
+    unpaid = c == CatchUp::kUnpaid;
+    governed = c == CatchUp::kNotNeeded;
   }
   const bool speculate = governed && decision.speculate;
-  if (mode_ != Mode::kAr && !governed) ++metrics_.catch_up_rounds;
+  if (unpaid) ++metrics_.rounds_without_draft;
+  else if (mode_ != Mode::kAr && !governed) ++metrics_.catch_up_rounds;
   std::vector<int32_t> budget(rows.size(), 0);
   for (size_t b = 0; b < rows.size(); ++b)
     budget[b] = speculate ? rows[b]->draft_budget(config_.k, max_context_) : 0;
@@ -135,9 +139,10 @@ void TargetWorker::round() {
   metrics_.round_rows += static_cast<int64_t>(rows.size());
   const double round_s = seconds(Clock::now() - t0);
   metrics_.round_s += round_s;
+  if (rows.size() == 1 && !speculate && forward_threads_ > config_.target_threads) lone_plain_round_s_ = round_s;
   if (governed)
     governor_.observe(decision, committed_total, round_s);
-  else if (mode_ != Mode::kAr)
+  else if (mode_ != Mode::kAr && !unpaid)
     governor_.observe_catch_up(committed_total, round_s);  // a cost of the probe it waits for
 }
 

@@ -221,7 +221,10 @@ void TargetWorker::admit(std::vector<Submission> subs) {
   metrics_.target_prefill_s += prefill_s;
   int64_t prompt_rows = 0;
   for (const auto& p : prompts) prompt_rows += static_cast<int64_t>(p.size());
-  if (blocks.size() == 1) governor_.observe_forward(prompt_rows, prefill_s);  // one batched forward
+  if (blocks.size() == 1) {  // one batched forward
+    governor_.observe_forward(prompt_rows, prefill_s);
+    if (prefill_s > 0) prompt_read_per_s_ = static_cast<double>(prompt_rows) / prefill_s;
+  }
   // The first new token: drawn from p at position P with u(kResidual, P), like any bonus token.
   for (size_t i = 0; i < fresh.size(); ++i) {
     SequenceState& s = *fresh[i];

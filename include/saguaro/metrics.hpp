@@ -53,9 +53,13 @@ struct RuntimeMetrics {
   int64_t backup_critical_batch = 0; // current auto choice (0 until known)
   int64_t plain_rounds = 0;          // rounds of sd/ssd that did not speculate (the governor backed off)
   int64_t forwards_on_draft_threads = 0;  // ssd target forwards that ran on the idle draft's threads too
-  int64_t draft_prefills_deferred = 0;  // ssd prompts not sent to the draft at admission (backing off)
+  int64_t draft_prefills_deferred = 0;  // ssd prompts not sent to the draft at admission (backing off,
+                                        // or the draft lending its threads to their prefill)
   int64_t draft_catch_up_rows = 0;      // ssd rows sent to the draft to catch up in the background
   int64_t catch_up_rounds = 0;          // ssd rounds run plain while the draft caught up
+  int64_t rounds_without_draft = 0;     // ssd rounds of a lone request run plain because its draft
+                                        // could not catch up before it ends (or its plain pace was
+                                        // not measured yet)
   double remote_q_wait_s = 0;        // target idle waiting for a remote draft's q rows (remote_q.hpp)
   int64_t remote_q_fallbacks = 0;    // cache hits verified as deterministic: their q rows never came
   std::vector<int32_t> fanout;       // current F_0..F_K

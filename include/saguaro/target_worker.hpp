@@ -85,11 +85,22 @@ class TargetWorker {
   // instead of waiting. An in-process draft only (its handled messages are known: draft_idle_).
   static constexpr int64_t kBackgroundCatchUp = 16;  // tokens behind from which a row catches up first:
                                                      // more are a forward dearer than a decode step
-  // Whether the draft is still catching up (the round then runs plain, decided by no one).
+  // Whether the draft is still catching up (the round then runs plain, decided by no one). When it
+  // has just finished, its reading rate is measured.
   bool draft_catching_up();
+  // What start_catch_up did for a round the governor decided to speculate.
+  enum class CatchUp {
+    kNotNeeded,  // no row is far behind (or no in-process draft): the round speculates
+    kStarted,    // rows far behind were sent to the draft; the round runs plain
+    kUnpaid,     // a lone request whose draft could not read its tokens before the request ends (at
+                 // its plain pace), or whose plain pace is not measured yet: the round runs plain, on
+                 // the draft's idle threads too, and nothing is sent to the draft
+  };
   // For a round the governor decided to speculate: sends the rows more than kBackgroundCatchUp tokens
-  // behind to the draft to catch up; true when it did (the round then runs plain).
-  bool start_catch_up(const Rows& rows);
+  // behind to the draft to catch up, unless the catch-up cannot pay (a lone request: see kUnpaid).
+  CatchUp start_catch_up(const Rows& rows);
+  // A lone row's catch-up would end before the row's remaining tokens at its plain pace.
+  bool catch_up_pays(const SequenceState& s, int64_t behind) const;
 
   // target forwards with failure isolation (target_forward.cpp)
   RowLogits forward(const Rows& rows, const std::vector<std::vector<int32_t>>& inputs);
@@ -131,6 +142,11 @@ class TargetWorker {
   BackupPolicy backup_;
   SpeculationGovernor governor_;   // whether a round of a batch speculates at all (backup "auto")
   bool catching_up_ = false;       // a catch-up was sent and the draft has not handled it yet
+  Clock::time_point catch_up_sent_;  // when, and how many tokens behind its rows were
+  int64_t catch_up_tokens_ = 0;
+  double draft_read_per_s_ = 0;      // tokens/s the draft read in its last catch-up (0: none measured)
+  double prompt_read_per_s_ = 0;     // tokens/s of the target's last batched prefill
+  double lone_plain_round_s_ = 0;    // the last plain round of a lone request on lent threads
   std::shared_ptr<SpeculationCache> cache_, q_cache_;
   std::thread thread_;
   std::vector<std::unique_ptr<SequenceState>> active_;

@@ -213,5 +213,48 @@ TEST(RuntimeOverlap, APromptAlonePrefillsOnTheDraftsThreadsToo) {
   }
 }
 
+// A target whose prefill is slow beside its decode steps: a prompt read at 320 tokens/s, decode steps
+// of ~2 ms. With the target's prefill rate as the draft's (none measured yet), a 64-token catch-up
+// lasts as long as ~100 plain rounds.
+class SlowPrefillTarget : public ThreadsWatchingModel {
+ public:
+  using ThreadsWatchingModel::ThreadsWatchingModel;
+  Logits prefill(const std::vector<int64_t>& ids, const std::vector<std::vector<int32_t>>& prompts) override {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    return ThreadsWatchingModel::prefill(ids, prompts);
+  }
+};
+
+// ssd, a lone request whose prompt the draft has not read (deferred): when the draft could not catch
+// up before the request ends at its plain pace, nothing is sent to the draft and every round runs
+// plain on the draft's threads too; with tokens enough left, the draft catches up as before. The
+// first round is plain either way (it measures the plain pace). Output: the target's.
+TEST(RuntimeOverlap, ALoneRequestSkipsACatchUpThatCannotPay) {
+  for (const int64_t max_new : {8, 400}) {
+    auto log = std::make_shared<ThreadsLog>();
+    auto target = std::make_shared<SlowPrefillTarget>(target_options(), log, true);
+    auto draft = std::make_shared<ThreadsWatchingModel>(perturbed_draft_options(), log, false);
+    Runtime rt(target, draft, lending_config(log, {}, {}));
+    RequestParams p;
+    p.max_new_tokens = max_new;
+    const auto prompt = mixed_prompts(1, 24)[0];
+    std::vector<int32_t> long_prompt;
+    while (long_prompt.size() < 64) long_prompt.insert(long_prompt.end(), prompt.begin(), prompt.end());
+    long_prompt.resize(64);
+    EXPECT_EQ(run_all(rt, {long_prompt}, {p})[0].tokens, greedy_reference(*target, long_prompt, max_new, {}));
+    const RuntimeMetrics m = rt.metrics();
+    EXPECT_EQ(m.draft_prefills_deferred, 1);
+    if (max_new == 8) {
+      EXPECT_EQ(m.draft_catch_up_rows, 0);
+      EXPECT_EQ(m.rounds_without_draft, max_new - 1) << "one token from the prefill, then plain rounds";
+      EXPECT_EQ(log->own_forwards.load(), 0) << "every forward on the draft's threads too";
+    } else {
+      EXPECT_EQ(m.draft_catch_up_rows, 1);
+      EXPECT_EQ(m.rounds_without_draft, 1) << "the round that measured the plain pace";
+      EXPECT_GT(m.catch_up_rounds, 0);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace saguaro::testing
