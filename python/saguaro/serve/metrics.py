@@ -86,6 +86,11 @@ class _RuntimeCollector:
                                        "it was far behind on")
         catch_up.add_metric([], float(_total(m, "catch_up_rounds")))
         yield catch_up
+        without = CounterMetricFamily("saguaro_runtime_rounds_without_draft",
+                                      "ssd rounds of a lone request run plain on the draft's threads too: its draft "
+                                      "could not have caught up before the request ends")
+        without.add_metric([], float(_total(m, "rounds_without_draft")))
+        yield without
         hidden = GaugeMetricFamily("saguaro_draft_hidden_fraction",
                                    "Fraction of the draft's tree time hidden behind target verification")
         hidden.add_metric([], float(m.get("draft_hidden_fraction") or 0.0))
