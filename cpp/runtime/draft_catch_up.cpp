@@ -41,7 +41,7 @@ TargetWorker::CatchUp TargetWorker::start_catch_up(const Rows& rows) {
     }
   if (far.empty()) return CatchUp::kNotNeeded;
   // A lone request only: in a batch a row left behind would be caught up inside the next speculation.
-  if (rows.size() == 1 && !catch_up_pays(*rows[0], behind)) return CatchUp::kUnpaid;
+  if (governor_.enabled() && rows.size() == 1 && !catch_up_pays(*rows[0], behind)) return CatchUp::kUnpaid;
   for (auto* s : far) msg.rows.push_back(sync_row(*s));
   metrics_.draft_catch_up_rows += static_cast<int64_t>(msg.rows.size());
   send_to_draft(std::move(msg));

@@ -163,13 +163,14 @@ void TargetWorker::admit(std::vector<Submission> subs) {
   //  - when these prompts are all the work there is and the draft's threads are free to lend: then the
   //    target prefills on both its threads and the draft's (a prefill is compute-bound: on its own
   //    threads alone the time to the first token was 1.6x AR's on 2 cores), and the draft catches up
-  //    in the background afterwards while the first rounds run plain (draft_catch_up.cpp).
+  //    in the background afterwards while the first rounds run plain (draft_catch_up.cpp). Only under
+  //    the governor (backup "auto"): with it off every round speculates, the first one included.
   // A deferred row is caught up in the background or, when only a few tokens behind, when the draft is
   // next asked to speculate for it (draft_worker.cpp).
   int64_t batch = 0;
   for (auto& s : active_) batch += s->finished() ? 0 : 1;
   const bool alone = batch == static_cast<int64_t>(fresh.size());
-  const bool defer = governor_.backing_off(batch) || (alone && draft_threads_free());
+  const bool defer = governor_.backing_off(batch) || (governor_.enabled() && alone && draft_threads_free());
   if (defer) metrics_.draft_prefills_deferred += static_cast<int64_t>(fresh.size());
   if (mode_ == Mode::kSsd && transport_ != nullptr && !draft_failed_ && !defer) {
     ToDraft msg;

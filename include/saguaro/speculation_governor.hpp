@@ -33,6 +33,8 @@ class SpeculationGovernor {
  public:
   // k: the draft tokens per row of a speculating round (its verification runs k + 1 rows per row).
   explicit SpeculationGovernor(bool enabled, int32_t k = 1) : enabled_(enabled), k_(k) {}
+  // Off (backups jit and fast, or ar): every round of a speculative mode speculates.
+  bool enabled() const { return enabled_; }
 
   // What the governor decided for one round: the batch size it decided for and whether to speculate.
   // The round's observation is counted for that same batch size, whatever happens to its rows in
