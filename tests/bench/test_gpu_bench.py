@@ -33,7 +33,8 @@ def test_every_figure_is_there_and_says_it_was_replayed(smoke) -> None:
         assert key in res
     f = res["figures"]
     assert f["copy_bandwidth"]["bytes_per_s"] > 0
-    assert {r["kernel"] for r in f["kernels"]} == {"verify_sampled", "verify_greedy", "fanout", "sample_rows"}
+    assert {r["kernel"] for r in f["kernels"]} == {"verify_sampled", "verify_greedy", "fanout", "sample_rows",
+                                                  "sample_greedy"}
     assert f["paper_prediction"]["paper"]["ssd"] == 203.8
     k = res["config"]["k"]
     for pair in ("tiny-qwen2", "tiny-qwen3"):
