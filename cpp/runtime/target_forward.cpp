@@ -10,11 +10,7 @@
 
 namespace saguaro {
 
-namespace {
-
-// The cores a lent forward runs on: the target's and the draft's. Empty when the workers are not
-// pinned, or when the draft's cores add none to the target's (nothing to lend).
-std::vector<int> lent_cores(const std::vector<int>& target, const std::vector<int>& draft) {
+std::vector<int> TargetWorker::lent_cores(const std::vector<int>& target, const std::vector<int>& draft) {
   if (target.empty() || draft.empty()) return {};
   std::vector<int> all(target);
   for (int c : draft)
@@ -24,12 +20,10 @@ std::vector<int> lent_cores(const std::vector<int>& target, const std::vector<in
   return all;
 }
 
-}  // namespace
-
 bool TargetWorker::draft_threads_free() const {
   if (!config_.set_target_threads || mode_ != Mode::kSsd || !draft_idle_) return false;
   const bool pinned = !config_.target_cores.empty() || !config_.draft_cores.empty();
-  if (pinned && lent_cores(config_.target_cores, config_.draft_cores).empty()) return false;
+  if (pinned && lent_cores_.empty()) return false;
   return draft_idle_();
 }
 
@@ -44,7 +38,7 @@ void TargetWorker::size_forward_threads() {
   // first call that needs them and keep the pin their creator had then (column_pool.hpp): in ssd
   // that is a lent forward, so they may run on either set.
   if (!config_.target_cores.empty())
-    pin_current_thread(lend ? lent_cores(config_.target_cores, config_.draft_cores) : config_.target_cores);
+    pin_current_thread(lend ? lent_cores_ : config_.target_cores);
   config_.set_target_threads(want);
   forward_threads_ = want;
 }

@@ -37,6 +37,7 @@ TargetWorker::TargetWorker(std::shared_ptr<Model> target, const RuntimeConfig& c
       transport_(transport),
       draft_idle_(std::move(draft_idle)),
       forward_threads_(config.target_threads),
+      lent_cores_(lent_cores(config.target_cores, config.draft_cores)),
       remote_(dynamic_cast<RemoteEntries*>(transport)),
       schedule_(config.k, effective_fanout(config)),
       backup_(config.backup, config.backup_critical_batch, config.k),

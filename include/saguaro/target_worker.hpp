@@ -112,6 +112,9 @@ class TargetWorker {
   void size_forward_threads();
   // Whether the next target forward would run on the draft's threads too (the conditions above).
   bool draft_threads_free() const;
+  // The cores a lent forward of pinned workers runs on: the target's and the draft's, sorted. Empty
+  // when the workers are not pinned, or when the draft's cores add none to the target's.
+  static std::vector<int> lent_cores(const std::vector<int>& target, const std::vector<int>& draft);
   void fail(SequenceState& s, const std::string& message);
   void finish_row(SequenceState& s);
   // Drops finished rows; their draft sequences are released lazily (send_to_draft, flush_draft_releases).
@@ -137,6 +140,7 @@ class TargetWorker {
   DraftTransport* transport_;
   std::function<bool()> draft_idle_;
   int32_t forward_threads_;         // what set_target_threads last set (target_threads at start)
+  std::vector<int> lent_cores_;     // lent_cores(target_cores, draft_cores)
   RemoteEntries* remote_;           // the transport, when its draft keeps sampled entries' q rows (a wire)
   FanoutSchedule schedule_;
   BackupPolicy backup_;
