@@ -52,6 +52,14 @@ static __device__ RowScan scan_slice(const float* row, int64_t V, int64_t s, Sli
   return block_scan(best, finite, nan, pos_inf);
 }
 
+// For a launch of one block per (row, slice), rows of V logits in order and S slices each: this block's
+// slice scanned into parts[blockIdx.x].
+static __device__ void scan_block_slice(const float* logits, int64_t V, int64_t S, RowScan* parts) {
+  SliceValues mine;
+  const RowScan scan = scan_slice(logits + (blockIdx.x / S) * V, V, blockIdx.x % S, mine);
+  if (threadIdx.x == 0) parts[blockIdx.x] = scan;
+}
+
 // The scan of two disjoint parts of a row. Associative and commutative; {0, -1, 0, kNoFinite} is its
 // identity.
 __device__ __forceinline__ RowScan merge_scans(const RowScan& a, const RowScan& b) {

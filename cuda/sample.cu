@@ -36,9 +36,7 @@ __global__ void sample_kernel(const float* logits, const SampleRow* rows, int64_
 
 // Greedy fast path, step 1: block (row, slice) scans one slice.
 __global__ void greedy_slices_kernel(const float* logits, int64_t V, int64_t S, cuda_detail::RowScan* parts) {
-  cuda_detail::SliceValues mine;
-  const cuda_detail::RowScan scan = cuda_detail::scan_slice(logits + (blockIdx.x / S) * V, V, blockIdx.x % S, mine);
-  if (threadIdx.x == 0) parts[blockIdx.x] = scan;
+  cuda_detail::scan_block_slice(logits, V, S, parts);
 }
 
 // Greedy fast path, step 2: one warp per row; probs_out is zero already.

@@ -40,12 +40,9 @@ __global__ void prepare_kernel(const float* target_logits, const VerifyRow* rows
 // row's drafts are never reached by the walk and are skipped.
 __global__ void greedy_slices_kernel(const float* target_logits, const VerifyRow* rows, int64_t K, int64_t V, int64_t S,
                                      cuda_detail::RowScan* parts) {
-  const int64_t cell = blockIdx.x / S, s = blockIdx.x % S;
-  const int64_t b = cell / (K + 1), i = cell % (K + 1);
-  if (i > rows[b].num_draft) return;
-  cuda_detail::SliceValues mine;
-  const cuda_detail::RowScan scan = cuda_detail::scan_slice(target_logits + cell * V, V, s, mine);
-  if (threadIdx.x == 0) parts[blockIdx.x] = scan;
+  const int64_t cell = blockIdx.x / S;
+  if (cell % (K + 1) > rows[cell / (K + 1)].num_draft) return;  // block-uniform
+  cuda_detail::scan_block_slice(target_logits, V, S, parts);
 }
 
 // Greedy fast path, step 2: one warp per batch row merges each position's slices and walks the chain.
